@@ -1,0 +1,164 @@
+"""Records that cross boundaries: samples, annotations, provenance and quality reports.
+
+Records are immutable; derive a changed one with ``model_copy(update=...)``.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from datasetagent.spec import SplitName
+
+
+class _Record(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+Confidence = Annotated[float, Field(ge=0.0, le=1.0)]
+ParamValue = str | int | float | bool | None
+
+
+class ProcessingStep(_Record):
+    """One thing the Image Processing agent did to an image, with its parameters."""
+
+    name: str
+    params: dict[str, ParamValue] = {}
+
+
+class Provenance(_Record):
+    """Where a sample came from and everything done to it since."""
+
+    source_kind: str
+    #: Original file path or URL.
+    location: str
+    licence: str
+    creator: str | None = None
+    #: The label the source itself gave, such as the class folder the file was in.
+    source_label: str | None = None
+    steps: tuple[ProcessingStep, ...] = ()
+
+    def with_step(self, name: str, **params: ParamValue) -> Provenance:
+        return self.model_copy(
+            update={"steps": (*self.steps, ProcessingStep(name=name, params=params))}
+        )
+
+
+class _Annotation(_Record):
+    label: str
+    confidence: Confidence = 1.0
+    #: The labeler that produced it, e.g. ``seed``, ``folder-name``, ``existing``, ``human``.
+    labeler: str
+
+
+class ClassLabel(_Annotation):
+    """The class of a whole image."""
+
+    kind: Literal["class"] = "class"
+
+
+class Box(_Annotation):
+    """An axis-aligned box in pixels, top-left corner plus width and height."""
+
+    kind: Literal["box"] = "box"
+    x: Annotated[float, Field(ge=0)]
+    y: Annotated[float, Field(ge=0)]
+    w: Annotated[float, Field(gt=0)]
+    h: Annotated[float, Field(gt=0)]
+
+
+class RLE(_Record):
+    """COCO run-length encoding: ``size`` is (height, width), ``counts`` the compressed string."""
+
+    size: tuple[int, int]
+    counts: str
+
+
+class Mask(_Annotation):
+    """An instance mask stored as COCO RLE."""
+
+    kind: Literal["mask"] = "mask"
+    rle: RLE
+
+
+Annotation = Annotated[ClassLabel | Box | Mask, Field(discriminator="kind")]
+
+SampleStatus = Literal["processed", "labelled", "review", "rejected"]
+SampleOrigin = Literal["existing", "collected"]
+
+
+class Sample(_Record):
+    """One image of the run, identified by the hash of its stored pixels."""
+
+    id: str
+    #: Path of the processed image inside the run's blob store, relative to the run folder.
+    blob: str
+    width: int
+    height: int
+    mode: str
+    origin: SampleOrigin
+    provenance: Provenance
+    annotations: tuple[Annotation, ...] = ()
+    status: SampleStatus = "processed"
+    #: Why the sample needs a human look (low confidence, labelers disagree ...).
+    review_reasons: tuple[str, ...] = ()
+    split: SplitName | None = None
+    round: int = 0
+
+    @property
+    def label(self) -> str | None:
+        """The class of a classification sample, if labelled."""
+        for ann in self.annotations:
+            if isinstance(ann, ClassLabel):
+                return ann.label
+        return None
+
+    @property
+    def confidence(self) -> float | None:
+        for ann in self.annotations:
+            if isinstance(ann, ClassLabel):
+                return ann.confidence
+        return None
+
+
+class Rejection(_Record):
+    """A candidate that did not become a sample, and why."""
+
+    location: str
+    source_kind: str
+    reasons: tuple[str, ...]
+    detail: str = ""
+    duplicate_of: str | None = None
+
+
+class ClassFill(_Record):
+    name: str
+    target: int
+    accepted: int
+    review: int = 0
+
+
+class QualityReport(_Record):
+    """What the Supervision agent measured after one round, and what it decided."""
+
+    round: int
+    classes: tuple[ClassFill, ...]
+    #: Class Balance Index over the samples that will be exported (0 = perfectly balanced).
+    cbi: float
+    rejected_by_reason: dict[str, int] = {}
+    candidates_seen: int = 0
+    candidates_left: int = 0
+    review: int = 0
+    #: ALR with its audit size and 95% Wilson interval, once an audit has been made.
+    alr: float | None = None
+    alr_interval: tuple[float, float] | None = None
+    alr_audited: int = 0
+    ssim_mean: float | None = None
+    verdict: Literal["continue", "done"]
+    #: Why the loop stops or goes on, in words a user reads.
+    reason: str
+
+    @property
+    def targets_met(self) -> bool:
+        return all(c.accepted >= c.target for c in self.classes)

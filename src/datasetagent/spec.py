@@ -1,0 +1,321 @@
+"""DatasetSpec: the structured form of what the user asked for.
+
+Demand Analysis produces it, every later stage reads it, and ``RUN/spec.yaml`` records the one a
+run actually used. It round-trips through JSON and YAML without loss.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from pathlib import Path
+from typing import Annotated, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from datasetagent.errors import SpecError
+
+TaskKind = Literal["classification", "detection", "segmentation"]
+ColorMode = Literal["RGB", "L"]
+SplitName = Literal["train", "val", "test"]
+SPLIT_NAMES: tuple[SplitName, ...] = ("train", "val", "test")
+
+_BOXES: frozenset[TaskKind] = frozenset({"detection", "segmentation"})
+#: Which tasks each export format can hold (YOLO classification reads the imagefolder layout).
+FORMAT_TASKS: dict[str, frozenset[TaskKind]] = {
+    "imagefolder": frozenset({"classification"}),
+    "coco": _BOXES,
+    "yolo": _BOXES,
+    "voc": _BOXES,
+    "hf": _BOXES | {"classification"},
+}
+DEFAULT_FORMATS: dict[TaskKind, tuple[str, ...]] = {
+    "classification": ("imagefolder",),
+    "detection": ("coco",),
+    "segmentation": ("coco",),
+}
+
+#: Licences counted as open (free to use, share and adapt, possibly with attribution).
+OPEN_LICENCES: tuple[str, ...] = (
+    "CC0-1.0",
+    "PDM",
+    "CC-BY-4.0",
+    "CC-BY-SA-4.0",
+    "CC-BY-2.0",
+    "CC-BY-SA-2.0",
+    "CC-BY-3.0",
+    "CC-BY-SA-3.0",
+)
+#: Licences that also allow commercial use without share-alike obligations.
+PERMISSIVE_LICENCES: tuple[str, ...] = ("CC0-1.0", "PDM", "CC-BY-4.0", "CC-BY-2.0", "CC-BY-3.0")
+#: Licence recorded for files the user supplies from their own disk.
+USER_SUPPLIED = "user-supplied"
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class ClassSpec(_Model):
+    """One class: its name, the text a model or search engine is given, and its target."""
+
+    name: Annotated[str, Field(min_length=1, max_length=200)]
+    prompt: str = ""
+    synonyms: tuple[str, ...] = ()
+    target: Annotated[int, Field(ge=1)] | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _strip(cls, value: str) -> str:
+        value = value.strip()
+        if not value or "/" in value or "\\" in value or value in {".", ".."}:
+            raise ValueError(f"class name {value!r} cannot be used as a folder name")
+        return value
+
+    def all_names(self) -> tuple[str, ...]:
+        return (self.name, *self.synonyms)
+
+
+class SplitSpec(_Model):
+    """Shares of train/val/test; they must add up to 1. ``seed`` makes the split repeatable."""
+
+    train: Annotated[float, Field(ge=0, le=1)] = 0.8
+    val: Annotated[float, Field(ge=0, le=1)] = 0.1
+    test: Annotated[float, Field(ge=0, le=1)] = 0.1
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _sums_to_one(self) -> SplitSpec:
+        total = self.train + self.val + self.test
+        if not math.isclose(total, 1.0, abs_tol=1e-6):
+            raise ValueError(f"split shares add up to {total:g}, not 1 (e.g. 0.8/0.1/0.1)")
+        return self
+
+    def shares(self) -> dict[SplitName, float]:
+        return {"train": self.train, "val": self.val, "test": self.test}
+
+
+class ImageConstraints(_Model):
+    """What every image of the dataset must satisfy, and the form it is stored in."""
+
+    min_side: Annotated[int, Field(ge=1)] = 32
+    max_pixels: Annotated[int, Field(ge=1)] = 100_000_000
+    color_mode: ColorMode = "RGB"
+    #: (width, height) every image is fitted to, or None to keep sizes as they come.
+    size: tuple[int, int] | None = None
+
+
+class QualityTargets(_Model):
+    """Targets the Supervision agent measures against (see DESIGN.md for the definitions)."""
+
+    cbi_max: Annotated[float, Field(ge=0, le=1)] = 0.021
+    ssim_mean_min: Annotated[float, Field(ge=0, le=1)] = 0.94
+    alr_min: Annotated[float, Field(ge=0, le=1)] = 0.988
+    #: A label below this confidence is sent to review instead of being accepted.
+    min_confidence: Annotated[float, Field(ge=0, le=1)] = 0.9
+
+
+class SourceSpec(_Model):
+    """Where candidate images come from. ``kind`` names an entry of the source registry."""
+
+    kind: str = "local"
+    location: str
+
+    @classmethod
+    def parse(cls, text: str) -> SourceSpec:
+        """``KIND:LOCATION`` or a bare path (a local folder)."""
+        kind, sep, rest = text.partition(":")
+        if sep and re.fullmatch(r"[a-z][a-z0-9_-]+", kind) and not Path(text).exists():
+            return cls(kind=kind, location=rest)
+        return cls(kind="local", location=text)
+
+
+class LicencePolicy(_Model):
+    """Which licences may enter the dataset.
+
+    ``any`` takes everything and records it; ``open`` takes Creative Commons and public-domain
+    licences; ``permissive`` additionally excludes share-alike. Files from the user's own disk
+    are recorded as ``user-supplied`` and always accepted: the user vouches for them.
+    """
+
+    mode: Literal["any", "open", "permissive"] = "any"
+    require_attribution_file: bool = True
+
+    def allows(self, licence: str) -> bool:
+        if self.mode == "any" or licence == USER_SUPPLIED:
+            return True
+        allowed = OPEN_LICENCES if self.mode == "open" else PERMISSIVE_LICENCES
+        return licence in allowed
+
+
+class Budget(_Model):
+    """Bounds on one build: supervision rounds, candidates looked at, model calls, wall time."""
+
+    max_rounds: Annotated[int, Field(ge=1)] = 20
+    max_candidates: Annotated[int, Field(ge=1)] | None = None
+    max_model_calls: Annotated[int, Field(ge=0)] | None = None
+    max_seconds: Annotated[float, Field(gt=0)] | None = None
+
+
+class DatasetSpec(_Model):
+    """Everything a build needs to know about the dataset to make."""
+
+    name: str = "dataset"
+    task: TaskKind = "classification"
+    classes: tuple[ClassSpec, ...]
+    #: Default images (classification) per class where a class sets no target of its own.
+    target_per_class: Annotated[int, Field(ge=1)] = 100
+    splits: SplitSpec = SplitSpec()
+    image: ImageConstraints = ImageConstraints()
+    quality: QualityTargets = QualityTargets()
+    sources: tuple[SourceSpec, ...] = ()
+    #: An existing dataset to expand (ImageFolder layout); its samples are kept as they are.
+    existing: str | None = None
+    licences: LicencePolicy = LicencePolicy()
+    formats: tuple[str, ...] = ("imagefolder",)
+    budget: Budget = Budget()
+    #: The request text this spec was planned from, if any.
+    request: str = ""
+
+    @model_validator(mode="after")
+    def _check(self) -> DatasetSpec:
+        if not self.classes:
+            raise ValueError("a dataset needs at least one class")
+        for i, a in enumerate(self.classes):
+            for b in self.classes[i + 1 :]:
+                if same_name(a.name, b.name):
+                    raise ValueError(f"class {a.name!r} is listed twice (as {b.name!r} too)")
+                for name in a.all_names():
+                    for other in b.all_names():
+                        if same_name(name, other):
+                            raise ValueError(
+                                f"{other!r} names both {a.name!r} and {b.name!r}; each class "
+                                "name and synonym may belong to one class only"
+                            )
+        if not self.formats:
+            raise ValueError("at least one export format is needed, e.g. imagefolder")
+        for fmt in self.formats:
+            tasks = FORMAT_TASKS.get(fmt)
+            if tasks is not None and self.task not in tasks:
+                fits = ", ".join(f for f, t in FORMAT_TASKS.items() if self.task in t)
+                raise ValueError(f"the {fmt} format cannot hold {self.task} labels; use {fits}")
+        return self
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        return tuple(c.name for c in self.classes)
+
+    def target_for(self, name: str) -> int:
+        for cls in self.classes:
+            if cls.name == name:
+                return cls.target or self.target_per_class
+        raise KeyError(name)
+
+    def targets(self) -> dict[str, int]:
+        return {c.name: c.target or self.target_per_class for c in self.classes}
+
+    def resolve_class(self, name: str) -> str | None:
+        """The class that ``name`` (a class name, synonym or folder name) refers to, if any."""
+        for cls in self.classes:
+            if any(same_name(name, n) for n in cls.all_names()):
+                return cls.name
+        return None
+
+    # -- serialisation -------------------------------------------------------------------------
+    def to_yaml(self) -> str:
+        data = self.model_dump(mode="json")
+        text = yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
+        if yaml.safe_load(text) != data:  # PyYAML writes some line-break characters raw
+            text = yaml.safe_dump(data, sort_keys=False, allow_unicode=False)
+        return text
+
+    @classmethod
+    def from_yaml(cls, text: str, *, origin: str = "spec") -> DatasetSpec:
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f" line {mark.line + 1}" if mark is not None else ""
+            problem = getattr(exc, "problem", None) or exc.__class__.__name__
+            raise SpecError(f"{origin}{where}: not valid YAML ({problem})") from None
+        if not isinstance(data, dict):
+            raise SpecError(
+                f"{origin}: expected a mapping with at least 'classes', got {data!r:.60}"
+            )
+        return cls.validated(data, origin=origin)
+
+    @classmethod
+    def from_json(cls, text: str, *, origin: str = "spec") -> DatasetSpec:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise SpecError(f"{origin} line {exc.lineno}: not valid JSON ({exc.msg})") from None
+        return cls.validated(data, origin=origin)
+
+    @classmethod
+    def validated(cls, data: object, *, origin: str = "spec") -> DatasetSpec:
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            raise SpecError(f"{origin}: {describe_validation_error(exc)}") from None
+
+    @classmethod
+    def load(cls, path: str | Path) -> DatasetSpec:
+        path = Path(path)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise SpecError(f"cannot read spec {path}: {exc.strerror}") from None
+        if path.suffix.lower() == ".json":
+            return cls.from_json(text, origin=str(path))
+        return cls.from_yaml(text, origin=str(path))
+
+
+class DatasetProfile(_Model):
+    """What an existing dataset looks like; planning inherits from it what a request omits."""
+
+    path: str
+    task: TaskKind = "classification"
+    class_counts: dict[str, int]
+    #: Split name -> number of images, empty when the dataset has no split folders.
+    split_counts: dict[str, int] = {}
+    #: The one (width, height) all images share, or None when sizes vary.
+    common_size: tuple[int, int] | None = None
+    min_side: int
+    color_mode: ColorMode
+
+
+def normalise_name(name: str) -> str:
+    """Lower case, with runs of spaces, underscores and hyphens made one space."""
+    return re.sub(r"[\s_\-]+", " ", name.strip().lower())
+
+
+def name_forms(name: str) -> set[str]:
+    """The normalised name and the singulars it could be a plural of."""
+    key = normalise_name(name)
+    forms = {key}
+    if len(key) > 3 and key.endswith("ies"):
+        forms.add(key[:-3] + "y")
+    if len(key) > 3 and key.endswith("es"):
+        forms.add(key[:-2])
+    if len(key) > 2 and key.endswith("s") and not key.endswith("ss"):
+        forms.add(key[:-1])
+    return forms
+
+
+def same_name(a: str, b: str) -> bool:
+    """True when ``a`` and ``b`` name the same thing up to case, separators and plural."""
+    fa, fb = name_forms(a), name_forms(b)
+    ka, kb = normalise_name(a), normalise_name(b)
+    return ka in fb or kb in fa
+
+
+def describe_validation_error(exc: ValidationError) -> str:
+    """One line naming the first offending field and what is wrong with it."""
+    first = exc.errors()[0]
+    where = ".".join(str(p) for p in first["loc"]) or "spec"
+    msg = first["msg"].removeprefix("Value error, ")
+    more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+    return f"{where}: {msg}{more}"

@@ -1,0 +1,55 @@
+"""Small real test images (scikit-learn's digits and sample photos) and writers."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+
+def digit_images(
+    n_per_class: int, *, classes: tuple[int, ...] = tuple(range(10)), offset: int = 0
+) -> list[tuple[Image.Image, str]]:
+    """Real handwritten digits rendered at 32×32 grey, ``n_per_class`` of each class.
+
+    Digits are taken in a fixed shuffled order (the bundled order groups writers), so calls
+    with disjoint ``offset`` ranges give disjoint images.
+    """
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    order = np.random.default_rng(0).permutation(len(d.target))
+    out: list[tuple[Image.Image, str]] = []
+    for c in classes:
+        idx = order[d.target[order] == c][offset : offset + n_per_class]
+        for i in idx:
+            img = Image.fromarray((d.images[i] * 255 / 16).astype(np.uint8), mode="L")
+            out.append((img.resize((32, 32), Image.Resampling.BILINEAR), str(c)))
+    return out
+
+
+def photos() -> list[Image.Image]:
+    """The two colour photos bundled with scikit-learn (427×640)."""
+    from sklearn.datasets import load_sample_images
+
+    return [Image.fromarray(a) for a in load_sample_images().images]
+
+
+def encode(img: Image.Image, fmt: str = "PNG", **kwargs: object) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, format=fmt, **kwargs)
+    return buf.getvalue()
+
+
+def write_class_folders(
+    root: Path, items: list[tuple[Image.Image, str]], prefix: str = "img"
+) -> list[Path]:
+    paths = []
+    for k, (img, label) in enumerate(items):
+        path = root / label / f"{prefix}_{k:04d}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(encode(img))
+        paths.append(path)
+    return paths
