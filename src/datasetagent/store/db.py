@@ -1,0 +1,379 @@
+"""SQLite run database. Every stage writes through it, so a killed run resumes from it."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from datasetagent.errors import StoreError
+from datasetagent.records import QualityReport, Rejection, Sample
+from datasetagent.spec import DatasetSpec, SplitName
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS candidates (
+    id INTEGER PRIMARY KEY,
+    source_kind TEXT NOT NULL,
+    location TEXT NOT NULL,
+    class_hint TEXT,
+    licence TEXT NOT NULL,
+    creator TEXT,
+    origin TEXT NOT NULL,
+    split_hint TEXT,
+    state TEXT NOT NULL DEFAULT 'pending',
+    round INTEGER,
+    UNIQUE (source_kind, location)
+);
+CREATE INDEX IF NOT EXISTS candidates_state ON candidates (state, round);
+CREATE TABLE IF NOT EXISTS samples (
+    id TEXT PRIMARY KEY,
+    candidate_id INTEGER NOT NULL REFERENCES candidates (id),
+    status TEXT NOT NULL,
+    label TEXT,
+    origin TEXT NOT NULL,
+    round INTEGER NOT NULL,
+    record TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS samples_status ON samples (status, label);
+CREATE TABLE IF NOT EXISTS rejections (
+    candidate_id INTEGER PRIMARY KEY REFERENCES candidates (id),
+    round INTEGER NOT NULL,
+    record TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS stages (
+    round INTEGER NOT NULL,
+    stage TEXT NOT NULL,
+    finished REAL NOT NULL,
+    PRIMARY KEY (round, stage)
+);
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY,
+    ts REAL NOT NULL,
+    round INTEGER NOT NULL,
+    stage TEXT NOT NULL,
+    message TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS reports (round INTEGER PRIMARY KEY, record TEXT NOT NULL);
+"""
+
+CandidateOrigin = Literal["existing", "collected"]
+
+
+class Candidate(BaseModel):
+    """A file or URL a source offered, before it is decoded."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: int = 0
+    source_kind: str
+    location: str
+    class_hint: str | None = None
+    licence: str
+    creator: str | None = None
+    origin: CandidateOrigin = "collected"
+    split_hint: SplitName | None = None
+    round: int | None = None
+
+
+class RunStore:
+    """One run's database (``RUN/run.db``). Use as a context manager or call ``close``."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        try:
+            self._db = sqlite3.connect(path, isolation_level=None, timeout=30)
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open run database {path}: {exc}") from None
+        self._db.row_factory = sqlite3.Row
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute("PRAGMA foreign_keys=ON")
+        self._db.executescript(_SCHEMA)
+        version = self.get_meta("schema_version")
+        if version is None:
+            self.set_meta("schema_version", str(SCHEMA_VERSION))
+        elif int(version) != SCHEMA_VERSION:
+            raise StoreError(
+                f"{path} was written by schema version {version}, this build reads "
+                f"{SCHEMA_VERSION}; start a new run folder"
+            )
+
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self) -> RunStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._db
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    # -- meta and spec -------------------------------------------------------------------------
+    def get_meta(self, key: str) -> str | None:
+        row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else str(row["value"])
+
+    def set_meta(self, key: str, value: str) -> None:
+        self._db.execute(
+            "INSERT INTO meta (key, value) VALUES (?, ?) "
+            "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            (key, value),
+        )
+
+    def save_spec(self, spec: DatasetSpec) -> None:
+        self.set_meta("spec", spec.model_dump_json())
+
+    def load_spec(self) -> DatasetSpec | None:
+        raw = self.get_meta("spec")
+        return None if raw is None else DatasetSpec.model_validate_json(raw)
+
+    # -- stages and events ---------------------------------------------------------------------
+    def stage_done(self, round_: int, stage: str) -> bool:
+        row = self._db.execute(
+            "SELECT 1 FROM stages WHERE round = ? AND stage = ?", (round_, stage)
+        ).fetchone()
+        return row is not None
+
+    def mark_stage(self, round_: int, stage: str) -> None:
+        self._db.execute(
+            "INSERT OR IGNORE INTO stages (round, stage, finished) VALUES (?, ?, ?)",
+            (round_, stage, time.time()),
+        )
+
+    def has_work(self) -> bool:
+        """True once any image has been processed (listing candidates does not count)."""
+        row = self._db.execute("SELECT 1 FROM stages WHERE stage != 'collect' LIMIT 1").fetchone()
+        return row is not None
+
+    def finished_stages(self) -> list[tuple[int, str]]:
+        rows = self._db.execute("SELECT round, stage FROM stages ORDER BY finished, round")
+        return [(int(r["round"]), str(r["stage"])) for r in rows]
+
+    def event(self, round_: int, stage: str, message: str) -> None:
+        self._db.execute(
+            "INSERT INTO events (ts, round, stage, message) VALUES (?, ?, ?, ?)",
+            (time.time(), round_, stage, message),
+        )
+
+    def events(self) -> list[tuple[int, str, str]]:
+        rows = self._db.execute("SELECT round, stage, message FROM events ORDER BY id")
+        return [(int(r["round"]), str(r["stage"]), str(r["message"])) for r in rows]
+
+    # -- candidates ----------------------------------------------------------------------------
+    def add_candidates(self, candidates: Iterable[Candidate]) -> int:
+        """Insert candidates not seen before; returns how many were new."""
+        with self.transaction() as db:
+            before = db.total_changes
+            db.executemany(
+                "INSERT OR IGNORE INTO candidates (source_kind, location, class_hint, licence, "
+                "creator, origin, split_hint) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    (
+                        c.source_kind,
+                        c.location,
+                        c.class_hint,
+                        c.licence,
+                        c.creator,
+                        c.origin,
+                        c.split_hint,
+                    )
+                    for c in candidates
+                ),
+            )
+            return db.total_changes - before
+
+    def take_candidates(
+        self, round_: int, limit: int, *, origin: CandidateOrigin, wanted: Sequence[str] | None
+    ) -> int:
+        """Assign up to ``limit`` pending candidates to ``round_``.
+
+        With ``wanted`` given, candidates whose class hint names another class are left for
+        later (they cannot help the classes still short); unhinted ones are always eligible.
+        """
+        params: list[object] = [round_, origin]
+        hint_clause = ""
+        if wanted is not None:
+            marks = ",".join("?" * len(wanted))
+            hint_clause = f" AND (class_hint IS NULL OR class_hint IN ({marks}))"
+            params.extend(wanted)
+        params.append(limit)
+        with self.transaction() as db:
+            cur = db.execute(
+                "UPDATE candidates SET state = 'taken', round = ? WHERE id IN ("
+                "SELECT id FROM candidates WHERE state = 'pending' AND origin = ?"
+                f"{hint_clause} ORDER BY id LIMIT ?)",
+                params,
+            )
+            return cur.rowcount
+
+    def candidates_to_process(self, round_: int) -> list[Candidate]:
+        rows = self._db.execute(
+            "SELECT * FROM candidates WHERE state = 'taken' AND round = ? ORDER BY id", (round_,)
+        )
+        return [_candidate(r) for r in rows]
+
+    def count_candidates(self, state: str | None = None, *, origin: str | None = None) -> int:
+        clauses, params = [], []
+        if state is not None:
+            clauses.append("state = ?")
+            params.append(state)
+        if origin is not None:
+            clauses.append("origin = ?")
+            params.append(origin)
+        where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
+        row = self._db.execute(f"SELECT COUNT(*) FROM candidates{where}", params).fetchone()
+        return int(row[0])
+
+    def pending_hints(self, origin: str) -> dict[str | None, int]:
+        rows = self._db.execute(
+            "SELECT class_hint, COUNT(*) AS n FROM candidates WHERE state = 'pending' AND "
+            "origin = ? GROUP BY class_hint",
+            (origin,),
+        )
+        return {r["class_hint"]: int(r["n"]) for r in rows}
+
+    # -- outcomes of processing ----------------------------------------------------------------
+    def find_sample(self, sample_id: str) -> Sample | None:
+        row = self._db.execute("SELECT record FROM samples WHERE id = ?", (sample_id,)).fetchone()
+        return None if row is None else Sample.model_validate_json(row["record"])
+
+    def record_outcome(
+        self, candidate_id: int, round_: int, result: Sample | Rejection
+    ) -> Sample | Rejection:
+        """Store what processing made of a candidate, atomically with marking it done.
+
+        A sample whose id is already stored becomes an ``exact_duplicate`` rejection naming the
+        first one, so the first seen is kept.
+        """
+        with self.transaction() as db:
+            if isinstance(result, Sample):
+                row = db.execute("SELECT record FROM samples WHERE id = ?", (result.id,)).fetchone()
+                if row is not None:
+                    first = Sample.model_validate_json(row["record"])
+                    result = Rejection(
+                        location=result.provenance.location,
+                        source_kind=result.provenance.source_kind,
+                        reasons=("exact_duplicate",),
+                        detail=f"same pixels as {first.provenance.location}",
+                        duplicate_of=first.provenance.location,
+                    )
+            if isinstance(result, Sample):
+                db.execute(
+                    "INSERT INTO samples (id, candidate_id, status, label, origin, round, record) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        result.id,
+                        candidate_id,
+                        result.status,
+                        result.label,
+                        result.origin,
+                        round_,
+                        result.model_dump_json(),
+                    ),
+                )
+            else:
+                db.execute(
+                    "INSERT INTO rejections (candidate_id, round, record) VALUES (?, ?, ?)",
+                    (candidate_id, round_, result.model_dump_json()),
+                )
+            db.execute("UPDATE candidates SET state = 'done' WHERE id = ?", (candidate_id,))
+        return result
+
+    def update_samples(self, samples: Iterable[Sample]) -> None:
+        with self.transaction() as db:
+            db.executemany(
+                "UPDATE samples SET status = ?, label = ?, record = ? WHERE id = ?",
+                ((s.status, s.label, s.model_dump_json(), s.id) for s in samples),
+            )
+
+    def samples(
+        self,
+        *,
+        status: Sequence[str] | None = None,
+        origin: str | None = None,
+        round_: int | None = None,
+    ) -> list[Sample]:
+        clauses: list[str] = []
+        params: list[object] = []
+        if status is not None:
+            clauses.append(f"status IN ({','.join('?' * len(status))})")
+            params.extend(status)
+        if origin is not None:
+            clauses.append("origin = ?")
+            params.append(origin)
+        if round_ is not None:
+            clauses.append("round = ?")
+            params.append(round_)
+        where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
+        rows = self._db.execute(f"SELECT record FROM samples{where} ORDER BY rowid", params)
+        return [Sample.model_validate_json(r["record"]) for r in rows]
+
+    def label_counts(self, status: Sequence[str]) -> dict[str, int]:
+        rows = self._db.execute(
+            f"SELECT label, COUNT(*) AS n FROM samples WHERE status IN "
+            f"({','.join('?' * len(status))}) AND label IS NOT NULL GROUP BY label",
+            list(status),
+        )
+        return {str(r["label"]): int(r["n"]) for r in rows}
+
+    def rejections(self) -> list[Rejection]:
+        rows = self._db.execute("SELECT record FROM rejections ORDER BY candidate_id")
+        return [Rejection.model_validate_json(r["record"]) for r in rows]
+
+    def rejection_counts(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for rej in self.rejections():
+            for reason in rej.reasons:
+                counts[reason] = counts.get(reason, 0) + 1
+        return dict(sorted(counts.items()))
+
+    # -- reports -------------------------------------------------------------------------------
+    def save_report(self, report: QualityReport) -> None:
+        self._db.execute(
+            "INSERT OR REPLACE INTO reports (round, record) VALUES (?, ?)",
+            (report.round, report.model_dump_json()),
+        )
+
+    def reports(self) -> list[QualityReport]:
+        rows = self._db.execute("SELECT record FROM reports ORDER BY round")
+        return [QualityReport.model_validate_json(r["record"]) for r in rows]
+
+    def dump(self) -> dict[str, object]:
+        """Everything stored, as plain data (for tests and debugging)."""
+        return {
+            "samples": [json.loads(s.model_dump_json()) for s in self.samples()],
+            "rejections": [json.loads(r.model_dump_json()) for r in self.rejections()],
+            "reports": [json.loads(r.model_dump_json()) for r in self.reports()],
+        }
+
+
+def _candidate(row: sqlite3.Row) -> Candidate:
+    return Candidate(
+        id=row["id"],
+        source_kind=row["source_kind"],
+        location=row["location"],
+        class_hint=row["class_hint"],
+        licence=row["licence"],
+        creator=row["creator"],
+        origin=row["origin"],
+        split_hint=row["split_hint"],
+        round=row["round"],
+    )
