@@ -1,0 +1,1 @@
+"""The four agents: Demand Analysis, Image Processing, Data Label and Supervision."""

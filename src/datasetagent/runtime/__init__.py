@@ -1,0 +1,1 @@
+"""Executors that run per-image work: local processes by default."""

@@ -1,0 +1,1 @@
+"""The Tool Package: pure functions on image bytes and pixel arrays."""
