@@ -1,0 +1,34 @@
+"""Sources of candidate images, looked up by kind in ``SOURCES``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Protocol
+
+from datasetagent.registry import Registry
+from datasetagent.spec import DatasetSpec, SourceSpec
+from datasetagent.store import Candidate
+
+
+class Source(Protocol):
+    """Offers candidates and reads their bytes. Instances must pickle (workers read files)."""
+
+    kind: str
+
+    def candidates(self) -> Iterator[Candidate]: ...
+
+    def read(self, location: str) -> bytes: ...
+
+
+SourceFactory = Callable[[SourceSpec, DatasetSpec], Source]
+
+SOURCES: Registry[SourceFactory] = Registry("source", "datasetagent.sources")
+
+
+def open_source(source: SourceSpec, spec: DatasetSpec) -> Source:
+    _load_builtins()
+    return SOURCES.get(source.kind)(source, spec)
+
+
+def _load_builtins() -> None:
+    from datasetagent.sources import local  # noqa: F401  (registers itself)
