@@ -1,0 +1,73 @@
+"""The data card (``README.md`` of every export): what is in the dataset and where it came from."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+
+from datasetagent import __version__
+from datasetagent.records import QualityReport, Sample
+from datasetagent.spec import SPLIT_NAMES, DatasetSpec
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return lines
+
+
+def render_datacard(
+    spec: DatasetSpec, samples: Sequence[Sample], report: QualityReport | None, fmt: str
+) -> str:
+    per = Counter((s.split, s.label) for s in samples)
+    lines = [
+        f"# {spec.name}",
+        "",
+        f"A {spec.task} dataset of {len(samples)} images in {len(spec.classes)} classes, "
+        f"exported as `{fmt}` by datasetagent {__version__}.",
+    ]
+    if spec.request:
+        lines += ["", f'Requested as: "{spec.request}"']
+    lines += ["", "## Images per split and class", ""]
+    rows = [
+        [
+            c.name,
+            *(per[(sp, c.name)] for sp in SPLIT_NAMES),
+            sum(per[(sp, c.name)] for sp in SPLIT_NAMES),
+            spec.target_for(c.name),
+        ]
+        for c in spec.classes
+    ]
+    lines += _table(["class", *SPLIT_NAMES, "total", "target"], rows)
+    lines += ["", "## Quality", ""]
+    if report is not None:
+        lines.append(
+            f"* Class Balance Index (0 is balanced): {report.cbi:.4f} "
+            f"(target ≤ {spec.quality.cbi_max})"
+        )
+        rejected = ", ".join(f"{k} {v}" for k, v in report.rejected_by_reason.items()) or "none"
+        lines.append(f"* Candidates rejected, by reason: {rejected}")
+        lines.append(f"* Samples held back for human review: {report.review}")
+        lines.append(f"* Stopped because: {report.reason}")
+        if report.alr is None:
+            lines.append("* Label reliability (ALR): not audited in this run")
+    labelers = Counter(a.labeler for s in samples for a in s.annotations)
+    lines += ["", "## How labels were made", ""]
+    lines += _table(["labeler", "images"], sorted(labelers.items()))
+    lines += [
+        "",
+        f"Labels below confidence {spec.quality.min_confidence} were held back for review, "
+        "not exported. `manifest.jsonl` gives every image's labels with their confidence.",
+    ]
+    sources = Counter((s.provenance.source_kind, s.provenance.licence) for s in samples)
+    lines += ["", "## Sources and licences", ""]
+    lines += _table(
+        ["source", "licence", "images"], [[k, lic, n] for (k, lic), n in sorted(sources.items())]
+    )
+    lines += [
+        "",
+        "Every image's original location, licence, creator and processing steps are in "
+        "`manifest.jsonl`.",
+        "",
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,40 @@
+"""ImageFolder: ``SPLIT/CLASS/IMAGE`` folders, read by torchvision, Keras and ``datasets``."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from datasetagent.errors import ExportError
+from datasetagent.export import EXPORTERS
+from datasetagent.records import Sample
+from datasetagent.spec import DatasetSpec
+
+
+@EXPORTERS.register("imagefolder")
+class ImageFolderExporter:
+    format = "imagefolder"
+
+    def __init__(self, out: Path, spec: DatasetSpec) -> None:
+        if spec.task != "classification":
+            raise ExportError(
+                f"imagefolder holds classification labels only, not {spec.task}; "
+                "use --format coco for detection or segmentation"
+            )
+        self.out = out
+
+    def __enter__(self) -> ImageFolderExporter:
+        self.out.mkdir(parents=True, exist_ok=True)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def write(self, sample: Sample, image: Path) -> str:
+        if sample.label is None or sample.split is None:
+            raise ExportError(f"sample {sample.id[:12]} has no label or split")
+        rel = Path(sample.split) / sample.label / f"{sample.id[:16]}{image.suffix}"
+        dest = self.out / rel
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(image, dest)
+        return rel.as_posix()

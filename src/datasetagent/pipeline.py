@@ -1,0 +1,395 @@
+"""The orchestrator: an explicit, persisted state machine over the four agents.
+
+Stages, each recorded in the run store when finished so that a killed run resumes where it
+stopped with nothing done twice::
+
+    round 0: collect (list every candidate) → select → process → label   (existing dataset)
+    round r: select → process → label → supervise          (r = 1, 2, … until the verdict is done)
+    final:   split → export:<format> …
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from PIL import Image
+
+from datasetagent.agents.labeling import DataLabelAgent, no_labeler_message
+from datasetagent.agents.processing import ImageProcessingAgent
+from datasetagent.agents.supervision import SupervisionAgent, select_for_export
+from datasetagent.errors import NoLabelerError, StoreError, UsageError
+from datasetagent.export import export_samples, known_formats
+from datasetagent.export.splits import assign_splits
+from datasetagent.models import ImageClassifier
+from datasetagent.models.seed import SeedClassifier
+from datasetagent.records import QualityReport, Sample
+from datasetagent.runtime.local import LocalExecutor
+from datasetagent.sources import Source, open_source
+from datasetagent.sources.existing import ImageFolderDataset
+from datasetagent.spec import DatasetSpec
+from datasetagent.store import BlobStore, RunStore
+
+log = logging.getLogger(__name__)
+
+FINAL = -1
+LABELER_NAMES = ("folder-name", "seed")
+
+
+class Reporter(Protocol):
+    """Receives progress; the CLI renders it, the library never prints."""
+
+    def stage(self, name: str, round_: int, total: int | None = None) -> None: ...
+
+    def advance(self, n: int = 1) -> None: ...
+
+    def note(self, message: str) -> None: ...
+
+
+class NullReporter:
+    def stage(self, name: str, round_: int, total: int | None = None) -> None:
+        return None
+
+    def advance(self, n: int = 1) -> None:
+        return None
+
+    def note(self, message: str) -> None:
+        return None
+
+
+@dataclass
+class BuildResult:
+    run_dir: Path
+    spec: DatasetSpec
+    report: QualityReport
+    exports: dict[str, Path]
+    exported: list[Sample]
+    split_counts: dict[str, int]
+    resumed_stages: int = 0
+    seed_cv_accuracy: float | None = None
+    labelers: dict[str, int] = field(default_factory=dict)
+
+    def summary(self) -> dict[str, object]:
+        """Plain data for ``--json`` and the run's ``summary.json``."""
+        return {
+            "run": str(self.run_dir),
+            "exported": len(self.exported),
+            "splits": self.split_counts,
+            "classes": {
+                c.name: {
+                    "target": c.target,
+                    "accepted": c.accepted,
+                    "exported": sum(1 for s in self.exported if s.label == c.name),
+                    "review": c.review,
+                }
+                for c in self.report.classes
+            },
+            "cbi": round(self.report.cbi, 6),
+            "rejected": self.report.rejected_by_reason,
+            "review": self.report.review,
+            "rounds": self.report.round,
+            "stop_reason": self.report.reason,
+            "targets_met": self.report.targets_met,
+            "labelers": self.labelers,
+            "seed_cv_accuracy": self.seed_cv_accuracy,
+            "exports": {k: str(v) for k, v in self.exports.items()},
+        }
+
+
+class Pipeline:
+    """One build of one run folder. ``run()`` is safe to call again after a crash."""
+
+    def __init__(
+        self,
+        spec: DatasetSpec,
+        run_dir: Path,
+        *,
+        store: RunStore,
+        labelers: Sequence[str] | None = None,
+        workers: int | None = None,
+        reporter: Reporter | None = None,
+    ) -> None:
+        self.spec = spec
+        self.run_dir = run_dir
+        self.store = store
+        self.blobs = BlobStore(run_dir)
+        self.labelers = tuple(labelers) if labelers else LABELER_NAMES
+        self.workers = workers
+        self.reporter: Reporter = reporter or NullReporter()
+        self.resumed_stages = 0
+        self.classifier: ImageClassifier | None = None
+        self._sources: dict[str, Source] = {}
+        self._existing: ImageFolderDataset | None = None
+
+    # -- the state machine ---------------------------------------------------------------------
+    def _stage(self, round_: int, name: str) -> bool:
+        """True when the stage still has to run; counts skipped ones for the summary."""
+        if self.store.stage_done(round_, name):
+            self.resumed_stages += 1
+            return False
+        return True
+
+    def _finish(self, round_: int, name: str, message: str) -> None:
+        self.store.event(round_, name, message)
+        self.store.mark_stage(round_, name)
+        log.info("round %s %s: %s", round_, name, message)
+
+    def run(self) -> BuildResult:
+        start = time.monotonic()
+        self._open_sources()
+        with LocalExecutor(self.workers) as executor:
+            processing = ImageProcessingAgent(
+                self.store, self.blobs, self.spec.image, executor, self._sources
+            )
+            if self._stage(0, "collect"):
+                n = self._collect()
+                self._finish(0, "collect", f"{n} candidates listed")
+            self._preflight()
+            self._ingest_existing(processing)
+            self.classifier = self._fit_classifier()
+            labeling = DataLabelAgent(self.store, self.blobs, self.spec, self.classifier)
+            supervision = SupervisionAgent(self.store, self.spec)
+            report = self._loop(processing, labeling, supervision, start)
+        return self._finalise(report)
+
+    def _open_sources(self) -> None:
+        if self.spec.existing:
+            self._existing = ImageFolderDataset(self.spec.existing)
+            self._sources[self._existing.kind] = self._existing
+        for src in self.spec.sources:
+            # Sources of one kind read locations the same way, so one reader per kind serves.
+            self._sources.setdefault(src.kind, open_source(src, self.spec))
+
+    def _collect(self) -> int:
+        self.reporter.stage("listing candidates", 0)
+        n = 0
+        if self._existing is not None:
+            n += self.store.add_candidates(self._existing.candidates())
+        for src in self.spec.sources:
+            n += self.store.add_candidates(open_source(src, self.spec).candidates())
+        if n == 0:
+            raise UsageError(
+                "no images found: pass --source FOLDER (flat or one folder per class) and/or "
+                "--existing DATASET"
+            )
+        return n
+
+    def _seed_possible(self) -> bool:
+        return "seed" in self.labelers and self._existing is not None
+
+    def _preflight(self) -> None:
+        """Stop before doing work when the collected images could never be labelled."""
+        if self._seed_possible():
+            return
+        unhinted = self.store.pending_hints("collected").get(None, 0)
+        if unhinted:
+            raise NoLabelerError(no_labeler_message(unhinted))
+
+    def _ingest_existing(self, processing: ImageProcessingAgent) -> None:
+        if self._existing is None:
+            return
+        if self._stage(0, "select"):
+            n = self.store.take_candidates(0, 10**9, origin="existing", wanted=None)
+            self._finish(0, "select", f"{n} existing images")
+        if self._stage(0, "process"):
+            self.reporter.stage(
+                "processing existing dataset", 0, len(self.store.candidates_to_process(0))
+            )
+            counts = processing.run_round(0, self.reporter.advance)
+            self._finish(0, "process", _describe(counts))
+        if self._stage(0, "label"):
+            counts = DataLabelAgent(self.store, self.blobs, self.spec, None).run_round(0)
+            self._finish(0, "label", _describe(counts))
+
+    def _fit_classifier(self) -> ImageClassifier | None:
+        if not self._seed_possible():
+            return None
+        seeds = self.store.samples(status=["labelled"], origin="existing")
+        images: list[Image.Image] = []
+        labels: list[str] = []
+        for s in seeds:
+            if s.label is not None and self.spec.resolve_class(s.label) is not None:
+                with Image.open(self.blobs.path(s.blob)) as img:
+                    img.load()
+                    images.append(img)
+                labels.append(s.label)
+        self.reporter.stage("fitting the seed labeler", 0)
+        model = SeedClassifier(random_state=self.spec.splits.seed)
+        try:
+            info = model.fit(images, labels)
+        except NoLabelerError:
+            if self.store.pending_hints("collected").get(None, 0):
+                raise
+            return None  # every collected image carries its class folder
+        missing = [c for c in self.spec.class_names if c not in info.classes]
+        if missing:
+            self.reporter.note(
+                f"no seed examples for {', '.join(missing)}: the seed labeler "
+                "cannot find those classes"
+            )
+        self.reporter.note(
+            f"seed labeler: {info.examples} examples, out-of-fold accuracy {info.cv_accuracy:.3f}"
+        )
+        return model
+
+    def _loop(
+        self,
+        processing: ImageProcessingAgent,
+        labeling: DataLabelAgent,
+        supervision: SupervisionAgent,
+        start: float,
+    ) -> QualityReport:
+        previous: QualityReport | None = None
+        stored = {r.round: r for r in self.store.reports()}
+        round_ = 1
+        while True:
+            if self._stage(round_, "select"):
+                size = (
+                    supervision.first_batch()
+                    if previous is None
+                    else supervision.next_batch(previous)
+                )
+                short = [
+                    c
+                    for c, t in self.spec.targets().items()
+                    if self.store.label_counts(["labelled"]).get(c, 0) < t
+                ]
+                n = self.store.take_candidates(round_, size, origin="collected", wanted=short)
+                self._finish(round_, "select", f"{n} candidates")
+            if self._stage(round_, "process"):
+                todo = len(self.store.candidates_to_process(round_))
+                self.reporter.stage("processing", round_, todo)
+                counts = processing.run_round(round_, self.reporter.advance)
+                self._finish(round_, "process", _describe(counts))
+            if self._stage(round_, "label"):
+                self.reporter.stage("labelling", round_)
+                counts = labeling.run_round(round_)
+                self._finish(round_, "label", _describe(counts))
+            if self._stage(round_, "supervise"):
+                report = supervision.assess(round_)
+                limit = self.spec.budget.max_seconds
+                if (
+                    report.verdict == "continue"
+                    and limit is not None
+                    and time.monotonic() - start > limit
+                ):
+                    report = report.model_copy(
+                        update={"verdict": "done", "reason": f"time budget spent ({limit:g} s)"}
+                    )
+                self.store.save_report(report)
+                self._finish(round_, "supervise", f"{report.verdict}: {report.reason}")
+            else:
+                report = stored[round_]
+            self.reporter.note(f"round {round_}: {report.reason} (CBI {report.cbi:.4f})")
+            if report.verdict == "done":
+                return report
+            previous = report
+            round_ += 1
+
+    def _finalise(self, report: QualityReport) -> BuildResult:
+        chosen = select_for_export(self.store.samples(status=["labelled"]), self.spec.targets())
+        chosen = assign_splits(chosen, self.spec.splits)
+        if self._stage(FINAL, "split"):
+            self.store.update_samples(chosen)
+            self._finish(FINAL, "split", f"{len(chosen)} samples")
+        exports: dict[str, Path] = {}
+        for fmt in self.spec.formats:
+            out = self.run_dir / "export" / fmt
+            if self._stage(FINAL, f"export:{fmt}"):
+                self.reporter.stage(f"exporting {fmt}", FINAL)
+                export_samples(
+                    fmt, out, self.spec, chosen, lambda s: self.blobs.path(s.blob), report
+                )
+                self._finish(FINAL, f"export:{fmt}", str(out))
+            exports[fmt] = out
+        result = BuildResult(
+            run_dir=self.run_dir,
+            spec=self.spec,
+            report=report,
+            exports=exports,
+            exported=chosen,
+            split_counts=dict(Counter(s.split or "" for s in chosen)),
+            resumed_stages=self.resumed_stages,
+            seed_cv_accuracy=(
+                self.classifier.fit_info.cv_accuracy
+                if isinstance(self.classifier, SeedClassifier) and self.classifier.fit_info
+                else None
+            ),
+            labelers=dict(Counter(a.labeler for s in chosen for a in s.annotations)),
+        )
+        (self.run_dir / "summary.json").write_text(json.dumps(result.summary(), indent=2))
+        return result
+
+
+def check_spec(spec: DatasetSpec, labelers: Sequence[str] | None) -> None:
+    """Refuse, before anything is written, what cannot work: unknown labelers or formats,
+    missing source folders."""
+    for name in labelers or ():
+        if name not in LABELER_NAMES:
+            raise UsageError(
+                f"unknown labeler {name!r}; available offline: {', '.join(LABELER_NAMES)}"
+            )
+    unknown = [f for f in spec.formats if f not in known_formats()]
+    if unknown:
+        raise UsageError(
+            f"unknown export format {unknown[0]!r}; known: {', '.join(known_formats())}"
+        )
+    if spec.existing:
+        ImageFolderDataset(spec.existing)
+    for src in spec.sources:
+        open_source(src, spec)
+
+
+def _describe(counts: Counter[str]) -> str:
+    return ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "nothing to do"
+
+
+def build(
+    spec: DatasetSpec | None,
+    run_dir: Path,
+    *,
+    resume: bool = False,
+    labelers: Sequence[str] | None = None,
+    workers: int | None = None,
+    reporter: Reporter | None = None,
+) -> BuildResult:
+    """Run (or, with ``resume``, continue) a build in ``run_dir``."""
+    db_path = run_dir / "run.db"
+    if resume and not db_path.exists():
+        raise UsageError(f"nothing to resume in {run_dir}: it holds no run.db")
+    if not resume and db_path.exists():
+        with RunStore(db_path) as old:
+            started = old.has_work()
+        if started:
+            raise UsageError(
+                f"{run_dir} already holds a run; pass --resume to continue it, or choose a new -o"
+            )
+        for suffix in ("", "-wal", "-shm"):  # a run that stopped before any work: start afresh
+            Path(f"{db_path}{suffix}").unlink(missing_ok=True)
+    if spec is not None:
+        check_spec(spec, labelers)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with RunStore(db_path) as store:
+        stored = store.load_spec()
+        if stored is None:
+            if spec is None:
+                raise StoreError(f"{db_path} holds no spec; start the run again without --resume")
+            store.save_spec(spec)
+            (run_dir / "spec.yaml").write_text(spec.to_yaml(), encoding="utf-8")
+        elif spec is not None and spec != stored:
+            raise UsageError(
+                f"the spec given differs from the one {run_dir} was started with; resume "
+                "without a spec, or start a new run folder"
+            )
+        used = stored if stored is not None else spec
+        assert used is not None  # both None was refused above
+        pipeline = Pipeline(
+            used, run_dir, store=store, labelers=labelers, workers=workers, reporter=reporter
+        )
+        return pipeline.run()
