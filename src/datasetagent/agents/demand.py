@@ -1,0 +1,296 @@
+"""Demand Analysis, rule path: turn a plain-English request into a :class:`DatasetSpec`.
+
+:mod:`datasetagent.agents.demand_text` reads the request (phrases, counts, class names); this
+module turns that reading, plus an optional existing dataset, into the spec. Choices made:
+
+* Class names keep the user's words, lowercased; the other grammatical number ("cats" <->
+  "cat") becomes a synonym and the prompt is "a photo of a cat".
+* A total is spread evenly, the remainder to the first classes (1000 over three classes is
+  334/333/333). A count before the first of several listed classes ("1000 images of cats and
+  dogs") is a total for them; counts before several ("100 cats and 50 dogs") are per class.
+  A per-class count and a total that disagree are an error.
+* Detection and segmentation words together mean segmentation (COCO masks carry boxes too);
+  classification with either is a contradiction. A box/mask format (COCO, YOLO, VOC) and no task
+  word means detection. "WxH" alone is the size images are fitted to; "N px", "at least N px"
+  and "min WxH" set the minimum side. Of several licence words the strictest wins.
+* Expanding ``existing``: what the request leaves out is inherited (classes, task, colour mode,
+  common size, split shares; the minimum side drops to the existing images'). "N per class" and
+  "to N per class" give the final count per class; "add N per class" / "N more per class" give
+  each class its current count + N; "add N images" spreads N over the newly named classes, or
+  over all classes when none is named. With no count, every class is balanced up to the largest.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Sequence
+
+from datasetagent.agents.demand_text import (
+    EXAMPLE,
+    LICENCE_MODES,
+    SPLIT_ALIASES,
+    Count,
+    Phrase,
+    RequestReading,
+    fail,
+    read_request,
+    show,
+    word_forms,
+)
+from datasetagent.errors import ConfigError, SpecError
+from datasetagent.spec import (
+    DEFAULT_FORMATS,
+    FORMAT_TASKS,
+    DatasetProfile,
+    DatasetSpec,
+    SourceSpec,
+    TaskKind,
+    same_name,
+)
+
+__all__ = ["DemandAnalyst", "parse_request"]
+
+DEFAULT_TARGET = 100  # DatasetSpec.target_per_class's default
+DEFAULT_MIN_SIDE = 32  # ImageConstraints.min_side's default
+_TASK_EXAMPLES: dict[TaskKind, str] = {
+    "classification": EXAMPLE,
+    "detection": "detect cars and bicycles, 300 images per class, COCO format",
+    "segmentation": "segment cats and dogs, 200 images per class, COCO format",
+}
+
+
+def _same(a: str, b: str) -> bool:
+    """True when ``a`` and ``b`` (or their other grammatical numbers) name the same class."""
+    return any(same_name(x, y) for x in word_forms(a) for y in word_forms(b) if x and y)
+
+
+def _slug(words: Sequence[str]) -> str:
+    parts = [p for p in (re.sub(r"[^a-z0-9]+", "-", w.lower()).strip("-") for w in words) if p]
+    if len(parts) > 4:
+        parts = [*parts[:3], f"and-{len(parts) - 3}-more"]
+    return "-".join(parts)[:80].strip("-") or "dataset"
+
+
+def _check_names(phrases: Sequence[Phrase]) -> None:
+    for i, p in enumerate(phrases):
+        if {"/", "\\"} & set(p.name) or p.name in {".", ".."} or len(p.name) > 200:
+            raise fail(
+                f"{show(p.name)} cannot be a class name: it becomes a folder name, so "
+                "no / or \\, not . or .., and at most 200 characters"
+            )
+        clash = next((q.name for q in phrases[:i] if _same(q.name, p.name)), None)
+        if clash is not None:
+            same = f": {show(clash)} and {show(p.name)} name the same class" * (clash != p.name)
+            raise fail(f"class {show(p.name)} is listed twice{same}")
+
+
+def _class_entries(names: Sequence[str], targets: dict[str, int], default: int) -> list[object]:
+    """Class entries; a synonym is left out where it could be read as another class's name."""
+    for i, name in enumerate(names):
+        first = next((n for n in names[:i] if same_name(n, name)), None)
+        if first is not None:
+            raise SpecError(
+                f"the existing dataset's class folders {show(first)} and "
+                f"{show(name)} name the same class; merge or rename one"
+            )
+    taken = [(name, name) for name in names]  # (class, one of its names)
+    entries: list[object] = []
+    for name in names:
+        singular, variant = word_forms(name)
+        keep = variant is not None and not any(
+            owner != name and same_name(variant, other) for owner, other in taken
+        )
+        if keep and variant is not None:
+            taken.append((name, variant))
+        article = "an" if singular[:1].lower() in "aeiou" else "a"
+        entries.append(
+            {
+                "name": name,
+                "prompt": f"a photo of {article} {singular}",
+                "synonyms": [variant] if keep else [],
+                "target": None if targets[name] == default else targets[name],
+            }
+        )
+    return entries
+
+
+def _spread(total: int, n: int) -> list[int]:
+    """``total`` over ``n`` classes as evenly as possible, the remainder to the first ones."""
+    base, extra = divmod(total, n)
+    return [base + 1] * extra + [base] * (n - extra)
+
+
+def _targets(
+    reading: RequestReading, resolved: Sequence[str], names: Sequence[str], old: dict[str, int]
+) -> dict[str, int]:
+    """The final number of images each class should have (see the module docstring)."""
+
+    def final(name: str, count: Count) -> int:
+        return old.get(name, 0) + count.value if count.add else count.value
+
+    phrases = reading.phrases
+    counted = [i for i, p in enumerate(phrases) if p.count is not None]
+    total, group, explicit = reading.total, list(names), {}
+    if counted == [0] and len(phrases) > 1:  # "1000 images of cats and dogs": a total for them
+        first = Count(phrases[0].count or 0, phrases[0].add)
+        if total not in (None, first):
+            raise fail("the request gives two different totals; give one, or counts per class")
+        total, group = first, list(resolved)
+    else:
+        explicit = {resolved[i]: Count(phrases[i].count or 0, phrases[i].add) for i in counted}
+        newly = [n for n in names if n not in old]
+        if total is not None and total.add and newly:  # "add 300 images of zebras"
+            group = newly
+    out = {name: final(name, count) for name, count in explicit.items()}
+    if total is not None:
+        members = [n for n in group if n not in out]
+        shares = _spread(total.value, len(members)) if members else [0]
+        if shares[-1] < 1:
+            raise fail(f"a total of {total.value} images cannot cover the classes it is for")
+        by_total = {
+            n: old.get(n, 0) + s if total.add else s for n, s in zip(members, shares, strict=True)
+        }
+        if reading.per_class is not None:
+            by_class = {n: final(n, reading.per_class) for n in members}
+            if sum(by_class.values()) != sum(by_total.values()):
+                raise fail(
+                    f"the request asks for {total.value} images in total but "
+                    f"{reading.per_class.value} per class, which does not add up for "
+                    f"{len(members)} classes; give one of the two"
+                )
+            by_total = by_class
+        out.update(by_total)
+    default = max(old.values(), default=0) or DEFAULT_TARGET
+    for name in names:
+        if name not in out:
+            out[name] = final(name, reading.per_class) if reading.per_class else default
+    return out
+
+
+def _resolve_task(reading: RequestReading, existing: DatasetProfile | None) -> TaskKind:
+    tasks = reading.tasks
+    if "classification" in tasks and len(tasks) > 1:
+        other = sorted(tasks - {"classification"})[0]
+        raise fail(f"the request asks for both classification and {other}; pick one task")
+    stated: TaskKind | None = "segmentation" if "segmentation" in tasks else next(iter(tasks), None)
+    if existing is not None:
+        if stated not in (None, existing.task):
+            what = f"the existing dataset is for {existing.task} but the request asks for {stated}"
+            raise fail(what, "add 100 images per class")
+        return existing.task
+    boxes = reading.formats and all(
+        "classification" not in FORMAT_TASKS[f] for f in reading.formats
+    )
+    return stated or ("detection" if boxes else "classification")
+
+
+def _profile_splits(counts: dict[str, int]) -> dict[str, float] | None:
+    """Split shares of an existing dataset (2 decimals, adding up to exactly 1), if it has any."""
+    merged: Counter[str] = Counter()
+    for name, n in counts.items():
+        key = SPLIT_ALIASES.get(name.strip().lower())
+        if key is not None and n > 0:
+            merged[key] += n
+    if len(merged) < 2:
+        return None
+    total = sum(merged.values())
+    hundredths = {k: round(100 * v / total) for k, v in merged.items()}
+    hundredths[max(hundredths, key=hundredths.__getitem__)] += 100 - sum(hundredths.values())
+    return {k: hundredths.get(k, 0) / 100 for k in ("train", "val", "test")}
+
+
+def parse_request(
+    text: str, *, existing: DatasetProfile | None = None, sources: Sequence[SourceSpec] = ()
+) -> DatasetSpec:
+    """Plan a dataset from ``text`` by rule (the module docstring says how it reads requests).
+
+    With ``existing``, what the request does not say is inherited from that dataset. Raises
+    :class:`SpecError` (one line, with an example that works) for a request that names no
+    classes or contradicts itself.
+    """
+    reading = read_request(text)
+    phrases = reading.phrases
+    _check_names(phrases)
+    if reading.class_count is not None and phrases and reading.class_count != len(phrases):
+        listed = ", ".join(p.name for p in phrases)
+        raise fail(
+            f"the request says {reading.class_count} classes but names {len(phrases)}: "
+            f"{show(listed)}"
+        )
+    old = dict(existing.class_counts) if existing is not None else {}
+    if not phrases and not old:
+        raise fail(f"could not find any classes in {show(text)}; name them")
+    task = _resolve_task(reading, existing)
+    formats = tuple(reading.formats) or DEFAULT_FORMATS[task]
+    for fmt in formats:
+        if task not in FORMAT_TASKS[fmt]:
+            fits = ", ".join(f for f, tasks in FORMAT_TASKS.items() if task in tasks)
+            hint = " (YOLO classification reads the imagefolder layout)" if fmt == "yolo" else ""
+            raise fail(
+                f"the {fmt} format cannot hold {task} labels; use {fits}{hint}",
+                _TASK_EXAMPLES[task],
+            )
+    if task == "classification" and len(phrases) + len(old) == 1:
+        only = phrases[0].name if phrases else next(iter(old))
+        raise fail(
+            f"a classification dataset needs at least two classes, the request names only "
+            f'{show(only)}; add another class, or ask for detection ("detect {only}")'
+        )
+    names, resolved = list(old), []
+    for p in phrases:  # a class the existing dataset has already is the same class
+        match = next((n for n in old if _same(n, p.name)), None)
+        if match is None:
+            names.append(p.name)
+        resolved.append(match or p.name)
+    targets = _targets(reading, resolved, names, old)
+    per_class = Counter(targets[n] for n in names).most_common(1)[0][0]
+    min_side = reading.min_side
+    if min_side is None and existing is not None:
+        min_side = max(1, min(DEFAULT_MIN_SIDE, existing.min_side))
+    image = {
+        "min_side": min_side,
+        "size": reading.size or (existing.common_size if existing is not None else None),
+        "color_mode": reading.color or (existing.color_mode if existing is not None else None),
+    }
+    data: dict[str, object] = {
+        "name": _slug([word_forms(n)[0] for n in names]),
+        "task": task,
+        "classes": _class_entries(names, targets, per_class),
+        "target_per_class": per_class,
+        "image": {k: v for k, v in image.items() if v is not None},
+        "sources": list(sources),
+        "existing": existing.path if existing is not None else None,
+        "licences": {"mode": LICENCE_MODES[reading.licence]},
+        "formats": formats,
+        "request": text,
+    }
+    splits = reading.split or (_profile_splits(existing.split_counts) if existing else None)
+    if splits is not None:
+        data["splits"] = splits
+    return DatasetSpec.validated(data, origin="request")
+
+
+class DemandAnalyst:
+    """The Demand Analysis agent: request (+ existing dataset, sources) -> DatasetSpec.
+
+    ``llm`` is reserved for LLM planning, which is not built yet: passing one raises
+    :class:`ConfigError` instead of silently planning by rule.
+    """
+
+    def __init__(self, llm: object | None = None) -> None:
+        if llm is not None:
+            raise ConfigError(
+                "LLM planning is not available yet; omit --llm to use the rule-based planner"
+            )
+        self.llm = llm
+
+    def plan(
+        self,
+        request: str,
+        *,
+        existing: DatasetProfile | None = None,
+        sources: Sequence[SourceSpec] = (),
+    ) -> DatasetSpec:
+        """Plan by rule; see :func:`parse_request`."""
+        return parse_request(request, existing=existing, sources=sources)
