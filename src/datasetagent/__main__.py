@@ -1,0 +1,5 @@
+"""``python -m datasetagent``."""
+
+from datasetagent.cli import main
+
+main()

@@ -1,0 +1,330 @@
+"""Command line: parse, call the library, render. Progress on stderr, results on stdout."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from collections.abc import Callable
+from functools import wraps
+from pathlib import Path
+from typing import Any, ParamSpec, TypeVar
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn
+from rich.table import Table
+
+from datasetagent import __version__
+from datasetagent.errors import DatasetAgentError, UsageError
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+class RichReporter:
+    """Renders pipeline progress on stderr."""
+
+    def __init__(self, console: Console, enabled: bool = True) -> None:
+        self.console = console
+        self.enabled = enabled and console.is_terminal
+        self.progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            console=console,
+            transient=True,
+        )
+        self._task: TaskID | None = None
+
+    def __enter__(self) -> RichReporter:
+        if self.enabled:
+            self.progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.enabled:
+            self.progress.stop()
+
+    def stage(self, name: str, round_: int, total: int | None = None) -> None:
+        label = f"round {round_} · {name}" if round_ > 0 else name
+        if self._task is not None:
+            self.progress.remove_task(self._task)
+        self._task = self.progress.add_task(label, total=total)
+
+    def advance(self, n: int = 1) -> None:
+        if self._task is not None:
+            self.progress.advance(self._task, n)
+
+    def note(self, message: str) -> None:
+        self.console.print(message)
+
+
+def handle_errors(fn: Callable[P, R]) -> Callable[P, R]:
+    """Turn library errors into one line and an exit code (``--debug`` shows the traceback)."""
+
+    @wraps(fn)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return fn(*args, **kwargs)
+        except DatasetAgentError as exc:
+            ctx = click.get_current_context()
+            if ctx.find_root().params.get("debug"):
+                raise
+            err.print(f"[red]error:[/red] {exc}", soft_wrap=True)
+            sys.exit(exc.exit_code)
+
+    return wrapper
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="datasetagent")
+@click.option("--debug", is_flag=True, help="Show tracebacks and debug logs.")
+def main(debug: bool) -> None:
+    """Build cleaned, labelled, split, ready-to-train image datasets from a plain request."""
+    logging.basicConfig(
+        level=logging.DEBUG if debug else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def _existing_profile(existing: str | None) -> Any:
+    if existing is None:
+        return None
+    from datasetagent.sources.existing import ImageFolderDataset
+
+    return ImageFolderDataset(existing).profile()
+
+
+@main.command()
+@click.argument("request")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write the spec to this YAML file instead of stdout.",
+)
+@click.option("--existing", metavar="DIR", help="Existing dataset to expand (ImageFolder).")
+@click.option(
+    "--source",
+    "sources",
+    multiple=True,
+    metavar="SRC",
+    help="Where images come from: a folder, or KIND:LOCATION. Repeatable.",
+)
+@handle_errors
+def plan(request: str, output: Path | None, existing: str | None, sources: tuple[str, ...]) -> None:
+    """Turn REQUEST into a dataset spec (Demand Analysis only)."""
+    from datasetagent.agents.demand import parse_request
+    from datasetagent.spec import SourceSpec
+
+    spec = parse_request(
+        request,
+        existing=_existing_profile(existing),
+        sources=[SourceSpec.parse(s) for s in sources],
+    )
+    text = spec.to_yaml()
+    if output is None:
+        click.echo(text, nl=False)
+    else:
+        output.write_text(text, encoding="utf-8")
+        err.print(f"spec written to {output}")
+
+
+def _load_or_plan(spec_or_request: str, existing: str | None, sources: tuple[str, ...]) -> Any:
+    from datasetagent.agents.demand import parse_request
+    from datasetagent.spec import DatasetSpec, SourceSpec
+
+    srcs = [SourceSpec.parse(s) for s in sources]
+    path = Path(spec_or_request)
+    if path.suffix.lower() in {".yaml", ".yml", ".json"}:
+        if not path.is_file():
+            raise UsageError(f"spec file {path} does not exist")
+        spec = DatasetSpec.load(path)
+        update: dict[str, Any] = {}
+        if srcs:
+            update["sources"] = (*spec.sources, *srcs)
+        if existing:
+            update["existing"] = existing
+        return spec.model_copy(update=update) if update else spec
+    return parse_request(spec_or_request, existing=_existing_profile(existing), sources=srcs)
+
+
+def _print_summary(summary: dict[str, Any]) -> None:
+    table = Table(title="per class", show_edge=False)
+    for col in ("class", "target", "accepted", "exported", "review"):
+        table.add_column(col, justify="right" if col != "class" else "left")
+    classes: dict[str, dict[str, int]] = summary["classes"]
+    for name, row in classes.items():
+        table.add_row(name, *(str(row[k]) for k in ("target", "accepted", "exported", "review")))
+    err.print(table)
+    rejected = ", ".join(f"{k} {v}" for k, v in summary["rejected"].items()) or "none"
+    err.print(
+        f"exported {summary['exported']} images {summary['splits']}; "
+        f"CBI {summary['cbi']:.4f}; held for review {summary['review']}"
+    )
+    err.print(f"rejected: {rejected}")
+    err.print(f"stopped: {summary['stop_reason']} after {summary['rounds']} round(s)")
+    for fmt, where in summary["exports"].items():
+        err.print(f"export ({fmt}): {where}")
+
+
+@main.command()
+@click.argument("spec_or_request", required=False)
+@click.option(
+    "-o",
+    "--output",
+    "run_dir",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="Run folder (spec.yaml, run.db, images/, export/).",
+)
+@click.option(
+    "--source",
+    "sources",
+    multiple=True,
+    metavar="SRC",
+    help="Where images come from: a folder (flat or one folder per class), or "
+    "KIND:LOCATION. Repeatable.",
+)
+@click.option("--existing", metavar="DIR", help="Existing dataset to expand (ImageFolder).")
+@click.option(
+    "--format",
+    "formats",
+    multiple=True,
+    metavar="F",
+    help="Export format (repeatable); overrides the spec's.",
+)
+@click.option(
+    "--labeler",
+    "labelers",
+    multiple=True,
+    metavar="NAME",
+    help="Labelers to use: folder-name, seed (default: every one that applies).",
+)
+@click.option("--workers", type=click.IntRange(1), help="Worker processes (default: all cores).")
+@click.option("--resume", is_flag=True, help="Continue the run stored in the run folder.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON summary on stdout.")
+@handle_errors
+def build(
+    spec_or_request: str | None,
+    run_dir: Path,
+    sources: tuple[str, ...],
+    existing: str | None,
+    formats: tuple[str, ...],
+    labelers: tuple[str, ...],
+    workers: int | None,
+    resume: bool,
+    as_json: bool,
+) -> None:
+    """Build a dataset from SPEC_OR_REQUEST (a spec YAML file or a request in words)."""
+    from datasetagent.pipeline import build as run_build
+
+    spec = None
+    if spec_or_request is not None:
+        spec = _load_or_plan(spec_or_request, existing, sources)
+        if formats:
+            spec = spec.model_copy(update={"formats": tuple(formats)})
+    elif not resume:
+        raise UsageError(
+            'give a request or a spec file, e.g. datasetagent build "cats and dogs, '
+            '50 each" --source photos/ -o run/'
+        )
+    with RichReporter(err) as reporter:
+        result = run_build(
+            spec,
+            run_dir,
+            resume=resume,
+            labelers=labelers or None,
+            workers=workers,
+            reporter=reporter,
+        )
+    summary = result.summary()
+    _print_summary(summary)
+    if as_json:
+        click.echo(json.dumps(summary))
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--format", "fmt", default="imagefolder", show_default=True)
+@click.option("-o", "--output", required=True, type=click.Path(path_type=Path))
+@handle_errors
+def export(run_dir: Path, fmt: str, output: Path) -> None:
+    """Export a finished run to another folder or format."""
+    from datasetagent.export import export_samples
+    from datasetagent.store import BlobStore, RunStore
+
+    db = run_dir / "run.db"
+    if not db.exists():
+        raise UsageError(f"{run_dir} holds no run (no run.db); run datasetagent build first")
+    with RunStore(db) as store:
+        spec = store.load_spec()
+        reports = store.reports()
+        if spec is None or not store.stage_done(-1, "split"):
+            raise UsageError(
+                f"the run in {run_dir} has not finished; continue it with "
+                f"datasetagent build --resume -o {run_dir}"
+            )
+        samples = [s for s in store.samples(status=["labelled"]) if s.split is not None]
+        blobs = BlobStore(run_dir)
+        export_samples(
+            fmt,
+            output,
+            spec,
+            samples,
+            lambda s: blobs.path(s.blob),
+            reports[-1] if reports else None,
+        )
+    err.print(f"exported {len(samples)} images as {fmt} to {output}")
+
+
+@main.command()
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(path_type=Path),
+    default=Path("demo-output"),
+    show_default=True,
+    help="Folder for the demo's data and run (replaced if a demo).",
+)
+@click.option("--workers", type=click.IntRange(1), help="Worker processes (default: all cores).")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON summary on stdout.")
+@handle_errors
+def demo(output: Path, workers: int | None, as_json: bool) -> None:
+    """Offline demo: expand a small labelled digits set from a messy unlabelled pool."""
+    from datasetagent.demo import REQUEST, run_demo
+
+    err.print(
+        f'[bold]datasetagent demo[/bold]: "{REQUEST}", seed set + messy pool of '
+        "handwritten digits (scikit-learn), fully offline"
+    )
+    with RichReporter(err) as reporter:
+        result = run_demo(output, reporter=reporter, workers=workers)
+    summary = result.build.summary()
+    summary.update(
+        {
+            "label_accuracy": round(result.accuracy, 4),
+            "label_accuracy_model_labelled": round(result.accuracy_collected, 4),
+            "model_labelled": result.labelled_by_model,
+            "defects_exported": result.defects_exported,
+            "defects_planted": len(result.data.defects) + len(result.data.copies),
+        }
+    )
+    _print_summary(summary)
+    err.print(
+        f"label accuracy against the true digits: {result.accuracy:.4f} on all "
+        f"{summary['exported']} exported ({result.accuracy_collected:.4f} on the "
+        f"{result.labelled_by_model} labelled by the seed model)"
+    )
+    err.print(f"defects planted: {summary['defects_planted']}, exported: {result.defects_exported}")
+    err.print(f"run folder: {result.build.run_dir} (spec.yaml, run.db, summary.json)")
+    if as_json:
+        click.echo(json.dumps(summary))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,144 @@
+"""End-to-end: the installed ``datasetagent`` command on small real-image pools."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from datasetagent.spec import DatasetSpec
+from helpers import digit_images, encode, write_class_folders
+from test_pipeline import make_pool
+
+EXE = [sys.executable, "-m", "datasetagent"]
+
+
+def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "NO_COLOR": "1", "COLUMNS": "200"}
+    return subprocess.run(
+        [*EXE, *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=300, check=False
+    )
+
+
+def test_build_from_request_exports_clean_split_dataset(tmp_path: Path) -> None:
+    truth = make_pool(tmp_path / "data")
+    out = run(
+        "build",
+        "expand to 25 images per class",
+        "--existing",
+        str(tmp_path / "data" / "seed"),
+        "--source",
+        str(tmp_path / "data" / "pool"),
+        "-o",
+        str(tmp_path / "run"),
+        "--json",
+    )
+    assert out.returncode == 0, out.stderr
+    summary = json.loads(out.stdout)
+    assert summary["exported"] == 100
+    assert summary["targets_met"] is True
+    assert summary["splits"] == {"train": 80, "val": 12, "test": 8}
+    export = tmp_path / "run" / "export" / "imagefolder"
+    files = sorted(export.rglob("*.png"))
+    assert len(files) == 100
+    per_split = {s: len(list((export / s).rglob("*.png"))) for s in ("train", "val", "test")}
+    assert per_split == summary["splits"]
+    for split in ("train", "val", "test"):
+        assert sorted(p.name for p in (export / split).iterdir()) == ["0", "1", "2", "3"]
+    manifest = [json.loads(line) for line in (export / "manifest.jsonl").read_text().splitlines()]
+    assert len(manifest) == 100
+    assert {m["file"] for m in manifest} == {f.relative_to(export).as_posix() for f in files}
+    rejected = {loc for loc, label in truth.items() if label is None}
+    assert not rejected & {m["provenance"]["location"] for m in manifest}
+    for m in manifest:
+        assert m["split"] == m["file"].split("/")[0]
+        assert m["labels"][0]["label"] == m["file"].split("/")[1]
+        assert m["provenance"]["licence"] == "user-supplied"
+    card = (export / "README.md").read_text()
+    assert "Images per split and class" in card
+    assert "manifest.jsonl" in card
+    spec = DatasetSpec.load(tmp_path / "run" / "spec.yaml")
+    assert spec.image.color_mode == "L"
+    assert spec.image.min_side <= 32
+
+
+def test_plan_prints_a_spec(tmp_path: Path) -> None:
+    out = run(
+        "plan",
+        "a classification dataset of cats, dogs and horses, 200 images per class",
+        "-o",
+        str(tmp_path / "spec.yaml"),
+    )
+    assert out.returncode == 0, out.stderr
+    spec = DatasetSpec.load(tmp_path / "spec.yaml")
+    assert spec.class_names == ("cats", "dogs", "horses")
+    assert spec.targets() == {"cats": 200, "dogs": 200, "horses": 200}
+
+
+def test_build_from_spec_file_with_class_folders(tmp_path: Path) -> None:
+    write_class_folders(tmp_path / "photos", digit_images(8, classes=(5, 6)))
+    spec = DatasetSpec.model_validate(
+        {
+            "classes": [{"name": "5"}, {"name": "6"}],
+            "target_per_class": 6,
+            "image": {"min_side": 16},
+            "splits": {"train": 0.5, "val": 0.5, "test": 0.0},
+        }
+    )
+    (tmp_path / "spec.yaml").write_text(spec.to_yaml())
+    out = run(
+        "build",
+        str(tmp_path / "spec.yaml"),
+        "--source",
+        str(tmp_path / "photos"),
+        "-o",
+        str(tmp_path / "run"),
+        "--json",
+    )
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["splits"] == {"train": 6, "val": 6}
+    again = run("export", str(tmp_path / "run"), "-o", str(tmp_path / "copy"))
+    assert again.returncode == 0, again.stderr
+    assert len(list((tmp_path / "copy").rglob("*.png"))) == 12
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["plan", "please make something nice"], "datasetagent plan"),
+        (
+            ["build", "cats and dogs, 10 each", "-o", "{tmp}/r", "--source", "{tmp}/nowhere"],
+            "does not exist",
+        ),
+        (["build", "{tmp}/missing.yaml", "-o", "{tmp}/r"], "does not exist"),
+        (["build", "cats and dogs", "-o", "{tmp}/r", "--source", "{tmp}/flat"], "seed examples"),
+        (["build", "-o", "{tmp}/r", "--resume"], "nothing to resume"),
+        (
+            [
+                "build",
+                "cats and dogs",
+                "-o",
+                "{tmp}/r",
+                "--source",
+                "{tmp}/flat",
+                "--format",
+                "tfrecord",
+            ],
+            "unknown export format",
+        ),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(tmp_path: Path, args: list[str], fragment: str) -> None:
+    (tmp_path / "flat").mkdir()
+    (tmp_path / "flat" / "a.png").write_bytes(encode(digit_images(1)[0][0]))
+    out = run(*(a.replace("{tmp}", str(tmp_path)) for a in args))
+    assert out.returncode == 2, out.stderr
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1, out.stderr
+    assert lines[0].startswith("error: ")
+    assert fragment in lines[0]
+    assert "Traceback" not in out.stderr
