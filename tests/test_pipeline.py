@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -9,8 +10,9 @@ from datasetagent.agents.labeling import DataLabelAgent
 from datasetagent.agents.processing import ImageProcessingAgent
 from datasetagent.errors import NoLabelerError, UsageError
 from datasetagent.pipeline import build
-from datasetagent.spec import ClassSpec, DatasetSpec, ImageConstraints, SourceSpec
-from datasetagent.store import RunStore
+from datasetagent.runtime.local import LocalExecutor
+from datasetagent.spec import ClassSpec, DatasetSpec, ImageConstraints, LicencePolicy, SourceSpec
+from datasetagent.store import BlobStore, Candidate, RunStore
 from helpers import digit_images, encode, write_class_folders
 
 CLASSES = (0, 1, 2, 3)
@@ -204,3 +206,40 @@ def test_class_folders_label_without_seeds(tmp_path: Path) -> None:
     assert {a.labeler for s in result.exported for a in s.annotations} == {"folder-name"}
     assert all(s.mode == "RGB" for s in result.exported)
     assert result.split_counts == {"train": 16, "val": 2, "test": 2}
+
+
+class RecordingSource:
+    kind = "local"
+
+    def __init__(self) -> None:
+        self.read_calls: list[str] = []
+
+    def candidates(self) -> Iterator[Candidate]:
+        return iter(())
+
+    def read(self, location: str) -> bytes:
+        self.read_calls.append(location)
+        return Path(location).read_bytes()
+
+
+def test_licence_policy_refuses_before_reading(tmp_path: Path) -> None:
+    paths = write_class_folders(tmp_path / "imgs", digit_images(1, classes=(1, 2)))
+    spec = DatasetSpec(
+        classes=(ClassSpec(name="1"), ClassSpec(name="2")), licences=LicencePolicy(mode="open")
+    )
+    source = RecordingSource()
+    with RunStore(tmp_path / "run.db") as store, LocalExecutor(1) as executor:
+        store.add_candidates(
+            [
+                Candidate(source_kind="local", location=str(paths[0]), licence="CC-BY-NC-4.0"),
+                Candidate(source_kind="local", location=str(paths[1]), licence="CC-BY-4.0"),
+            ]
+        )
+        store.take_candidates(1, 10, origin="collected", wanted=None)
+        agent = ImageProcessingAgent(store, BlobStore(tmp_path), spec, executor, {"local": source})
+        counts = agent.run_round(1)
+        assert counts == {"licence": 1, "kept": 1}
+        assert source.read_calls == [str(paths[1])]
+        (rejection,) = store.rejections()
+        assert rejection.reasons == ("licence",)
+        assert "CC-BY-NC-4.0" in rejection.detail

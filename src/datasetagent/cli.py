@@ -256,6 +256,7 @@ def build(
 def export(run_dir: Path, fmt: str, output: Path) -> None:
     """Export a finished run to another folder or format."""
     from datasetagent.export import export_samples
+    from datasetagent.pipeline import FINAL, final_samples
     from datasetagent.store import BlobStore, RunStore
 
     db = run_dir / "run.db"
@@ -264,12 +265,12 @@ def export(run_dir: Path, fmt: str, output: Path) -> None:
     with RunStore(db) as store:
         spec = store.load_spec()
         reports = store.reports()
-        if spec is None or not store.stage_done(-1, "split"):
+        if spec is None or not store.stage_done(FINAL, "split"):
             raise UsageError(
                 f"the run in {run_dir} has not finished; continue it with "
                 f"datasetagent build --resume -o {run_dir}"
             )
-        samples = [s for s in store.samples(status=["labelled"]) if s.split is not None]
+        samples = final_samples(store, spec)
         blobs = BlobStore(run_dir)
         export_samples(
             fmt,

@@ -124,6 +124,7 @@ class Pipeline:
         self.reporter: Reporter = reporter or NullReporter()
         self.resumed_stages = 0
         self.classifier: ImageClassifier | None = None
+        self._opened: list[Source] = []
         self._sources: dict[str, Source] = {}
         self._existing: ImageFolderDataset | None = None
 
@@ -145,7 +146,7 @@ class Pipeline:
         self._open_sources()
         with LocalExecutor(self.workers) as executor:
             processing = ImageProcessingAgent(
-                self.store, self.blobs, self.spec.image, executor, self._sources
+                self.store, self.blobs, self.spec, executor, self._sources
             )
             if self._stage(0, "collect"):
                 n = self._collect()
@@ -162,17 +163,18 @@ class Pipeline:
         if self.spec.existing:
             self._existing = ImageFolderDataset(self.spec.existing)
             self._sources[self._existing.kind] = self._existing
-        for src in self.spec.sources:
+        self._opened = [open_source(src, self.spec) for src in self.spec.sources]
+        for source in self._opened:
             # Sources of one kind read locations the same way, so one reader per kind serves.
-            self._sources.setdefault(src.kind, open_source(src, self.spec))
+            self._sources.setdefault(source.kind, source)
 
     def _collect(self) -> int:
         self.reporter.stage("listing candidates", 0)
         n = 0
         if self._existing is not None:
             n += self.store.add_candidates(self._existing.candidates())
-        for src in self.spec.sources:
-            n += self.store.add_candidates(open_source(src, self.spec).candidates())
+        for source in self._opened:
+            n += self.store.add_candidates(source.candidates())
         if n == 0:
             raise UsageError(
                 "no images found: pass --source FOLDER (flat or one folder per class) and/or "
@@ -293,8 +295,7 @@ class Pipeline:
             round_ += 1
 
     def _finalise(self, report: QualityReport) -> BuildResult:
-        chosen = select_for_export(self.store.samples(status=["labelled"]), self.spec.targets())
-        chosen = assign_splits(chosen, self.spec.splits)
+        chosen = final_samples(self.store, self.spec)
         if self._stage(FINAL, "split"):
             self.store.update_samples(chosen)
             self._finish(FINAL, "split", f"{len(chosen)} samples")
@@ -325,6 +326,12 @@ class Pipeline:
         )
         (self.run_dir / "summary.json").write_text(json.dumps(result.summary(), indent=2))
         return result
+
+
+def final_samples(store: RunStore, spec: DatasetSpec) -> list[Sample]:
+    """The samples of the finished dataset, each with its split (deterministic)."""
+    chosen = select_for_export(store.samples(status=["labelled"]), spec.targets())
+    return assign_splits(chosen, spec.splits)
 
 
 def check_spec(spec: DatasetSpec, labelers: Sequence[str] | None) -> None:

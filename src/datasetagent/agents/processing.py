@@ -13,7 +13,7 @@ from PIL import Image, ImageOps
 from datasetagent.records import ProcessingStep, Provenance, Rejection, Sample
 from datasetagent.runtime.local import Executor
 from datasetagent.sources import Source
-from datasetagent.spec import ImageConstraints
+from datasetagent.spec import DatasetSpec, ImageConstraints
 from datasetagent.store import BlobStore, Candidate, RunStore
 from datasetagent.tools import quality
 from datasetagent.tools.decode import ImageIssue, decode_strict
@@ -119,13 +119,14 @@ class ImageProcessingAgent:
         self,
         store: RunStore,
         blobs: BlobStore,
-        constraints: ImageConstraints,
+        spec: DatasetSpec,
         executor: Executor,
         sources: dict[str, Source],
     ) -> None:
         self.store = store
         self.blobs = blobs
-        self.params = ProcessParams.from_constraints(constraints)
+        self.licences = spec.licences
+        self.params = ProcessParams.from_constraints(spec.image)
         self.executor = executor
         self.sources = sources
 
@@ -135,6 +136,14 @@ class ImageProcessingAgent:
         todo = self.store.candidates_to_process(round_)
         by_source: dict[str, list[Candidate]] = {}
         for cand in todo:
+            if not self.licences.allows(cand.licence):  # refused before it is even read
+                refused = Rejection(location=cand.location, source_kind=cand.source_kind,
+                                    reasons=("licence",),
+                                    detail=f"{cand.licence} is not allowed by the "
+                                    f"{self.licences.mode} licence policy")
+                self.store.record_outcome(cand.id, round_, refused)
+                outcomes["licence"] += 1
+                continue
             by_source.setdefault(cand.source_kind, []).append(cand)
         for kind, cands in by_source.items():
             job = _Job(self.sources[kind], self.params)

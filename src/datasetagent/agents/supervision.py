@@ -80,10 +80,13 @@ class SupervisionAgent:
         else:
             names = ", ".join(f.name for f in short[:5]) + (" …" if len(short) > 5 else "")
             verdict, reason = "continue", f"collect more for {names}"
+        balance = cbi(class_counts(chosen, list(targets)))
+        if verdict == "done" and balance > spec.quality.cbi_max:
+            reason += f"; CBI {balance:.4f} is over the target {spec.quality.cbi_max}"
         return QualityReport(
             round=round_,
             classes=fills,
-            cbi=cbi(class_counts(chosen, list(targets))),
+            cbi=balance,
             rejected_by_reason=self.store.rejection_counts(),
             candidates_seen=seen,
             candidates_left=usable,
