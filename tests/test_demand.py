@@ -8,14 +8,15 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from datasetagent.agents.demand import (
-    DEFAULT_MIN_SIDE,
-    DEFAULT_TARGET,
-    DemandAnalyst,
-    parse_request,
-)
+from datasetagent.agents.demand import DemandAnalyst, parse_request
 from datasetagent.errors import ConfigError, SpecError
-from datasetagent.spec import DatasetProfile, DatasetSpec, ImageConstraints, SourceSpec
+from datasetagent.spec import (
+    DEFAULT_MIN_SIDE,
+    DEFAULT_TARGET_PER_CLASS,
+    DatasetProfile,
+    DatasetSpec,
+    SourceSpec,
+)
 
 DEFAULT_SPLIT = {"train": 0.8, "val": 0.1, "test": 0.1}
 
@@ -103,7 +104,7 @@ GOOD: list[tuple[str, dict[str, Any]]] = [
 @pytest.mark.parametrize(("request_text", "expected"), GOOD, ids=[r for r, _ in GOOD])
 def test_request_table(request_text: str, expected: dict[str, Any]) -> None:
     want: dict[str, Any] = {
-        "targets": [DEFAULT_TARGET] * len(expected["classes"]), "task": "classification",
+        "targets": [DEFAULT_TARGET_PER_CLASS] * len(expected["classes"]), "task": "classification",
         "formats": ["imagefolder"], "licence": "any", "split": DEFAULT_SPLIT,
         "min_side": DEFAULT_MIN_SIDE, "size": None, "mode": "RGB",
     }  # fmt: skip
@@ -175,12 +176,6 @@ def test_class_names_synonyms_prompts_and_name() -> None:
     assert parse_request("cats, dogs and horses").name == "cat-dog-horse"
     assert parse_request("sheep and owls").classes[0].synonyms == ()
     assert parse_request("an owl and a lark").classes[0].prompt == "a photo of an owl"
-
-
-def test_defaults_match_the_spec_defaults() -> None:
-    assert DatasetSpec.model_validate({"classes": [{"name": "x"}]}).target_per_class == 100
-    assert DEFAULT_TARGET == 100
-    assert ImageConstraints().min_side == DEFAULT_MIN_SIDE
 
 
 def test_sources_are_kept() -> None:

@@ -5,6 +5,7 @@ from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from datasetagent.errors import SpecError
+from datasetagent.records import RLE, Box, ClassLabel, Mask, Provenance, Sample
 from datasetagent.spec import (
     ClassSpec,
     DatasetSpec,
@@ -118,6 +119,32 @@ def test_split_shares_must_sum_to_one(train: float, val: float) -> None:
         with pytest.raises(ValueError, match="add up"):
             SplitSpec(train=train, val=val, test=0.0)
     else:
-        assume(train + val <= 1)
+        assume(1.0 - train - val >= 0)
         s = SplitSpec(train=train, val=val, test=1.0 - train - val)
         assert abs(sum(s.shares().values()) - 1) < 1e-6
+
+
+def test_sample_with_every_annotation_kind_round_trips() -> None:
+    sample = Sample(
+        id="ab" * 32,
+        blob="images/ab/x.png",
+        width=64,
+        height=48,
+        mode="RGB",
+        origin="collected",
+        provenance=Provenance(
+            source_kind="local", location="/p/x.jpg", licence="CC-BY-4.0", creator="A. Person"
+        ).with_step("exif_orientation", orientation=6),
+        annotations=(
+            ClassLabel(label="cat", confidence=0.93, labeler="seed"),
+            Box(label="cat", x=1, y=2, w=30, h=20, confidence=0.8, labeler="owlv2"),
+            Mask(label="cat", rle=RLE(size=(48, 64), counts="0Q1"), labeler="sam"),
+        ),
+        status="labelled",
+        split="val",
+    )
+    assert Sample.model_validate_json(sample.model_dump_json()) == sample
+    assert sample.label == "cat"
+    assert sample.provenance.steps[0].params == {"orientation": 6}
+    with pytest.raises(ValueError, match="confidence"):
+        ClassLabel(label="cat", confidence=1.5, labeler="seed")

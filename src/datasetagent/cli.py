@@ -79,6 +79,19 @@ def handle_errors(fn: Callable[P, R]) -> Callable[P, R]:
     return wrapper
 
 
+source_option = click.option(
+    "--source",
+    "sources",
+    multiple=True,
+    metavar="SRC",
+    help="Where images come from: a folder (flat or one folder per class), or "
+    "KIND:LOCATION. Repeatable.",
+)
+existing_option = click.option(
+    "--existing", metavar="DIR", help="Existing dataset to expand (ImageFolder)."
+)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="datasetagent")
 @click.option("--debug", is_flag=True, help="Show tracebacks and debug logs.")
@@ -107,14 +120,8 @@ def _existing_profile(existing: str | None) -> Any:
     type=click.Path(dir_okay=False, path_type=Path),
     help="Write the spec to this YAML file instead of stdout.",
 )
-@click.option("--existing", metavar="DIR", help="Existing dataset to expand (ImageFolder).")
-@click.option(
-    "--source",
-    "sources",
-    multiple=True,
-    metavar="SRC",
-    help="Where images come from: a folder, or KIND:LOCATION. Repeatable.",
-)
+@existing_option
+@source_option
 @handle_errors
 def plan(request: str, output: Path | None, existing: str | None, sources: tuple[str, ...]) -> None:
     """Turn REQUEST into a dataset spec (Demand Analysis only)."""
@@ -182,15 +189,8 @@ def _print_summary(summary: dict[str, Any]) -> None:
     type=click.Path(path_type=Path),
     help="Run folder (spec.yaml, run.db, images/, export/).",
 )
-@click.option(
-    "--source",
-    "sources",
-    multiple=True,
-    metavar="SRC",
-    help="Where images come from: a folder (flat or one folder per class), or "
-    "KIND:LOCATION. Repeatable.",
-)
-@click.option("--existing", metavar="DIR", help="Existing dataset to expand (ImageFolder).")
+@source_option
+@existing_option
 @click.option(
     "--format",
     "formats",

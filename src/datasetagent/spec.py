@@ -50,6 +50,11 @@ OPEN_LICENCES: tuple[str, ...] = (
 )
 #: Licences that also allow commercial use without share-alike obligations.
 PERMISSIVE_LICENCES: tuple[str, ...] = ("CC0-1.0", "PDM", "CC-BY-4.0", "CC-BY-2.0", "CC-BY-3.0")
+#: Images per class when a request names no count.
+DEFAULT_TARGET_PER_CLASS = 100
+#: Shorter side under which an image is ``tiny`` unless an existing dataset says otherwise.
+DEFAULT_MIN_SIDE = 32
+
 #: Licence recorded for files the user supplies from their own disk.
 USER_SUPPLIED = "user-supplied"
 
@@ -100,7 +105,7 @@ class SplitSpec(_Model):
 class ImageConstraints(_Model):
     """What every image of the dataset must satisfy, and the form it is stored in."""
 
-    min_side: Annotated[int, Field(ge=1)] = 32
+    min_side: Annotated[int, Field(ge=1)] = DEFAULT_MIN_SIDE
     max_pixels: Annotated[int, Field(ge=1)] = 100_000_000
     color_mode: ColorMode = "RGB"
     #: (width, height) every image is fitted to, or None to keep sizes as they come.
@@ -166,7 +171,7 @@ class DatasetSpec(_Model):
     task: TaskKind = "classification"
     classes: tuple[ClassSpec, ...]
     #: Default images (classification) per class where a class sets no target of its own.
-    target_per_class: Annotated[int, Field(ge=1)] = 100
+    target_per_class: Annotated[int, Field(ge=1)] = DEFAULT_TARGET_PER_CLASS
     splits: SplitSpec = SplitSpec()
     image: ImageConstraints = ImageConstraints()
     quality: QualityTargets = QualityTargets()
@@ -283,7 +288,7 @@ class DatasetProfile(_Model):
     split_counts: dict[str, int] = {}
     #: The one (width, height) all images share, or None when sizes vary.
     common_size: tuple[int, int] | None = None
-    min_side: int
+    min_side: Annotated[int, Field(ge=1)]
     color_mode: ColorMode
 
 

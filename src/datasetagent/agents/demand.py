@@ -41,6 +41,8 @@ from datasetagent.agents.demand_text import (
 from datasetagent.errors import ConfigError, SpecError
 from datasetagent.spec import (
     DEFAULT_FORMATS,
+    DEFAULT_MIN_SIDE,
+    DEFAULT_TARGET_PER_CLASS,
     FORMAT_TASKS,
     DatasetProfile,
     DatasetSpec,
@@ -51,8 +53,6 @@ from datasetagent.spec import (
 
 __all__ = ["DemandAnalyst", "parse_request"]
 
-DEFAULT_TARGET = 100  # DatasetSpec.target_per_class's default
-DEFAULT_MIN_SIDE = 32  # ImageConstraints.min_side's default
 _TASK_EXAMPLES: dict[TaskKind, str] = {
     "classification": EXAMPLE,
     "detection": "detect cars and bicycles, 300 images per class, COCO format",
@@ -161,7 +161,7 @@ def _targets(
                 )
             by_total = by_class
         out.update(by_total)
-    default = max(old.values(), default=0) or DEFAULT_TARGET
+    default = max(old.values(), default=0) or DEFAULT_TARGET_PER_CLASS
     for name in names:
         if name not in out:
             out[name] = final(name, reading.per_class) if reading.per_class else default
@@ -247,7 +247,7 @@ def parse_request(
     per_class = Counter(targets[n] for n in names).most_common(1)[0][0]
     min_side = reading.min_side
     if min_side is None and existing is not None:
-        min_side = max(1, min(DEFAULT_MIN_SIDE, existing.min_side))
+        min_side = min(DEFAULT_MIN_SIDE, existing.min_side)
     image = {
         "min_side": min_side,
         "size": reading.size or (existing.common_size if existing is not None else None),

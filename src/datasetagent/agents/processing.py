@@ -137,10 +137,13 @@ class ImageProcessingAgent:
         by_source: dict[str, list[Candidate]] = {}
         for cand in todo:
             if not self.licences.allows(cand.licence):  # refused before it is even read
-                refused = Rejection(location=cand.location, source_kind=cand.source_kind,
-                                    reasons=("licence",),
-                                    detail=f"{cand.licence} is not allowed by the "
-                                    f"{self.licences.mode} licence policy")
+                refused = Rejection(
+                    location=cand.location,
+                    source_kind=cand.source_kind,
+                    reasons=("licence",),
+                    detail=f"{cand.licence} is not allowed by the "
+                    f"{self.licences.mode} licence policy",
+                )
                 self.store.record_outcome(cand.id, round_, refused)
                 outcomes["licence"] += 1
                 continue

@@ -231,14 +231,7 @@ class RunStore:
         return [_candidate(r) for r in rows]
 
     def count_candidates(self, state: str | None = None, *, origin: str | None = None) -> int:
-        clauses, params = [], []
-        if state is not None:
-            clauses.append("state = ?")
-            params.append(state)
-        if origin is not None:
-            clauses.append("origin = ?")
-            params.append(origin)
-        where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
+        where, params = _where({"state": state, "origin": origin})
         row = self._db.execute(f"SELECT COUNT(*) FROM candidates{where}", params).fetchone()
         return int(row[0])
 
@@ -311,18 +304,7 @@ class RunStore:
         origin: str | None = None,
         round_: int | None = None,
     ) -> list[Sample]:
-        clauses: list[str] = []
-        params: list[object] = []
-        if status is not None:
-            clauses.append(f"status IN ({','.join('?' * len(status))})")
-            params.extend(status)
-        if origin is not None:
-            clauses.append("origin = ?")
-            params.append(origin)
-        if round_ is not None:
-            clauses.append("round = ?")
-            params.append(round_)
-        where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
+        where, params = _where({"status": status, "origin": origin, "round": round_})
         rows = self._db.execute(f"SELECT record FROM samples{where} ORDER BY rowid", params)
         return [Sample.model_validate_json(r["record"]) for r in rows]
 
@@ -363,6 +345,23 @@ class RunStore:
             "rejections": [json.loads(r.model_dump_json()) for r in self.rejections()],
             "reports": [json.loads(r.model_dump_json()) for r in self.reports()],
         }
+
+
+def _where(conditions: dict[str, object]) -> tuple[str, list[object]]:
+    """A WHERE clause for the given columns: ``= ?`` for a value, ``IN (...)`` for a sequence;
+    None leaves the column unconstrained."""
+    clauses: list[str] = []
+    params: list[object] = []
+    for column, value in conditions.items():
+        if value is None:
+            continue
+        if isinstance(value, list | tuple):
+            clauses.append(f"{column} IN ({','.join('?' * len(value))})")
+            params.extend(value)
+        else:
+            clauses.append(f"{column} = ?")
+            params.append(value)
+    return (f" WHERE {' AND '.join(clauses)}" if clauses else ""), params
 
 
 def _candidate(row: sqlite3.Row) -> Candidate:
