@@ -142,3 +142,39 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path: Path, args: list[str], fragm
     assert lines[0].startswith("error: ")
     assert fragment in lines[0]
     assert "Traceback" not in out.stderr
+
+
+def test_expanding_small_greyscale_set_keeps_its_size_and_mode(tmp_path: Path) -> None:
+    """A 28×28 greyscale set is expanded with images like it, not rejected as tiny; colour
+    photos in the pool are converted and fitted to match."""
+    small = [(img.resize((28, 28)), label) for img, label in digit_images(6, classes=(1, 2))]
+    for split, part in (("train", small[:4] + small[6:10]), ("test", small[4:6] + small[10:])):
+        write_class_folders(tmp_path / "mnistish" / split, part, prefix=split)
+    pool = tmp_path / "pool"
+    for label in ("1", "2"):
+        (pool / label).mkdir(parents=True)
+    for k, (img, label) in enumerate(digit_images(10, classes=(1, 2), offset=6)):
+        (pool / label / f"p{k}.png").write_bytes(encode(img.convert("RGB").resize((56, 56))))
+    out = run(
+        "build",
+        "to 12 per class",
+        "--existing",
+        str(tmp_path / "mnistish"),
+        "--source",
+        str(pool),
+        "-o",
+        str(tmp_path / "run"),
+        "--json",
+    )
+    assert out.returncode == 0, out.stderr
+    summary = json.loads(out.stdout)
+    assert summary["targets_met"] is True
+    assert summary["rejected"] == {}
+    spec = DatasetSpec.load(tmp_path / "run" / "spec.yaml")
+    assert (spec.image.size, spec.image.color_mode, spec.image.min_side) == ((28, 28), "L", 28)
+    assert spec.splits.test == pytest.approx(0.33)
+    from PIL import Image
+
+    for path in (tmp_path / "run" / "export" / "imagefolder").rglob("*.png"):
+        with Image.open(path) as img:
+            assert (img.size, img.mode) == ((28, 28), "L")
