@@ -1,11 +1,13 @@
 from __future__ import annotations
 
+import io
+
 import numpy as np
 import pytest
 from PIL import Image
 
 from datasetagent.agents.processing import ProcessParams, process_bytes
-from datasetagent.spec import ImageConstraints
+from datasetagent.spec import CheckThresholds, ImageConstraints
 from datasetagent.tools import quality
 from datasetagent.tools.decode import ImageIssue, decode_strict
 from datasetagent.tools.hashing import pixel_hash
@@ -76,13 +78,24 @@ def test_transparency_is_composited_on_white_and_mode_normalised() -> None:
 
 
 def test_quality_marks_tiny_and_blank(photo_images: list[Image.Image]) -> None:
-    t = quality.Thresholds(min_side=32)
+    t = CheckThresholds()
     photo = photo_images[0]
-    assert quality.mark(*photo.size, quality.score(photo), t) == []
-    blank = Image.new("RGB", (64, 64), (30, 30, 30))
-    assert quality.mark(64, 64, quality.score(blank), t) == ["low_information"]
-    small = photo.resize((20, 14))
-    assert quality.mark(20, 14, quality.score(small), t) == ["tiny"]
+
+    def issues(img: Image.Image) -> list[str]:
+        return quality.mark(*img.size, quality.score(quality.analysis_image(img)), t, min_side=32)
+
+    assert issues(photo) == []
+    assert issues(Image.new("RGB", (64, 64), (30, 30, 30))) == ["dark", "low_information"]
+    assert issues(Image.new("L", (64, 64), 140)) == ["low_information"]
+    assert issues(photo.resize((20, 14))) == ["tiny"]
+
+
+def test_scores_do_not_depend_on_resolution(photo_images: list[Image.Image]) -> None:
+    big = photo_images[1]
+    a = quality.score(quality.analysis_image(big))
+    b = quality.score(quality.analysis_image(big.resize((1280, 854))))
+    for name in ("brightness", "highlights", "contrast", "entropy", "color_cast"):
+        assert a[name] == pytest.approx(b[name], rel=0.05, abs=0.01)
 
 
 def test_pixel_hash_ignores_metadata_but_not_pixels(photo_images: list[Image.Image]) -> None:
@@ -96,7 +109,7 @@ def test_pixel_hash_ignores_metadata_but_not_pixels(photo_images: list[Image.Ima
 
 
 def test_process_keeps_original_bytes_when_nothing_changes(photo_images: list[Image.Image]) -> None:
-    params = ProcessParams.from_constraints(ImageConstraints())
+    params = ProcessParams(ImageConstraints())
     data = encode(photo_images[0], "JPEG", quality=85)
     out = process_bytes(data, params)
     assert out.issues == []
@@ -105,11 +118,27 @@ def test_process_keeps_original_bytes_when_nothing_changes(photo_images: list[Im
 
 
 def test_process_fits_to_inherited_size_and_mode(photo_images: list[Image.Image]) -> None:
-    params = ProcessParams.from_constraints(
-        ImageConstraints(min_side=28, color_mode="L", size=(28, 28))
-    )
+    params = ProcessParams(ImageConstraints(min_side=28, color_mode="L", size=(28, 28)))
     out = process_bytes(encode(photo_images[1], "JPEG"), params)
     assert (out.width, out.height, out.mode, out.ext) == (28, 28, "L", "png")
-    assert [s.name for s in out.steps] == ["color_mode", "fit"]
+    assert [s.name for s in out.steps] == ["color_mode", "fit_crop"]
     tiny = process_bytes(encode(photo_images[1].resize((20, 20))), params)
     assert tiny.issues == ["tiny"]
+
+
+def test_process_enhances_a_dark_photo_under_the_ssim_guard(
+    photo_images: list[Image.Image],
+) -> None:
+    dim = Image.eval(photo_images[1], lambda v: int(v * 0.45))
+    auto = process_bytes(encode(dim), ProcessParams(ImageConstraints()))
+    names = [s.name for s in auto.steps]
+    assert "gamma" in names
+    assert names[-1] == "ssim_guard"
+    assert auto.ssim is not None
+    assert auto.ssim >= 0.80
+    stored = Image.open(io.BytesIO(auto.data))
+    assert np.asarray(stored).mean() > np.asarray(dim).mean() * 1.15
+    off = process_bytes(encode(dim), ProcessParams(ImageConstraints(enhance="off")))
+    assert off.steps == []
+    assert off.ssim is None
+    assert off.data == encode(dim)

@@ -102,6 +102,46 @@ class SplitSpec(_Model):
         return {"train": self.train, "val": self.val, "test": self.test}
 
 
+#: Issue names of the quality scan, in the order they are reported.
+ISSUE_NAMES: tuple[str, ...] = (
+    "corrupt", "tiny", "too_large", "dark", "bright", "blurry", "low_information", "odd_aspect",
+    "exact_duplicate", "near_duplicate",
+)  # fmt: skip
+
+
+class CheckThresholds(_Model):
+    """Where a quality score becomes an issue. Scores are measured on a copy of the image whose
+    longer side is at most 256 px (smaller images as they are); README.md documents each."""
+
+    #: ``odd_aspect``: longer side over shorter side above this.
+    max_aspect: Annotated[float, Field(ge=1)] = 4.0
+    #: ``dark``: the 99th percentile of luma (0-1) below this — even the highlights are dark.
+    dark_highlights: Annotated[float, Field(ge=0, le=1)] = 0.25
+    #: ``bright``: the 1st percentile of luma (0-1) above this — even the shadows are bright.
+    bright_shadows: Annotated[float, Field(ge=0, le=1)] = 0.90
+    #: ``low_information``: grey-level standard deviation (0-255) below this ...
+    min_contrast: Annotated[float, Field(ge=0)] = 2.0
+    #: ... or grey-level histogram entropy (bits) below this.
+    min_entropy: Annotated[float, Field(ge=0)] = 0.15
+    #: ``blurry``: variance of the Laplacian (grey levels²) below this.
+    min_sharpness: Annotated[float, Field(ge=0)] = 25.0
+    #: ``near_duplicate``: perceptual-hash distance (bits of 64) at or below this.
+    near_duplicate_bits: Annotated[int, Field(ge=0, le=32)] = 8
+    #: Issues that are reported but do not reject the image.
+    flag_only: tuple[str, ...] = ("blurry",)
+
+    @field_validator("flag_only")
+    @classmethod
+    def _known_issues(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        unknown = [v for v in value if v not in ISSUE_NAMES]
+        if unknown:
+            raise ValueError(f"unknown issue {unknown[0]!r}; known: {', '.join(ISSUE_NAMES)}")
+        return value
+
+    def rejects(self, issues: list[str] | tuple[str, ...]) -> bool:
+        return any(i not in self.flag_only for i in issues)
+
+
 class ImageConstraints(_Model):
     """What every image of the dataset must satisfy, and the form it is stored in."""
 
@@ -110,6 +150,15 @@ class ImageConstraints(_Model):
     color_mode: ColorMode = "RGB"
     #: (width, height) every image is fitted to, or None to keep sizes as they come.
     size: tuple[int, int] | None = None
+    #: How an image is fitted to ``size``: centre crop, pad (letterbox), or stretch.
+    resize: Literal["crop", "letterbox", "stretch"] = "crop"
+    checks: CheckThresholds = CheckThresholds()
+    #: ``auto``: the rule policy may correct exposure, noise, colour cast, contrast, sharpness;
+    #: ``off``: pixels are kept as they come (the default when expanding an existing dataset,
+    #: whose images were not enhanced).
+    enhance: Literal["auto", "off"] = "auto"
+    #: An enhanced image whose SSIM to its input falls below this is restored to the input.
+    ssim_floor: Annotated[float, Field(ge=0, le=1)] = 0.80
 
 
 class QualityTargets(_Model):

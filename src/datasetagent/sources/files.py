@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 IMAGE_EXTENSIONS = frozenset(
@@ -43,16 +43,33 @@ def is_candidate_file(path: Path) -> bool:
     return looks_like_image(path)
 
 
-def walk_files(root: Path) -> Iterator[Path]:
-    """Regular, non-hidden files under ``root`` in a stable (sorted) order."""
+SkipHandler = Callable[[Path, str], None]
+
+
+def walk_files(root: Path, on_skip: SkipHandler | None = None) -> Iterator[Path]:
+    """Non-hidden files under ``root`` in a stable (sorted) order.
+
+    Symbolic links are followed only where they stay inside ``root``: a linked folder is not
+    entered (its files are reached by their real path if they lie inside), and a linked file
+    that points outside ``root`` is skipped and reported to ``on_skip``.
+    """
+    top = root.resolve()
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         for name in sorted(filenames):
-            if not name.startswith("."):
-                yield Path(dirpath) / name
+            if name.startswith("."):
+                continue
+            path = Path(dirpath) / name
+            if path.is_symlink():
+                target = path.resolve()
+                if not target.is_relative_to(top) or not target.is_file():
+                    if on_skip is not None:
+                        on_skip(path, "symbolic link out of the scanned folder")
+                    continue
+            yield path
 
 
-def image_files(root: Path) -> Iterator[Path]:
-    for path in walk_files(root):
+def image_files(root: Path, on_skip: SkipHandler | None = None) -> Iterator[Path]:
+    for path in walk_files(root, on_skip):
         if is_candidate_file(path):
             yield path

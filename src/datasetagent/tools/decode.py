@@ -6,12 +6,39 @@ import io
 import warnings
 from dataclasses import dataclass, field
 
+import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from datasetagent.records import ProcessingStep
 
 #: Formats a decoded image may have; anything else is reported as ``corrupt``.
 SUPPORTED_FORMATS = frozenset({"JPEG", "PNG", "BMP", "GIF", "TIFF", "WEBP", "MPO", "PPM"})
+#: File extensions each format is expected under (for the wrong-extension note).
+FORMAT_EXTENSIONS = {
+    "JPEG": {".jpg", ".jpeg", ".jpe", ".jfif"}, "MPO": {".jpg", ".jpeg", ".mpo"},
+    "PNG": {".png"}, "BMP": {".bmp"}, "GIF": {".gif"}, "TIFF": {".tif", ".tiff"},
+    "WEBP": {".webp"}, "PPM": {".ppm", ".pgm", ".pbm", ".pnm"},
+}  # fmt: skip
+#: Pixel modes decoded images may come in; others are reported as ``corrupt``.
+SUPPORTED_MODES = frozenset(
+    {
+        "1",
+        "L",
+        "LA",
+        "P",
+        "PA",
+        "RGB",
+        "RGBA",
+        "RGBX",
+        "CMYK",
+        "YCbCr",
+        "I",
+        "I;16",
+        "I;16B",
+        "I;16L",
+        "F",
+    }
+)
 
 _TEXT_PREFIXES = (b"<!doctype", b"<html", b"<?xml", b"{", b"[", b"<svg")
 _MAGIC = {
@@ -28,33 +55,48 @@ _MAGIC = {
 class ImageIssue(Exception):
     """A candidate that cannot become a sample; ``issue`` is a scan issue name."""
 
-    def __init__(self, issue: str, detail: str) -> None:
+    def __init__(self, issue: str, detail: str, size: tuple[int, int] | None = None) -> None:
         super().__init__(f"{issue}: {detail}")
         self.issue = issue
         self.detail = detail
+        self.size = size
 
 
 @dataclass
 class Decoded:
-    """A fully decoded image, oriented upright and in the requested colour mode."""
+    """A decoded image, oriented upright and in the requested colour mode.
+
+    ``image`` may be smaller than the file's ``size`` when a reduced decode was asked for.
+    """
 
     image: Image.Image
     source_format: str
+    #: (width, height) of the full image, upright.
+    size: tuple[int, int]
     steps: list[ProcessingStep] = field(default_factory=list)
+    frames: int = 1
 
     @property
     def width(self) -> int:
-        return self.image.width
+        return self.size[0]
 
     @property
     def height(self) -> int:
-        return self.image.height
+        return self.size[1]
+
+
+def sniff(data: bytes) -> str | None:
+    """The image format the leading bytes announce, if any."""
+    for magic, fmt in _MAGIC.items():
+        if data.startswith(magic):
+            return None if fmt == "WEBP" and data[8:12] != b"WEBP" else fmt
+    return None
 
 
 def _describe_non_image(data: bytes) -> str:
-    for magic, fmt in _MAGIC.items():
-        if data.startswith(magic):
-            return f"damaged {fmt} header"
+    fmt = sniff(data)
+    if fmt is not None:
+        return f"damaged {fmt} header"
     head = data[:64].lstrip().lower()
     if head.startswith(_TEXT_PREFIXES):
         return "not an image: the file holds text (HTML, XML or JSON)"
@@ -66,64 +108,119 @@ def _describe_non_image(data: bytes) -> str:
 
 
 def probe(data: bytes, *, max_pixels: int) -> tuple[Image.Image, str]:
-    """Open ``data`` and check its header only; raises ImageIssue for unusable files."""
+    """Open ``data`` and check its header only; raises ImageIssue for unusable files.
+
+    Dimensions are checked against ``max_pixels`` here, before any pixel is decoded, so a
+    decompression bomb costs nothing.
+    """
     if not data:
         raise ImageIssue("corrupt", "empty file (0 bytes)")
+    # Pillow's own bomb check would refuse without telling the size; ours below replaces it,
+    # so it is lifted for the header read only.
+    saved, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = Image.open(io.BytesIO(data))
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageIssue("too_large", f"refused before decoding: {exc}") from None
+        img = Image.open(io.BytesIO(data))
     except UnidentifiedImageError:
         raise ImageIssue("corrupt", _describe_non_image(data)) from None
-    except (OSError, ValueError, SyntaxError) as exc:
+    except (OSError, ValueError, SyntaxError, EOFError) as exc:
         raise ImageIssue("corrupt", f"unreadable header: {exc}") from None
+    finally:
+        Image.MAX_IMAGE_PIXELS = saved
     fmt = img.format or "unknown"
-    if fmt not in SUPPORTED_FORMATS:
-        raise ImageIssue("corrupt", f"unsupported image format {fmt}")
     width, height = img.size
+    if fmt not in SUPPORTED_FORMATS:
+        raise ImageIssue("corrupt", f"unsupported image format {fmt}", img.size)
+    if img.mode not in SUPPORTED_MODES:
+        raise ImageIssue("corrupt", f"unsupported pixel mode {img.mode}", img.size)
     if width < 1 or height < 1:
         raise ImageIssue("corrupt", f"invalid dimensions {width}x{height}")
     if width * height > max_pixels:
-        raise ImageIssue("too_large", f"{width}x{height} is over the limit of {max_pixels} pixels")
+        raise ImageIssue(
+            "too_large", f"{width}x{height} is over the limit of {max_pixels} pixels", img.size
+        )
     return img, fmt
 
 
-def decode_strict(data: bytes, *, max_pixels: int, color_mode: str = "RGB") -> Decoded:
+GREY_MODES = frozenset({"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F"})
+
+
+def decode_strict(
+    data: bytes, *, max_pixels: int, color_mode: str | None = "RGB", reduce_to: int | None = None
+) -> Decoded:
     """Decode every pixel of ``data``; a truncated or damaged file raises ImageIssue.
 
     Pillow's tolerant mode (``LOAD_TRUNCATED_IMAGES``) fills missing data with grey; it is never
-    used here. The image is rotated upright from its EXIF orientation and converted to
-    ``color_mode``; both are recorded as processing steps when they change anything.
+    used here. ``color_mode`` None keeps grey images grey and makes the rest RGB. With
+    ``reduce_to``, JPEGs are decoded at the smallest DCT scale whose sides are still at least
+    that long (the whole stream is still read, so truncation is still caught). The image is
+    rotated upright from its EXIF orientation and converted to the colour mode; both are
+    recorded as processing steps when they change anything. Animated images give their first
+    frame.
     """
     img, fmt = probe(data, max_pixels=max_pixels)
+    if color_mode is None:
+        color_mode = "L" if img.mode in GREY_MODES else "RGB"
+    size = img.size
+    frames = int(getattr(img, "n_frames", 1) or 1)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # palette-transparency notes and the like
+            if reduce_to is not None and fmt in ("JPEG", "MPO"):
+                # the longer side stays at least reduce_to (draft keeps both sides >= request)
+                scale = reduce_to / max(size)
+                request = (max(1, int(size[0] * scale)), max(1, int(size[1] * scale)))
+                img.draft("L" if color_mode == "L" else "RGB", request)
             img.load()
-    except (OSError, ValueError, SyntaxError, EOFError) as exc:
-        raise ImageIssue("corrupt", f"damaged image data: {exc}") from None
     except Image.DecompressionBombError as exc:
-        raise ImageIssue("too_large", str(exc)) from None
+        raise ImageIssue("too_large", str(exc), size) from None
+    except (OSError, ValueError, SyntaxError, EOFError, MemoryError) as exc:
+        raise ImageIssue("corrupt", f"damaged image data: {exc}", size) from None
     steps: list[ProcessingStep] = []
     orientation = img.getexif().get(0x0112, 1)
-    if orientation not in (1, None):
+    if orientation in (2, 3, 4, 5, 6, 7, 8):
         img = ImageOps.exif_transpose(img)
+        if orientation >= 5:
+            size = (size[1], size[0])
         steps.append(ProcessingStep(name="exif_orientation", params={"orientation": orientation}))
     if img.mode != color_mode:
         before = img.mode
-        img = _to_mode(img, color_mode)
+        img = to_mode(img, color_mode)
         steps.append(ProcessingStep(name="color_mode", params={"from": before, "to": color_mode}))
-    return Decoded(image=img, source_format=fmt, steps=steps)
+    return Decoded(image=img, source_format=fmt, size=size, steps=steps, frames=frames)
 
 
-def _to_mode(img: Image.Image, mode: str) -> Image.Image:
-    """Convert to ``mode``, compositing any transparency onto white first."""
+def to_mode(img: Image.Image, mode: str) -> Image.Image:
+    """Convert to ``mode`` (L or RGB): transparency onto white, high bit depths scaled down
+    (not clipped), CMYK and YCbCr through Pillow's converters."""
+    if img.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
+        img = Image.fromarray(scale_to_8bit(np.asarray(img)), mode="L")
     if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
         rgba = img.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         img = Image.alpha_composite(background, rgba)
-    if img.mode == "I;16" or img.mode == "I":
-        img = img.point(lambda v: v / 256).convert("L") if mode == "L" else img
     return img.convert(mode)
+
+
+def scale_to_8bit(arr: np.ndarray) -> np.ndarray:
+    """Map 16/32-bit integer or float pixels to 0-255.
+
+    Integers are scaled by their bit depth, guessed from the largest value (8, 10, 12 or 16
+    bits, as scanners and medical images store them); floats by their own range.
+    """
+    a = arr.astype(np.float64)
+    if np.issubdtype(arr.dtype, np.floating):
+        lo, hi = float(np.nanmin(a)), float(np.nanmax(a))
+        if lo >= 0.0 and hi <= 1.0:
+            lo, hi = 0.0, 1.0
+        a = (np.nan_to_num(a, nan=lo) - lo) / max(hi - lo, 1e-12) * 255.0
+    else:
+        top = float(a.max()) if a.size else 0.0
+        bits = next((b for b in (8, 10, 12, 16) if top < 2**b), 32)
+        a = np.clip(a, 0, None) * (255.0 / (2**bits - 1))
+    return np.clip(np.rint(a), 0, 255).astype(np.uint8)
+
+
+def wrong_extension(fmt: str, suffix: str) -> bool:
+    """True when a file of format ``fmt`` carries an extension of another format."""
+    expected = FORMAT_EXTENSIONS.get(fmt)
+    return bool(suffix) and expected is not None and suffix.lower() not in expected
