@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
 import click
+from pydantic import ValidationError
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn
 from rich.table import Table
@@ -174,6 +175,11 @@ def _print_summary(summary: dict[str, Any]) -> None:
         f"CBI {summary['cbi']:.4f}; held for review {summary['review']}"
     )
     err.print(f"rejected: {rejected}")
+    if summary.get("ssim_mean") is not None:
+        err.print(
+            f"enhanced {summary['enhanced']} images; SSIM to input mean "
+            f"{summary['ssim_mean']:.4f}, 5th percentile {summary['ssim_p5']:.4f}"
+        )
     err.print(f"stopped: {summary['stop_reason']} after {summary['rounds']} round(s)")
     for fmt, where in summary["exports"].items():
         err.print(f"export ({fmt}): {where}")
@@ -246,6 +252,96 @@ def build(
     _print_summary(summary)
     if as_json:
         click.echo(json.dumps(summary))
+
+
+def _parse_settings(pairs: tuple[str, ...]) -> dict[str, object]:
+    out: dict[str, object] = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep:
+            raise UsageError(f"--set takes NAME=VALUE, got {pair!r} (e.g. --set max_aspect=3)")
+        out[name.strip()] = [v for v in value.split(",") if v] if name == "flag_only" else value
+    return out
+
+
+@main.command()
+@click.argument("path", type=click.Path(exists=True, path_type=Path))
+@click.option(
+    "--jsonl",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write one JSON line per image here (default: stdout).",
+)
+@click.option(
+    "--min-side",
+    type=click.IntRange(1),
+    default=32,
+    show_default=True,
+    help="Shorter side under which an image is tiny.",
+)
+@click.option(
+    "--max-pixels",
+    type=click.IntRange(1),
+    default=100_000_000,
+    show_default=True,
+    help="Larger images are refused from their header (too_large).",
+)
+@click.option(
+    "--set",
+    "settings",
+    multiple=True,
+    metavar="NAME=VALUE",
+    help="Tune a threshold, e.g. --set dark_highlights=0.2 --set flag_only=blurry,dark "
+    "(names in README).",
+)
+@click.option("--workers", type=click.IntRange(1), help="Worker processes (default: all cores).")
+@handle_errors
+def scan(
+    path: Path,
+    jsonl: Path | None,
+    min_side: int,
+    max_pixels: int,
+    settings: tuple[str, ...],
+    workers: int | None,
+) -> None:
+    """Quality scan of the images under PATH: one JSON line per image, a summary on stderr."""
+    import time
+    from collections import Counter
+
+    from datasetagent.scan import ScanParams, scan_folder
+    from datasetagent.spec import CheckThresholds, describe_validation_error
+
+    try:
+        checks = CheckThresholds.model_validate(_parse_settings(settings))
+    except ValidationError as exc:
+        raise UsageError(f"--set {describe_validation_error(exc)}") from None
+    params = ScanParams(checks=checks, min_side=min_side, max_pixels=max_pixels)
+    skipped: list[Path] = []
+    counts: Counter[str] = Counter()
+    total = ok = 0
+    start = time.perf_counter()
+    out = jsonl.open("w", encoding="utf-8") if jsonl is not None else sys.stdout
+    try:
+        with RichReporter(err) as reporter:
+            reporter.stage(f"scanning {path}", 0)
+            for line in scan_folder(
+                path, params, workers=workers, on_skip=lambda p, why: skipped.append(p)
+            ):
+                out.write(line.model_dump_json(exclude_none=False) + "\n")
+                total += 1
+                ok += line.ok
+                counts.update(line.issues)
+                reporter.advance()
+    finally:
+        if jsonl is not None:
+            out.close()
+    elapsed = time.perf_counter() - start
+    issues = ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "none"
+    err.print(
+        f"scanned {total} images in {elapsed:.1f} s ({total / max(elapsed, 1e-9):.0f}/s): "
+        f"{ok} ok, {total - ok} rejected; issues: {issues}"
+    )
+    if skipped:
+        err.print(f"skipped {len(skipped)} symbolic link(s) pointing out of {path}")
 
 
 @main.command()

@@ -91,6 +91,9 @@ class BuildResult:
                 for c in self.report.classes
             },
             "cbi": round(self.report.cbi, 6),
+            "ssim_mean": self.report.ssim_mean,
+            "ssim_p5": self.report.ssim_p5,
+            "enhanced": self.report.enhanced,
             "rejected": self.report.rejected_by_reason,
             "review": self.report.review,
             "rounds": self.report.round,

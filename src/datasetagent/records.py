@@ -105,6 +105,17 @@ class Sample(_Record):
     review_reasons: tuple[str, ...] = ()
     split: SplitName | None = None
     round: int = 0
+    #: Issues the scan reported that do not reject (e.g. ``blurry``).
+    flags: tuple[str, ...] = ()
+    #: Quality scores of the stored image (see tools/quality.py).
+    scores: dict[str, float] = {}
+    #: Perceptual hashes (full frame first) for near-duplicate search.
+    hashes: tuple[int, ...] = ()
+    #: Small grey thumbnail (base64) that confirms near-duplicate hash matches.
+    thumb: str = ""
+    #: SSIM between the decoded input and the stored image when enhancement changed it
+    #: (None when no change was kept).
+    ssim: float | None = None
 
     @property
     def label(self) -> str | None:
@@ -154,7 +165,11 @@ class QualityReport(_Record):
     alr: float | None = None
     alr_interval: tuple[float, float] | None = None
     alr_audited: int = 0
+    #: SSIM of exported images to their decoded input (1.0 where nothing was changed).
     ssim_mean: float | None = None
+    ssim_p5: float | None = None
+    #: Exported images whose pixels the enhancement tools changed.
+    enhanced: int = 0
     verdict: Literal["continue", "done"]
     #: Why the loop stops or goes on, in words a user reads.
     reason: str

@@ -252,6 +252,8 @@ def parse_request(
         "min_side": min_side,
         "size": reading.size or (existing.common_size if existing is not None else None),
         "color_mode": reading.color or (existing.color_mode if existing is not None else None),
+        # new images should look like the existing ones, which were not enhanced
+        "enhance": "off" if existing is not None else None,
     }
     data: dict[str, object] = {
         "name": _slug([word_forms(n)[0] for n in names]),

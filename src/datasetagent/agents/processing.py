@@ -8,6 +8,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import numpy as np
 from PIL import Image, ImageOps
 
 from datasetagent.records import ProcessingStep, Provenance, Rejection, Sample
@@ -17,7 +18,10 @@ from datasetagent.spec import DatasetSpec, ImageConstraints
 from datasetagent.store import BlobStore, Candidate, RunStore
 from datasetagent.tools import quality
 from datasetagent.tools.decode import ImageIssue, decode_strict
+from datasetagent.tools.dedupe import Deduplicator, decode_thumb, encode_thumb, thumbnail
+from datasetagent.tools.enhance import POLICY_SIDE, RulePolicy, enhance, letterbox, resize_to
 from datasetagent.tools.hashing import pixel_hash
+from datasetagent.tools.phash import image_hashes
 
 log = logging.getLogger(__name__)
 
@@ -30,11 +34,6 @@ class ProcessParams:
     """Everything the per-image work needs; small and picklable for worker processes."""
 
     constraints: ImageConstraints
-    thresholds: quality.Thresholds
-
-    @classmethod
-    def from_constraints(cls, constraints: ImageConstraints) -> ProcessParams:
-        return cls(constraints, quality.Thresholds(min_side=constraints.min_side))
 
 
 @dataclass
@@ -51,6 +50,10 @@ class Processed:
     mode: str = ""
     steps: list[ProcessingStep] = field(default_factory=list)
     scores: dict[str, float] = field(default_factory=dict)
+    flags: list[str] = field(default_factory=list)
+    hashes: tuple[int, ...] = ()
+    thumb: str = ""
+    ssim: float | None = None
 
 
 def process_bytes(data: bytes, params: ProcessParams) -> Processed:
@@ -61,23 +64,34 @@ def process_bytes(data: bytes, params: ProcessParams) -> Processed:
     except ImageIssue as issue:
         return Processed(issues=[issue.issue], detail=issue.detail)
     img = decoded.image
-    scores = quality.score(img)
-    issues = quality.mark(img.width, img.height, scores, params.thresholds)
-    if issues:
-        detail = f"{img.width}x{img.height}, contrast {scores['contrast']:.2f}"
+    small = quality.analysis_image(img)
+    scores = quality.score(small)
+    issues = quality.mark(img.width, img.height, scores, c.checks, min_side=c.min_side)
+    if c.checks.rejects(issues):
+        detail = ", ".join(f"{k} {v:.3g}" for k, v in scores.items())
         return Processed(
-            issues=issues, detail=detail, width=img.width, height=img.height, scores=scores
+            issues=issues,
+            detail=f"{img.width}x{img.height}; {detail}",
+            width=img.width,
+            height=img.height,
+            scores=scores,
         )
+    gray = quality.gray_of(small)
+    hashes = tuple(int(h) for h in image_hashes(gray))
     steps = list(decoded.steps)
+    ssim_value = None
+    if c.enhance == "auto":
+        policy_scores = quality.score(quality.analysis_image(img, POLICY_SIDE))
+        calls = RulePolicy().choose(policy_scores, img.mode)
+        if calls:
+            enhanced = enhance(np.asarray(img), calls, ssim_floor=c.ssim_floor)
+            steps.extend(enhanced.steps)  # an undone change is recorded, with its SSIM
+            if not enhanced.undone:
+                ssim_value = enhanced.ssim
+                img = Image.fromarray(enhanced.image, mode=img.mode)
     if c.size is not None and img.size != tuple(c.size):
-        before = img.size
-        img = ImageOps.fit(img, c.size, Image.Resampling.LANCZOS)
-        steps.append(
-            ProcessingStep(
-                name="fit",
-                params={"from": f"{before[0]}x{before[1]}", "to": f"{c.size[0]}x{c.size[1]}"},
-            )
-        )
+        img, step = fit_to(img, c.size, c.resize)
+        steps.append(step)
     ext = _KEEP_AS_IS.get(decoded.source_format)
     if steps or ext is None:
         buf = io.BytesIO()
@@ -94,7 +108,24 @@ def process_bytes(data: bytes, params: ProcessParams) -> Processed:
         mode=img.mode,
         steps=steps,
         scores=scores,
+        flags=issues,
+        hashes=hashes,
+        thumb=encode_thumb(thumbnail(gray)),
+        ssim=ssim_value,
     )
+
+
+def fit_to(img: Image.Image, size: tuple[int, int], how: str) -> tuple[Image.Image, ProcessingStep]:
+    """Fit ``img`` to ``size`` by centre crop, letterbox or stretch; returns the step too."""
+    before = f"{img.width}x{img.height}"
+    if how == "crop":
+        out = ImageOps.fit(img, size, Image.Resampling.LANCZOS)
+    elif how == "letterbox":
+        out = Image.fromarray(letterbox(np.asarray(img), size), mode=img.mode)
+    else:
+        out = Image.fromarray(resize_to(np.asarray(img), size), mode=img.mode)
+    step = ProcessingStep(name=f"fit_{how}", params={"from": before, "to": f"{size[0]}x{size[1]}"})
+    return out, step
 
 
 @dataclass(frozen=True)
@@ -126,7 +157,16 @@ class ImageProcessingAgent:
         self.store = store
         self.blobs = blobs
         self.licences = spec.licences
-        self.params = ProcessParams.from_constraints(spec.image)
+        self.params = ProcessParams(spec.image)
+        self.dedupe = Deduplicator(spec.image.checks.near_duplicate_bits)
+        kept = store.samples()  # every stored sample, in the order it was kept
+        if kept:
+            self.dedupe.check(
+                [s.id for s in kept],
+                [None] * len(kept),
+                [np.array(s.hashes, dtype=np.uint64) for s in kept],
+                [decode_thumb(s.thumb) if s.thumb else None for s in kept],
+            )
         self.executor = executor
         self.sources = sources
 
@@ -170,6 +210,22 @@ class ImageProcessingAgent:
             )
         existing = self.store.find_sample(result.digest)
         if existing is None:
+            (near,) = self.dedupe.check(
+                [result.digest],
+                [None],
+                [np.array(result.hashes, dtype=np.uint64)],
+                [decode_thumb(result.thumb)],
+            )
+            if near is not None:
+                first = self.store.find_sample(near.of)
+                where = first.provenance.location if first is not None else near.of
+                return Rejection(
+                    location=cand.location,
+                    source_kind=cand.source_kind,
+                    reasons=("near_duplicate",),
+                    duplicate_of=where,
+                    detail=f"{near.distance} bits from {where}",
+                )
             blob = self.blobs.put(result.digest, result.ext, result.data)
         else:  # exact duplicate: store.record_outcome turns it into a rejection
             blob = existing.blob
@@ -191,4 +247,9 @@ class ImageProcessingAgent:
             provenance=provenance,
             split=cand.split_hint,
             round=cand.round or 0,
+            flags=tuple(result.flags),
+            scores=result.scores,
+            hashes=result.hashes,
+            thumb=result.thumb,
+            ssim=result.ssim,
         )

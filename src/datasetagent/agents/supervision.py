@@ -10,6 +10,8 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+import numpy as np
+
 from datasetagent.metrics import cbi
 from datasetagent.records import ClassFill, QualityReport, Sample
 from datasetagent.spec import DatasetSpec
@@ -81,12 +83,17 @@ class SupervisionAgent:
             names = ", ".join(f.name for f in short[:5]) + (" …" if len(short) > 5 else "")
             verdict, reason = "continue", f"collect more for {names}"
         balance = cbi(class_counts(chosen, list(targets)))
+        ssims = np.array([1.0 if s.ssim is None else s.ssim for s in chosen])
+        enhanced = sum(1 for s in chosen if s.ssim is not None)
         if verdict == "done" and balance > spec.quality.cbi_max:
             reason += f"; CBI {balance:.4f} is over the target {spec.quality.cbi_max}"
         return QualityReport(
             round=round_,
             classes=fills,
             cbi=balance,
+            ssim_mean=float(ssims.mean()) if len(ssims) else None,
+            ssim_p5=float(np.percentile(ssims, 5)) if len(ssims) else None,
+            enhanced=enhanced,
             rejected_by_reason=self.store.rejection_counts(),
             candidates_seen=seen,
             candidates_left=usable,

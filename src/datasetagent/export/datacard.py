@@ -48,6 +48,12 @@ def render_datacard(
         rejected = ", ".join(f"{k} {v}" for k, v in report.rejected_by_reason.items()) or "none"
         lines.append(f"* Candidates rejected, by reason: {rejected}")
         lines.append(f"* Samples held back for human review: {report.review}")
+        if report.ssim_mean is not None:
+            lines.append(
+                f"* Images enhanced: {report.enhanced}; SSIM to their input: mean "
+                f"{report.ssim_mean:.4f}, 5th percentile {report.ssim_p5:.4f} (target mean ≥ "
+                f"{spec.quality.ssim_mean_min}; unchanged images count as 1.0)"
+            )
         lines.append(f"* Stopped because: {report.reason}")
         if report.alr is None:
             lines.append("* Label reliability (ALR): not audited in this run")

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import itertools
+import multiprocessing
 import os
-from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor
-from typing import Protocol, TypeVar
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
+from typing import Generic, Protocol, TypeVar
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -17,10 +20,35 @@ class Executor(Protocol):
     def close(self) -> None: ...
 
 
+def _single_threaded() -> None:
+    """Worker initialiser: one thread per process for BLAS, OpenMP and OpenCV.
+
+    The pool already uses every core; library thread pools on top of it oversubscribe the CPU,
+    and BLAS threads spinning on tiny matrix products made a 2-process scan slower than one.
+    """
+    import cv2
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(1)
+    cv2.setNumThreads(1)
+
+
+class _Chunk(Generic[T, R]):
+    """Applies ``fn`` to a list of items in a worker (one task per chunk, not per item)."""
+
+    def __init__(self, fn: Callable[[T], R]) -> None:
+        self.fn = fn
+
+    def __call__(self, items: list[T]) -> list[R]:
+        return [self.fn(item) for item in items]
+
+
 class LocalExecutor:
     """Runs ``fn`` over items in worker processes; small batches run inline.
 
-    ``fn`` must be picklable (a module-level function or a small callable object).
+    ``fn`` must be picklable (a module-level function or a small callable object). Results
+    stream back in input order, with a bounded number of chunks in flight, so memory does not
+    grow with the number of items.
     """
 
     def __init__(self, workers: int | None = None, *, chunksize: int = 16) -> None:
@@ -31,10 +59,42 @@ class LocalExecutor:
     def map(self, fn: Callable[[T], R], items: Sequence[T]) -> Iterator[R]:
         if self.workers == 1 or len(items) < 2 * self.chunksize:
             return map(fn, items)
-        if self._pool is None:
-            self._pool = ProcessPoolExecutor(max_workers=self.workers)
         chunk = max(1, min(self.chunksize, len(items) // (4 * self.workers) or 1))
-        return self._pool.map(fn, items, chunksize=chunk)
+        return self.imap(fn, items, chunksize=chunk)
+
+    def imap(
+        self, fn: Callable[[T], R], items: Iterable[T], *, chunksize: int | None = None
+    ) -> Iterator[R]:
+        """Like ``map`` for an iterable of unknown length, consumed lazily."""
+        size = chunksize or self.chunksize
+        source = iter(items)
+        chunks = iter(lambda: list(itertools.islice(source, size)), [])
+        if self.workers == 1:
+            for part in chunks:
+                yield from map(fn, part)
+            return
+        if self._pool is None:
+            self._pool = self._new_pool()
+        job = _Chunk(fn)
+        pending: deque[Future[list[R]]] = deque()
+        for part in chunks:
+            pending.append(self._pool.submit(job, part))
+            if len(pending) >= 4 * self.workers:
+                yield from pending.popleft().result()
+        while pending:
+            yield from pending.popleft().result()
+
+    def _new_pool(self) -> ProcessPoolExecutor:
+        # forkserver: workers fork from a clean, single-threaded server, never from a parent
+        # whose library threads may hold locks (a plain fork can deadlock on them); the server
+        # imports the heavy modules once, so each worker starts in milliseconds.
+        ctx = multiprocessing.get_context("forkserver")
+        ctx.set_forkserver_preload(
+            ["numpy", "cv2", "PIL.Image", "datasetagent.scan", "datasetagent.agents.processing"]
+        )
+        return ProcessPoolExecutor(
+            max_workers=self.workers, mp_context=ctx, initializer=_single_threaded
+        )
 
     def close(self) -> None:
         if self._pool is not None:

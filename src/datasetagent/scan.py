@@ -1,0 +1,188 @@
+"""The quality scan on its own (``datasetagent scan``): one result per image, streamed.
+
+Per-image work (read, strict reduced decode, scores, perceptual hashes) runs in worker
+processes; deduplication runs in arrival order in the parent, so of a duplicate group the first
+seen is kept and the others name it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict
+from threadpoolctl import threadpool_limits
+
+from datasetagent.runtime.local import LocalExecutor
+from datasetagent.sources.files import image_files
+from datasetagent.spec import DEFAULT_MIN_SIDE, ISSUE_NAMES, CheckThresholds
+from datasetagent.tools import quality
+from datasetagent.tools.decode import ImageIssue, decode_strict, sniff, wrong_extension
+from datasetagent.tools.dedupe import Deduplicator, thumbnail
+from datasetagent.tools.hashing import jpeg_content_hash, pixel_hash
+from datasetagent.tools.phash import image_hashes
+
+log = logging.getLogger(__name__)
+
+BATCH = 256
+
+
+class ScanLine(BaseModel):
+    """One line of ``scan --jsonl`` (schema in DESIGN.md; ``format``, ``frames`` and
+    ``detail`` are additions)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    path: str
+    ok: bool
+    issues: list[str]
+    duplicate_of: str | None = None
+    scores: dict[str, float] = {}
+    width: int | None = None
+    height: int | None = None
+    format: str | None = None
+    frames: int | None = None
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class ScanParams:
+    checks: CheckThresholds = field(default_factory=CheckThresholds)
+    min_side: int = DEFAULT_MIN_SIDE
+    max_pixels: int = 100_000_000
+
+
+@dataclass
+class Scanned:
+    """What a worker found out about one file."""
+
+    path: str
+    issues: list[str] = field(default_factory=list)
+    detail: str = ""
+    scores: dict[str, float] = field(default_factory=dict)
+    width: int | None = None
+    height: int | None = None
+    fmt: str | None = None
+    frames: int | None = None
+    exact_key: str | None = None
+    hashes: np.ndarray | None = None
+    thumb: np.ndarray | None = None
+
+
+def scan_bytes(data: bytes, path: str, params: ScanParams) -> Scanned:
+    """Decode (reduced where the format allows), score and hash one image."""
+    try:
+        # Grey is all the checks need, and a reduced grey JPEG decode is the cheapest there is.
+        # Other formats decode fully in their own mode, so their exact key sees every colour.
+        jpeg = sniff(data) == "JPEG"
+        decoded = decode_strict(
+            data,
+            max_pixels=params.max_pixels,
+            color_mode="L" if jpeg else None,
+            reduce_to=quality.ANALYSIS_SIDE,
+        )
+    except ImageIssue as exc:
+        w, h = exc.size if exc.size else (None, None)
+        return Scanned(path=path, issues=[exc.issue], detail=exc.detail, width=w, height=h)
+    small = quality.analysis_image(decoded.image)
+    gray = quality.gray_of(small)
+    scores = quality.score(small)
+    del scores["color_cast"]  # JPEGs are scanned in grey
+    width, height = decoded.size
+    issues = quality.mark(width, height, scores, params.checks, min_side=params.min_side)
+    notes = []
+    if wrong_extension(decoded.source_format, Path(path).suffix):
+        notes.append(f"{decoded.source_format} data under a {Path(path).suffix} name")
+    if decoded.frames > 1:
+        notes.append(f"first of {decoded.frames} frames")
+    orientation = next(
+        (int(s.params["orientation"] or 1) for s in decoded.steps if s.name == "exif_orientation"),
+        1,
+    )
+    exact = None
+    if decoded.source_format in ("JPEG", "MPO"):
+        exact = jpeg_content_hash(data, orientation)
+    if exact is None:
+        exact = pixel_hash(decoded.image)
+    return Scanned(
+        path=path,
+        issues=issues,
+        detail="; ".join(notes),
+        scores=scores,
+        width=width,
+        height=height,
+        fmt=decoded.source_format,
+        frames=decoded.frames,
+        exact_key=exact,
+        hashes=image_hashes(gray),
+        thumb=thumbnail(gray),
+    )
+
+
+@dataclass(frozen=True)
+class _ScanFile:
+    params: ScanParams
+
+    def __call__(self, path: str) -> Scanned:
+        try:
+            data = Path(path).read_bytes()
+        except OSError as exc:
+            return Scanned(
+                path=path, issues=["corrupt"], detail=f"cannot read: {exc.strerror or exc}"
+            )
+        return scan_bytes(data, path, self.params)
+
+
+def _ordered(issues: list[str]) -> list[str]:
+    return sorted(set(issues), key=ISSUE_NAMES.index)
+
+
+def scan_folder(
+    root: Path,
+    params: ScanParams,
+    *,
+    workers: int | None = None,
+    on_skip: Callable[[Path, str], None] | None = None,
+) -> Iterator[ScanLine]:
+    """Scan every image file under ``root`` (a folder or one file), streaming results."""
+    paths: Iterator[Path] = iter([root]) if root.is_file() else image_files(root, on_skip=on_skip)
+    dedupe = Deduplicator(params.checks.near_duplicate_bits)
+    # The workers use the cores; the parent's BLAS threads would only spin against them.
+    with threadpool_limits(1), LocalExecutor(workers, chunksize=8) as executor:
+        results = executor.imap(_ScanFile(params), (str(p) for p in paths))
+        batch: list[Scanned] = []
+        for item in results:
+            batch.append(item)
+            if len(batch) >= BATCH:
+                yield from _finish(batch, dedupe, params.checks)
+                batch = []
+        yield from _finish(batch, dedupe, params.checks)
+
+
+def _finish(
+    batch: list[Scanned], dedupe: Deduplicator, checks: CheckThresholds
+) -> Iterator[ScanLine]:
+    usable = [None if checks.rejects(s.issues) else s.hashes for s in batch]
+    dups = dedupe.check(
+        [s.path for s in batch], [s.exact_key for s in batch], usable, [s.thumb for s in batch]
+    )
+    for s, dup in zip(batch, dups, strict=True):
+        issues = list(s.issues)
+        if dup is not None:
+            issues.append(dup.issue)
+        issues = _ordered(issues)
+        yield ScanLine(
+            path=s.path,
+            ok=not checks.rejects(issues),
+            issues=issues,
+            duplicate_of=dup.of if dup is not None else None,
+            scores={k: round(v, 4) for k, v in s.scores.items()},
+            width=s.width,
+            height=s.height,
+            format=s.fmt,
+            frames=s.frames,
+            detail=s.detail,
+        )
