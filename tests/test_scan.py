@@ -141,7 +141,13 @@ def test_duplicates_keep_the_first_and_name_it(tmp_path: Path, tiles: list[Image
     (tmp_path / "a5.png").write_bytes(encode(a, optimize=True))
     for k, other in enumerate(tiles[1:6]):
         (tmp_path / f"b{k}.jpg").write_bytes(encode(other, "JPEG"))
+    dark = encode(ImageEnhance.Brightness(tiles[8]).enhance(0.1), "JPEG")
+    (tmp_path / "c1.jpg").write_bytes(dark)
+    (tmp_path / "c2.jpg").write_bytes(dark)
     got = scan(tmp_path)
+    assert got["c1.jpg"].issues == ["dark"]
+    assert got["c2.jpg"].issues == ["dark", "exact_duplicate"]  # named even though c1 is out
+    assert got["c2.jpg"].duplicate_of == str(tmp_path / "c1.jpg")
     first = str(tmp_path / "a1.jpg")
     assert got["a1.jpg"].ok
     assert got["a1.jpg"].duplicate_of is None

@@ -123,8 +123,9 @@ class CheckThresholds(_Model):
     min_contrast: Annotated[float, Field(ge=0)] = 2.0
     #: ... or grey-level histogram entropy (bits) below this.
     min_entropy: Annotated[float, Field(ge=0)] = 0.15
-    #: ``blurry``: variance of the Laplacian (grey levels²) below this.
-    min_sharpness: Annotated[float, Field(ge=0)] = 25.0
+    #: ``blurry``: variance of the Laplacian over the variance of grey levels below this (the
+    #: ratio does not change with exposure or contrast, so dark images are not called blurry).
+    min_sharpness: Annotated[float, Field(ge=0)] = 0.01
     #: ``near_duplicate``: perceptual-hash distance (bits of 64) at or below this.
     near_duplicate_bits: Annotated[int, Field(ge=0, le=32)] = 8
     #: Issues that are reported but do not reject the image.

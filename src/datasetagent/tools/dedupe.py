@@ -116,21 +116,21 @@ class Deduplicator:
     ) -> list[Duplicate | None]:
         """For each item: the duplicate it is, or None when it is kept (and remembered).
 
-        An item with no hashes (it was rejected for another reason) is neither checked nor
-        remembered.
+        Exact keys are checked and remembered for every item, so a copy of a rejected image is
+        named as such; an item with no hashes (rejected for another reason) takes no part in
+        the near-duplicate search.
         """
         out: list[Duplicate | None] = [None] * len(keys)
         near_idx: list[int] = []
         for i, (key, exact, h) in enumerate(zip(keys, exact_keys, hashes, strict=True)):
-            if h is None:
-                continue
             if exact is not None:
                 first = self._exact.get(exact)
                 if first is not None:
                     out[i] = Duplicate("exact_duplicate", first)
                     continue
                 self._exact[exact] = key
-            near_idx.append(i)
+            if h is not None:
+                near_idx.append(i)
         if not near_idx:
             return out
         batch_keys = [keys[i] for i in near_idx]

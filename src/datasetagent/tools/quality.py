@@ -91,7 +91,8 @@ def mark(
     if scores["shadows"] > t.bright_shadows:
         issues.append("bright")
     near_constant = scores["contrast"] < t.min_contrast or scores["entropy"] < t.min_entropy
-    if scores["sharpness"] < t.min_sharpness and not near_constant:
+    relative_sharpness = scores["sharpness"] / max(scores["contrast"] ** 2, 1.0)
+    if relative_sharpness < t.min_sharpness and not near_constant:
         issues.append("blurry")
     if near_constant:
         issues.append("low_information")
