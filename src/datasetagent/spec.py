@@ -111,7 +111,7 @@ ISSUE_NAMES: tuple[str, ...] = (
 
 class CheckThresholds(_Model):
     """Where a quality score becomes an issue. Scores are measured on a copy of the image whose
-    longer side is at most 256 px (smaller images as they are); README.md documents each."""
+    longer side is at most 160 px (smaller images as they are); README.md documents each."""
 
     #: ``odd_aspect``: longer side over shorter side above this.
     max_aspect: Annotated[float, Field(ge=1)] = 4.0
@@ -125,7 +125,7 @@ class CheckThresholds(_Model):
     min_entropy: Annotated[float, Field(ge=0)] = 0.15
     #: ``blurry``: variance of the Laplacian over the variance of grey levels below this (the
     #: ratio does not change with exposure or contrast, so dark images are not called blurry).
-    min_sharpness: Annotated[float, Field(ge=0)] = 0.01
+    min_sharpness: Annotated[float, Field(ge=0)] = 0.02
     #: ``near_duplicate``: perceptual-hash distance (bits of 64) at or below this.
     near_duplicate_bits: Annotated[int, Field(ge=0, le=32)] = 8
     #: Issues that are reported but do not reject the image.

@@ -15,7 +15,7 @@ from datasetagent.spec import CheckThresholds
 from datasetagent.tools.ssim import to_gray
 
 #: Longer side of the copy scores are measured on.
-ANALYSIS_SIDE = 256
+ANALYSIS_SIDE = 160
 
 _NOISE_KERNEL = np.array([[1, -2, 1], [-2, 4, -2], [1, -2, 1]], dtype=np.float32)
 
