@@ -67,6 +67,7 @@ def test_awkward_files_are_each_reported(tmp_path: Path, tiles: list[Image.Image
     (tmp_path / "fine.jpg").write_bytes(jpeg)
     (tmp_path / "misnamed.png").write_bytes(encode(big[4], "JPEG"))
     (tmp_path / "notes.txt").write_text("not scanned")
+    (tmp_path / "export.dat").write_bytes(encode(big[5], "JPEG"))  # found by its bytes
     got = scan(tmp_path)
     assert set(got) == {
         "empty.jpg",
@@ -78,6 +79,7 @@ def test_awkward_files_are_each_reported(tmp_path: Path, tiles: list[Image.Image
         "bomb.png",
         "fine.jpg",
         "misnamed.png",
+        "export.dat",
     }
     assert got["empty.jpg"].issues == ["corrupt"]
     assert "0 bytes" in got["empty.jpg"].detail
@@ -99,6 +101,8 @@ def test_awkward_files_are_each_reported(tmp_path: Path, tiles: list[Image.Image
     assert got["fine.jpg"].issues == []
     assert got["misnamed.png"].ok
     assert "JPEG data under a .png name" in got["misnamed.png"].detail
+    assert got["export.dat"].ok
+    assert got["export.dat"].format == "JPEG"
     for line in got.values():
         assert not line.ok or line.issues == []
 

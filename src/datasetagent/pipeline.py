@@ -260,11 +260,8 @@ class Pipeline:
                     if previous is None
                     else supervision.next_batch(previous)
                 )
-                short = [
-                    c
-                    for c, t in self.spec.targets().items()
-                    if self.store.label_counts(["labelled"]).get(c, 0) < t
-                ]
+                have = self.store.label_counts(["labelled"])
+                short = [c for c, t in self.spec.targets().items() if have.get(c, 0) < t]
                 n = self.store.take_candidates(round_, size, origin="collected", wanted=short)
                 self._finish(round_, "select", f"{n} candidates")
             if self._stage(round_, "process"):

@@ -18,7 +18,6 @@ from collections.abc import Sequence
 
 from PIL import Image
 
-from datasetagent.errors import NoLabelerError
 from datasetagent.models import ImageClassifier
 from datasetagent.records import ClassLabel, Sample
 from datasetagent.spec import DatasetSpec
@@ -51,15 +50,6 @@ class DataLabelAgent:
         self.blobs = blobs
         self.spec = spec
         self.classifier = classifier
-
-    @staticmethod
-    def preflight(store: RunStore, classifier: ImageClassifier | None) -> None:
-        """Stop before any work when some candidates could never be labelled."""
-        if classifier is not None:
-            return
-        unhinted = store.pending_hints("collected").get(None, 0)
-        if unhinted:
-            raise NoLabelerError(no_labeler_message(unhinted))
 
     def load(self, sample: Sample) -> Image.Image:
         with Image.open(self.blobs.path(sample.blob)) as img:

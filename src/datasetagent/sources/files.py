@@ -6,21 +6,10 @@ import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from datasetagent.tools.decode import sniff
+
 IMAGE_EXTENSIONS = frozenset(
     {".jpg", ".jpeg", ".jpe", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
-)
-
-# Leading bytes of the formats the decoder supports; used to find images with odd extensions.
-_MAGIC = (
-    b"\xff\xd8\xff",
-    b"\x89PNG",
-    b"BM",
-    b"GIF8",
-    b"II*\x00",
-    b"MM\x00*",
-    b"RIFF",
-    b"P5",
-    b"P6",
 )
 
 
@@ -30,9 +19,7 @@ def looks_like_image(path: Path) -> bool:
             head = fh.read(12)
     except OSError:
         return False
-    if head.startswith(b"RIFF"):
-        return head[8:12] == b"WEBP"
-    return head.startswith(_MAGIC)
+    return sniff(head) is not None
 
 
 def is_candidate_file(path: Path) -> bool:

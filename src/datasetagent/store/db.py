@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -162,10 +161,6 @@ class RunStore:
         """True once any image has been processed (listing candidates does not count)."""
         row = self._db.execute("SELECT 1 FROM stages WHERE stage != 'collect' LIMIT 1").fetchone()
         return row is not None
-
-    def finished_stages(self) -> list[tuple[int, str]]:
-        rows = self._db.execute("SELECT round, stage FROM stages ORDER BY finished, round")
-        return [(int(r["round"]), str(r["stage"])) for r in rows]
 
     def event(self, round_: int, stage: str, message: str) -> None:
         self._db.execute(
@@ -337,14 +332,6 @@ class RunStore:
     def reports(self) -> list[QualityReport]:
         rows = self._db.execute("SELECT record FROM reports ORDER BY round")
         return [QualityReport.model_validate_json(r["record"]) for r in rows]
-
-    def dump(self) -> dict[str, object]:
-        """Everything stored, as plain data (for tests and debugging)."""
-        return {
-            "samples": [json.loads(s.model_dump_json()) for s in self.samples()],
-            "rejections": [json.loads(r.model_dump_json()) for r in self.rejections()],
-            "reports": [json.loads(r.model_dump_json()) for r in self.reports()],
-        }
 
 
 def _where(conditions: dict[str, object]) -> tuple[str, list[object]]:

@@ -49,6 +49,8 @@ _MAGIC = {
     b"II*\x00": "TIFF",
     b"MM\x00*": "TIFF",
     b"RIFF": "WEBP",
+    b"P5": "PPM",
+    b"P6": "PPM",
 }
 
 

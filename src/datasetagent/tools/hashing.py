@@ -20,10 +20,6 @@ def pixel_hash(img: Image.Image) -> str:
     return h.hexdigest()
 
 
-def bytes_hash(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
 def jpeg_content_hash(data: bytes, orientation: int = 1) -> str | None:
     """sha256 of a JPEG's pixel-defining segments (tables, frame, scans), skipping metadata.
 
