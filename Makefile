@@ -2,27 +2,34 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed-dev
+STAMP := $(VENV)/.installed-core
+TEST_STAMP := $(VENV)/.installed-test
 
 .PHONY: demo test lint typecheck unit bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e .
 	touch $(STAMP)
+
+# The tests also build tiny vision models and talk to a loopback LLM stub: they need the model
+# extras. torch is pinned to its CPU build here (an unpinned torch pulls a multi-GB CUDA build).
+$(TEST_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet 'torch==2.13.0' -e '.[dev,models]'
+	touch $(TEST_STAMP)
 
 demo: $(STAMP)
 	$(BIN)/datasetagent demo -o demo-output
 
-lint: $(STAMP)
+lint: $(TEST_STAMP)
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/ruff format --check src tests benchmarks
 
-typecheck: $(STAMP)
+typecheck: $(TEST_STAMP)
 	$(BIN)/mypy
 
-unit: $(STAMP)
+unit: $(TEST_STAMP)
 	$(BIN)/pytest
 
 test: lint typecheck unit
