@@ -3,13 +3,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from datasetagent.agents.labeling import DataLabelAgent
+from datasetagent.agents.labeling import DataLabelAgent, LabelerSet, iou, merge_detections
 from datasetagent.errors import NoLabelerError
-from datasetagent.models import Prediction
+from datasetagent.models import Detection, Prediction
 from datasetagent.models.seed import SeedClassifier
-from datasetagent.records import Provenance, Sample
+from datasetagent.records import Box, Provenance, Sample
 from datasetagent.spec import ClassSpec, DatasetSpec
-from datasetagent.store import BlobStore, RunStore
+from datasetagent.store import BlobStore, Candidate, RunStore
 from helpers import digit_images, photos
 
 
@@ -129,7 +129,7 @@ def test_label_policy(tmp_path: object) -> None:
             Prediction("cat", 0.60, {"cat": 0.60, "dog": 0.40}),  # unsure
         ]
     )
-    out = DataLabelAgent(store, blobs, spec, clf).label_batch(samples)
+    out = DataLabelAgent(store, blobs, spec, LabelerSet((clf,))).label_batch(samples)
     assert [(s.status, s.label) for s in out] == [
         ("labelled", "cat"),
         ("review", "cat"),
@@ -149,4 +149,146 @@ def test_without_classifier_unhinted_samples_are_never_guessed(tmp_path: object)
     store, blobs, samples = _store_with(tmp_path, ["dog", None])
     out = DataLabelAgent(store, blobs, spec, None).label_batch(samples)
     assert [(s.status, s.label) for s in out] == [("labelled", "dog"), ("review", None)]
+    store.close()
+
+
+class NamedClassifier(FixedClassifier):
+    def __init__(self, name: str, preds: list[Prediction]) -> None:
+        super().__init__(preds)
+        self.name = name
+
+
+def _pred(label: str, conf: float) -> Prediction:
+    return Prediction(label, conf, {label: conf})
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "status", "label", "agreement"),
+    [
+        (_pred("cat", 0.97), _pred("cat", 0.95), "labelled", "cat", 1.0),
+        (_pred("cat", 0.97), _pred("dog", 0.95), "review", None, 0.5),
+        (_pred("cat", 0.95), _pred("cat", 0.70), "review", "cat", 1.0),  # mean 0.825 < 0.9
+        (_pred("none", 0.99), _pred("none", 0.95), "rejected", None, 1.0),
+        (_pred("none", 0.50), _pred("none", 0.50), "review", None, 1.0),
+        (_pred("none", 0.0), _pred("cat", 0.99), "review", None, 0.5),  # a failed call
+    ],
+)
+def test_two_classifiers_must_agree(
+    tmp_path: object,
+    a: Prediction,
+    b: Prediction,
+    status: str,
+    label: str | None,
+    agreement: float,
+) -> None:
+    spec = DatasetSpec(classes=(ClassSpec(name="cat"), ClassSpec(name="dog")))
+    store, blobs, samples = _store_with(tmp_path, [None])
+    labelers = LabelerSet((NamedClassifier("a", [a]), NamedClassifier("b", [b])))
+    [out] = DataLabelAgent(store, blobs, spec, labelers).label_batch(samples)
+    assert out.status == status
+    assert out.scores["agreement"] == pytest.approx(agreement)
+    if status == "labelled":
+        assert out.label == label
+        assert out.annotations[0].labeler == "a+b"
+    elif status == "rejected":
+        assert out.review_reasons[0].startswith("out_of_domain")
+    else:
+        assert out.review_reasons
+    store.close()
+
+
+def test_uncertain_samples_rejected_when_the_spec_says_so(tmp_path: object) -> None:
+    spec = DatasetSpec.model_validate(
+        {"classes": [{"name": "cat"}, {"name": "dog"}], "quality": {"uncertain": "reject"}}
+    )
+    store, blobs, samples = _store_with(tmp_path, [None, None])
+    clf = FixedClassifier([_pred("cat", 0.5), _pred("dog", 0.99)])
+    out = DataLabelAgent(store, blobs, spec, LabelerSet((clf,))).label_batch(samples)
+    assert [(s.status, s.label) for s in out] == [("rejected", "cat"), ("labelled", "dog")]
+    assert "agreement" not in out[1].scores  # one labeler: nothing to agree with
+    store.close()
+
+
+def test_run_round_prefetches_and_labels_every_batch(tmp_path: object) -> None:
+    spec = DatasetSpec(classes=(ClassSpec(name="cat"), ClassSpec(name="dog")))
+    store, blobs, samples = _store_with(tmp_path, [None] * 7)
+    store.add_candidates(
+        Candidate(source_kind="local", location=s.provenance.location, licence="user-supplied")
+        for s in samples
+    )
+    for i, s in enumerate(samples):
+        store.record_outcome(i + 1, 1, s)
+    seen: list[int] = []
+
+    class Counting(FixedClassifier):
+        def predict(self, images: list[object]) -> list[Prediction]:
+            seen.append(len(images))
+            return [_pred("dog", 0.99)] * len(images)
+
+    agent = DataLabelAgent(store, blobs, spec, LabelerSet((Counting([]),)), batch_size=3)
+    counts = agent.run_round(1)
+    assert seen == [3, 3, 1]
+    assert counts == {"labelled": 7}
+    assert store.label_counts(["labelled"]) == {"dog": 7}
+    store.close()
+
+
+class FixedDetector:
+    """Scripted detector: the detections given for each image, in order."""
+
+    def __init__(self, name: str, per_image: list[list[Detection]]) -> None:
+        self.name = name
+        self.per_image = per_image
+
+    def detect(self, images: list[object]) -> list[list[Detection]]:
+        out, self.per_image = self.per_image[: len(images)], self.per_image[len(images) :]
+        return out
+
+
+def _det(label: str, score: float, box: tuple[float, float, float, float]) -> Detection:
+    return Detection(label, score, box)
+
+
+def test_merge_detections_needs_overlap_and_same_class() -> None:
+    a = [_det("car", 0.9, (0, 0, 10, 10)), _det("bus", 0.8, (20, 20, 30, 30))]
+    b = [_det("car", 0.7, (1, 1, 11, 11)), _det("car", 0.6, (20, 20, 30, 30))]
+    merged = merge_detections([a, b])
+    by_found = sorted((m.label, sorted(m.found_by)) for m in merged)
+    assert by_found == [("bus", [0]), ("car", [0, 1]), ("car", [1])]
+    car = next(m for m in merged if len(m.found_by) == 2)
+    assert car.score == pytest.approx(0.8)  # mean over both detectors
+    assert car.box[0] == pytest.approx(0.9 * 0 / 1.6 + 0.7 * 1 / 1.6)  # score-weighted
+    assert iou((0, 0, 10, 10), (5, 0, 15, 10)) == pytest.approx(50 / 150)
+    assert merge_detections([[], []]) == []
+
+
+def test_detection_policy(tmp_path: object) -> None:
+    spec = DatasetSpec.model_validate(
+        {"task": "detection", "classes": [{"name": "car"}, {"name": "bus"}], "formats": ["coco"]}
+    )
+    store, blobs, samples = _store_with(tmp_path, [None, None, "bus", None])
+    one = FixedDetector(
+        "d1",
+        [
+            [_det("car", 0.9, (-2, 1, 5, 9))],  # both find it: kept, clipped to the 8x8 image
+            [_det("car", 0.9, (0, 0, 4, 4))],  # only d1: uncertain
+            [_det("car", 0.8, (0, 0, 4, 4))],  # folder says bus, only a car: uncertain
+            [],  # nothing at all
+        ],
+    )
+    two = FixedDetector(
+        "d2",
+        [[_det("car", 0.7, (-1, 1, 6, 9))], [], [_det("car", 0.6, (0, 0, 4, 4))], []],
+    )
+    out = DataLabelAgent(store, blobs, spec, LabelerSet(detectors=(one, two))).label_batch(samples)
+    assert [s.status for s in out] == ["labelled", "review", "review", "review"]
+    [box] = out[0].annotations
+    assert isinstance(box, Box)
+    assert (box.x, box.w, box.labeler) == (0.0, pytest.approx(8.7 / 1.6), "d1+d2")
+    assert box.confidence == pytest.approx(0.8)
+    assert out[0].scores["agreement"] == 1.0
+    assert out[0].label == "car"
+    assert "only d1 found car" in out[1].review_reasons[0]
+    assert out[2].review_reasons == ("folder says bus, no bus found",)
+    assert out[3].review_reasons[0].startswith("no_object")
     store.close()

@@ -21,13 +21,25 @@ from typing import Protocol
 
 from PIL import Image
 
-from datasetagent.agents.labeling import DataLabelAgent, no_labeler_message
+from datasetagent.agents.labeling import DataLabelAgent, LabelerSet, no_labeler_message
 from datasetagent.agents.processing import ImageProcessingAgent
 from datasetagent.agents.supervision import SupervisionAgent, select_for_export
 from datasetagent.errors import NoLabelerError, StoreError, UsageError
 from datasetagent.export import export_samples, known_formats
 from datasetagent.export.splits import assign_splits
-from datasetagent.models import ImageClassifier
+from datasetagent.models import (
+    BACKENDS,
+    Backend,
+    BackendConfig,
+    BoxSegmenter,
+    ImageClassifier,
+    ImageEmbedder,
+    ObjectDetector,
+    build_backend,
+    class_queries,
+    load_builtin_backends,
+    parse_labeler,
+)
 from datasetagent.models.seed import SeedClassifier
 from datasetagent.records import QualityReport, Sample
 from datasetagent.runtime.local import LocalExecutor
@@ -39,7 +51,10 @@ from datasetagent.store import BlobStore, RunStore
 log = logging.getLogger(__name__)
 
 FINAL = -1
+#: Labelers that need no model weights.
 LABELER_NAMES = ("folder-name", "seed")
+#: Backend settings by labeler name, e.g. ``{"llm": {"base_url": "http://..."}}``.
+BackendOptions = dict[str, dict[str, str | int | float | bool]]
 
 
 class Reporter(Protocol):
@@ -74,6 +89,8 @@ class BuildResult:
     resumed_stages: int = 0
     seed_cv_accuracy: float | None = None
     labelers: dict[str, int] = field(default_factory=dict)
+    #: Model calls, images and tokens per backend over the whole run (resumes included).
+    usage: dict[str, dict[str, int]] = field(default_factory=dict)
 
     def summary(self) -> dict[str, object]:
         """Plain data for ``--json`` and the run's ``summary.json``."""
@@ -101,6 +118,7 @@ class BuildResult:
             "targets_met": self.report.targets_met,
             "labelers": self.labelers,
             "seed_cv_accuracy": self.seed_cv_accuracy,
+            "usage": self.usage,
             "exports": {k: str(v) for k, v in self.exports.items()},
         }
 
@@ -117,6 +135,8 @@ class Pipeline:
         labelers: Sequence[str] | None = None,
         workers: int | None = None,
         reporter: Reporter | None = None,
+        backend_options: BackendOptions | None = None,
+        device: str | None = None,
     ) -> None:
         self.spec = spec
         self.run_dir = run_dir
@@ -125,8 +145,12 @@ class Pipeline:
         self.labelers = tuple(labelers) if labelers else LABELER_NAMES
         self.workers = workers
         self.reporter: Reporter = reporter or NullReporter()
+        self.backend_options = backend_options or {}
+        self.device = device
         self.resumed_stages = 0
         self.classifier: ImageClassifier | None = None
+        self.backends: list[Backend] = []
+        self._usage_base: dict[str, dict[str, int]] | None = None
         self._opened: list[Source] = []
         self._sources: dict[str, Source] = {}
         self._existing: ImageFolderDataset | None = None
@@ -154,10 +178,11 @@ class Pipeline:
             if self._stage(0, "collect"):
                 n = self._collect()
                 self._finish(0, "collect", f"{n} candidates listed")
+            self.backends = self._build_backends()
             self._preflight()
             self._ingest_existing(processing)
             self.classifier = self._fit_classifier()
-            labeling = DataLabelAgent(self.store, self.blobs, self.spec, self.classifier)
+            labeling = DataLabelAgent(self.store, self.blobs, self.spec, self._labeler_set())
             supervision = SupervisionAgent(self.store, self.spec)
             report = self._loop(processing, labeling, supervision, start)
         return self._finalise(report)
@@ -186,11 +211,81 @@ class Pipeline:
         return n
 
     def _seed_possible(self) -> bool:
-        return "seed" in self.labelers and self._existing is not None
+        return (
+            "seed" in self.labelers
+            and self._existing is not None
+            and self.spec.task == "classification"
+        )
+
+    def _build_backends(self) -> list[Backend]:
+        """The model backends the user named, built once (loading weights) before any work."""
+        out = []
+        for text in self.labelers:
+            name, model = parse_labeler(text)
+            if name in LABELER_NAMES:
+                continue
+            config = BackendConfig(
+                classes=class_queries(self.spec),
+                model=model,
+                device=self.device,
+                options=self.backend_options.get(name, {}),
+            )
+            backend = build_backend(name, config)
+            self.reporter.note(f"labeler {backend.name} ready")
+            out.append(backend)
+        return out
+
+    def _save_usage(self) -> dict[str, dict[str, int]]:
+        """Store the run's model usage: what earlier processes of this run recorded plus what
+        this one's backends used so far."""
+        if self._usage_base is None:
+            raw = self.store.get_meta("usage")
+            self._usage_base = json.loads(raw) if raw else {}
+        total: dict[str, dict[str, int]] = {k: dict(v) for k, v in self._usage_base.items()}
+        for b in self.backends:
+            mine = total.setdefault(b.name, {})
+            for key, value in b.usage.as_dict().items():
+                mine[key] = mine.get(key, 0) + value
+        self.store.set_meta("usage", json.dumps(total))
+        return total
+
+    def _labeler_set(self) -> LabelerSet:
+        task = self.spec.task
+        classifiers: list[ImageClassifier] = []
+        detectors: list[ObjectDetector] = []
+        segmenter: BoxSegmenter | None = None
+        for b in self.backends:
+            if task == "classification" and isinstance(b, ImageClassifier):
+                classifiers.append(b)
+            elif task != "classification" and isinstance(b, ObjectDetector):
+                detectors.append(b)
+            elif task == "segmentation" and isinstance(b, BoxSegmenter) and segmenter is None:
+                segmenter = b
+            elif not (task == "classification" and isinstance(b, ImageEmbedder)):
+                raise UsageError(f"labeler {b.name} cannot help label {task}")
+        if self.classifier is not None:
+            classifiers.insert(0, self.classifier)
+        return LabelerSet(tuple(classifiers), tuple(detectors), segmenter)
 
     def _preflight(self) -> None:
         """Stop before doing work when the collected images could never be labelled."""
-        if self._seed_possible():
+        task = self.spec.task
+        if task != "classification":
+            if not any(isinstance(b, ObjectDetector) for b in self.backends):
+                raise NoLabelerError(
+                    f"{task} needs a detector and none is configured: add --labeler owlv2 "
+                    "or --labeler grounding-dino (weights: datasetagent models pull NAME), "
+                    "or --llm MODEL for a multimodal LLM that grounds objects"
+                )
+            if task == "segmentation" and not any(
+                isinstance(b, BoxSegmenter) for b in self.backends
+            ):
+                raise NoLabelerError(
+                    "segmentation needs a box segmenter: add --labeler sam "
+                    "(weights: datasetagent models pull sam)"
+                )
+            return
+        if self._seed_possible() or any(isinstance(b, ImageClassifier) for b in self.backends):
             return
         unhinted = self.store.pending_hints("collected").get(None, 0)
         if unhinted:
@@ -225,11 +320,13 @@ class Pipeline:
                     images.append(img)
                 labels.append(s.label)
         self.reporter.stage("fitting the seed labeler", 0)
-        model = SeedClassifier(random_state=self.spec.splits.seed)
+        embedder = next((b for b in self.backends if isinstance(b, ImageEmbedder)), None)
+        model = SeedClassifier(random_state=self.spec.splits.seed, embedder=embedder)
         try:
             info = model.fit(images, labels)
         except NoLabelerError:
-            if self.store.pending_hints("collected").get(None, 0):
+            has_model = any(isinstance(b, ImageClassifier) for b in self.backends)
+            if self.store.pending_hints("collected").get(None, 0) and not has_model:
                 raise
             return None  # every collected image carries its class folder
         missing = [c for c in self.spec.class_names if c not in info.classes]
@@ -272,6 +369,7 @@ class Pipeline:
             if self._stage(round_, "label"):
                 self.reporter.stage("labelling", round_)
                 counts = labeling.run_round(round_)
+                self._save_usage()
                 self._finish(round_, "label", _describe(counts))
             if self._stage(round_, "supervise"):
                 report = supervision.assess(round_)
@@ -323,6 +421,7 @@ class Pipeline:
                 else None
             ),
             labelers=dict(Counter(a.labeler for s in chosen for a in s.annotations)),
+            usage=self._save_usage(),
         )
         (self.run_dir / "summary.json").write_text(json.dumps(result.summary(), indent=2))
         return result
@@ -334,14 +433,20 @@ def final_samples(store: RunStore, spec: DatasetSpec) -> list[Sample]:
     return assign_splits(chosen, spec.splits)
 
 
+def known_labelers() -> list[str]:
+    load_builtin_backends()
+    return [*LABELER_NAMES, *BACKENDS.names()]
+
+
 def check_spec(spec: DatasetSpec, labelers: Sequence[str] | None) -> None:
     """Refuse, before anything is written, what cannot work: unknown labelers or formats,
     missing source folders."""
-    for name in labelers or ():
-        if name not in LABELER_NAMES:
-            raise UsageError(
-                f"unknown labeler {name!r}; available offline: {', '.join(LABELER_NAMES)}"
-            )
+    for text in labelers or ():
+        name, model = parse_labeler(text)
+        if name in LABELER_NAMES and model is not None:
+            raise UsageError(f"labeler {name!r} takes no model (got {text!r})")
+        if name not in known_labelers():
+            raise UsageError(f"unknown labeler {name!r}; known: {', '.join(known_labelers())}")
     unknown = [f for f in spec.formats if f not in known_formats()]
     if unknown:
         raise UsageError(
@@ -365,8 +470,13 @@ def build(
     labelers: Sequence[str] | None = None,
     workers: int | None = None,
     reporter: Reporter | None = None,
+    backend_options: BackendOptions | None = None,
+    device: str | None = None,
 ) -> BuildResult:
-    """Run (or, with ``resume``, continue) a build in ``run_dir``."""
+    """Run (or, with ``resume``, continue) a build in ``run_dir``.
+
+    The labelers and backend options a run starts with are stored with it, so ``--resume``
+    without them labels the rest of the run the same way."""
     db_path = run_dir / "run.db"
     if resume and not db_path.exists():
         raise UsageError(f"nothing to resume in {run_dir}: it holds no run.db")
@@ -396,7 +506,29 @@ def build(
             )
         used = stored if stored is not None else spec
         assert used is not None  # both None was refused above
+        labelers, backend_options = _labeler_config(store, labelers, backend_options)
         pipeline = Pipeline(
-            used, run_dir, store=store, labelers=labelers, workers=workers, reporter=reporter
+            used,
+            run_dir,
+            store=store,
+            labelers=labelers,
+            workers=workers,
+            reporter=reporter,
+            backend_options=backend_options,
+            device=device,
         )
         return pipeline.run()
+
+
+def _labeler_config(
+    store: RunStore, labelers: Sequence[str] | None, options: BackendOptions | None
+) -> tuple[Sequence[str] | None, BackendOptions | None]:
+    """The labelers given now, stored for a resume; or, when none are given, the stored ones."""
+    raw = store.get_meta("labelers")
+    if labelers is None and options is None and raw is not None:
+        saved = json.loads(raw)
+        return saved["labelers"], saved["options"]
+    store.set_meta(
+        "labelers", json.dumps({"labelers": list(labelers or ()) or None, "options": options})
+    )
+    return labelers, options

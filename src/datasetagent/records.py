@@ -119,18 +119,23 @@ class Sample(_Record):
 
     @property
     def label(self) -> str | None:
-        """The class of a classification sample, if labelled."""
+        """The class of a classification sample; for boxes and masks the most frequent class
+        (first seen on ties), which files the image under one class for balancing."""
+        counts: dict[str, int] = {}
         for ann in self.annotations:
             if isinstance(ann, ClassLabel):
                 return ann.label
-        return None
+            counts[ann.label] = counts.get(ann.label, 0) + 1
+        return max(counts, key=lambda k: counts[k]) if counts else None
 
     @property
     def confidence(self) -> float | None:
+        """The class label's confidence; for boxes and masks the weakest one's, since one wrong
+        object makes the image's annotation wrong."""
         for ann in self.annotations:
             if isinstance(ann, ClassLabel):
                 return ann.confidence
-        return None
+        return min((a.confidence for a in self.annotations), default=None)
 
 
 class Rejection(_Record):

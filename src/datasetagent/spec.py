@@ -170,6 +170,9 @@ class QualityTargets(_Model):
     alr_min: Annotated[float, Field(ge=0, le=1)] = 0.988
     #: A label below this confidence is sent to review instead of being accepted.
     min_confidence: Annotated[float, Field(ge=0, le=1)] = 0.9
+    #: What happens to an image no labeler labels with confidence (labelers unsure or in
+    #: disagreement, no object found): held for human review, or rejected outright.
+    uncertain: Literal["review", "reject"] = "review"
 
 
 class SourceSpec(_Model):

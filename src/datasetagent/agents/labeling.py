@@ -1,25 +1,55 @@
-"""Data Label agent (classification): folder-name labels, seed-set model labels, review.
+"""Data Label agent: classification labels, detection boxes and segmentation masks.
 
-Policy, in order, for each collected sample:
+The agent is given a ``LabelerSet`` (built by the pipeline from what the user named and what is
+available) and labels every processed sample of a round, in batches. While the models work on
+one batch, the next is decoded and preprocessed on a background thread.
 
-1. the source gave a class (its class folder): take it as a weak label (``folder-name``,
-   confidence 1.0, the user's assertion); when a classifier is available it checks the label, and
-   a confident disagreement sends the sample to review instead;
-2. otherwise a classifier labels it; below ``quality.min_confidence`` it goes to review.
+Classification, for each collected sample:
 
-Samples of an existing dataset keep the label of their class folder (``existing``).
+1. the source gave a class (its class folder): a weak label (``folder-name``, confidence 1.0,
+   the user's assertion); every classifier checks it, and a confident disagreement sends the
+   sample to review;
+2. otherwise every classifier labels it. When they agree, the label is taken if their mean
+   confidence reaches ``quality.min_confidence``; a confident "none of these" rejects the image
+   as ``out_of_domain``; disagreement or low confidence is *uncertain*.
+
+Detection: every detector runs; with two or more, boxes of the same class that overlap (IoU
+≥ 0.5) across detectors are merged (score-weighted mean box) and a box needs a majority of
+detectors behind it — a box only a minority found makes the image uncertain. No box at all is
+uncertain too (``no_object``), as is a class folder whose class was not found.
+
+Segmentation: detection as above, then the box segmenter turns each kept box into a mask.
+
+Uncertain samples go to review or are rejected, as ``quality.uncertain`` says; they are never
+forced into a class. Where two or more labelers ran, their agreement (share of them that agree
+with the result, or share of merged boxes every detector found) is stored in
+``scores["agreement"]`` for the Supervision agent. Samples of an existing dataset keep the
+label of their class folder (``existing``).
 """
 
 from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
+import numpy as np
 from PIL import Image
 
-from datasetagent.models import ImageClassifier
-from datasetagent.records import ClassLabel, Sample
+from datasetagent.models import (
+    NONE_LABEL,
+    BoxSegmenter,
+    Detection,
+    ImageClassifier,
+    ObjectDetector,
+    Prediction,
+    Prepared,
+    Preparing,
+)
+from datasetagent.records import Box, ClassLabel, Mask, Sample
 from datasetagent.spec import DatasetSpec
 from datasetagent.store import BlobStore, RunStore
 
@@ -27,7 +57,12 @@ log = logging.getLogger(__name__)
 
 FOLDER_LABELER = "folder-name"
 EXISTING_LABELER = "existing"
-BATCH = 256
+BATCH = 64
+#: Boxes of one class from two detectors are the same object at this IoU or more.
+MERGE_IOU = 0.5
+
+T = TypeVar("T")
+U = TypeVar("U")
 
 
 def no_labeler_message(unhinted: int) -> str:
@@ -38,18 +73,121 @@ def no_labeler_message(unhinted: int) -> str:
     )
 
 
+@dataclass(frozen=True)
+class LabelerSet:
+    """The models the agent may use, by role."""
+
+    classifiers: tuple[ImageClassifier, ...] = ()
+    detectors: tuple[ObjectDetector, ...] = ()
+    segmenter: BoxSegmenter | None = None
+
+    @property
+    def models(self) -> tuple[object, ...]:
+        seg = (self.segmenter,) if self.segmenter is not None else ()
+        return (*self.classifiers, *self.detectors, *seg)
+
+    def names(self) -> list[str]:
+        return [str(getattr(m, "name", type(m).__name__)) for m in self.models]
+
+
+@dataclass
+class _Batch:
+    samples: list[Sample]
+    images: list[Image.Image]
+    prepared: dict[int, Prepared] = field(default_factory=dict)
+
+    def inputs(self, model: object) -> Any:
+        """What to hand ``model``: its prepared batch when it has one, else the images."""
+        return self.prepared.get(id(model), self.images)
+
+
+def prefetch(items: Sequence[T], work: Callable[[T], U]) -> Iterator[U]:
+    """``work(item)`` for each item in order, computing the next one on a background thread
+    while the caller consumes the current one (decoding overlaps the models)."""
+    if not items:
+        return
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="label-prefetch") as pool:
+        pending: Future[U] = pool.submit(work, items[0])
+        for nxt in items[1:]:
+            current = pending.result()
+            pending = pool.submit(work, nxt)
+            yield current
+        yield pending.result()
+
+
+def iou(a: tuple[float, float, float, float], b: tuple[float, float, float, float]) -> float:
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+@dataclass
+class MergedBox:
+    """One object after merging detectors: its box, mean score and which detectors found it."""
+
+    label: str
+    box: tuple[float, float, float, float]
+    score: float
+    found_by: set[int]
+
+
+def merge_detections(per_detector: Sequence[Sequence[Detection]]) -> list[MergedBox]:
+    """Cluster the detectors' boxes: greedily by descending score, a box joins the first
+    cluster of its class that it overlaps at ``MERGE_IOU`` and that its detector has not joined
+    yet. A cluster's box is the score-weighted mean; its score the mean over all detectors
+    (a detector that missed it counts 0)."""
+    pool = sorted(
+        ((d.score, k, d) for k, dets in enumerate(per_detector) for d in dets),
+        key=lambda t: -t[0],
+    )
+    clusters: list[tuple[list[Detection], set[int]]] = []
+    for _, k, det in pool:
+        for members, found in clusters:
+            same = k not in found and members[0].label == det.label
+            if same and iou(members[0].box, det.box) >= MERGE_IOU:
+                members.append(det)
+                found.add(k)
+                break
+        else:
+            clusters.append(([det], {k}))
+    n = max(1, len(per_detector))
+    out = []
+    for members, found in clusters:
+        w = np.array([max(m.score, 1e-6) for m in members])
+        boxes = np.array([m.box for m in members], dtype=np.float64)
+        mean = (boxes * w[:, None]).sum(axis=0) / w.sum()
+        box = (float(mean[0]), float(mean[1]), float(mean[2]), float(mean[3]))
+        score = float(sum(m.score for m in members) / n)
+        out.append(MergedBox(members[0].label, box, score, found))
+    return out
+
+
+def _box_annotation(m: MergedBox, labeler: str, width: int, height: int) -> Box | None:
+    x0, y0 = max(0.0, m.box[0]), max(0.0, m.box[1])
+    x1, y1 = min(float(width), m.box[2]), min(float(height), m.box[3])
+    if x1 - x0 < 1.0 or y1 - y0 < 1.0:  # degenerate after clipping
+        return None
+    conf = min(1.0, max(0.0, m.score))
+    return Box(label=m.label, confidence=conf, labeler=labeler, x=x0, y=y0, w=x1 - x0, h=y1 - y0)
+
+
 class DataLabelAgent:
     def __init__(
         self,
         store: RunStore,
         blobs: BlobStore,
         spec: DatasetSpec,
-        classifier: ImageClassifier | None,
+        labelers: LabelerSet | None = None,
+        *,
+        batch_size: int = BATCH,
     ) -> None:
         self.store = store
         self.blobs = blobs
         self.spec = spec
-        self.classifier = classifier
+        self.labelers = labelers or LabelerSet()
+        self.batch_size = batch_size
 
     def load(self, sample: Sample) -> Image.Image:
         with Image.open(self.blobs.path(sample.blob)) as img:
@@ -60,61 +198,195 @@ class DataLabelAgent:
         """Label every processed, unlabelled sample of ``round_``; returns status counts."""
         todo = self.store.samples(status=["processed"], round_=round_)
         counts: Counter[str] = Counter()
-        for start in range(0, len(todo), BATCH):
-            done = self.label_batch(todo[start : start + BATCH])
+        chunks = [todo[i : i + self.batch_size] for i in range(0, len(todo), self.batch_size)]
+        for batch in prefetch(chunks, self._load_batch):
+            done = self._label(batch)
             self.store.update_samples(done)
             counts.update(s.status for s in done)
         return counts
 
-    def label_batch(self, samples: Sequence[Sample]) -> list[Sample]:
-        need_model = [s for s in samples if s.origin != "existing" and self.classifier is not None]
-        preds = {}
-        if need_model and self.classifier is not None:
-            images = [self.load(s) for s in need_model]
-            preds = dict(
-                zip((s.id for s in need_model), self.classifier.predict(images), strict=True)
-            )
-        min_conf = self.spec.quality.min_confidence
-        out: list[Sample] = []
-        for s in samples:
-            hint = s.provenance.source_label
-            pred = preds.get(s.id)
-            reasons: list[str] = []
-            if s.origin == "existing" and hint is not None:
-                label = self.spec.resolve_class(hint) or hint
-                ann = ClassLabel(label=label, confidence=1.0, labeler=EXISTING_LABELER)
-            elif hint is not None:
-                ann = ClassLabel(label=hint, confidence=1.0, labeler=FOLDER_LABELER)
-                if pred is not None and pred.label != hint and pred.confidence >= min_conf:
-                    reasons.append(
-                        f"folder says {hint}, {self.classifier_name} says {pred.label} "
-                        f"({pred.confidence:.2f})"
-                    )
-            elif pred is not None:
-                ann = ClassLabel(
-                    label=pred.label, confidence=pred.confidence, labeler=self.classifier_name
-                )
-                if pred.confidence < min_conf:
-                    reasons.append(f"confidence {pred.confidence:.2f} < {min_conf:.2f}")
-            else:
-                out.append(
-                    s.model_copy(
-                        update={"status": "review", "review_reasons": (no_labeler_message(1),)}
-                    )
-                )
-                continue
-            status = "review" if reasons else "labelled"
-            out.append(
-                s.model_copy(
-                    update={
-                        "annotations": (ann,),
-                        "status": status,
-                        "review_reasons": tuple(reasons),
-                    }
-                )
-            )
-        return out
+    def _needs_models(self, sample: Sample) -> bool:
+        return sample.origin != "existing"
 
-    @property
-    def classifier_name(self) -> str:
-        return self.classifier.name if self.classifier is not None else "none"
+    def _load_batch(self, samples: Sequence[Sample]) -> _Batch:
+        todo = [s for s in samples if self._needs_models(s)]
+        images = [self.load(s) for s in todo] if self.labelers.models else []
+        batch = _Batch(list(samples), images)
+        if images:
+            for model in self.labelers.models:
+                if isinstance(model, Preparing):
+                    batch.prepared[id(model)] = model.prepare(images)
+        return batch
+
+    def label_batch(self, samples: Sequence[Sample]) -> list[Sample]:
+        """Label ``samples`` now (no prefetch); the policy described in the module docstring."""
+        return self._label(self._load_batch(samples))
+
+    def _label(self, batch: _Batch) -> list[Sample]:
+        if self.spec.task == "classification":
+            return self._classify(batch)
+        return self._locate(batch)
+
+    # -- classification ------------------------------------------------------------------------
+    def _classify(self, batch: _Batch) -> list[Sample]:
+        todo = [s for s in batch.samples if self._needs_models(s)]
+        per_model: list[list[Prediction]] = []
+        if batch.images:
+            per_model = [list(c.predict(batch.inputs(c))) for c in self.labelers.classifiers]
+        preds = {s.id: [p[i] for p in per_model] for i, s in enumerate(todo)}
+        return [self._classify_one(s, preds.get(s.id, [])) for s in batch.samples]
+
+    def _classify_one(self, s: Sample, preds: list[Prediction]) -> Sample:
+        min_conf = self.spec.quality.min_confidence
+        names = [c.name for c in self.labelers.classifiers]
+        hint = s.provenance.source_label
+        if s.origin == "existing" and hint is not None:
+            label = self.spec.resolve_class(hint) or hint
+            ann = ClassLabel(label=label, confidence=1.0, labeler=EXISTING_LABELER)
+            return self._with(s, (ann,), [])
+        if hint is not None:
+            ann = ClassLabel(label=hint, confidence=1.0, labeler=FOLDER_LABELER)
+            reasons = [
+                f"folder says {hint}, {name} says {p.label} ({p.confidence:.2f})"
+                for name, p in zip(names, preds, strict=True)
+                if p.label != hint and p.confidence >= min_conf
+            ]
+            agree = sum(p.label == hint for p in preds)
+            return self._with(s, (ann,), reasons, agreement=(agree, len(preds)))
+        if not preds:
+            return self._uncertain(s, [no_labeler_message(1)])
+        votes = Counter(p.label for p in preds)
+        top, n_top = votes.most_common(1)[0]
+        agreement = (n_top, len(preds))
+        if n_top < len(preds):
+            said = ", ".join(
+                f"{name} says {p.label} ({p.confidence:.2f})"
+                for name, p in zip(names, preds, strict=True)
+            )
+            return self._uncertain(s, [f"labelers disagree: {said}"], agreement)
+        conf = float(np.mean([p.confidence for p in preds]))
+        if top == NONE_LABEL:
+            if conf >= min_conf:
+                return self._reject(
+                    s,
+                    f"out_of_domain: {' and '.join(names)} see none of the classes ({conf:.2f})",
+                    agreement,
+                )
+            return self._uncertain(s, [f"no class fits ({conf:.2f})"], agreement)
+        ann = ClassLabel(label=top, confidence=conf, labeler="+".join(names))
+        if conf < min_conf:
+            return self._uncertain(
+                s, [f"confidence {conf:.2f} < {min_conf:.2f}"], agreement, (ann,)
+            )
+        return self._with(s, (ann,), [], agreement=agreement)
+
+    # -- detection and segmentation ------------------------------------------------------------
+    def _locate(self, batch: _Batch) -> list[Sample]:
+        todo = [s for s in batch.samples if self._needs_models(s)]
+        per_detector: list[list[list[Detection]]] = []
+        if batch.images:
+            per_detector = [list(d.detect(batch.inputs(d))) for d in self.labelers.detectors]
+        merged = {
+            s.id: merge_detections([dets[i] for dets in per_detector]) for i, s in enumerate(todo)
+        }
+        masks: dict[str, list[np.ndarray]] = {}
+        seg = self.labelers.segmenter
+        if seg is not None and self.spec.task == "segmentation" and todo:
+            kept = [self._kept(merged[s.id]) for s in todo]
+            if any(kept):
+                out = seg.segment(batch.images, [[m.box for m in k] for k in kept])
+                masks = {s.id: list(ms) for s, ms in zip(todo, out, strict=True)}
+        out_samples = []
+        for s in batch.samples:
+            if s.origin == "existing":
+                out_samples.append(self._with(s, s.annotations, []))
+            else:
+                out_samples.append(self._locate_one(s, merged[s.id], masks.get(s.id)))
+        return out_samples
+
+    def _kept(self, merged: list[MergedBox]) -> list[MergedBox]:
+        n = max(1, len(self.labelers.detectors))
+        return [m for m in merged if len(m.found_by) * 2 > n]
+
+    def _locate_one(
+        self, s: Sample, merged: list[MergedBox], masks: list[np.ndarray] | None
+    ) -> Sample:
+        detectors = [d.name for d in self.labelers.detectors]
+        if not detectors:
+            return self._uncertain(s, ["no detector is configured: name one with --labeler"])
+        box_labeler = "+".join(detectors)
+        kept = self._kept(merged)
+        reasons = [
+            f"only {', '.join(detectors[k] for k in sorted(m.found_by))} found "
+            f"{m.label} at {tuple(round(v) for v in m.box)}"
+            for m in merged
+            if m not in kept
+        ]
+        agreement = None
+        if len(detectors) > 1 and merged:
+            agreement = (sum(len(m.found_by) == len(detectors) for m in merged), len(merged))
+        anns: list[Box | Mask] = []
+        if masks is not None and self.labelers.segmenter is not None:
+            from datasetagent.tools.masks import encode_mask  # pycocotools, loaded when used
+
+            labeler = f"{box_labeler}+{self.labelers.segmenter.name}"
+            for m, mask in zip(kept, masks, strict=True):
+                if not mask.any():
+                    reasons.append(f"empty mask for {m.label} at {tuple(round(v) for v in m.box)}")
+                    continue
+                anns.append(
+                    Mask(
+                        label=m.label,
+                        confidence=min(1.0, max(0.0, m.score)),
+                        labeler=labeler,
+                        rle=encode_mask(mask),
+                    )
+                )
+        else:
+            for m in kept:
+                box = _box_annotation(m, box_labeler, s.width, s.height)
+                if box is not None:
+                    anns.append(box)
+        hint = s.provenance.source_label
+        if hint is not None and not any(a.label == hint for a in anns):
+            reasons.append(f"folder says {hint}, no {hint} found")
+        if not anns and not reasons:
+            return self._uncertain(s, [f"no_object: {box_labeler} found none of the classes"])
+        if reasons:
+            return self._uncertain(s, reasons, agreement, tuple(anns))
+        return self._with(s, tuple(anns), [], agreement=agreement)
+
+    # -- outcomes ------------------------------------------------------------------------------
+    def _with(
+        self,
+        s: Sample,
+        anns: tuple[Any, ...],
+        reasons: list[str],
+        *,
+        agreement: tuple[int, int] | None = None,
+        status: str | None = None,
+    ) -> Sample:
+        scores = dict(s.scores)
+        if agreement is not None and agreement[1] > 1:
+            scores["agreement"] = agreement[0] / agreement[1]
+        return s.model_copy(
+            update={
+                "annotations": anns,
+                "status": status or ("review" if reasons else "labelled"),
+                "review_reasons": tuple(reasons),
+                "scores": scores,
+            }
+        )
+
+    def _uncertain(
+        self,
+        s: Sample,
+        reasons: list[str],
+        agreement: tuple[int, int] | None = None,
+        anns: tuple[Any, ...] = (),
+    ) -> Sample:
+        status = "rejected" if self.spec.quality.uncertain == "reject" else "review"
+        return self._with(s, anns, reasons, agreement=agreement, status=status)
+
+    def _reject(self, s: Sample, reason: str, agreement: tuple[int, int]) -> Sample:
+        return self._with(s, (), [reason], agreement=agreement, status="rejected")
