@@ -251,13 +251,13 @@ class DataLabelAgent:
                 for name, p in zip(names, preds, strict=True)
                 if p.label != hint and p.confidence >= min_conf
             ]
-            agree = sum(p.label == hint for p in preds)
-            return self._with(s, (ann,), reasons, agreement=(agree, len(preds)))
+            agree = (sum(p.label == hint for p in preds) + 1, len(preds) + 1)
+            return self._with(s, (ann,), reasons, agreement=agree if preds else None)
         if not preds:
             return self._uncertain(s, [no_labeler_message(1)])
         votes = Counter(p.label for p in preds)
         top, n_top = votes.most_common(1)[0]
-        agreement = (n_top, len(preds))
+        agreement = (n_top, len(preds)) if len(preds) > 1 else None
         if n_top < len(preds):
             said = ", ".join(
                 f"{name} says {p.label} ({p.confidence:.2f})"
@@ -367,7 +367,7 @@ class DataLabelAgent:
         status: str | None = None,
     ) -> Sample:
         scores = dict(s.scores)
-        if agreement is not None and agreement[1] > 1:
+        if agreement is not None and agreement[1] > 0:
             scores["agreement"] = agreement[0] / agreement[1]
         return s.model_copy(
             update={
@@ -388,5 +388,5 @@ class DataLabelAgent:
         status = "rejected" if self.spec.quality.uncertain == "reject" else "review"
         return self._with(s, anns, reasons, agreement=agreement, status=status)
 
-    def _reject(self, s: Sample, reason: str, agreement: tuple[int, int]) -> Sample:
+    def _reject(self, s: Sample, reason: str, agreement: tuple[int, int] | None) -> Sample:
         return self._with(s, (), [reason], agreement=agreement, status="rejected")
