@@ -36,7 +36,7 @@ EXPORTERS: Registry[ExporterFactory] = Registry("export format", "datasetagent.e
 
 
 def _load_builtins() -> None:
-    from datasetagent.export import imagefolder  # noqa: F401  (registers itself)
+    from datasetagent.export import coco, imagefolder  # noqa: F401  (register themselves)
 
 
 def exporter_for(fmt: str, out: Path, spec: DatasetSpec) -> Exporter:

@@ -1,0 +1,291 @@
+"""The pipeline with model backends: scripted backends registered like a plugin stand in for
+models, to test the wiring around them (building, roles, resume, usage, CLI options)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from datasetagent.cli import _labeler_settings
+from datasetagent.errors import NoLabelerError, UsageError
+from datasetagent.models import (
+    BACKENDS,
+    NONE_LABEL,
+    BackendConfig,
+    Detection,
+    Prediction,
+    Usage,
+    class_queries,
+    parse_labeler,
+)
+from datasetagent.pipeline import build
+from datasetagent.spec import ClassSpec, DatasetSpec, ImageConstraints, SourceSpec
+from datasetagent.store import RunStore
+from helpers import digit_images, encode
+
+CLASSES = ("0", "1", "2")
+
+
+def _key(img: Image.Image) -> str:
+    return hashlib.sha1(img.convert("L").tobytes()).hexdigest()
+
+
+class ScriptedClassifier:
+    """Knows the true class of each test image by its pixels; wrong on every ``wrong_every``-th
+    call when asked to be."""
+
+    def __init__(self, config: BackendConfig, truth: dict[str, str], wrong_every: int = 0):
+        self.name = f"scripted:{config.model or 'default'}"
+        self.usage = Usage()
+        self.config = config
+        self.truth = truth
+        self.wrong_every = wrong_every
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        return self.config.class_names
+
+    def predict(self, images: list[Image.Image]) -> list[Prediction]:
+        self.usage.calls += 1
+        out = []
+        for img in images:
+            self.usage.images += 1
+            label = self.truth.get(_key(img), NONE_LABEL)
+            if self.wrong_every and self.usage.images % self.wrong_every == 0:
+                label = next(c for c in self.classes if c != label)
+            out.append(Prediction(label, 0.99, {label: 0.99}))
+        return out
+
+
+@pytest.fixture
+def flat_pool(tmp_path: Path) -> tuple[Path, dict[str, str]]:
+    pool = tmp_path / "pool"
+    pool.mkdir()
+    truth: dict[str, str] = {}
+    for k, (img, label) in enumerate(digit_images(12, classes=tuple(map(int, CLASSES)))):
+        (pool / f"x{k:03d}.png").write_bytes(encode(img))
+        truth[_key(img)] = label
+    return pool, truth
+
+
+@pytest.fixture
+def scripted(
+    monkeypatch: pytest.MonkeyPatch, flat_pool: tuple[Path, dict[str, str]]
+) -> list[ScriptedClassifier]:
+    built: list[ScriptedClassifier] = []
+
+    def factory(config: BackendConfig) -> ScriptedClassifier:
+        wrong = int(config.options.get("wrong_every", 0)) if config.model == "b" else 0
+        built.append(ScriptedClassifier(config, flat_pool[1], wrong))
+        return built[-1]
+
+    monkeypatch.setitem(BACKENDS._items, "scripted", factory)
+    return built
+
+
+def _spec(pool: Path, target: int = 10) -> DatasetSpec:
+    return DatasetSpec(
+        classes=tuple(ClassSpec(name=c, synonyms=(f"digit {c}",)) for c in CLASSES),
+        target_per_class=target,
+        image=ImageConstraints(min_side=16, color_mode="L", enhance="off"),
+        sources=(SourceSpec(location=str(pool)),),
+    )
+
+
+def test_named_backend_labels_a_flat_pool(
+    tmp_path: Path, flat_pool: tuple[Path, dict[str, str]], scripted: list[ScriptedClassifier]
+) -> None:
+    pool, truth = flat_pool
+    result = build(_spec(pool), tmp_path / "run", labelers=["scripted:tiny"])
+    [backend] = scripted
+    assert backend.config.model == "tiny"
+    assert backend.config.classes[0].phrases == ("0", "digit 0")
+    assert len(result.exported) == 30
+    assert result.labelers == {"scripted:tiny": 30}
+    for s in result.exported:
+        with Image.open(tmp_path / "run" / s.blob) as img:
+            assert truth[_key(img)] == s.label
+    with RunStore(tmp_path / "run" / "run.db") as store:
+        processed = len(store.samples())
+    assert result.usage["scripted:tiny"]["images"] == processed  # each labelled once
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["usage"]["scripted:tiny"]["calls"] >= 1
+
+
+def test_disagreeing_backends_send_to_review_and_record_agreement(
+    tmp_path: Path, flat_pool: tuple[Path, dict[str, str]], scripted: list[ScriptedClassifier]
+) -> None:
+    pool, _ = flat_pool
+    build(
+        _spec(pool, target=12),
+        tmp_path / "run",
+        labelers=["scripted:a", "scripted:b"],
+        backend_options={"scripted": {"wrong_every": 4}},
+    )
+    with RunStore(tmp_path / "run" / "run.db") as store:
+        review = store.samples(status=["review"])
+        labelled = store.samples(status=["labelled"])
+    # b errs on every 4th image it sees; a is right: those go to review, never to a class
+    assert len(review) == (len(review) + len(labelled)) // 4
+    assert all(s.scores["agreement"] == 0.5 and not s.annotations for s in review)
+    assert all("labelers disagree: scripted:a says" in s.review_reasons[0] for s in review)
+    assert all(s.scores["agreement"] == 1.0 for s in labelled)
+    assert {a.labeler for s in labelled for a in s.annotations} == {"scripted:a+scripted:b"}
+
+
+def test_resume_uses_the_labelers_the_run_started_with(
+    tmp_path: Path, flat_pool: tuple[Path, dict[str, str]], scripted: list[ScriptedClassifier]
+) -> None:
+    pool, _ = flat_pool
+    build(_spec(pool), tmp_path / "run", labelers=["scripted:first"])
+    again = build(None, tmp_path / "run", resume=True)
+    assert scripted[-1].name == "scripted:first"
+    with RunStore(tmp_path / "run" / "run.db") as store:
+        processed = len(store.samples())
+    assert again.usage["scripted:first"]["images"] == processed  # nothing labelled twice
+
+
+def test_detection_without_a_detector_stops_before_work(
+    tmp_path: Path, flat_pool: tuple[Path, dict[str, str]], scripted: list[ScriptedClassifier]
+) -> None:
+    spec = _spec(flat_pool[0]).model_copy(update={"task": "detection", "formats": ("coco",)})
+    with pytest.raises((NoLabelerError, UsageError), match="needs a detector"):
+        build(spec, tmp_path / "run", labelers=["scripted"])
+
+
+def test_unknown_labeler_is_refused_with_the_known_ones(tmp_path: Path) -> None:
+    spec = _spec(tmp_path)
+    with pytest.raises(UsageError, match=r"unknown labeler 'clipp'.*known: folder-name, seed"):
+        build(spec, tmp_path / "run", labelers=["clipp"])
+    with pytest.raises(UsageError, match="takes no model"):
+        build(spec, tmp_path / "run", labelers=["seed:x"])
+
+
+def test_labeler_strings_and_cli_settings() -> None:
+    assert parse_labeler("llm:ollama:qwen2.5vl:7b") == ("llm", "ollama:qwen2.5vl:7b")
+    assert parse_labeler("clip") == ("clip", None)
+    assert parse_labeler("owlv2:/models/owl") == ("owlv2", "/models/owl")
+    names, options = _labeler_settings(
+        (), "qwen", "http://127.0.0.1:8000/v1", ("owlv2.score_threshold=0.2", "llm.json=true")
+    )
+    assert names == ["folder-name", "seed", "llm:qwen"]
+    assert options == {
+        "llm": {"base_url": "http://127.0.0.1:8000/v1", "json": True},
+        "owlv2": {"score_threshold": 0.2},
+    }
+    assert _labeler_settings((), None, None, ()) == (None, None)
+    with pytest.raises(UsageError, match="needs --llm"):
+        _labeler_settings((), None, "http://x", ())
+    with pytest.raises(UsageError, match=r"NAME\.KEY=VALUE"):
+        _labeler_settings((), None, None, ("threshold=0.2",))
+
+
+def test_class_queries_join_prompt_name_and_synonyms() -> None:
+    spec = DatasetSpec(
+        classes=(
+            ClassSpec(name="traffic_light", prompt="a traffic light", synonyms=("signal",)),
+            ClassSpec(name="car", synonyms=("car", "automobile")),
+        )
+    )
+    assert [q.phrases for q in class_queries(spec)] == [
+        ("a traffic light", "traffic light", "signal"),
+        ("car", "automobile"),
+    ]
+
+
+def _squares(root: Path, n: int, seed: int = 0) -> dict[str, list[tuple[str, int, int, int, int]]]:
+    """Textured 96×96 photos-like images with a red and/or a blue square; returns the true
+    (colour, x, y, w, h) per file name."""
+    rng = np.random.default_rng(seed)
+    root.mkdir(parents=True)
+    truth: dict[str, list[tuple[str, int, int, int, int]]] = {}
+    for k in range(n):
+        arr = rng.integers(60, 160, size=(96, 96, 3), dtype=np.uint8)
+        arr = np.asarray(Image.fromarray(arr).resize((24, 24)).resize((96, 96)))
+        arr = arr.copy()
+        boxes = []
+        for colour, c in (("red", 0), ("blue", 2)):
+            if k % 3 == 2 and colour == "blue":
+                continue
+            w, h = (int(v) for v in rng.integers(12, 30, size=2))
+            x = int(rng.integers(0, 96 - w))
+            y = 2 if colour == "red" else 60
+            y = min(y, 96 - h)
+            arr[y : y + h, x : x + w] = 0
+            arr[y : y + h, x : x + w, c] = 255
+            boxes.append((colour, x, y, w, h))
+        name = f"s{k:03d}.png"
+        (root / name).write_bytes(encode(Image.fromarray(arr)))
+        truth[name] = boxes
+    return truth
+
+
+class ColourDetector:
+    """Finds saturated red and blue squares by thresholding: a stand-in for a model."""
+
+    def __init__(self, config: BackendConfig) -> None:
+        self.name = "colour-squares"
+        self.usage = Usage()
+        self.classes = config.class_names
+
+    def detect(self, images: list[Image.Image]) -> list[list[Detection]]:
+        from scipy import ndimage
+
+        self.usage.calls += 1
+        out = []
+        for img in images:
+            arr = np.asarray(img.convert("RGB")).astype(int)
+            found = []
+            for colour, c in (("red", 0), ("blue", 2)):
+                others = [i for i in range(3) if i != c]
+                hit = (arr[..., c] > 200) & (arr[..., others].max(axis=-1) < 40)
+                for sl in ndimage.find_objects(ndimage.label(hit)[0]):
+                    ys, xs = sl
+                    box = (float(xs.start), float(ys.start), float(xs.stop), float(ys.stop))
+                    found.append(Detection(colour, 0.95, box))
+            out.append(found)
+        return out
+
+
+def test_detection_build_exports_coco_that_pycocotools_reads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pycocotools.coco import COCO
+
+    truth = _squares(tmp_path / "pool", 24)
+    monkeypatch.setitem(BACKENDS._items, "colour-squares", ColourDetector)
+    spec = DatasetSpec(
+        task="detection",
+        classes=(ClassSpec(name="red"), ClassSpec(name="blue")),
+        target_per_class=8,
+        image=ImageConstraints(enhance="off"),
+        sources=(SourceSpec(location=str(tmp_path / "pool")),),
+        formats=("coco",),
+    )
+    result = build(spec, tmp_path / "run", labelers=["colour-squares"])
+    assert result.exported
+    export = result.exports["coco"]
+    seen = 0
+    for split in ("train", "val", "test"):
+        path = export / "annotations" / f"instances_{split}.json"
+        if not path.exists():
+            continue
+        coco = COCO(str(path))
+        assert [c["name"] for c in coco.loadCats(coco.getCatIds())] == ["red", "blue"]
+        for img in coco.loadImgs(coco.getImgIds()):
+            assert (export / "images" / split / img["file_name"]).exists()
+            name = Path(img["source"]).name
+            got = sorted(
+                (coco.cats[a["category_id"]]["name"], *(round(v) for v in a["bbox"]))
+                for a in coco.loadAnns(coco.getAnnIds(imgIds=img["id"]))
+            )
+            assert got == sorted(truth[name]), name
+            assert coco.dataset["licenses"][img["license"] - 1]["name"] == "user-supplied"
+            seen += 1
+    assert seen == len(result.exported)
+    assert not list(export.glob(".coco-parts"))
