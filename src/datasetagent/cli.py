@@ -180,6 +180,13 @@ def _print_summary(summary: dict[str, Any]) -> None:
             f"enhanced {summary['enhanced']} images; SSIM to input mean "
             f"{summary['ssim_mean']:.4f}, 5th percentile {summary['ssim_p5']:.4f}"
         )
+    for name, used in (summary.get("usage") or {}).items():
+        tokens = used.get("input_tokens", 0) + used.get("output_tokens", 0)
+        err.print(
+            f"{name}: {used.get('calls', 0)} calls, {used.get('images', 0)} images"
+            + (f", {tokens} tokens" if tokens else "")
+            + (f", {used['failures']} failed" if used.get("failures") else "")
+        )
     err.print(f"stopped: {summary['stop_reason']} after {summary['rounds']} round(s)")
     for fmt, where in summary["exports"].items():
         err.print(f"export ({fmt}): {where}")
@@ -208,9 +215,32 @@ def _print_summary(summary: dict[str, Any]) -> None:
     "--labeler",
     "labelers",
     multiple=True,
-    metavar="NAME",
-    help="Labelers to use: folder-name, seed (default: every one that applies).",
+    metavar="NAME[:MODEL]",
+    help="Labeler to use (repeatable): folder-name, seed, clip, siglip, owlv2, grounding-dino, "
+    "sam, llm; MODEL is a hub id or local folder (default: every offline one that applies). "
+    "See `datasetagent models list`.",
 )
+@click.option(
+    "--llm",
+    "--llm-model",
+    "llm",
+    metavar="MODEL",
+    help="Multimodal LLM labeler, e.g. openai:gpt-4o-mini or ollama:qwen2.5vl:7b (keys from "
+    "environment variables only).",
+)
+@click.option(
+    "--llm-base-url",
+    metavar="URL",
+    help="OpenAI-compatible endpoint for --llm (a vLLM, llama.cpp or LM Studio server).",
+)
+@click.option(
+    "--labeler-option",
+    "labeler_options",
+    multiple=True,
+    metavar="NAME.KEY=VALUE",
+    help="Backend setting, e.g. --labeler-option owlv2.score_threshold=0.2 (repeatable).",
+)
+@click.option("--device", help="Device for local models: cuda, mps or cpu (default: the best).")
 @click.option("--workers", type=click.IntRange(1), help="Worker processes (default: all cores).")
 @click.option("--resume", is_flag=True, help="Continue the run stored in the run folder.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary on stdout.")
@@ -222,6 +252,10 @@ def build(
     existing: str | None,
     formats: tuple[str, ...],
     labelers: tuple[str, ...],
+    llm: str | None,
+    llm_base_url: str | None,
+    labeler_options: tuple[str, ...],
+    device: str | None,
     workers: int | None,
     resume: bool,
     as_json: bool,
@@ -239,19 +273,62 @@ def build(
             'give a request or a spec file, e.g. datasetagent build "cats and dogs, '
             '50 each" --source photos/ -o run/'
         )
+    names, options = _labeler_settings(labelers, llm, llm_base_url, labeler_options)
     with RichReporter(err) as reporter:
         result = run_build(
             spec,
             run_dir,
             resume=resume,
-            labelers=labelers or None,
+            labelers=names,
             workers=workers,
             reporter=reporter,
+            backend_options=options,
+            device=device,
         )
     summary = result.summary()
     _print_summary(summary)
     if as_json:
         click.echo(json.dumps(summary))
+
+
+def _labeler_settings(
+    labelers: tuple[str, ...],
+    llm: str | None,
+    base_url: str | None,
+    pairs: tuple[str, ...],
+) -> tuple[list[str] | None, dict[str, dict[str, str | int | float | bool]] | None]:
+    """The labeler list and backend options the build options describe (None: not given)."""
+    names = list(labelers)
+    options: dict[str, dict[str, str | int | float | bool]] = {}
+    if base_url and not llm:
+        raise UsageError("--llm-base-url needs --llm MODEL (the model name the server serves)")
+    if llm:
+        if not names:
+            names = ["folder-name", "seed"]  # the LLM joins the offline labelers
+        names.append(f"llm:{llm}")
+    if base_url:
+        options.setdefault("llm", {})["base_url"] = base_url
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        name, dot, setting = key.partition(".")
+        if not (sep and dot and name and setting):
+            raise UsageError(
+                f"--labeler-option takes NAME.KEY=VALUE, got {pair!r} "
+                "(e.g. --labeler-option owlv2.score_threshold=0.2)"
+            )
+        options.setdefault(name.strip(), {})[setting.strip()] = _setting_value(value.strip())
+    return names or None, options or None
+
+
+def _setting_value(text: str) -> str | int | float | bool:
+    if text.lower() in {"true", "false"}:
+        return text.lower() == "true"
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
 
 
 def _parse_settings(pairs: tuple[str, ...]) -> dict[str, object]:
@@ -425,3 +502,57 @@ def demo(output: Path, workers: int | None, as_json: bool) -> None:
 
 if __name__ == "__main__":
     main()
+
+
+@main.group()
+def models() -> None:
+    """Model backends: which are usable here, and pre-downloading their weights."""
+
+
+@models.command("list")
+@handle_errors
+def models_list() -> None:
+    """Every labeler, the roles it can play and its default model."""
+    from datasetagent.models import BACKENDS, load_builtin_backends
+    from datasetagent.pipeline import LABELER_NAMES
+
+    load_builtin_backends()
+    table = Table(show_edge=False)
+    for col in ("labeler", "what it does", "default model"):
+        table.add_column(col)
+    table.add_row("folder-name", "classification: the class folder an image came from", "-")
+    table.add_row("seed", "classification: learned from --existing examples", "-")
+    for name in BACKENDS.names():
+        if name in LABELER_NAMES:
+            continue
+        factory = BACKENDS.get(name)
+        doc = (factory.__doc__ or "").strip().splitlines()
+        table.add_row(name, doc[0] if doc else "", str(getattr(factory, "default_model", "-")))
+    err.print(table)
+
+
+@models.command("check")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
+@handle_errors
+def models_check(as_json: bool) -> None:
+    """Which backends can run here: libraries installed, default weights cached (no network)."""
+    from datasetagent.models.hf import check as check_vision
+    from datasetagent.models.llm import check as check_llm
+
+    rows = [*check_vision(), *check_llm()]
+    if as_json:
+        click.echo(json.dumps(rows))
+        return
+    for row in rows:
+        err.print(" ".join(f"{k}={v}" for k, v in row.items()))
+
+
+@models.command("pull")
+@click.argument("name")
+@handle_errors
+def models_pull(name: str) -> None:
+    """Download NAME's weights now (a labeler name for its default model, or a hub id)."""
+    from datasetagent.models.hf import pull
+
+    where = pull(name)
+    err.print(f"{name}: weights in {where}")
