@@ -35,7 +35,7 @@ from datasetagent.models import (
     UsabilityJudge,
     build_backend,
 )
-from datasetagent.models.llm import EXTRA_MESSAGE, LLMBackend, llm_backend
+from datasetagent.models.llm import EXTRA_MESSAGE, LLMBackend, check, llm_backend
 from datasetagent.models.llm_endpoint import NO_KEY, api_key, parse_model
 from llm_stub import COMPLETION_TOKENS, PROMPT_TOKENS, Recorded, Reply, StubServer
 
@@ -187,6 +187,16 @@ def test_registered_and_serves_every_role() -> None:
     assert backend.classes == ("cat", "bird")
 
 
+def test_check_reports_keys_without_the_network() -> None:
+    rows = {r["model"]: r for r in check({"GEMINI_API_KEY": SECRET})}
+    assert rows["openai:MODEL"]["detail"] == "set OPENAI_API_KEY"
+    assert not rows["openai:MODEL"]["ready"]
+    assert rows["gemini:MODEL"]["ready"]
+    assert rows["ollama:MODEL"]["ready"]
+    assert "localhost:11434" in str(rows["ollama:MODEL"]["detail"])
+    assert SECRET not in json.dumps(list(rows.values()))
+
+
 def test_import_needs_no_extra_and_building_names_it() -> None:
     """Importing the module loads no pydantic-ai, openai or HTTP client; without the extra,
     building the backend says which extra to install."""
@@ -201,9 +211,12 @@ def test_import_needs_no_extra_and_building_names_it() -> None:
         " model='ollama:llava'))\n"
         "except BackendError as exc:\n"
         "    print(exc)\n"
+        "print(llm.check()[0]['detail'])\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == EXTRA_MESSAGE
+    built, checked = out.stdout.strip().splitlines()
+    assert built == EXTRA_MESSAGE
+    assert checked == f"pydantic_ai, openai not installed: {EXTRA_MESSAGE}"
 
 
 # -- what is sent ---------------------------------------------------------------------------
@@ -421,6 +434,14 @@ def test_an_unknown_model_is_a_one_line_configuration_error(stub: StubServer) ->
     assert len(stub.requests) == 1
 
 
+def test_an_exhausted_quota_is_a_configuration_error(stub: StubServer) -> None:
+    backend = make(stub)
+    stub.script(Reply.error(402))
+    with pytest.raises(BackendError, match=r"quota or credits are used up"):
+        backend.predict([photo()])
+    assert len(stub.requests) == 1
+
+
 def test_an_unreachable_server_is_a_configuration_error() -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -449,7 +470,7 @@ def colour_label(body: dict[str, Any]) -> Reply:
     _, image = sent_image(Recorded("", {}, body, ""))
     r, _, b = image.convert("RGB").getpixel((0, 0))  # type: ignore[misc]
     label = "cat" if r > 200 else "bird" if b > 200 else NONE_LABEL
-    return Reply.slow(0.05, {"label": label, "confidence": 0.8})
+    return Reply.slow(0.1, {"label": label, "confidence": 0.8})
 
 
 def test_batches_run_concurrently_within_the_limit_and_keep_order() -> None:

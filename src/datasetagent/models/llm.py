@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import importlib.util
 import io
 import logging
 import os
@@ -62,7 +63,13 @@ from datasetagent.models import (
     boxparse,
     llm_schema,
 )
-from datasetagent.models.llm_endpoint import Endpoint, OutputMode, api_key, parse_model
+from datasetagent.models.llm_endpoint import (
+    PROVIDERS,
+    Endpoint,
+    OutputMode,
+    api_key,
+    parse_model,
+)
 
 if TYPE_CHECKING:
     from pydantic_ai import Agent
@@ -337,6 +344,7 @@ class LLMBackend:
             ModelAuthenticationError,
             ModelConnectionError,
             ModelNotFoundError,
+            ModelQuotaExceededError,
             ModelRateLimitError,
             ModelRequestTimeout,
             ModelServerError,
@@ -359,7 +367,7 @@ class LLMBackend:
             run_usage = RunUsage()
             try:
                 result = await agent.run(parts, usage=run_usage)
-            except (ModelAuthenticationError, ModelNotFoundError) as exc:
+            except (ModelAuthenticationError, ModelNotFoundError, ModelQuotaExceededError) as exc:
                 self._account(run_usage, failed_request=True)
                 raise BackendError(self._refused(exc)) from None
             except transient as exc:
@@ -394,10 +402,18 @@ class LLMBackend:
         return delay
 
     def _refused(self, exc: Exception) -> str:
+        """The one-line message for a refusal that no retry can fix."""
+        from pydantic_ai.exceptions import ModelNotFoundError, ModelQuotaExceededError
+
         e = self.endpoint
         status = getattr(exc, "status_code", None)
         code = f" (HTTP {status})" if status else ""
-        if type(exc).__name__.endswith("NotFoundError"):
+        if isinstance(exc, ModelQuotaExceededError):
+            return (
+                f"{e.base_url} refused llm model {e.label}{code}: the account's quota or "
+                "credits are used up; top them up or choose another model"
+            )
+        if isinstance(exc, ModelNotFoundError):
             pull = f" or pull it (ollama pull {e.model})" if e.provider == "ollama" else ""
             return (
                 f"llm model {e.model!r} was not found at {e.base_url}{code}: check the model "
@@ -502,6 +518,37 @@ def _make_agent(
 
 @BACKENDS.register("llm")
 def llm_backend(config: BackendConfig) -> LLMBackend:
-    """The registered factory (the registry types it as returning a ``Backend``; call
-    ``LLMBackend.from_config`` to keep the concrete type)."""
+    """Multimodal LLM on an OpenAI-compatible server: classify, verify, detect, judge.
+
+    The registered factory; the registry types it as returning a ``Backend``, so call
+    ``LLMBackend.from_config`` where the concrete type matters.
+    """
     return LLMBackend.from_config(config)
+
+
+def check(environ: Mapping[str, str] | None = None) -> list[dict[str, str | bool]]:
+    """Can the llm labeler run here? One row per provider: does the llm extra import, and is
+    the hosted provider's key set. Local servers are not contacted: nothing reaches the
+    network, so their readiness is only that of the libraries."""
+    env = os.environ if environ is None else environ
+    missing = [m for m in ("pydantic_ai", "openai") if importlib.util.find_spec(m) is None]
+    rows: list[dict[str, str | bool]] = []
+    for provider, info in PROVIDERS.items():
+        if missing:
+            detail = f"{', '.join(missing)} not installed: {EXTRA_MESSAGE}"
+        elif info.key_env and not env.get(info.key_env, "").strip():
+            detail = f"set {info.key_env}"
+        elif info.hosted:
+            detail = "ready"
+        else:
+            detail = f"ready if a server listens at {info.base_url} (or set the base_url option)"
+        rows.append(
+            {
+                "backend": "llm",
+                "model": f"{provider}:MODEL",
+                "libraries": not missing,
+                "ready": detail.startswith("ready"),
+                "detail": detail,
+            }
+        )
+    return rows
