@@ -493,6 +493,8 @@ def test_prepared_batches_and_calls_from_inside_an_event_loop(stub: StubServer) 
     async def inside_a_loop() -> list[Prediction]:
         return backend.predict(prepared)
 
+    assert backend.predict([]) == []
+    assert backend.detect([]) == []
     preds = asyncio.run(inside_a_loop())
     assert [p.label for p in preds] == ["cat", "bird"]
     assert backend.predict(prepared)[1].label == "bird"  # a second batch, a fresh client

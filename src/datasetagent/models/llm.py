@@ -303,6 +303,9 @@ class LLMBackend:
         """Run one request per (prompt, image), ``concurrency`` at a time; results in order."""
         from pydantic_ai import BinaryContent
 
+        if not jobs:
+            self.last_failed = ()
+            return []
         agent = self._agent(role)
 
         def job(prompt: str, image: EncodedImage) -> Callable[[], Awaitable[Any]]:
