@@ -41,7 +41,7 @@ DEFAULT_THRESHOLD = 8
 
 _KEY_BITS = 63  # bits 1..63 are split into chunks; bit 0 (pHash DC) is left out
 _MAX_CHUNK_BITS = 21  # a CSR table of 2**21 + 1 int32 is 8 MiB
-_TAIL_MAX = 1 << 12  # entries scanned linearly before they go to the delta table
+_TAIL_MAX = 1 << 9  # entries scanned linearly before they go to the delta table
 _DELTA_MAX = 1 << 16  # entries in the delta table before they go to the main one
 _BLOCK = 1 << 16  # probes + candidates (or comparisons in a scan) handled at once
 # Relative costs (measured: ~6.5 ns per probe, 10–45 ns per non-empty bucket, a random memory
