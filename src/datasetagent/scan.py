@@ -8,6 +8,7 @@ seen is kept and the others name it.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,9 +22,10 @@ from datasetagent.sources.files import image_files
 from datasetagent.spec import DEFAULT_MIN_SIDE, ISSUE_NAMES, CheckThresholds
 from datasetagent.tools import quality
 from datasetagent.tools.decode import ImageIssue, decode_strict, sniff, wrong_extension
-from datasetagent.tools.dedupe import Deduplicator, thumbnail
+from datasetagent.tools.dedupe import THUMB, Deduplicator, thumbnail
 from datasetagent.tools.hashing import jpeg_content_hash, pixel_hash
 from datasetagent.tools.phash import image_hashes
+from datasetagent.tools.ssim import to_gray
 
 log = logging.getLogger(__name__)
 
@@ -55,9 +57,10 @@ class ScanParams:
     max_pixels: int = 100_000_000
 
 
-@dataclass
+@dataclass(slots=True)
 class Scanned:
-    """What a worker found out about one file."""
+    """What a worker found out about one file. One crosses the process boundary per image, so
+    it is flat: slots pickle as a tuple, hashes and thumbnail as raw bytes, scores rounded."""
 
     path: str
     issues: list[str] = field(default_factory=list)
@@ -68,8 +71,10 @@ class Scanned:
     fmt: str | None = None
     frames: int | None = None
     exact_key: str | None = None
-    hashes: np.ndarray | None = None
-    thumb: np.ndarray | None = None
+    #: the uint64 perceptual hashes (phash.image_hashes), native byte order; b"" for none
+    hashes: bytes = b""
+    #: the THUMB×THUMB uint8 thumbnail (dedupe.thumbnail); b"" for none
+    thumb: bytes = b""
 
 
 def scan_bytes(data: bytes, path: str, params: ScanParams) -> Scanned:
@@ -87,15 +92,16 @@ def scan_bytes(data: bytes, path: str, params: ScanParams) -> Scanned:
     except ImageIssue as exc:
         w, h = exc.size if exc.size else (None, None)
         return Scanned(path=path, issues=[exc.issue], detail=exc.detail, width=w, height=h)
-    small = quality.analysis_image(decoded.image)
-    gray = quality.gray_of(small)
-    scores = quality.score(small)
+    small = quality.analysis_array(np.asarray(decoded.image))
+    gray = to_gray(small)
+    scores = quality.score_array(small, gray)
     del scores["color_cast"]  # JPEGs are scanned in grey
     width, height = decoded.size
     issues = quality.mark(width, height, scores, params.checks, min_side=params.min_side)
     notes = []
-    if wrong_extension(decoded.source_format, Path(path).suffix):
-        notes.append(f"{decoded.source_format} data under a {Path(path).suffix} name")
+    suffix = os.path.splitext(path)[1]
+    if wrong_extension(decoded.source_format, suffix):
+        notes.append(f"{decoded.source_format} data under a {suffix} name")
     if decoded.frames > 1:
         notes.append(f"first of {decoded.frames} frames")
     orientation = next(
@@ -111,14 +117,14 @@ def scan_bytes(data: bytes, path: str, params: ScanParams) -> Scanned:
         path=path,
         issues=issues,
         detail="; ".join(notes),
-        scores=scores,
+        scores={k: round(v, 4) for k, v in scores.items()},
         width=width,
         height=height,
         fmt=decoded.source_format,
         frames=decoded.frames,
         exact_key=exact,
-        hashes=image_hashes(gray),
-        thumb=thumbnail(gray),
+        hashes=image_hashes(gray).tobytes(),
+        thumb=thumbnail(gray).tobytes(),
     )
 
 
@@ -151,8 +157,9 @@ def scan_folder(
     paths: Iterator[Path] = iter([root]) if root.is_file() else image_files(root, on_skip=on_skip)
     dedupe = Deduplicator(params.checks.near_duplicate_bits)
     # The workers use the cores; the parent's BLAS threads would only spin against them.
-    with threadpool_limits(1), LocalExecutor(workers, chunksize=8) as executor:
-        results = executor.imap(_ScanFile(params), (str(p) for p in paths))
+    with threadpool_limits(1), LocalExecutor(workers, chunksize=32) as executor:
+        # Twice a batch in flight: the workers go on while the parent deduplicates a batch.
+        results = executor.imap(_ScanFile(params), (str(p) for p in paths), in_flight=2 * BATCH)
         batch: list[Scanned] = []
         for item in results:
             batch.append(item)
@@ -165,10 +172,14 @@ def scan_folder(
 def _finish(
     batch: list[Scanned], dedupe: Deduplicator, checks: CheckThresholds
 ) -> Iterator[ScanLine]:
-    usable = [None if checks.rejects(s.issues) else s.hashes for s in batch]
-    dups = dedupe.check(
-        [s.path for s in batch], [s.exact_key for s in batch], usable, [s.thumb for s in batch]
-    )
+    usable = [
+        None if not s.hashes or checks.rejects(s.issues) else np.frombuffer(s.hashes, np.uint64)
+        for s in batch
+    ]
+    thumbs = [
+        np.frombuffer(s.thumb, np.uint8).reshape(THUMB, THUMB) if s.thumb else None for s in batch
+    ]
+    dups = dedupe.check([s.path for s in batch], [s.exact_key for s in batch], usable, thumbs)
     for s, dup in zip(batch, dups, strict=True):
         issues = list(s.issues)
         if dup is not None:
@@ -179,7 +190,7 @@ def _finish(
             ok=not checks.rejects(issues),
             issues=issues,
             duplicate_of=dup.of if dup is not None else None,
-            scores={k: round(v, 4) for k, v in s.scores.items()},
+            scores=s.scores,
             width=s.width,
             height=s.height,
             format=s.fmt,

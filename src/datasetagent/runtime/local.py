@@ -63,10 +63,21 @@ class LocalExecutor:
         return self.imap(fn, items, chunksize=chunk)
 
     def imap(
-        self, fn: Callable[[T], R], items: Iterable[T], *, chunksize: int | None = None
+        self,
+        fn: Callable[[T], R],
+        items: Iterable[T],
+        *,
+        chunksize: int | None = None,
+        in_flight: int | None = None,
     ) -> Iterator[R]:
-        """Like ``map`` for an iterable of unknown length, consumed lazily."""
+        """Like ``map`` for an iterable of unknown length, consumed lazily.
+
+        At most ``in_flight`` items (default: four chunks a worker) are submitted and not yet
+        consumed. A consumer that works in bursts (say, deduplicating a batch of results at a
+        time) should allow more than a burst's worth, or the workers idle during each burst.
+        """
         size = chunksize or self.chunksize
+        window = max(4 * self.workers, -(-(in_flight or 0) // size))
         source = iter(items)
         chunks = iter(lambda: list(itertools.islice(source, size)), [])
         if self.workers == 1:
@@ -79,7 +90,7 @@ class LocalExecutor:
         pending: deque[Future[list[R]]] = deque()
         for part in chunks:
             pending.append(self._pool.submit(job, part))
-            if len(pending) >= 4 * self.workers:
+            if len(pending) >= window:
                 yield from pending.popleft().result()
         while pending:
             yield from pending.popleft().result()
