@@ -1,0 +1,203 @@
+"""What the transformers backends share: options, device and precision, loading, batching.
+
+Imported only by the backend factories in ``models.hf`` (it imports torch at module level).
+"""
+
+from __future__ import annotations
+
+import difflib
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, ClassVar, TypeVar
+
+import numpy as np
+import torch
+from PIL import Image
+
+from datasetagent.errors import BackendError, ConfigError
+from datasetagent.models import BackendConfig, Prepared, Usage
+from datasetagent.models.hf import run_overlapped
+from datasetagent.models.hf_prep import Geometry, ImagePrep, Pixels, image_prep
+
+log = logging.getLogger(__name__)
+
+OptionValue = float | int | bool
+X = TypeVar("X")
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+def read_options(
+    backend: str,
+    given: Mapping[str, str | int | float | bool],
+    defaults: Mapping[str, OptionValue],
+) -> dict[str, OptionValue]:
+    """``defaults`` overridden by ``given``, each value converted to its default's type.
+
+    An unknown key is an error rather than ignored: a mistyped ``score_treshold`` silently
+    falling back to the default would change results without a word.
+    """
+    out = dict(defaults)
+    for key, value in given.items():
+        if key not in defaults:
+            close = difflib.get_close_matches(key, list(defaults), n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            raise ConfigError(
+                f"unknown {backend} option {key!r}: {hint}known: {', '.join(sorted(defaults))}"
+            )
+        kind = type(defaults[key])
+        try:
+            if kind is bool:
+                text = str(value).strip().lower()
+                if text not in _TRUE | _FALSE:
+                    raise ValueError(value)
+                out[key] = text in _TRUE
+            elif kind is int:
+                if isinstance(value, float) and not value.is_integer():
+                    raise ValueError(value)
+                out[key] = int(value)
+            else:
+                out[key] = float(value)
+        except ValueError:
+            raise ConfigError(
+                f"{backend} option {key}={value!r} is not a {kind.__name__}; "
+                f"the default is {defaults[key]!r}"
+            ) from None
+    return out
+
+
+def pick_device(requested: str | None) -> torch.device:
+    """CUDA, else Apple MPS, else the CPU; a requested device that is absent is an error."""
+    if requested:
+        try:
+            device = torch.device(requested)
+        except RuntimeError:
+            raise ConfigError(
+                f"unknown device {requested!r}: use cuda, cuda:N, mps or cpu"
+            ) from None
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise BackendError(
+                f"device {requested!r} was requested but torch sees no CUDA GPU; install a CUDA "
+                "build of torch, or leave the device unset to use what is there"
+            )
+        if device.type == "mps" and not torch.backends.mps.is_available():
+            raise BackendError(
+                f"device {requested!r} was requested but MPS is not available here; leave the "
+                "device unset to use what is there"
+            )
+        return device
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def features(output: Any) -> torch.Tensor:
+    """The tensor of ``get_image_features``/``get_text_features``: transformers 4 returns it,
+    transformers 5 returns an output whose ``pooler_output`` holds it."""
+    if isinstance(output, torch.Tensor):
+        return output
+    pooled = getattr(output, "pooler_output", None)
+    if not isinstance(pooled, torch.Tensor):
+        raise BackendError(f"unexpected model output {type(output).__name__}: no features in it")
+    return pooled
+
+
+def class_prompts(phrase: str, templates: Sequence[str]) -> list[str]:
+    """``phrase`` in every template, without a doubled article (``a photo of a a cat.``)."""
+    words = phrase.strip().split(maxsplit=1)
+    if len(words) == 2 and words[0].lower() in {"a", "an", "the"}:
+        phrase = words[1]
+    return [t.format(phrase) for t in templates]
+
+
+class HFBackend:
+    """Base of the transformers backends: name, usage, options, device, dtype, batching.
+
+    Subclasses set ``option_defaults``, load their model in ``__init__`` and call
+    ``_set_prep`` with their processor and how it fits images (see ``hf_prep``).
+    """
+
+    option_defaults: ClassVar[Mapping[str, OptionValue]] = {}
+
+    def __init__(self, backend: str, config: BackendConfig, model_id: str, folder: Path) -> None:
+        self.backend = backend
+        self.model_id = model_id
+        self.folder = folder
+        self.name = f"{backend}:{model_id}"
+        self.usage = Usage()
+        self.config = config
+        self.options = read_options(backend, config.options, {"half": True, **self.option_defaults})
+        self.device = pick_device(config.device)
+        gpu = self.device.type in ("cuda", "mps")
+        self.dtype = torch.float16 if gpu and bool(self.options["half"]) else torch.float32
+        self.batch_size = max(1, config.batch_size)
+        self._prep: ImagePrep | None = None
+
+    def _load(self, loader: Any, what: str) -> Any:
+        """``loader.from_pretrained(folder)`` with load failures as one-line errors."""
+        try:
+            return loader.from_pretrained(str(self.folder))
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            reason = " ".join(str(exc).split())[:300] or type(exc).__name__
+            raise BackendError(
+                f"cannot load the {what} of {self.backend} model {self.model_id!r} from "
+                f"{self.folder} ({reason}); a download cut short is fixed by "
+                f"`datasetagent models pull {self.model_id}`, a local folder needs the files "
+                "save_pretrained writes (model and processor)"
+            ) from None
+
+    def _placed(self, model: Any) -> Any:
+        """The model on this backend's device and dtype, in eval mode."""
+        return model.to(device=self.device, dtype=self.dtype).eval()
+
+    def _set_prep(self, image_processor: Any, geometry: Geometry) -> None:
+        self._prep = image_prep(image_processor, geometry)
+
+    def prepare(self, images: list[Image.Image]) -> Prepared:
+        """CPU preprocessing only (numpy/OpenCV), safe on any thread: see ``hf_prep``."""
+        if self._prep is None:
+            raise BackendError(f"{self.name} has no image preprocessing configured")
+        pixels = self._prep(images)
+        return Prepared(sizes=pixels.sizes, inputs={"pixels": pixels, "by": self.name})
+
+    def _pixels(self, prepared: Prepared) -> Pixels:
+        pixels = prepared.inputs.get("pixels")
+        if prepared.inputs.get("by") != self.name or not isinstance(pixels, Pixels):
+            raise BackendError(
+                f"a batch prepared by {prepared.inputs.get('by')!r} was given to {self.name}; "
+                "prepare batches with the backend that runs them"
+            )
+        return pixels
+
+    def _tensor(self, array: np.ndarray, *, floating: bool = True) -> torch.Tensor:
+        tensor = torch.from_numpy(array)
+        if floating:
+            return tensor.to(device=self.device, dtype=self.dtype)
+        return tensor.to(device=self.device)
+
+    def _count(self, images: int) -> None:
+        self.usage.calls += 1
+        self.usage.images += images
+
+    def _batched(
+        self,
+        images: list[Image.Image] | Prepared,
+        infer: Callable[[Prepared], list[X]],
+    ) -> list[X]:
+        """Run ``infer`` over ``images``: a ``Prepared`` batch as it is (one forward pass);
+        a list in chunks of ``batch_size``, preparing the next chunk while one runs."""
+        if isinstance(images, Prepared):
+            return infer(images)
+        if not images:
+            return []
+        chunks = [images[i : i + self.batch_size] for i in range(0, len(images), self.batch_size)]
+        if len(chunks) == 1:
+            return infer(self.prepare(chunks[0]))
+        out: list[X] = []
+        for part in run_overlapped(chunks, self.prepare, infer):
+            out.extend(part)
+        return out
