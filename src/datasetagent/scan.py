@@ -29,7 +29,7 @@ from datasetagent.tools.ssim import to_gray
 
 log = logging.getLogger(__name__)
 
-BATCH = 256
+BATCH = 512
 
 
 class ScanLine(BaseModel):

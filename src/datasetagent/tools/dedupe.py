@@ -100,10 +100,12 @@ def _views(thumb: np.ndarray) -> np.ndarray:
     return _normalise(views)
 
 
-def _full_view(thumb: np.ndarray) -> np.ndarray:
-    """Row 0 of ``_views`` alone: the normalised CMP×CMP vector of the whole thumbnail."""
+def _full_view(thumbs: np.ndarray) -> np.ndarray:
+    """Row 0 of ``_views`` alone, of one thumbnail (256,) or a stack of them (n, 256): the
+    normalised CMP×CMP vector of the whole thumbnail."""
     rows, cols_t = _crop_matrices()
-    return _normalise((rows[0] @ thumb.astype(np.float32) @ cols_t[0]).reshape(CMP * CMP))
+    whole = rows[0] @ np.asarray(thumbs, dtype=np.float32) @ cols_t[0]
+    return _normalise(whole.reshape(*whole.shape[:-2], CMP * CMP))
 
 
 @functools.lru_cache(maxsize=1)
@@ -137,17 +139,23 @@ def _crop_ncc(thumb: np.ndarray, full: np.ndarray) -> np.ndarray:
     return out.ravel()
 
 
-def same_picture(a: np.ndarray, b: np.ndarray) -> bool:
+def same_picture(
+    a: np.ndarray, b: np.ndarray, full_a: np.ndarray | None = None, full_b: np.ndarray | None = None
+) -> bool:
     """Whether thumbnails ``a`` and ``b`` show the same picture (or one a crop of the other).
 
     Whole frames are compared first; crops only when that fails (most copies are re-encoded,
-    resized or brightened, not cropped).
+    resized or brightened, not cropped). ``full_a`` and ``full_b`` are the whole views
+    (``_full_view``) where the caller has them already.
     """
-    fa, fb = _full_view(a), _full_view(b)
+    fa = _full_view(a) if full_a is None else full_a
+    fb = _full_view(b) if full_b is None else full_b
     if float(fa @ fb) >= FULL_NCC:
         return True
-    crops = max(float(_crop_ncc(b, fa)[1:].max()), float(_crop_ncc(a, fb)[1:].max()))
-    return crops >= CROP_NCC
+    return (
+        float(_crop_ncc(a, fb)[1:].max()) >= CROP_NCC
+        or float(_crop_ncc(b, fa)[1:].max()) >= CROP_NCC
+    )
 
 
 @dataclass(frozen=True)
@@ -197,11 +205,25 @@ class Deduplicator:
         batch_keys = [keys[i] for i in near_idx]
         batch_thumbs = [thumbs[i] for i in near_idx]
         local = dict(zip(batch_keys, batch_thumbs, strict=True))
+        # Whole views of the batch in one product; of earlier items when first needed.
+        with_thumb = {k: t for k, t in local.items() if t is not None}
+        fulls: dict[str, np.ndarray] = {}
+        if with_thumb:
+            stacked = _full_view(np.stack(list(with_thumb.values())))
+            fulls = dict(zip(with_thumb, stacked, strict=True))
+
+        def full_of(key: str, thumb: np.ndarray) -> np.ndarray:
+            if key not in fulls:
+                fulls[key] = _full_view(thumb)
+            return fulls[key]
 
         def accept(i: int, kept: str) -> bool:
             mine = batch_thumbs[i]
             other = self._thumbs.get(kept, local.get(kept))
-            return mine is None or other is None or same_picture(mine, other)
+            if mine is None or other is None:
+                return True
+            key = batch_keys[i]
+            return same_picture(mine, other, full_of(key, mine), full_of(kept, other))
 
         found = self._near.check_and_add(
             batch_keys,
