@@ -289,3 +289,105 @@ def test_detection_build_exports_coco_that_pycocotools_reads(
             seen += 1
     assert seen == len(result.exported)
     assert not list(export.glob(".coco-parts"))
+
+
+class ColourSegmenter:
+    """Masks the saturated pixels inside each box: a stand-in for a box-prompted model."""
+
+    def __init__(self, config: BackendConfig) -> None:
+        self.name = "colour-masks"
+        self.usage = Usage()
+
+    def segment(
+        self, images: list[Image.Image], boxes: list[list[tuple[float, float, float, float]]]
+    ) -> list[list[np.ndarray]]:
+        out = []
+        for img, per_image in zip(images, boxes, strict=True):
+            arr = np.asarray(img.convert("RGB")).astype(int)
+            hot = arr.max(axis=-1) > 200
+            masks = []
+            for x0, y0, x1, y1 in per_image:
+                m = np.zeros(hot.shape, dtype=bool)
+                ys, xs = slice(int(y0), int(y1)), slice(int(x0), int(x1))
+                m[ys, xs] = hot[ys, xs]
+                masks.append(m)
+            out.append(masks)
+        return out
+
+
+def _squares_spec(pool: Path, task: str) -> DatasetSpec:
+    return DatasetSpec(
+        task=task,  # type: ignore[arg-type]
+        classes=(ClassSpec(name="red"), ClassSpec(name="blue")),
+        target_per_class=8,
+        image=ImageConstraints(enhance="off"),
+        sources=(SourceSpec(location=str(pool)),),
+        formats=("coco",),
+    )
+
+
+def test_segmentation_build_stores_masks_that_pycocotools_decodes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pycocotools.coco import COCO
+
+    truth = _squares(tmp_path / "pool", 12)
+    monkeypatch.setitem(BACKENDS._items, "colour-squares", ColourDetector)
+    monkeypatch.setitem(BACKENDS._items, "colour-masks", ColourSegmenter)
+    spec = _squares_spec(tmp_path / "pool", "segmentation")
+    with pytest.raises(NoLabelerError, match="box segmenter"):
+        build(spec, tmp_path / "nosam", labelers=["colour-squares"])
+    result = build(spec, tmp_path / "run", labelers=["colour-squares", "colour-masks"])
+    export = result.exports["coco"]
+    checked = 0
+    for path in (export / "annotations").glob("instances_*.json"):
+        coco = COCO(str(path))
+        split = path.stem.removeprefix("instances_")
+        for ann in coco.loadAnns(coco.getAnnIds()):
+            img = coco.imgs[ann["image_id"]]
+            assert ann["labeler"] == "colour-squares+colour-masks"
+            with Image.open(export / "images" / split / img["file_name"]) as im:
+                hot = np.asarray(im.convert("RGB")).max(axis=-1) > 200
+            mask = coco.annToMask(ann).astype(bool)
+            assert mask.sum() == ann["area"] > 0
+            assert not (mask & ~hot).any()  # every mask pixel is a square's pixel
+            _colour, x, y, w, h = next(
+                t
+                for t in truth[Path(img["source"]).name]
+                if t[0] == coco.cats[ann["category_id"]]["name"]
+            )
+            assert ann["bbox"] == [x, y, w, h]
+            checked += 1
+    assert checked == sum(len(s.annotations) for s in result.exported) > 0
+
+
+def test_real_backends_through_the_pipeline(tmp_path: Path) -> None:
+    """Tiny random OWLv2 and SAM saved to folders, named on the command line like a user's
+    weights: the run loads them, and provenance, usage and the COCO export name them."""
+    from pycocotools.coco import COCO
+
+    from tiny_models import build_owlv2, build_sam
+
+    owl = build_owlv2(tmp_path / "owl")
+    sam = build_sam(tmp_path / "sam")
+    _squares(tmp_path / "pool", 6)
+    spec = _squares_spec(tmp_path / "pool", "segmentation").model_copy(
+        update={"target_per_class": 2}
+    )
+    result = build(
+        spec,
+        tmp_path / "run",
+        labelers=[f"owlv2:{owl}", f"sam:{sam}"],
+        backend_options={"owlv2": {"score_threshold": 0.0, "max_per_class": 1}},
+        device="cpu",
+    )
+    owl_name, sam_name = f"owlv2:{owl}", f"sam:{sam}"
+    assert result.usage[owl_name]["images"] == 6
+    assert result.usage[sam_name]["calls"] >= 1
+    with RunStore(tmp_path / "run" / "run.db") as store:
+        labelled = store.samples(status=["labelled", "review"])
+    anns = [a for s in labelled for a in s.annotations]
+    assert anns
+    assert {a.labeler for a in anns} == {f"{owl_name}+{sam_name}"}
+    for path in (result.exports["coco"] / "annotations").glob("instances_*.json"):
+        COCO(str(path))

@@ -543,8 +543,13 @@ def models_check(as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(rows))
         return
+    table = Table(show_edge=False)
+    for col in ("labeler", "model", "ready", "detail"):
+        table.add_column(col)
     for row in rows:
-        err.print(" ".join(f"{k}={v}" for k, v in row.items()))
+        ready = "yes" if row.get("ready") else "no"
+        table.add_row(str(row["backend"]), str(row["model"]), ready, str(row["detail"]))
+    err.print(table)
 
 
 @models.command("pull")

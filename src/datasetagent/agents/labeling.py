@@ -157,7 +157,8 @@ def merge_detections(per_detector: Sequence[Sequence[Detection]]) -> list[Merged
     for members, found in clusters:
         w = np.array([max(m.score, 1e-6) for m in members])
         boxes = np.array([m.box for m in members], dtype=np.float64)
-        mean = (boxes * w[:, None]).sum(axis=0) / w.sum()
+        # rounded so that one detector's box comes back exactly (24 * 0.95 / 0.95 is not 24)
+        mean = np.round((boxes * w[:, None]).sum(axis=0) / w.sum(), 6)
         box = (float(mean[0]), float(mean[1]), float(mean[2]), float(mean[3]))
         score = float(sum(m.score for m in members) / n)
         out.append(MergedBox(members[0].label, box, score, found))
@@ -327,7 +328,7 @@ class DataLabelAgent:
             agreement = (sum(len(m.found_by) == len(detectors) for m in merged), len(merged))
         anns: list[Box | Mask] = []
         if masks is not None and self.labelers.segmenter is not None:
-            from datasetagent.tools.masks import encode_mask  # pycocotools, loaded when used
+            from datasetagent.tools.masks import mask_to_rle  # pycocotools, loaded when used
 
             labeler = f"{box_labeler}+{self.labelers.segmenter.name}"
             for m, mask in zip(kept, masks, strict=True):
@@ -339,7 +340,7 @@ class DataLabelAgent:
                         label=m.label,
                         confidence=min(1.0, max(0.0, m.score)),
                         labeler=labeler,
-                        rle=encode_mask(mask),
+                        rle=mask_to_rle(mask),
                     )
                 )
         else:

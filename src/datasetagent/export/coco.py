@@ -40,13 +40,11 @@ def coco_annotation(ann: Box | Mask) -> dict[str, Any]:
             "segmentation": [],
             "iscrowd": 0,
         }
-    from pycocotools import mask as mask_utils
+    from datasetagent.tools.masks import rle_area, rle_bbox  # pycocotools, loaded when used
 
-    rle = {"size": list(ann.rle.size), "counts": ann.rle.counts.encode("ascii")}
-    x, y, w, h = (float(v) for v in mask_utils.toBbox(rle))
     return {
-        "bbox": [x, y, w, h],
-        "area": float(mask_utils.area(rle)),
+        "bbox": list(rle_bbox(ann.rle)),
+        "area": float(rle_area(ann.rle)),
         "segmentation": {"size": list(ann.rle.size), "counts": ann.rle.counts},
         "iscrowd": 0,
     }
@@ -117,10 +115,10 @@ class CocoExporter:
             anns.write(json.dumps(record) + "\n")
         return rel.as_posix()
 
-    def __exit__(self, exc_type: object, *exc: object) -> None:
+    def __exit__(self, *exc: object) -> None:
         for f in self._files.values():
             f.close()
-        if exc_type is None:
+        if not exc or exc[0] is None:
             splits = sorted({split for split, _ in self._files})
             (self.out / "annotations").mkdir(exist_ok=True)
             for split in splits:
