@@ -178,3 +178,73 @@ def test_expanding_small_greyscale_set_keeps_its_size_and_mode(tmp_path: Path) -
     for path in (tmp_path / "run" / "export" / "imagefolder").rglob("*.png"):
         with Image.open(path) as img:
             assert (img.size, img.mode) == ((28, 28), "L")
+
+
+def test_build_with_an_llm_labeler_through_a_local_endpoint(tmp_path: Path) -> None:
+    """`build --llm NAME --llm-base-url URL`: the command labels a flat pool through an
+    OpenAI-compatible server (a loopback stub that answers from where each image is lit)."""
+    import base64
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from helpers import photos
+    from llm_stub import Reply, StubServer
+
+    pool = tmp_path / "pool"
+    pool.mkdir()
+    grid = [
+        np.asarray(photo.convert("L"), dtype=np.float64)[y : y + 96, x : x + 96]
+        for photo in photos()
+        for y in range(0, 331, 110)
+        for x in range(0, 541, 108)
+    ]
+    crops = sorted((c for c in grid if c.std() > 30), key=lambda c: -c.mean())
+    for k, crop in enumerate(crops[:16]):
+        shade = np.where(np.arange(96) < 48, 1.0, 0.6)  # lit from the left
+        lit = crop * (shade if k % 2 else shade[::-1])
+        rgb = np.stack([lit] * 3, axis=-1).clip(0, 255).astype(np.uint8)
+        (pool / f"p{k:02d}.png").write_bytes(encode(Image.fromarray(rgb)))
+
+    def by_light(request: dict[str, object]) -> Reply:
+        url = next(
+            p["image_url"]["url"]  # type: ignore[index]
+            for m in request["messages"]  # type: ignore[attr-defined]
+            if isinstance(m.get("content"), list)
+            for p in m["content"]
+            if p.get("type") == "image_url"
+        )
+        data = base64.b64decode(url.split(",", 1)[1])
+        arr = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"), dtype=np.float64)
+        left, right = arr[:, : arr.shape[1] // 2].mean(), arr[:, arr.shape[1] // 2 :].mean()
+        label = "leftlit" if left > right else "rightlit"
+        return Reply.json({"label": label, "confidence": 0.97})
+
+    with StubServer(by_light) as stub:
+        out = run(
+            "build",
+            "leftlit and rightlit photos, 5 each",
+            "--source",
+            str(pool),
+            "--llm",
+            "stub-vl",
+            "--llm-base-url",
+            stub.base_url,
+            "-o",
+            str(tmp_path / "run"),
+            "--json",
+        )
+        requests = stub.requests
+    assert out.returncode == 0, out.stderr
+    summary = json.loads(out.stdout)
+    assert summary["exported"] == 10
+    assert summary["labelers"] == {"llm:stub-vl": 10}
+    processed = 16 - sum(summary["rejected"].values())
+    assert summary["usage"]["llm:stub-vl"]["calls"] == len(requests) == processed
+    assert all(r.body["model"] == "stub-vl" for r in requests)
+    manifest = tmp_path / "run" / "export" / "imagefolder" / "manifest.jsonl"
+    for line in manifest.read_text().splitlines():
+        m = json.loads(line)
+        name = Path(m["provenance"]["location"]).name
+        assert m["labels"][0]["label"] == ("leftlit" if int(name[1:3]) % 2 else "rightlit")
