@@ -25,13 +25,19 @@ DINO_SIDE = 64
 SAM_SIDE = 64
 
 
+def _save(folder: Path, model: Any, processor: Any) -> Path:
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    return folder
+
+
 def _seed() -> None:
     import torch
 
     torch.manual_seed(0)
 
 
-def _clip_tokenizer() -> Any:
+def clip_tokenizer() -> Any:
     """Byte-level BPE over the 256 byte symbols, no merges; start/end tokens last (ids 512/513),
     so that no real token gets id 0 (OWLv2 treats a query starting with id 0 as padding)."""
     from tokenizers.pre_tokenizers import ByteLevel
@@ -77,18 +83,16 @@ def build_clip(folder: Path) -> Path:
     from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor
 
     _seed()
-    tok = _clip_tokenizer()
+    tok = clip_tokenizer()
     config = CLIPConfig(
         text_config=_clip_text_config(tok),
         vision_config=_vit_config(CLIP_SIDE),
         projection_dim=8,
     )
-    CLIPModel(config).save_pretrained(folder)
     images = CLIPImageProcessor(
         size={"shortest_edge": CLIP_SIDE}, crop_size={"height": CLIP_SIDE, "width": CLIP_SIDE}
     )
-    CLIPProcessor(image_processor=images, tokenizer=tok).save_pretrained(folder)
-    return folder
+    return _save(folder, CLIPModel(config), CLIPProcessor(image_processor=images, tokenizer=tok))
 
 
 def _sentencepiece_model() -> bytes:
@@ -137,10 +141,9 @@ def build_siglip(folder: Path) -> Path:
         "pad_token_id": tok.pad_token_id,
     }
     config = SiglipConfig(text_config=text, vision_config=_vit_config(CLIP_SIDE))
-    SiglipModel(config).save_pretrained(folder)
     images = SiglipImageProcessor(size={"height": CLIP_SIDE, "width": CLIP_SIDE})
-    SiglipProcessor(image_processor=images, tokenizer=tok).save_pretrained(folder)
-    return folder
+    processor = SiglipProcessor(image_processor=images, tokenizer=tok)
+    return _save(folder, SiglipModel(config), processor)
 
 
 def build_owlv2(folder: Path) -> Path:
@@ -152,16 +155,15 @@ def build_owlv2(folder: Path) -> Path:
     )
 
     _seed()
-    tok = _clip_tokenizer()
+    tok = clip_tokenizer()
     config = Owlv2Config(
         text_config=_clip_text_config(tok, max_positions=16),
         vision_config=_vit_config(OWL_SIDE),
         projection_dim=16,
     )
-    Owlv2ForObjectDetection(config).save_pretrained(folder)
     images = Owlv2ImageProcessor(size={"height": OWL_SIDE, "width": OWL_SIDE})
-    Owlv2Processor(image_processor=images, tokenizer=tok).save_pretrained(folder)
-    return folder
+    processor = Owlv2Processor(image_processor=images, tokenizer=tok)
+    return _save(folder, Owlv2ForObjectDetection(config), processor)
 
 
 def _bert_tokenizer() -> Any:
@@ -227,10 +229,9 @@ def build_grounding_dino(folder: Path) -> Path:
         encoder_n_points=2,
         decoder_n_points=2,
     )
-    GroundingDinoForObjectDetection(config).save_pretrained(folder)
     images = GroundingDinoImageProcessor(size={"shortest_edge": DINO_SIDE, "longest_edge": 96})
-    GroundingDinoProcessor(image_processor=images, tokenizer=tok).save_pretrained(folder)
-    return folder
+    processor = GroundingDinoProcessor(image_processor=images, tokenizer=tok)
+    return _save(folder, GroundingDinoForObjectDetection(config), processor)
 
 
 def build_sam(folder: Path) -> Path:
@@ -264,15 +265,13 @@ def build_sam(folder: Path) -> Path:
     config = SamConfig(
         vision_config=vision, prompt_encoder_config=prompt, mask_decoder_config=decoder
     )
-    SamModel(config).save_pretrained(folder)
     images = SamImageProcessor(
         size={"longest_edge": SAM_SIDE},
         pad_size={"height": SAM_SIDE, "width": SAM_SIDE},
         mask_size={"longest_edge": SAM_SIDE // 4},
         mask_pad_size={"height": SAM_SIDE // 4, "width": SAM_SIDE // 4},
     )
-    SamProcessor(image_processor=images).save_pretrained(folder)
-    return folder
+    return _save(folder, SamModel(config), SamProcessor(image_processor=images))
 
 
 BUILDERS = {

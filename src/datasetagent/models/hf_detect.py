@@ -39,11 +39,21 @@ def _phrases(config: BackendConfig) -> tuple[list[str], list[int]]:
 
 
 class _Detector(HFBackend):
-    """Shared post-processing: thresholds, NMS and the mapping to ``Detection``."""
+    """Shared loading and post-processing: thresholds, NMS and the mapping to ``Detection``."""
 
-    def _require_classes(self) -> None:
+    def _load_detector(self, model_class: Any) -> tuple[Any, Any]:
+        """(processor, model) of the checkpoint; there must be classes to look for."""
         if not self.config.classes:
             raise BackendError(f"{self.name} needs at least one class to look for")
+        from transformers import AutoProcessor
+
+        return self._load(AutoProcessor, "processor"), self._load(model_class, "model")
+
+    def _detect_batch(self, prepared: Prepared) -> list[list[Detection]]:
+        raise NotImplementedError
+
+    def detect(self, images: list[Image.Image] | Prepared) -> list[list[Detection]]:
+        return self._batched(images, self._detect_batch)
 
     def _finish(
         self, class_scores: np.ndarray, boxes: np.ndarray, sizes: list[tuple[int, int]]
@@ -75,11 +85,9 @@ class Owlv2Detector(_Detector):
 
     def __init__(self, backend: str, config: BackendConfig, model_id: str, folder: Path) -> None:
         super().__init__(backend, config, model_id, folder)
-        self._require_classes()
-        from transformers import AutoProcessor, Owlv2ForObjectDetection
+        from transformers import Owlv2ForObjectDetection
 
-        processor = self._load(AutoProcessor, "processor")
-        model = self._load(Owlv2ForObjectDetection, "model")
+        processor, model = self._load_detector(Owlv2ForObjectDetection)
         self.model = self._placed(model)
         # OWLv2 pads to a square before resizing; a processor saved without padding resizes
         pad = getattr(processor.image_processor, "do_pad", True) is not False
@@ -138,9 +146,6 @@ class Owlv2Detector(_Detector):
         class_scores = phrase_to_class(scores, self._owners, len(self.config.classes))
         return self._finish(class_scores, pixels, sizes)
 
-    def detect(self, images: list[Image.Image] | Prepared) -> list[list[Detection]]:
-        return self._batched(images, self._detect_batch)
-
 
 @dataclass(frozen=True)
 class _Prompt:
@@ -159,11 +164,9 @@ class GroundingDinoDetector(_Detector):
 
     def __init__(self, backend: str, config: BackendConfig, model_id: str, folder: Path) -> None:
         super().__init__(backend, config, model_id, folder)
-        self._require_classes()
-        from transformers import AutoModelForZeroShotObjectDetection, AutoProcessor
+        from transformers import AutoModelForZeroShotObjectDetection
 
-        processor = self._load(AutoProcessor, "processor")
-        model = self._load(AutoModelForZeroShotObjectDetection, "model")
+        processor, model = self._load_detector(AutoModelForZeroShotObjectDetection)
         if not hasattr(model.config, "max_text_len"):
             raise BackendError(
                 f"{self.model_id!r} is a {type(model).__name__}, not a Grounding DINO model; "
@@ -247,6 +250,3 @@ class GroundingDinoDetector(_Detector):
         scale = np.asarray([[w, h, w, h] for w, h in sizes], np.float64)
         class_scores = phrase_to_class(scores, self._owners, len(self.config.classes))
         return self._finish(class_scores, boxes * scale[:, None, :], sizes)
-
-    def detect(self, images: list[Image.Image] | Prepared) -> list[list[Detection]]:
-        return self._batched(images, self._detect_batch)
