@@ -38,10 +38,6 @@ def mask_to_rle(mask: np.ndarray) -> RLE:
     return RLE(size=(height, width), counts=text)
 
 
-#: The name the Data Label agent imports.
-encode_mask = mask_to_rle
-
-
 def _coco(rle: RLE) -> dict[str, object]:
     return {"size": [int(rle.size[0]), int(rle.size[1])], "counts": rle.counts.encode("ascii")}
 
