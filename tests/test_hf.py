@@ -741,3 +741,14 @@ def test_saved_tiny_models_are_small(tiny: dict[str, Path]) -> None:
     for folder in tiny.values():
         assert sum(f.stat().st_size for f in folder.iterdir()) < 1_000_000
         assert json.loads((folder / "config.json").read_text())["model_type"]
+
+
+def test_a_checkpoint_of_the_wrong_kind_is_named(tiny: dict[str, Path]) -> None:
+    with pytest.raises(BackendError, match="not a CLIP-style"):
+        _build("clip", tiny["sam"])
+    with pytest.raises(BackendError, match="is a clip checkpoint, not owlv2"):
+        _build("owlv2", tiny["clip"])
+    with pytest.raises(BackendError, match="is a owlv2 checkpoint, not sam"):
+        _build("sam", tiny["owlv2"])
+    with pytest.raises(BackendError, match="not grounding-dino"):
+        _build("grounding-dino", tiny["sam"])

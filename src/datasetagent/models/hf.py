@@ -150,8 +150,13 @@ def _looks_like_path(model: str) -> bool:
 
 
 def _one_line(exc: BaseException) -> str:
+    """The root cause of ``exc`` in one short line (hub errors wrap a terse network error in
+    paragraphs of advice)."""
+    inner: BaseException | None = exc
+    while inner is not None:
+        exc, inner = inner, inner.__cause__ or inner.__context__
     text = " ".join(str(exc).split())
-    return text[:300] or type(exc).__name__
+    return (text[:160] + "...") if len(text) > 160 else (text or type(exc).__name__)
 
 
 def _require_hub() -> None:

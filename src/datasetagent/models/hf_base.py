@@ -6,6 +6,7 @@ Imported only by the backend factories in ``models.hf`` (it imports torch at mod
 from __future__ import annotations
 
 import difflib
+import json
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -136,6 +137,20 @@ class HFBackend:
         self.dtype = torch.float16 if gpu and bool(self.options["half"]) else torch.float32
         self.batch_size = max(1, config.batch_size)
         self._prep: ImagePrep | None = None
+
+    def _require_model_type(self, *allowed: str) -> None:
+        """Refuse a checkpoint of another architecture before loading it: transformers would
+        load it into the wrong class with freshly initialised weights and only a warning."""
+        try:
+            config = json.loads((self.folder / "config.json").read_text(encoding="utf-8"))
+            model_type = str(config.get("model_type", ""))
+        except (OSError, ValueError, AttributeError):
+            return  # loading reports the missing or damaged config with its fix
+        if model_type not in allowed:
+            raise BackendError(
+                f"{self.model_id!r} is a {model_type or 'unknown'} checkpoint, not "
+                f"{' or '.join(allowed)}: give the {self.backend} labeler a checkpoint of its kind"
+            )
 
     def _load(self, loader: Any, what: str) -> Any:
         """``loader.from_pretrained(folder)`` with load failures as one-line errors."""

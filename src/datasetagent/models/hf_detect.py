@@ -87,6 +87,7 @@ class Owlv2Detector(_Detector):
         super().__init__(backend, config, model_id, folder)
         from transformers import Owlv2ForObjectDetection
 
+        self._require_model_type("owlv2")
         processor, model = self._load_detector(Owlv2ForObjectDetection)
         self.model = self._placed(model)
         # OWLv2 pads to a square before resizing; a processor saved without padding resizes
@@ -166,12 +167,8 @@ class GroundingDinoDetector(_Detector):
         super().__init__(backend, config, model_id, folder)
         from transformers import AutoModelForZeroShotObjectDetection
 
+        self._require_model_type("grounding-dino", "mm-grounding-dino")
         processor, model = self._load_detector(AutoModelForZeroShotObjectDetection)
-        if not hasattr(model.config, "max_text_len"):
-            raise BackendError(
-                f"{self.model_id!r} is a {type(model).__name__}, not a Grounding DINO model; "
-                "give the grounding-dino labeler a Grounding DINO checkpoint"
-            )
         self.model = self._placed(model)
         self._set_prep(processor.image_processor, "fit")
         self._phrases, self._owners = _phrases(config)

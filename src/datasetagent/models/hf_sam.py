@@ -40,6 +40,7 @@ class SamSegmenter(HFBackend):
         super().__init__(backend, config, model_id, folder)
         from transformers import AutoProcessor, SamModel
 
+        self._require_model_type("sam")
         processor = self._load(AutoProcessor, "processor")
         self.model = self._placed(self._load(SamModel, "model"))
         self._set_prep(processor.image_processor, "longest")
