@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-core
 TEST_STAMP := $(VENV)/.installed-test
 
-.PHONY: demo test lint typecheck unit bench clean
+.PHONY: demo test test-gpu lint typecheck unit bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,10 @@ unit: $(TEST_STAMP)
 	$(BIN)/pytest
 
 test: lint typecheck unit
+
+# On a machine with a CUDA GPU: the half-precision and device checks of the vision backends.
+test-gpu: $(TEST_STAMP)
+	$(BIN)/pytest -m gpu tests/test_hf.py
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_build.py

@@ -614,7 +614,7 @@ def test_device_is_chosen_and_checked(tiny: dict[str, Path]) -> None:
     assert next(b.model.parameters()).device.type == "cpu"
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.gpu
 def test_gpu_runs_in_half_precision_and_agrees_with_the_cpu(
     tiny: dict[str, Path], images: list[Image.Image]
 ) -> None:

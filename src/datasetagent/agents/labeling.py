@@ -41,6 +41,7 @@ from PIL import Image
 
 from datasetagent.models import (
     NONE_LABEL,
+    Adapting,
     BoxSegmenter,
     Detection,
     ImageClassifier,
@@ -200,6 +201,10 @@ class DataLabelAgent:
         todo = self.store.samples(status=["processed"], round_=round_)
         counts: Counter[str] = Counter()
         chunks = [todo[i : i + self.batch_size] for i in range(0, len(todo), self.batch_size)]
+        pool = [[s for s in chunk if self._needs_models(s)] for chunk in chunks]
+        for model in self.labelers.classifiers:
+            if isinstance(model, Adapting) and any(pool):
+                model.adapt(prefetch(pool, lambda chunk: [self.load(s) for s in chunk]))
         for batch in prefetch(chunks, self._load_batch):
             done = self._label(batch)
             self.store.update_samples(done)

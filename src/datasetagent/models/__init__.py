@@ -13,7 +13,7 @@ runtime-checkable) and never for a concrete class.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
@@ -124,6 +124,16 @@ class ImageClassifier(Protocol):
     def classes(self) -> tuple[str, ...]: ...
 
     def predict(self, images: list[Image.Image]) -> list[Prediction]: ...
+
+
+@runtime_checkable
+class Adapting(Protocol):
+    """A classifier that learns from the unlabelled images it is about to label (self-training,
+    transductive refits). The Data Label agent calls ``adapt`` once per round, before any
+    ``predict``, with that round's images in batches; it keeps what it needs (features, not
+    images), so memory does not grow with the images' size."""
+
+    def adapt(self, batches: Iterable[list[Image.Image]]) -> None: ...
 
 
 @runtime_checkable
