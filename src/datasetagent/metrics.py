@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 
 def cbi(counts: Mapping[str, int]) -> float:
@@ -31,3 +32,65 @@ def wilson_interval(successes: int, n: int, z: float = 1.959963984540054) -> tup
     centre = (p + z * z / (2 * n)) / denom
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
     return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+@dataclass(frozen=True)
+class CheckerRates:
+    """How a checker answers, measured on labels whose truth is known: the share of right
+    labels it confirms (sensitivity) and of wrong labels it confirms (false agreement), each
+    with its 95% Wilson interval."""
+
+    sensitivity: float
+    sensitivity_interval: tuple[float, float]
+    false_agreement: float
+    false_agreement_interval: tuple[float, float]
+    n_right: int
+    n_wrong: int
+
+    @classmethod
+    def measure(cls, right: Sequence[bool], wrong: Sequence[bool]) -> CheckerRates:
+        """``right``: the checker's answers (agree?) to true labels; ``wrong``: to wrong ones.
+        Point estimates add half a count each way (Jeffreys), so that confirming none of 40
+        wrong labels does not claim a checker that never errs."""
+        s, f = int(sum(right)), int(sum(wrong))
+        return cls(
+            sensitivity=(s + 0.5) / (len(right) + 1),
+            sensitivity_interval=wilson_interval(s, len(right)),
+            false_agreement=(f + 0.5) / (len(wrong) + 1),
+            false_agreement_interval=wilson_interval(f, len(wrong)),
+            n_right=len(right),
+            n_wrong=len(wrong),
+        )
+
+    @property
+    def informative(self) -> bool:
+        """A checker whose answers barely depend on the truth cannot measure anything."""
+        return self.sensitivity_interval[0] - self.false_agreement_interval[1] > 0.2
+
+
+def _kept_accuracy(agree_rate: float, sens: float, false_agree: float) -> float:
+    """Accuracy of the labels a checker confirmed, given its confirmation rate over all labels
+    (Rogan–Gladen: the labels' accuracy before the check is (a − f) / (s − f))."""
+    if sens <= false_agree:
+        return 0.0
+    before = min(1.0, max(0.0, (agree_rate - false_agree) / (sens - false_agree)))
+    kept = before * sens + (1.0 - before) * false_agree
+    return before * sens / kept if kept > 0 else 0.0
+
+
+def alr_after_check(agree: int, n: int, rates: CheckerRates) -> tuple[float, float, float]:
+    """ALR of the labels a calibrated checker confirmed, when it checked ``n`` labels and
+    confirmed ``agree`` (the others were withheld): estimate and a conservative 95% interval,
+    the extremes over the intervals of the confirmation rate and of the checker's two rates."""
+    a = agree / n if n else 0.0
+    est = _kept_accuracy(a, rates.sensitivity, rates.false_agreement)
+    a_lo, a_hi = wilson_interval(agree, n)
+    s_lo, s_hi = rates.sensitivity_interval
+    f_lo, f_hi = rates.false_agreement_interval
+    grid = [
+        _kept_accuracy(ai, si, fi)
+        for ai in (a_lo, a, a_hi)
+        for si in (s_lo, rates.sensitivity, s_hi)
+        for fi in (f_lo, rates.false_agreement, f_hi)
+    ]
+    return est, min(grid), max(grid)

@@ -24,6 +24,7 @@ from PIL import Image
 from datasetagent.agents.labeling import DataLabelAgent, LabelerSet, no_labeler_message
 from datasetagent.agents.processing import ImageProcessingAgent
 from datasetagent.agents.supervision import SupervisionAgent, select_for_export
+from datasetagent.agents.verification import Verification
 from datasetagent.errors import NoLabelerError, StoreError, UsageError
 from datasetagent.export import export_samples, known_formats
 from datasetagent.export.splits import assign_splits
@@ -34,6 +35,7 @@ from datasetagent.models import (
     BoxSegmenter,
     ImageClassifier,
     ImageEmbedder,
+    LabelVerifier,
     ObjectDetector,
     build_backend,
     class_queries,
@@ -112,6 +114,21 @@ class BuildResult:
             "ssim_p5": self.report.ssim_p5,
             "enhanced": self.report.enhanced,
             "rejected": self.report.rejected_by_reason,
+            "alr": self.report.alr,
+            "alr_interval": self.report.alr_interval,
+            "alr_audited": self.report.alr_audited,
+            "alr_method": self.report.alr_method,
+            "disputed": self.report.disputed,
+            "confidence": self.report.confidence,
+            **(
+                {
+                    "instances": self.report.instances,
+                    "boxes_per_image": self.report.boxes_per_image,
+                    "box_sizes": self.report.box_sizes,
+                }
+                if self.spec.task != "classification"
+                else {}
+            ),
             "review": self.report.review,
             "rounds": self.report.round,
             "stop_reason": self.report.reason,
@@ -137,8 +154,14 @@ class Pipeline:
         reporter: Reporter | None = None,
         backend_options: BackendOptions | None = None,
         device: str | None = None,
+        verifiers: Sequence[str] | None = None,
+        auditors: Sequence[LabelVerifier] = (),
     ) -> None:
         self.spec = spec
+        self.verifier_names = tuple(verifiers or ())
+        self.auditors = tuple(auditors)
+        self.checkers: list[LabelVerifier] = []
+        self._built: dict[str, Backend] = {}
         self.run_dir = run_dir
         self.store = store
         self.blobs = BlobStore(run_dir)
@@ -178,13 +201,21 @@ class Pipeline:
             if self._stage(0, "collect"):
                 n = self._collect()
                 self._finish(0, "collect", f"{n} candidates listed")
-            self.backends = self._build_backends()
+            self.backends = self._build_backends(self.labelers)
+            self.checkers = self._build_checkers()
             self._preflight()
             self._ingest_existing(processing)
             self.classifier = self._fit_classifier()
             labeling = DataLabelAgent(self.store, self.blobs, self.spec, self._labeler_set())
-            supervision = SupervisionAgent(self.store, self.spec)
-            report = self._loop(processing, labeling, supervision, start)
+            verification = Verification(
+                self.store, self.spec, self._load, self.checkers, self.auditors
+            )
+            if self.checkers and self._stage(0, "calibrate"):
+                self.reporter.stage("calibrating checkers", 0)
+                verification.calibrate()
+                self._finish(0, "calibrate", ", ".join(c.name for c in self.checkers))
+            supervision = SupervisionAgent(self.store, self.spec, verification)
+            report = self._loop(processing, labeling, supervision, verification, start)
         return self._finalise(report)
 
     def _open_sources(self) -> None:
@@ -217,12 +248,30 @@ class Pipeline:
             and self.spec.task == "classification"
         )
 
-    def _build_backends(self) -> list[Backend]:
-        """The model backends the user named, built once (loading weights) before any work."""
+    def _load(self, sample: Sample) -> Image.Image:
+        with Image.open(self.blobs.path(sample.blob)) as img:
+            img.load()
+            return img
+
+    def _build_checkers(self) -> list[LabelVerifier]:
+        """Verifiers named with --verifier: a backend already built as a labeler is reused."""
+        out: list[LabelVerifier] = []
+        for b in self._build_backends(self.verifier_names):
+            if not isinstance(b, LabelVerifier):
+                raise UsageError(f"{b.name} cannot verify labels; verifiers: llm")
+            out.append(b)
+        return out
+
+    def _build_backends(self, names: Sequence[str]) -> list[Backend]:
+        """The model backends named, built once (loading weights) before any work; one named
+        both as labeler and as verifier is the same object."""
         out = []
-        for text in self.labelers:
+        for text in names:
             name, model = parse_labeler(text)
             if name in LABELER_NAMES:
+                continue
+            if text in self._built:
+                out.append(self._built[text])
                 continue
             config = BackendConfig(
                 classes=class_queries(self.spec),
@@ -231,9 +280,20 @@ class Pipeline:
                 options=self.backend_options.get(name, {}),
             )
             backend = build_backend(name, config)
-            self.reporter.note(f"labeler {backend.name} ready")
+            self.reporter.note(f"{backend.name} ready")
+            self._built[text] = backend
             out.append(backend)
         return out
+
+    def _budget_spent(self, start: float) -> str | None:
+        """Why the budget ends the run now (time, model calls), or None."""
+        budget = self.spec.budget
+        if budget.max_seconds is not None and time.monotonic() - start > budget.max_seconds:
+            return f"time budget spent ({budget.max_seconds:g} s)"
+        calls = sum(u.get("calls", 0) for u in self._save_usage().values())
+        if budget.max_model_calls is not None and calls >= budget.max_model_calls:
+            return f"model-call budget spent ({calls} of {budget.max_model_calls} calls)"
+        return None
 
     def _save_usage(self) -> dict[str, dict[str, int]]:
         """Store the run's model usage: what earlier processes of this run recorded plus what
@@ -242,7 +302,7 @@ class Pipeline:
             raw = self.store.get_meta("usage")
             self._usage_base = json.loads(raw) if raw else {}
         total: dict[str, dict[str, int]] = {k: dict(v) for k, v in self._usage_base.items()}
-        for b in self.backends:
+        for b in self._built.values():
             mine = total.setdefault(b.name, {})
             for key, value in b.usage.as_dict().items():
                 mine[key] = mine.get(key, 0) + value
@@ -261,6 +321,8 @@ class Pipeline:
                 detectors.append(b)
             elif task == "segmentation" and isinstance(b, BoxSegmenter) and segmenter is None:
                 segmenter = b
+            elif isinstance(b, LabelVerifier) and b in self.checkers:
+                continue
             elif not (task == "classification" and isinstance(b, ImageEmbedder)):
                 raise UsageError(f"labeler {b.name} cannot help label {task}")
         if self.classifier is not None:
@@ -345,6 +407,7 @@ class Pipeline:
         processing: ImageProcessingAgent,
         labeling: DataLabelAgent,
         supervision: SupervisionAgent,
+        verification: Verification,
         start: float,
     ) -> QualityReport:
         previous: QualityReport | None = None
@@ -371,17 +434,17 @@ class Pipeline:
                 counts = labeling.run_round(round_)
                 self._save_usage()
                 self._finish(round_, "label", _describe(counts))
+            if verification.active and self._stage(round_, "verify"):
+                self.reporter.stage("verifying labels", round_)
+                checked = verification.verify_round(round_)
+                audited = verification.audit_round(round_)
+                self._save_usage()
+                self._finish(round_, "verify", f"{_describe(Counter(checked))}, audited {audited}")
             if self._stage(round_, "supervise"):
                 report = supervision.assess(round_)
-                limit = self.spec.budget.max_seconds
-                if (
-                    report.verdict == "continue"
-                    and limit is not None
-                    and time.monotonic() - start > limit
-                ):
-                    report = report.model_copy(
-                        update={"verdict": "done", "reason": f"time budget spent ({limit:g} s)"}
-                    )
+                spent = self._budget_spent(start)
+                if report.verdict == "continue" and spent:
+                    report = report.model_copy(update={"verdict": "done", "reason": spent})
                 self.store.save_report(report)
                 self._finish(round_, "supervise", f"{report.verdict}: {report.reason}")
             else:
@@ -472,11 +535,15 @@ def build(
     reporter: Reporter | None = None,
     backend_options: BackendOptions | None = None,
     device: str | None = None,
+    verifiers: Sequence[str] | None = None,
+    auditors: Sequence[LabelVerifier] = (),
 ) -> BuildResult:
     """Run (or, with ``resume``, continue) a build in ``run_dir``.
 
-    The labelers and backend options a run starts with are stored with it, so ``--resume``
-    without them labels the rest of the run the same way."""
+    The labelers, verifiers and backend options a run starts with are stored with it, so
+    ``--resume`` without them labels the rest of the run the same way. ``auditors`` answer
+    with the truth (a person's decisions, ground truth in benchmarks) on a random sample of
+    accepted labels each round; ALR then comes from them."""
     db_path = run_dir / "run.db"
     if resume and not db_path.exists():
         raise UsageError(f"nothing to resume in {run_dir}: it holds no run.db")
@@ -490,7 +557,7 @@ def build(
         for suffix in ("", "-wal", "-shm"):  # a run that stopped before any work: start afresh
             Path(f"{db_path}{suffix}").unlink(missing_ok=True)
     if spec is not None:
-        check_spec(spec, labelers)
+        check_spec(spec, [*(labelers or ()), *(verifiers or ())])
     run_dir.mkdir(parents=True, exist_ok=True)
     with RunStore(db_path) as store:
         stored = store.load_spec()
@@ -506,7 +573,9 @@ def build(
             )
         used = stored if stored is not None else spec
         assert used is not None  # both None was refused above
-        labelers, backend_options = _labeler_config(store, labelers, backend_options)
+        labelers, verifiers, backend_options = _labeler_config(
+            store, labelers, verifiers, backend_options
+        )
         pipeline = Pipeline(
             used,
             run_dir,
@@ -516,19 +585,27 @@ def build(
             reporter=reporter,
             backend_options=backend_options,
             device=device,
+            verifiers=verifiers,
+            auditors=auditors,
         )
         return pipeline.run()
 
 
 def _labeler_config(
-    store: RunStore, labelers: Sequence[str] | None, options: BackendOptions | None
-) -> tuple[Sequence[str] | None, BackendOptions | None]:
-    """The labelers given now, stored for a resume; or, when none are given, the stored ones."""
+    store: RunStore,
+    labelers: Sequence[str] | None,
+    verifiers: Sequence[str] | None,
+    options: BackendOptions | None,
+) -> tuple[Sequence[str] | None, Sequence[str] | None, BackendOptions | None]:
+    """The models given now, stored for a resume; or, when none are given, the stored ones."""
     raw = store.get_meta("labelers")
-    if labelers is None and options is None and raw is not None:
+    if labelers is None and verifiers is None and options is None and raw is not None:
         saved = json.loads(raw)
-        return saved["labelers"], saved["options"]
-    store.set_meta(
-        "labelers", json.dumps({"labelers": list(labelers or ()) or None, "options": options})
-    )
-    return labelers, options
+        return saved["labelers"], saved.get("verifiers"), saved["options"]
+    saved = {
+        "labelers": list(labelers or ()) or None,
+        "verifiers": list(verifiers or ()) or None,
+        "options": options,
+    }
+    store.set_meta("labelers", json.dumps(saved))
+    return labelers, verifiers, options

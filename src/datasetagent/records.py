@@ -148,6 +148,27 @@ class Rejection(_Record):
     duplicate_of: str | None = None
 
 
+class Audit(_Record):
+    """One independent check of one label.
+
+    ``calibrate``: a checker shown an existing (trusted) image with its true label or a wrong
+    one, to measure how often it agrees with right and with wrong labels; ``verify``: a new
+    label checked before it is accepted; ``audit``: an accepted label checked by a human or
+    ground truth, which measures the dataset's label reliability directly.
+    """
+
+    sample_id: str
+    checker: str
+    kind: Literal["calibrate", "verify", "audit"]
+    label: str
+    agree: bool
+    #: calibrate only: whether ``label`` is the image's true label.
+    correct: bool | None = None
+    suggested: str | None = None
+    confidence: float = 0.0
+    round: int = 0
+
+
 class ClassFill(_Record):
     name: str
     target: int
@@ -170,6 +191,17 @@ class QualityReport(_Record):
     alr: float | None = None
     alr_interval: tuple[float, float] | None = None
     alr_audited: int = 0
+    #: How ALR was measured (which checker, calibration, audit), in words.
+    alr_method: str = ""
+    #: New labels a checker disputed (held back), over the run.
+    disputed: int = 0
+    #: Confidence of the new exported labels: count per bin (``"0.90-0.95"`` ...).
+    confidence: dict[str, int] = {}
+    #: Detection and segmentation: objects per class, mean objects per image, and objects by
+    #: COCO size (small < 32², medium < 96², large), over the exported images.
+    instances: dict[str, int] = {}
+    boxes_per_image: float | None = None
+    box_sizes: dict[str, int] = {}
     #: SSIM of exported images to their decoded input (1.0 where nothing was changed).
     ssim_mean: float | None = None
     ssim_p5: float | None = None

@@ -1,8 +1,15 @@
 """Supervision agent: measures each round against the spec's targets and decides what next.
 
+Each round's report holds the metrics of DESIGN.md over the samples that would be exported now:
+per-class fill, CBI, SSIM mean and 5th percentile, ALR with its interval and how it was
+measured (see ``agents/verification.py``), rejections by reason (processing and labelling),
+disputed labels, the confidence distribution, and for boxes and masks the objects per class,
+per image and by size.
+
 The rule policy: stop when every class has reached its target, when no remaining candidate
-could help a class that is short, or when the budget is spent; otherwise collect another round,
-sized from the yield seen so far.
+could help a class that is short, or when the budget is spent; otherwise collect another round
+for the classes that are short, sized from the yield seen so far. Labels a checker disputes are
+held back before they count (the verification stage), so a round never fills a class with them.
 """
 
 from __future__ import annotations
@@ -12,8 +19,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from datasetagent.agents.verification import Verification
 from datasetagent.metrics import cbi
-from datasetagent.records import ClassFill, QualityReport, Sample
+from datasetagent.records import Box, ClassFill, Mask, QualityReport, Sample
 from datasetagent.spec import DatasetSpec
 from datasetagent.store import RunStore
 
@@ -50,10 +58,50 @@ def class_counts(samples: Sequence[Sample], classes: Sequence[str]) -> dict[str,
     return counts
 
 
+CONFIDENCE_BINS = (0.0, 0.5, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0)
+
+
+def confidence_histogram(samples: Sequence[Sample]) -> dict[str, int]:
+    """Counts of new samples' label confidence per bin, e.g. ``"0.95-0.99": 120``."""
+    out: dict[str, int] = {}
+    edges = CONFIDENCE_BINS
+    for s in samples:
+        c = s.confidence
+        if s.origin == "existing" or c is None:
+            continue
+        i = max(0, min(len(edges) - 2, int(np.searchsorted(edges, c, side="right")) - 1))
+        key = f"{edges[i]:.2f}-{edges[i + 1]:.2f}"
+        out[key] = out.get(key, 0) + 1
+    return dict(sorted(out.items()))
+
+
+def object_stats(
+    samples: Sequence[Sample], classes: Sequence[str]
+) -> tuple[dict[str, int], float | None, dict[str, int]]:
+    """Objects per class, mean objects per image and COCO size bins, over boxes and masks."""
+    from datasetagent.tools.masks import rle_area
+
+    instances = dict.fromkeys(classes, 0)
+    sizes = {"small": 0, "medium": 0, "large": 0}
+    n_objects = 0
+    for s in samples:
+        for a in s.annotations:
+            if not isinstance(a, Box | Mask):
+                continue
+            n_objects += 1
+            instances[a.label] = instances.get(a.label, 0) + 1
+            area = a.w * a.h if isinstance(a, Box) else float(rle_area(a.rle))
+            sizes["small" if area < 32**2 else "medium" if area < 96**2 else "large"] += 1
+    return instances, (n_objects / len(samples) if samples else None), sizes
+
+
 class SupervisionAgent:
-    def __init__(self, store: RunStore, spec: DatasetSpec) -> None:
+    def __init__(
+        self, store: RunStore, spec: DatasetSpec, verification: Verification | None = None
+    ) -> None:
         self.store = store
         self.spec = spec
+        self.verification = verification
 
     def assess(self, round_: int) -> QualityReport:
         spec = self.spec
@@ -87,6 +135,22 @@ class SupervisionAgent:
         enhanced = sum(1 for s in chosen if s.ssim is not None)
         if verdict == "done" and balance > spec.quality.cbi_max:
             reason += f"; CBI {balance:.4f} is over the target {spec.quality.cbi_max}"
+        alr = self.verification.alr(chosen) if self.verification is not None else None
+        if verdict == "done" and alr is not None and alr.interval[1] < spec.quality.alr_min:
+            reason += f"; ALR {alr.value:.3f} is under the target {spec.quality.alr_min}"
+        rejected = dict(self.store.rejection_counts())
+        for s in self.store.samples(status=["rejected"]):
+            key = (s.review_reasons[0].split(":")[0] if s.review_reasons else "") or "uncertain"
+            key = key if key.replace("_", "").isalpha() else "uncertain"
+            rejected[key] = rejected.get(key, 0) + 1
+        disputed = sum(
+            1
+            for s in self.store.samples(status=["review", "rejected"])
+            if any(r.startswith("disputed:") for r in s.review_reasons)
+        )
+        boxes: tuple[dict[str, int], float | None, dict[str, int]] = ({}, None, {})
+        if spec.task != "classification":
+            boxes = object_stats(chosen, list(targets))
         return QualityReport(
             round=round_,
             classes=fills,
@@ -94,7 +158,16 @@ class SupervisionAgent:
             ssim_mean=float(ssims.mean()) if len(ssims) else None,
             ssim_p5=float(np.percentile(ssims, 5)) if len(ssims) else None,
             enhanced=enhanced,
-            rejected_by_reason=self.store.rejection_counts(),
+            rejected_by_reason=dict(sorted(rejected.items())),
+            alr=alr.value if alr else None,
+            alr_interval=alr.interval if alr else None,
+            alr_audited=alr.audited if alr else 0,
+            alr_method=alr.method if alr else "",
+            disputed=disputed,
+            confidence=confidence_histogram(chosen),
+            instances=boxes[0],
+            boxes_per_image=boxes[1],
+            box_sizes=boxes[2],
             candidates_seen=seen,
             candidates_left=usable,
             review=sum(review.values()),

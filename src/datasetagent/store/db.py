@@ -12,7 +12,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict
 
 from datasetagent.errors import StoreError
-from datasetagent.records import QualityReport, Rejection, Sample
+from datasetagent.records import Audit, QualityReport, Rejection, Sample
 from datasetagent.spec import DatasetSpec, SplitName
 
 SCHEMA_VERSION = 1
@@ -62,6 +62,15 @@ CREATE TABLE IF NOT EXISTS events (
     message TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS reports (round INTEGER PRIMARY KEY, record TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS audits (
+    sample_id TEXT NOT NULL,
+    checker TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    label TEXT NOT NULL,
+    round INTEGER NOT NULL,
+    record TEXT NOT NULL,
+    PRIMARY KEY (sample_id, checker, kind, label)
+);
 """
 
 CandidateOrigin = Literal["existing", "collected"]
@@ -328,6 +337,24 @@ class RunStore:
             "INSERT OR REPLACE INTO reports (round, record) VALUES (?, ?)",
             (report.round, report.model_dump_json()),
         )
+
+    # -- audits --------------------------------------------------------------------------------
+    def add_audits(self, audits: Iterable[Audit]) -> None:
+        """Store checks; a check made again (same sample, checker, kind, label) replaces it."""
+        with self.transaction() as db:
+            db.executemany(
+                "INSERT OR REPLACE INTO audits (sample_id, checker, kind, label, round, record) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (
+                    (a.sample_id, a.checker, a.kind, a.label, a.round, a.model_dump_json())
+                    for a in audits
+                ),
+            )
+
+    def audits(self, kind: str | None = None) -> list[Audit]:
+        where, params = _where({"kind": [kind] if kind else None})
+        rows = self._db.execute(f"SELECT record FROM audits{where} ORDER BY rowid", params)
+        return [Audit.model_validate_json(r["record"]) for r in rows]
 
     def reports(self) -> list[QualityReport]:
         rows = self._db.execute("SELECT record FROM reports ORDER BY round")

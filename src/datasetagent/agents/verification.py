@@ -1,0 +1,241 @@
+"""Independent checks of labels, for the Supervision agent: calibration, verification, audit.
+
+* **calibrate**: a checker (an MLLM verifier, a second model) is shown existing images whose
+  labels are trusted, half with their true label and half with a wrong one. How often it
+  confirms each measures its sensitivity and its false agreement (``metrics.CheckerRates``).
+* **verify**: every new label is put to each checker that had no part in making it. A checker
+  that disagrees disputes the label: the sample goes to review (or is rejected, per
+  ``quality.uncertain``), never exported on the labeler's word alone.
+* **audit**: an *auditor* whose answer is the truth (a person's review decisions, ground truth
+  in benchmarks) checks a random sample of the accepted labels.
+
+ALR (DESIGN.md) is then: from an audit, the share confirmed, with its Wilson interval; else,
+from verification by a calibrated checker, the accuracy of the labels it confirmed (a
+Rogan–Gladen correction for the checker's own errors, with a conservative interval); else the
+plain share a checker confirmed, marked uncalibrated. It is never the labeler checking itself.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from PIL import Image
+
+from datasetagent.metrics import CheckerRates, alr_after_check, wilson_interval
+from datasetagent.models import LabelVerifier
+from datasetagent.records import Audit, Sample
+from datasetagent.spec import DatasetSpec
+from datasetagent.store import RunStore
+
+log = logging.getLogger(__name__)
+
+#: Existing images put to each checker for calibration (half true labels, half wrong ones).
+CALIBRATION_SIZE = 80
+#: Accepted labels an auditor checks per round.
+AUDIT_SIZE = 50
+BATCH = 32
+
+
+@dataclass(frozen=True)
+class ALR:
+    value: float
+    interval: tuple[float, float]
+    audited: int
+    method: str
+
+
+def _labelers(sample: Sample) -> set[str]:
+    return {part for a in sample.annotations for part in a.labeler.split("+")}
+
+
+class Verification:
+    def __init__(
+        self,
+        store: RunStore,
+        spec: DatasetSpec,
+        load: Callable[[Sample], Image.Image],
+        checkers: Sequence[LabelVerifier] = (),
+        auditors: Sequence[LabelVerifier] = (),
+    ) -> None:
+        self.store = store
+        self.spec = spec
+        self.load = load
+        self.checkers = tuple(checkers)
+        self.auditors = tuple(auditors)
+
+    @property
+    def active(self) -> bool:
+        return bool(self.checkers or self.auditors) and self.spec.task == "classification"
+
+    def _ask(
+        self, checker: LabelVerifier, samples: Sequence[Sample], labels: Sequence[str]
+    ) -> list[tuple[bool, str | None, float]]:
+        out: list[tuple[bool, str | None, float]] = []
+        for i in range(0, len(samples), BATCH):
+            chunk = samples[i : i + BATCH]
+            verdicts = checker.verify([self.load(s) for s in chunk], list(labels[i : i + BATCH]))
+            out.extend((v.agree, v.suggested, v.confidence) for v in verdicts)
+        return out
+
+    # -- calibration ---------------------------------------------------------------------------
+    def calibrate(self) -> None:
+        """Measure each checker on existing labelled images (once per run)."""
+        if not self.checkers or self.spec.task != "classification":
+            return
+        existing = [s for s in self.store.samples(status=["labelled"], origin="existing")]
+        classes = list(self.spec.class_names)
+        rng = random.Random(self.spec.splits.seed)
+        picked = rng.sample(existing, min(CALIBRATION_SIZE, len(existing)))
+        if len(classes) < 2 or not picked:
+            return
+        labels, correct = [], []
+        for k, s in enumerate(picked):
+            true = s.label or ""
+            if k % 2 == 0:
+                labels.append(true)
+                correct.append(True)
+            else:
+                labels.append(rng.choice([c for c in classes if c != true]))
+                correct.append(False)
+        done = {(a.checker, a.sample_id) for a in self.store.audits("calibrate")}
+        for checker in self.checkers:
+            if any((checker.name, s.id) in done for s in picked):
+                continue  # calibrated before a resume
+            answers = self._ask(checker, picked, labels)
+            self.store.add_audits(
+                Audit(
+                    sample_id=s.id,
+                    checker=checker.name,
+                    kind="calibrate",
+                    label=label,
+                    agree=agree,
+                    correct=ok,
+                    suggested=suggested,
+                    confidence=conf,
+                )
+                for s, label, ok, (agree, suggested, conf) in zip(
+                    picked, labels, correct, answers, strict=True
+                )
+            )
+
+    def rates(self, checker: str) -> CheckerRates | None:
+        rows = [a for a in self.store.audits("calibrate") if a.checker == checker]
+        right = [a.agree for a in rows if a.correct]
+        wrong = [a.agree for a in rows if a.correct is False]
+        if not right or not wrong:
+            return None
+        return CheckerRates.measure(right, wrong)
+
+    # -- verification and audit ----------------------------------------------------------------
+    def verify_round(self, round_: int) -> dict[str, int]:
+        """Put each new label of ``round_`` to every checker that did not make it; disputed
+        samples leave the labelled set. Returns counts (verified, disputed)."""
+        if not self.active:
+            return {}
+        todo = self.store.samples(status=["labelled"], origin="collected", round_=round_)
+        counts = {"verified": 0, "disputed": 0}
+        disputed: dict[str, list[str]] = {}
+        for checker in self.checkers:
+            mine = [s for s in todo if checker.name not in _labelers(s) and s.label]
+            answers = self._ask(checker, mine, [s.label or "" for s in mine])
+            self.store.add_audits(
+                Audit(
+                    sample_id=s.id,
+                    checker=checker.name,
+                    kind="verify",
+                    label=s.label or "",
+                    agree=agree,
+                    suggested=suggested,
+                    confidence=conf,
+                    round=round_,
+                )
+                for s, (agree, suggested, conf) in zip(mine, answers, strict=True)
+            )
+            for s, (agree, suggested, _) in zip(mine, answers, strict=True):
+                counts["verified"] += 1
+                if not agree:
+                    hint = f" (suggests {suggested})" if suggested else ""
+                    reason = f"disputed: {checker.name} says it is not {s.label}{hint}"
+                    disputed.setdefault(s.id, []).append(reason)
+        status = "rejected" if self.spec.quality.uncertain == "reject" else "review"
+        changed = [
+            s.model_copy(
+                update={"status": status, "review_reasons": (*s.review_reasons, *disputed[s.id])}
+            )
+            for s in todo
+            if s.id in disputed
+        ]
+        self.store.update_samples(changed)
+        counts["disputed"] = len(changed)
+        return counts
+
+    def audit_round(self, round_: int) -> int:
+        """Auditors check a random sample of the labels accepted in ``round_``."""
+        if not self.auditors:
+            return 0
+        accepted = self.store.samples(status=["labelled"], origin="collected", round_=round_)
+        rng = random.Random(f"{self.spec.splits.seed}:{round_}")
+        picked = rng.sample(accepted, min(AUDIT_SIZE, len(accepted)))
+        for auditor in self.auditors:
+            answers = self._ask(auditor, picked, [s.label or "" for s in picked])
+            self.store.add_audits(
+                Audit(
+                    sample_id=s.id,
+                    checker=auditor.name,
+                    kind="audit",
+                    label=s.label or "",
+                    agree=agree,
+                    suggested=suggested,
+                    confidence=conf,
+                    round=round_,
+                )
+                for s, (agree, suggested, conf) in zip(picked, answers, strict=True)
+            )
+        return len(picked)
+
+    # -- ALR -----------------------------------------------------------------------------------
+    def alr(self, exported: Sequence[Sample]) -> ALR | None:
+        """The label reliability of the new samples in ``exported`` (see the module doc)."""
+        new = {s.id: s.label for s in exported if s.origin != "existing"}
+        audits = [a for a in self.store.audits("audit") if new.get(a.sample_id) == a.label]
+        if audits:
+            ok = sum(a.agree for a in audits)
+            names = ", ".join(sorted({a.checker for a in audits}))
+            return ALR(
+                ok / len(audits),
+                wilson_interval(ok, len(audits)),
+                len(audits),
+                f"audit of {len(audits)} accepted labels by {names}",
+            )
+        verified = self.store.audits("verify")
+        best: ALR | None = None
+        for name in sorted({a.checker for a in verified}):
+            rows = [a for a in verified if a.checker == name]
+            agree = sum(a.agree for a in rows)
+            rates = self.rates(name)
+            if rates is not None and rates.informative:
+                est, lo, hi = alr_after_check(agree, len(rows), rates)
+                found = ALR(
+                    est,
+                    (lo, hi),
+                    len(rows),
+                    f"{name} verified {len(rows)} labels and confirmed {agree}; calibrated on "
+                    f"{rates.n_right + rates.n_wrong} existing images (confirms "
+                    f"{rates.sensitivity:.2f} of right labels, {rates.false_agreement:.2f} of "
+                    "wrong ones)",
+                )
+            else:
+                why = "not calibrated" if rates is None else "calibration shows it barely helps"
+                found = ALR(
+                    agree / len(rows),
+                    wilson_interval(agree, len(rows)),
+                    len(rows),
+                    f"share of {len(rows)} new labels {name} confirmed before the disputed were "
+                    f"withheld ({why}, so its own errors are not corrected for)",
+                )
+            if best is None or found.audited > best.audited:
+                best = found
+        return best

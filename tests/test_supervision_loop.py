@@ -1,0 +1,168 @@
+"""The Supervision agent's loop with scripted models: a labeler that is wrong on a known share of
+images and an independent verifier with its own error rate. The loop must find and hold back
+the wrong labels, keep the right ones, and report an ALR whose interval holds the truth."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from datasetagent.metrics import CheckerRates, alr_after_check
+from datasetagent.models import BACKENDS, BackendConfig, Prediction, Usage, Verdict
+from datasetagent.pipeline import build
+from datasetagent.spec import ClassSpec, DatasetSpec, ImageConstraints, SourceSpec
+from datasetagent.store import RunStore
+from helpers import digit_images, encode, write_class_folders
+
+CLASSES = ("0", "1", "2", "3")
+LABELER_ERROR = 0.10
+VERIFIER_ERROR = 0.05
+
+
+def _key(img: Image.Image) -> str:
+    return hashlib.sha1(img.convert("L").tobytes()).hexdigest()
+
+
+def _draw(*parts: str) -> float:
+    """A fixed pseudo-random number in [0, 1) for these words (deterministic errors)."""
+    digest = hashlib.sha256(":".join(parts).encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+class FlippingLabeler:
+    """Knows the truth and gives a wrong class on LABELER_ERROR of the images, confidently."""
+
+    def __init__(self, config: BackendConfig, truth: dict[str, str]) -> None:
+        self.name = "flipper"
+        self.usage = Usage()
+        self.classes = config.class_names
+        self.truth = truth
+
+    def predict(self, images: list[Image.Image]) -> list[Prediction]:
+        out = []
+        for img in images:
+            key = _key(img)
+            label = self.truth[key]
+            if _draw("label", key) < LABELER_ERROR:
+                others = [c for c in self.classes if c != label]
+                label = others[int(_draw("which", key) * len(others))]
+            out.append(Prediction(label, 0.99, {label: 0.99}))
+        self.usage.calls += 1
+        return out
+
+
+class NoisyVerifier:
+    """Knows the truth and answers wrongly on VERIFIER_ERROR of the questions."""
+
+    def __init__(self, config: BackendConfig, truth: dict[str, str]) -> None:
+        self.name = "checker"
+        self.usage = Usage()
+        self.truth = truth
+
+    def verify(self, images: list[Image.Image], labels: list[str]) -> list[Verdict]:
+        self.usage.calls += 1
+        out = []
+        for img, label in zip(images, labels, strict=True):
+            key = _key(img)
+            right = self.truth[key] == label
+            agree = right if _draw("verify", key, label) >= VERIFIER_ERROR else not right
+            out.append(Verdict(agree, 0.9, None if agree else self.truth[key]))
+        return out
+
+
+def test_loop_finds_injected_errors_and_alr_holds_the_truth(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seeds = digit_images(30, classes=tuple(map(int, CLASSES)))
+    write_class_folders(tmp_path / "seed", seeds)
+    pool = tmp_path / "pool"
+    pool.mkdir()
+    truth = {_key(img): label for img, label in seeds}
+    for k, (img, label) in enumerate(digit_images(110, classes=(0, 1, 2, 3), offset=30)):
+        (pool / f"x{k:04d}.png").write_bytes(encode(img))
+        truth[_key(img)] = label
+    monkeypatch.setitem(BACKENDS._items, "flipper", lambda c: FlippingLabeler(c, truth))
+    monkeypatch.setitem(BACKENDS._items, "checker", lambda c: NoisyVerifier(c, truth))
+    spec = DatasetSpec(
+        classes=tuple(ClassSpec(name=c) for c in CLASSES),
+        target_per_class=130,  # more than the pool can give: every good label is exported
+        image=ImageConstraints(min_side=16, color_mode="L", size=(32, 32), enhance="off"),
+        existing=str(tmp_path / "seed"),
+        sources=(SourceSpec(location=str(pool)),),
+    )
+    result = build(spec, tmp_path / "run", labelers=["flipper"], verifiers=["checker"])
+
+    with RunStore(tmp_path / "run" / "run.db") as store:
+        new = store.samples(origin="collected")
+
+    def true_label(s: object) -> str:
+        with Image.open(tmp_path / "run" / s.blob) as img:  # type: ignore[attr-defined]
+            return truth[_key(img)]
+
+    wrong = [s for s in new if s.label is not None and s.label != true_label(s)]
+    right = [s for s in new if s.label is not None and s.label == true_label(s)]
+    assert len(wrong) >= 25  # about 10% of ~440 were flipped
+    caught = [s for s in wrong if s.status != "labelled"]
+    kept = [s for s in right if s.status == "labelled"]
+    assert len(caught) >= 0.9 * len(wrong)
+    assert len(kept) >= 0.9 * len(right)
+    assert all("disputed: checker" in s.review_reasons[0] for s in caught)
+
+    exported_new = [s for s in result.exported if s.origin == "collected"]
+    accuracy = sum(s.label == true_label(s) for s in exported_new) / len(exported_new)
+    report = result.report
+    assert report.alr is not None
+    assert report.alr_interval is not None
+    assert report.alr_interval[0] <= accuracy <= report.alr_interval[1], (accuracy, report)
+    assert "calibrated on 80 existing images" in report.alr_method
+    assert report.disputed == len([s for s in new if s.status == "review"])
+    assert (
+        result.summary()["alr_audited"]
+        == report.alr_audited
+        == len(new) - len([s for s in new if s.status == "rejected"])
+    )
+
+
+def test_an_auditor_measures_alr_directly(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With an auditor whose answers are the truth (a person, ground truth), ALR is the share of
+    a random sample of accepted labels it confirms, with a Wilson interval."""
+    pool = tmp_path / "pool"
+    pool.mkdir()
+    truth: dict[str, str] = {}
+    for k, (img, label) in enumerate(digit_images(40, classes=(0, 1, 2, 3))):
+        (pool / f"x{k:04d}.png").write_bytes(encode(img))
+        truth[_key(img)] = label
+    monkeypatch.setitem(BACKENDS._items, "flipper", lambda c: FlippingLabeler(c, truth))
+    oracle = NoisyVerifier(BackendConfig(classes=()), truth)
+    oracle.name = "ground-truth"
+    monkeypatch.setattr("test_supervision_loop.VERIFIER_ERROR", 0.0)
+    spec = DatasetSpec(
+        classes=tuple(ClassSpec(name=c) for c in CLASSES),
+        target_per_class=30,
+        image=ImageConstraints(min_side=16, color_mode="L", enhance="off"),
+        sources=(SourceSpec(location=str(pool)),),
+    )
+    result = build(spec, tmp_path / "run", labelers=["flipper"], auditors=[oracle])
+    report = result.report
+    # 50 accepted labels audited per round; ALR counts those that are exported
+    assert 30 <= report.alr_audited <= 50 * report.round
+    assert report.alr_method == (f"audit of {report.alr_audited} accepted labels by ground-truth")
+    assert "ALR" in report.reason  # under the 0.988 target: the user is told
+    assert report.alr_interval is not None
+    assert report.alr_interval[0] < report.alr < report.alr_interval[1]  # type: ignore[operator]
+    assert 0.8 <= report.alr <= 0.97  # type: ignore[operator]  # the labeler is 90% right
+
+
+def test_alr_after_check_covers_the_kept_accuracy() -> None:
+    rates = CheckerRates.measure([True] * 38 + [False] * 2, [False] * 38 + [True] * 2)
+    est, lo, hi = alr_after_check(430, 500, rates)
+    # 90% right labels, a checker confirming 95% of right and 5% of wrong ones: of the
+    # confirmed labels 0.855 / 0.86 = 99.4% are right
+    assert lo <= 0.994 <= hi
+    assert est == pytest.approx(0.9942, abs=0.01)
+    assert lo > 0.95
+    useless = CheckerRates.measure([True] * 10 + [False] * 10, [True] * 10 + [False] * 10)
+    assert not useless.informative
