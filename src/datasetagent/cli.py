@@ -175,6 +175,13 @@ def _print_summary(summary: dict[str, Any]) -> None:
         f"CBI {summary['cbi']:.4f}; held for review {summary['review']}"
     )
     err.print(f"rejected: {rejected}")
+    if summary.get("alr") is not None:
+        lo, hi = summary["alr_interval"]
+        err.print(
+            f"ALR {summary['alr']:.3f} (95% interval {lo:.3f}-{hi:.3f}): {summary['alr_method']}"
+        )
+    if summary.get("disputed"):
+        err.print(f"labels disputed by a verifier and held for review: {summary['disputed']}")
     if summary.get("ssim_mean") is not None:
         err.print(
             f"enhanced {summary['enhanced']} images; SSIM to input mean "
@@ -221,6 +228,14 @@ def _print_summary(summary: dict[str, Any]) -> None:
     "See `datasetagent models list`.",
 )
 @click.option(
+    "--verifier",
+    "verifiers",
+    multiple=True,
+    metavar="NAME[:MODEL]",
+    help="Independent checker of every new label (repeatable), e.g. llm:ollama:qwen2.5vl:7b; "
+    "calibrated on --existing images, it holds back labels it disputes and measures ALR.",
+)
+@click.option(
     "--llm",
     "--llm-model",
     "llm",
@@ -252,6 +267,7 @@ def build(
     existing: str | None,
     formats: tuple[str, ...],
     labelers: tuple[str, ...],
+    verifiers: tuple[str, ...],
     llm: str | None,
     llm_base_url: str | None,
     labeler_options: tuple[str, ...],
@@ -284,6 +300,7 @@ def build(
             reporter=reporter,
             backend_options=options,
             device=device,
+            verifiers=list(verifiers) or None,
         )
     summary = result.summary()
     _print_summary(summary)
