@@ -166,3 +166,50 @@ def test_alr_after_check_covers_the_kept_accuracy() -> None:
     assert lo > 0.95
     useless = CheckerRates.measure([True] * 10 + [False] * 10, [True] * 10 + [False] * 10)
     assert not useless.informative
+
+
+def test_expansion_never_copies_the_existing_set_and_moves_toward_balance(
+    tmp_path: Path,
+) -> None:
+    from datasetagent.metrics import cbi
+
+    # an unbalanced existing set: 24 zeros, 6 ones
+    seeds = digit_images(24, classes=(0,)) + digit_images(6, classes=(1,))
+    write_class_folders(tmp_path / "seed", seeds)
+    pool = tmp_path / "pool"
+    pool.mkdir()
+    copies = set()
+    for k, (img, _) in enumerate(seeds[::3]):  # altered copies of existing images
+        variants = {
+            "jpg": encode(img.convert("RGB"), "JPEG", quality=80),
+            "big": encode(img.resize((40, 40))),
+            "bright": encode(img.point(lambda v: min(255, v + 12))),
+        }
+        for name, data in variants.items():
+            path = pool / f"copy{k:02d}-{name}.{'jpg' if name == 'jpg' else 'png'}"
+            path.write_bytes(data)
+            copies.add(str(path))
+    for k, (img, label) in enumerate(digit_images(30, classes=(0, 1), offset=30)):
+        (pool / label).mkdir(exist_ok=True)
+        (pool / label / f"new{k:03d}.png").write_bytes(encode(img))
+    spec = DatasetSpec(
+        classes=(ClassSpec(name="0"), ClassSpec(name="1")),
+        target_per_class=30,
+        image=ImageConstraints(min_side=16, color_mode="L", size=(32, 32), enhance="off"),
+        existing=str(tmp_path / "seed"),
+        sources=(SourceSpec(location=str(pool)),),
+    )
+    result = build(spec, tmp_path / "run")
+    exported = {s.provenance.location for s in result.exported}
+    assert not exported & copies
+    with RunStore(tmp_path / "run" / "run.db") as store:
+        reasons = {r.location: r.reasons for r in store.rejections()}
+        kept = {s.provenance.location for s in store.samples()}
+    looked_at = [c for c in copies if c in reasons or c in kept]
+    assert len(looked_at) >= len(copies) // 2
+    assert not set(looked_at) & kept  # every copy looked at was refused as a duplicate
+    assert {reasons[c][0] for c in looked_at} <= {"near_duplicate", "exact_duplicate"}
+    before = cbi({"0": 24, "1": 6})
+    counts = {c: sum(s.label == c for s in result.exported) for c in ("0", "1")}
+    assert counts == {"0": 30, "1": 30}
+    assert cbi(counts) < before
