@@ -55,8 +55,26 @@ def render_datacard(
                 f"{spec.quality.ssim_mean_min}; unchanged images count as 1.0)"
             )
         lines.append(f"* Stopped because: {report.reason}")
-        if report.alr is None:
+        if report.alr is None or report.alr_interval is None:
             lines.append("* Label reliability (ALR): not audited in this run")
+        else:
+            lo, hi = report.alr_interval
+            lines.append(
+                f"* Label reliability (ALR): {report.alr:.4f}, 95% interval {lo:.4f}–{hi:.4f} "
+                f"(target ≥ {spec.quality.alr_min}); {report.alr_method}"
+            )
+        if report.disputed:
+            lines.append(f"* New labels a verifier disputed, held back: {report.disputed}")
+        if report.confidence:
+            bins = ", ".join(f"{k}: {v}" for k, v in report.confidence.items())
+            lines.append(f"* Confidence of the new labels: {bins}")
+        if report.instances:
+            objects = ", ".join(f"{k} {v}" for k, v in report.instances.items())
+            sizes = ", ".join(f"{k} {v}" for k, v in report.box_sizes.items())
+            lines.append(
+                f"* Objects per class: {objects}; per image {report.boxes_per_image or 0:.2f}; "
+                f"by size: {sizes}"
+            )
     labelers = Counter(a.labeler for s in samples for a in s.annotations)
     lines += ["", "## How labels were made", ""]
     lines += _table(["labeler", "images"], sorted(labelers.items()))
