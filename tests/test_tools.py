@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import io
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -8,7 +9,7 @@ from PIL import Image
 
 from datasetagent.agents.processing import ProcessParams, process_bytes
 from datasetagent.spec import CheckThresholds, ImageConstraints
-from datasetagent.tools import quality
+from datasetagent.tools import decode, quality
 from datasetagent.tools.decode import ImageIssue, decode_strict
 from datasetagent.tools.hashing import pixel_hash
 from helpers import encode
@@ -31,6 +32,69 @@ def test_truncated_files_are_corrupt_not_grey(photo_images: list[Image.Image], f
     with pytest.raises(ImageIssue) as exc:
         decode_strict(data[: len(data) // 2], max_pixels=MAX)
     assert exc.value.issue == "corrupt"
+
+
+def test_reduced_grey_jpeg_is_pillows_draft_and_still_strict(
+    photo_images: list[Image.Image],
+) -> None:
+    """The scan's reduced grey decode (OpenCV for complete JPEGs) gives the pixels of Pillow's
+    draft decode, and a JPEG cut anywhere is still corrupt."""
+    for photo in photo_images[:2]:
+        for size in ((640, 427), (1300, 700), (300, 200)):
+            data = encode(photo.resize(size), "JPEG")
+            reference = Image.open(io.BytesIO(data))
+            reference.draft("L", (160, 160 * size[1] // size[0]))
+            decoded = decode_strict(data, max_pixels=MAX, color_mode="L", reduce_to=160)
+            assert decoded.size == size
+            assert np.array_equal(np.asarray(decoded.image), np.asarray(reference.convert("L")))
+    data = encode(photo_images[1], "JPEG")
+    for cut in [*range(16, len(data) - 16, len(data) // 40), len(data) - 16]:
+        with pytest.raises(ImageIssue) as exc:
+            decode_strict(data[:cut], max_pixels=MAX, color_mode="L", reduce_to=160)
+        assert exc.value.issue == "corrupt", cut
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    rotated = encode(photo_images[0], "JPEG", exif=exif.tobytes())
+    decoded = decode_strict(rotated, max_pixels=MAX, color_mode="L", reduce_to=160)
+    assert decoded.size == (427, 640)
+    assert decoded.image.size == (107, 160)
+
+
+def _mm_exif(orientation: int) -> bytes:
+    """A big-endian (Motorola) EXIF block with one IFD0 entry: the orientation."""
+    entry = (0x0112).to_bytes(2, "big") + (3).to_bytes(2, "big") + (1).to_bytes(4, "big")
+    entry += orientation.to_bytes(2, "big") + b"\0\0"
+    return b"Exif\0\0MM\0*" + (8).to_bytes(4, "big") + (1).to_bytes(2, "big") + entry + b"\0" * 4
+
+
+def test_fast_grey_jpeg_decode_equals_pillows(photo_images: list[Image.Image]) -> None:
+    """The header read by hand and OpenCV's decode give what Pillow gives: size, upright
+    orientation (either EXIF byte order), steps and pixels; CMYK, MPO and streams that do not
+    end with EOI go to Pillow."""
+    photo = photo_images[0].resize((320, 213))
+    cases: dict[str, bytes] = {}
+    for orientation in range(1, 9):
+        exif = Image.Exif()
+        exif[0x0112] = orientation
+        cases[f"II {orientation}"] = encode(photo, "JPEG", exif=exif.tobytes())
+    cases["MM 6"] = encode(photo, "JPEG", exif=_mm_exif(6))
+    cases["progressive"] = encode(photo, "JPEG", progressive=True)
+    cases["grey"] = encode(photo.convert("L"), "JPEG")
+    cases["cmyk"] = encode(photo.convert("CMYK"), "JPEG")
+    cases["trailing bytes"] = encode(photo, "JPEG") + b"\0" * 10
+    fast = {"cmyk": False, "trailing bytes": False}
+    for name, data in cases.items():
+        got = decode_strict(data, max_pixels=MAX, color_mode="L", reduce_to=80)
+        with mock.patch.object(decode, "_grey_jpeg", return_value=None):
+            want = decode_strict(data, max_pixels=MAX, color_mode="L", reduce_to=80)
+        assert (got.size, got.steps, got.frames) == (want.size, want.steps, want.frames), name
+        assert np.array_equal(np.asarray(got.image), np.asarray(want.image)), name
+        took_fast_path = decode._grey_jpeg(data, max_pixels=MAX, reduce_to=80) is not None
+        assert took_fast_path == fast.get(name, True), name
+    mpo = io.BytesIO()
+    photo.save(mpo, "MPO", save_all=True, append_images=[photo.rotate(90)])
+    assert decode.jpeg_header(mpo.getvalue()) is None
+    assert decode_strict(mpo.getvalue(), max_pixels=MAX, color_mode="L", reduce_to=80).frames == 2
 
 
 @pytest.mark.parametrize(

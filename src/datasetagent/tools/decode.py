@@ -5,11 +5,14 @@ from __future__ import annotations
 import io
 import warnings
 from dataclasses import dataclass, field
+from typing import Literal
 
+import cv2
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from datasetagent.records import ProcessingStep
+from datasetagent.tools.hashing import jpeg_segments
 
 #: Formats a decoded image may have; anything else is reported as ``corrupt``.
 SUPPORTED_FORMATS = frozenset({"JPEG", "PNG", "BMP", "GIF", "TIFF", "WEBP", "MPO", "PPM"})
@@ -77,6 +80,8 @@ class Decoded:
     size: tuple[int, int]
     steps: list[ProcessingStep] = field(default_factory=list)
     frames: int = 1
+    #: ``image``'s pixels as an array where the decoder made one (saves copying them out).
+    pixels: np.ndarray | None = None
 
     @property
     def width(self) -> int:
@@ -145,6 +150,149 @@ def probe(data: bytes, *, max_pixels: int) -> tuple[Image.Image, str]:
 
 GREY_MODES = frozenset({"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F"})
 
+#: Transposes that turn an image with an EXIF orientation upright (as ImageOps.exif_transpose).
+_UPRIGHT = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+_CV2_GREY = {
+    1: cv2.IMREAD_GRAYSCALE,
+    2: cv2.IMREAD_REDUCED_GRAYSCALE_2,
+    4: cv2.IMREAD_REDUCED_GRAYSCALE_4,
+    8: cv2.IMREAD_REDUCED_GRAYSCALE_8,
+}
+
+
+@dataclass(frozen=True)
+class JpegHeader:
+    """What the segments of a plain JPEG before its first scan say."""
+
+    width: int
+    height: int
+    components: int
+    orientation: int
+
+
+_SOF_HUFFMAN = frozenset({0xC0, 0xC1, 0xC2})  # baseline, extended, progressive
+_SOF_OTHER = frozenset({0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF})
+
+
+def jpeg_header(data: bytes) -> JpegHeader | None:
+    """Size, components and EXIF orientation of a plain 8-bit JPEG with one or three components,
+    read from its segments (a few µs, against ~30 for Pillow's parser). None for anything
+    else or anything odd (MPO, CMYK, 12-bit, lossless or arithmetic coding, a second frame
+    header, unreadable EXIF, a damaged segment): Pillow reads those."""
+    frame: tuple[int, int, int] | None = None
+    orientation: int | None = 1
+    seen_exif = False
+    try:
+        for marker, pos, end in jpeg_segments(data):
+            if marker == 0xDA:  # start of scan
+                if frame is None or orientation is None:
+                    return None
+                return JpegHeader(*frame, orientation=orientation)
+            if marker in _SOF_HUFFMAN:
+                if frame is not None or end - pos < 10 or data[pos + 4] != 8:
+                    return None
+                height = int.from_bytes(data[pos + 5 : pos + 7], "big")
+                width = int.from_bytes(data[pos + 7 : pos + 9], "big")
+                components = data[pos + 9]
+                if not width or not height or components not in (1, 3):
+                    return None
+                frame = (width, height, components)
+            elif marker in _SOF_OTHER:
+                return None
+            elif marker == 0xE1 and not seen_exif and data[pos + 4 : pos + 10] == b"Exif\0\0":
+                seen_exif = True  # Pillow reads the first Exif segment only
+                orientation = _exif_orientation(data[pos + 10 : end])
+            elif marker == 0xE2 and data[pos + 4 : pos + 8] == b"MPF\0":
+                return None  # MPO: several pictures
+    except ValueError:
+        return None
+    return None
+
+
+def _exif_orientation(tiff: bytes) -> int | None:
+    """The orientation tag (0x0112) of IFD0 of an EXIF block; 1 when absent, None when the
+    block cannot be read."""
+    order = {b"II": "little", b"MM": "big"}.get(tiff[:2])
+    if order is None or len(tiff) < 8:
+        return None
+    endian: Literal["little", "big"] = "little" if order == "little" else "big"
+    ifd = int.from_bytes(tiff[4:8], endian)
+    if ifd + 2 > len(tiff):
+        return None
+    for i in range(int.from_bytes(tiff[ifd : ifd + 2], endian)):
+        entry = tiff[ifd + 2 + 12 * i : ifd + 14 + 12 * i]
+        if len(entry) < 12:
+            return None
+        if int.from_bytes(entry[0:2], endian) == 0x0112:
+            kind = int.from_bytes(entry[2:4], endian)
+            if kind == 3:  # SHORT
+                return int.from_bytes(entry[8:10], endian)
+            return int.from_bytes(entry[8:12], endian) if kind == 4 else None  # LONG
+    return 1
+
+
+_CV2_GREY = {
+    1: cv2.IMREAD_GRAYSCALE,
+    2: cv2.IMREAD_REDUCED_GRAYSCALE_2,
+    4: cv2.IMREAD_REDUCED_GRAYSCALE_4,
+    8: cv2.IMREAD_REDUCED_GRAYSCALE_8,
+}
+
+
+def _request(size: tuple[int, int], reduce_to: int) -> tuple[int, int]:
+    """The draft size that keeps the longer side at least ``reduce_to`` (draft keeps both
+    sides >= the request)."""
+    scale = reduce_to / max(size)
+    return max(1, int(size[0] * scale)), max(1, int(size[1] * scale))
+
+
+def _grey_jpeg(data: bytes, *, max_pixels: int, reduce_to: int) -> Decoded | None:
+    """``decode_strict(color_mode="L", reduce_to=...)`` of a plain, complete JPEG by OpenCV:
+    the DCT scale and pixels of Pillow's ``draft`` (both are libjpeg-turbo), ~20% faster with
+    the header read here. None where it does not apply or OpenCV fails; Pillow decides then.
+
+    Only for streams that end with EOI: OpenCV refuses every truncation we tried, except one
+    that loses no more than the closing marker.
+    """
+    header = jpeg_header(data)
+    if header is None or not data.endswith(b"\xff\xd9"):
+        return None
+    size = (header.width, header.height)
+    if size[0] * size[1] > max_pixels:
+        return None  # the probe refuses it with the usual message
+    request = _request(size, reduce_to)
+    factor = min(size[0] // request[0], size[1] // request[1])
+    scale = next((s for s in (8, 4, 2) if factor >= s), 1)
+    flags = _CV2_GREY[scale] | cv2.IMREAD_IGNORE_ORIENTATION
+    pixels = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
+    expected = (-(-size[1] // scale), -(-size[0] // scale))
+    if pixels is None or pixels.dtype != np.uint8 or pixels.shape != expected:
+        return None
+    img = Image.fromarray(pixels)
+    if header.orientation not in _UPRIGHT:
+        return Decoded(image=img, source_format="JPEG", size=size, pixels=pixels)
+    step = ProcessingStep(name="exif_orientation", params={"orientation": header.orientation})
+    upright = img.transpose(_UPRIGHT[header.orientation])
+    return Decoded(
+        image=upright,
+        source_format="JPEG",
+        size=upright_size(size, header.orientation),
+        steps=[step],
+    )
+
+
+def upright_size(size: tuple[int, int], orientation: int) -> tuple[int, int]:
+    """(width, height) once an image of EXIF ``orientation`` is turned upright."""
+    return (size[1], size[0]) if orientation in (5, 6, 7, 8) else size
+
 
 def decode_strict(
     data: bytes, *, max_pixels: int, color_mode: str | None = "RGB", reduce_to: int | None = None
@@ -159,6 +307,10 @@ def decode_strict(
     recorded as processing steps when they change anything. Animated images give their first
     frame.
     """
+    if reduce_to is not None and color_mode == "L":
+        fast = _grey_jpeg(data, max_pixels=max_pixels, reduce_to=reduce_to)
+        if fast is not None:
+            return fast
     img, fmt = probe(data, max_pixels=max_pixels)
     if color_mode is None:
         color_mode = "L" if img.mode in GREY_MODES else "RGB"
@@ -168,10 +320,7 @@ def decode_strict(
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # palette-transparency notes and the like
             if reduce_to is not None and fmt in ("JPEG", "MPO"):
-                # the longer side stays at least reduce_to (draft keeps both sides >= request)
-                scale = reduce_to / max(size)
-                request = (max(1, int(size[0] * scale)), max(1, int(size[1] * scale)))
-                img.draft("L" if color_mode == "L" else "RGB", request)
+                img.draft("L" if color_mode == "L" else "RGB", _request(size, reduce_to))
             img.load()
     except Image.DecompressionBombError as exc:
         raise ImageIssue("too_large", str(exc), size) from None
@@ -179,10 +328,9 @@ def decode_strict(
         raise ImageIssue("corrupt", f"damaged image data: {exc}", size) from None
     steps: list[ProcessingStep] = []
     orientation = img.getexif().get(0x0112, 1)
-    if orientation in (2, 3, 4, 5, 6, 7, 8):
-        img = ImageOps.exif_transpose(img)
-        if orientation >= 5:
-            size = (size[1], size[0])
+    if orientation in _UPRIGHT:
+        img = ImageOps.exif_transpose(img)  # also drops the tag from the image's EXIF
+        size = upright_size(size, orientation)
         steps.append(ProcessingStep(name="exif_orientation", params={"orientation": orientation}))
     if img.mode != color_mode:
         before = img.mode

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterator
 
 from PIL import Image
 
@@ -20,6 +21,35 @@ def pixel_hash(img: Image.Image) -> str:
     return h.hexdigest()
 
 
+def jpeg_segments(data: bytes) -> Iterator[tuple[int, int, int]]:
+    """``(marker, start, end)`` of each marker segment of a JPEG up to its first scan; the
+    scan's segment ends where its entropy-coded data starts. Stops at EOI; raises ValueError
+    where the marker structure is broken."""
+    if not data.startswith(b"\xff\xd8"):
+        raise ValueError("not a JPEG: no start-of-image marker")
+    pos, n = 2, len(data)
+    while pos + 4 <= n:
+        if data[pos] != 0xFF:
+            raise ValueError(f"no marker at byte {pos}")
+        marker = data[pos + 1]
+        if marker == 0xFF:  # fill byte
+            pos += 1
+            continue
+        if marker == 0xD9:  # end of image
+            return
+        if 0xD0 <= marker <= 0xD7 or marker == 0x01:  # markers without a length
+            pos += 2
+            continue
+        length = int.from_bytes(data[pos + 2 : pos + 4], "big")
+        end = pos + 2 + length
+        if length < 2 or end > n:
+            raise ValueError(f"segment at byte {pos} runs past the end")
+        yield marker, pos, end
+        if marker == 0xDA:  # start of scan
+            return
+        pos = end
+
+
 def jpeg_content_hash(data: bytes, orientation: int = 1) -> str | None:
     """sha256 of a JPEG's pixel-defining segments (tables, frame, scans), skipping metadata.
 
@@ -27,30 +57,13 @@ def jpeg_content_hash(data: bytes, orientation: int = 1) -> str | None:
     comments or thumbnails they carry; ``orientation`` (from EXIF) is folded in because it
     changes the upright image. Returns None when the marker structure cannot be walked.
     """
-    if not data.startswith(b"\xff\xd8"):
-        return None
     h = hashlib.sha256(f"jpeg:{orientation}:".encode())
-    pos, n = 2, len(data)
-    while pos + 4 <= n:
-        if data[pos] != 0xFF:
-            return None
-        marker = data[pos + 1]
-        if marker == 0xFF:  # fill byte
-            pos += 1
-            continue
-        if marker == 0xD9:  # end of image
-            break
-        if 0xD0 <= marker <= 0xD7 or marker == 0x01:  # markers without a length
-            pos += 2
-            continue
-        length = int.from_bytes(data[pos + 2 : pos + 4], "big")
-        end = pos + 2 + length
-        if length < 2 or end > n:
-            return None
-        if marker == 0xDA:  # start of scan: the entropy-coded data runs to the end
-            h.update(data[pos:])
-            return h.hexdigest()
-        if marker not in _JPEG_METADATA:
-            h.update(data[pos:end])
-        pos = end
+    try:
+        for marker, start, end in jpeg_segments(data):
+            if marker == 0xDA:  # the entropy-coded data runs to the end
+                h.update(memoryview(data)[start:])
+            elif marker not in _JPEG_METADATA:
+                h.update(memoryview(data)[start:end])
+    except ValueError:
+        return None
     return h.hexdigest()
