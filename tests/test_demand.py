@@ -278,9 +278,10 @@ def test_analyst_plans_by_rule(digits: DatasetProfile) -> None:
     assert spec == parse_request("add 10 images per class", existing=digits)
 
 
-def test_analyst_refuses_an_llm_it_cannot_use_yet() -> None:
-    with pytest.raises(ConfigError, match="omit --llm"):
-        DemandAnalyst(llm=object())
+def test_analyst_checks_its_llm_model_string_before_any_request() -> None:
+    with pytest.raises(ConfigError, match="did you mean 'ollama'"):
+        DemandAnalyst(llm="olama:qwen2.5:7b")
+    assert DemandAnalyst().usage.calls == 0
 
 
 # -- properties --------------------------------------------------------------------------------

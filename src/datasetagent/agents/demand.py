@@ -24,7 +24,8 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING
 
 from datasetagent.agents.demand_text import (
     EXAMPLE,
@@ -38,7 +39,8 @@ from datasetagent.agents.demand_text import (
     show,
     word_forms,
 )
-from datasetagent.errors import ConfigError, SpecError
+from datasetagent.errors import SpecError
+from datasetagent.models import Usage
 from datasetagent.spec import (
     DEFAULT_FORMATS,
     DEFAULT_MIN_SIDE,
@@ -51,7 +53,10 @@ from datasetagent.spec import (
     same_name,
 )
 
-__all__ = ["DemandAnalyst", "parse_request"]
+if TYPE_CHECKING:
+    from datasetagent.agents.demand_llm import LLMPlanner
+
+__all__ = ["DemandAnalyst", "existing_match", "parse_request", "spec_from_reading"]
 
 _TASK_EXAMPLES: dict[TaskKind, str] = {
     "classification": EXAMPLE,
@@ -63,6 +68,11 @@ _TASK_EXAMPLES: dict[TaskKind, str] = {
 def _same(a: str, b: str) -> bool:
     """True when ``a`` and ``b`` (or their other grammatical numbers) name the same class."""
     return any(same_name(x, y) for x in word_forms(a) for y in word_forms(b) if x and y)
+
+
+def existing_match(name: str, old: Iterable[str]) -> str | None:
+    """The existing dataset's class that ``name`` refers to, if any."""
+    return next((n for n in old if _same(n, name)), None)
 
 
 def _slug(words: Sequence[str]) -> str:
@@ -122,9 +132,17 @@ def _spread(total: int, n: int) -> list[int]:
 
 
 def _targets(
-    reading: RequestReading, resolved: Sequence[str], names: Sequence[str], old: dict[str, int]
+    reading: RequestReading,
+    resolved: Sequence[str],
+    names: Sequence[str],
+    old: dict[str, int],
+    leading_total: bool = True,
 ) -> dict[str, int]:
-    """The final number of images each class should have (see the module docstring)."""
+    """The final number of images each class should have (see the module docstring).
+
+    ``leading_total``: a count before the first of several classes, and no other, is a total
+    for them (how requests are written; a planner that gives counts per class turns it off).
+    """
 
     def final(name: str, count: Count) -> int:
         return old.get(name, 0) + count.value if count.add else count.value
@@ -132,7 +150,7 @@ def _targets(
     phrases = reading.phrases
     counted = [i for i, p in enumerate(phrases) if p.count is not None]
     total, group, explicit = reading.total, list(names), {}
-    if counted == [0] and len(phrases) > 1:  # "1000 images of cats and dogs": a total for them
+    if leading_total and counted == [0] and len(phrases) > 1:  # "1000 images of cats and dogs"
         first = Count(phrases[0].count or 0, phrases[0].add)
         if total not in (None, first):
             raise fail("the request gives two different totals; give one, or counts per class")
@@ -209,7 +227,23 @@ def parse_request(
     :class:`SpecError` (one line, with an example that works) for a request that names no
     classes or contradicts itself.
     """
-    reading = read_request(text)
+    return spec_from_reading(read_request(text), existing=existing, sources=sources)
+
+
+def spec_from_reading(
+    reading: RequestReading,
+    *,
+    existing: DatasetProfile | None = None,
+    sources: Sequence[SourceSpec] = (),
+    leading_total: bool = True,
+) -> DatasetSpec:
+    """The spec of a request already read: checks, inheritance from ``existing``, defaults.
+
+    :func:`parse_request` reads the text by rule; an LLM planner fills a
+    :class:`RequestReading` from its structured answer (with ``leading_total=False``, as it
+    gives counts per class) and gets the same checks, messages and inheritance.
+    """
+    text = reading.request
     phrases = reading.phrases
     _check_names(phrases)
     if reading.class_count is not None and phrases and reading.class_count != len(phrases):
@@ -239,11 +273,11 @@ def parse_request(
         )
     names, resolved = list(old), []
     for p in phrases:  # a class the existing dataset has already is the same class
-        match = next((n for n in old if _same(n, p.name)), None)
+        match = existing_match(p.name, old)
         if match is None:
             names.append(p.name)
         resolved.append(match or p.name)
-    targets = _targets(reading, resolved, names, old)
+    targets = _targets(reading, resolved, names, old, leading_total)
     per_class = Counter(targets[n] for n in names).most_common(1)[0][0]
     min_side = reading.min_side
     if min_side is None and existing is not None:
@@ -276,16 +310,27 @@ def parse_request(
 class DemandAnalyst:
     """The Demand Analysis agent: request (+ existing dataset, sources) -> DatasetSpec.
 
-    ``llm`` is reserved for LLM planning, which is not built yet: passing one raises
-    :class:`ConfigError` instead of silently planning by rule.
+    ``llm`` is a model string (``ollama:qwen2.5:7b``, ``openai:gpt-4o-mini``) to plan with
+    through :mod:`datasetagent.agents.demand_llm`, with ``options`` as for the ``llm`` labeler;
+    without one, requests are planned by rule. The model string, options and key are checked
+    here; ``usage`` adds up the LLM calls of every plan.
     """
 
-    def __init__(self, llm: object | None = None) -> None:
-        if llm is not None:
-            raise ConfigError(
-                "LLM planning is not available yet; omit --llm to use the rule-based planner"
-            )
+    def __init__(
+        self,
+        llm: str | None = None,
+        *,
+        options: Mapping[str, object] | None = None,
+        environ: Mapping[str, str] | None = None,
+    ) -> None:
         self.llm = llm
+        self._planner: LLMPlanner | None = None
+        self.usage = Usage()
+        if llm is not None:
+            from datasetagent.agents.demand_llm import LLMPlanner
+
+            self._planner = LLMPlanner(llm, options=options, environ=environ)
+            self.usage = self._planner.usage
 
     def plan(
         self,
@@ -294,5 +339,7 @@ class DemandAnalyst:
         existing: DatasetProfile | None = None,
         sources: Sequence[SourceSpec] = (),
     ) -> DatasetSpec:
-        """Plan by rule; see :func:`parse_request`."""
-        return parse_request(request, existing=existing, sources=sources)
+        """Plan with the LLM if there is one, else by rule (see :func:`parse_request`)."""
+        if self._planner is None:
+            return parse_request(request, existing=existing, sources=sources)
+        return self._planner.plan(request, existing=existing, sources=sources)

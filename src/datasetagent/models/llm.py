@@ -4,7 +4,9 @@
 ``UsabilityJudge``; it is registered as the ``llm`` labeler, built from a ``BackendConfig``
 whose ``model`` is a model string (``ollama:qwen2.5vl:7b``, ``openai:gpt-4o-mini``; see
 ``llm_endpoint``). Requests go through pydantic-ai, which validates structured replies and
-asks again with the validation error when a reply does not fit; agent code never sees it.
+asks again with the validation error when a reply does not fit; agent code never sees it. The
+connection (keys, retries and backoff, usage, one-line errors) is ``llm_call.LLMClient``,
+which LLM planning and the LLM tool policy use as well.
 pydantic-ai is imported when a backend is built, so importing this module needs only the core
 install and touches no network.
 
@@ -32,23 +34,20 @@ or ``Usability(usable=True, reason="not judged: …")`` (no opinion is not a rej
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import importlib.util
 import io
 import logging
 import os
-import random
 import threading
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal
 
 from PIL import Image
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel
 
-from datasetagent.errors import BackendError, ConfigError
+from datasetagent.errors import ConfigError
 from datasetagent.models import (
     BACKENDS,
     NONE_LABEL,
@@ -58,60 +57,24 @@ from datasetagent.models import (
     Prediction,
     Prepared,
     Usability,
-    Usage,
     Verdict,
     boxparse,
     llm_schema,
 )
-from datasetagent.models.llm_endpoint import (
-    PROVIDERS,
-    Endpoint,
-    OutputMode,
-    api_key,
-    parse_model,
-)
+from datasetagent.models.llm_call import EXTRA_MESSAGE, Failed, LLMClient, LLMOptions
+from datasetagent.models.llm_endpoint import PROVIDERS, Endpoint
 
 if TYPE_CHECKING:
     from pydantic_ai import Agent
-    from pydantic_ai.models.openai import OpenAIChatModel
-    from pydantic_ai.providers.openai import OpenAIProvider
+
+__all__ = [
+    "EXTRA_MESSAGE", "EncodedImage", "Failed", "LLMBackend", "LLMOptions", "check",
+    "encode_image", "llm_backend",
+]  # fmt: skip
 
 log = logging.getLogger(__name__)
 
-EXTRA_MESSAGE = "the llm labeler needs the llm extra: pip install 'datasetagent[llm]'"
-T = TypeVar("T")
 Role = Literal["classify", "verify", "detect", "judge"]
-
-
-class LLMOptions(BaseModel):
-    """The backend's options, validated (strings from the command line are converted)."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    base_url: str | None = None
-    api_key_env: str | None = None
-    max_side: int = Field(768, ge=16)
-    timeout: float = Field(60.0, gt=0)
-    max_retries: int = Field(4, ge=0, le=20)
-    backoff: float = Field(1.0, ge=0)
-    max_backoff: float = Field(30.0, ge=0)
-    concurrency: int = Field(4, ge=1, le=256)
-    output_mode: OutputMode | Literal["auto"] = "auto"
-    output_retries: int = Field(2, ge=0, le=10)
-    box_coords: boxparse.Coords = "auto"
-    temperature: float | None = Field(None, ge=0)
-
-    @classmethod
-    def parse(cls, options: Mapping[str, object]) -> LLMOptions:
-        try:
-            return cls.model_validate(dict(options))
-        except ValidationError as exc:
-            problems = "; ".join(
-                f"{'.'.join(map(str, e['loc'])) or 'options'}: {e['msg']}" for e in exc.errors()
-            )
-            raise ConfigError(
-                f"bad llm option(s): {problems} (known: {', '.join(cls.model_fields)})"
-            ) from None
 
 
 @dataclass(frozen=True)
@@ -149,13 +112,6 @@ def encode_image(image: Image.Image, max_side: int) -> EncodedImage:
     return EncodedImage(buf.getvalue(), media_type, size, img.size)
 
 
-@dataclass(frozen=True)
-class Failed:
-    """One image's call that gave no valid answer, and why."""
-
-    reason: str
-
-
 class LLMBackend:
     """An MLLM as classifier, verifier, detector and usability judge (see the module docstring).
 
@@ -175,7 +131,8 @@ class LLMBackend:
         if not classes:
             raise ConfigError("the llm labeler needs at least one class to label")
         self.name = f"llm:{endpoint.label}"
-        self.usage = Usage()
+        self._client = LLMClient(endpoint, options, environ=environ)
+        self.usage = self._client.usage
         self.endpoint = endpoint
         self.options = options
         #: Indices, in the last batch, of the images whose call failed (see the module docstring).
@@ -185,9 +142,6 @@ class LLMBackend:
         self._classes = tuple(classes)
         self._lock = threading.Lock()
         self._agents: dict[Role, Agent[None, Any]] = {}
-        self._provider, self._model = _connect(
-            endpoint, api_key(endpoint, os.environ if environ is None else environ), options
-        )
 
     @classmethod
     def from_config(
@@ -196,13 +150,7 @@ class LLMBackend:
         """Build from a labeler config: parse the options and model string, read the key from
         ``environ`` (default ``os.environ``). No request is made."""
         options = LLMOptions.parse(config.options)
-        endpoint = parse_model(
-            config.model,
-            base_url=options.base_url,
-            api_key_env=options.api_key_env,
-            output_mode=options.output_mode,
-        )
-        return cls(config.classes, endpoint, options, environ=environ)
+        return cls(config.classes, options.endpoint(config.model), options, environ=environ)
 
     @property
     def classes(self) -> tuple[str, ...]:
@@ -290,13 +238,7 @@ class LLMBackend:
 
     def _agent(self, role: Role) -> Agent[None, Any]:
         if role not in self._agents:
-            self._agents[role] = _make_agent(
-                role,
-                self._classes,
-                self._model,
-                mode=self.endpoint.output_mode,
-                output_retries=self.options.output_retries,
-            )
+            self._agents[role] = _make_agent(role, self._classes, self._client)
         return self._agents[role]
 
     def _batch(self, role: Role, jobs: list[tuple[str, EncodedImage]]) -> list[Any]:
@@ -310,10 +252,10 @@ class LLMBackend:
 
         def job(prompt: str, image: EncodedImage) -> Callable[[], Awaitable[Any]]:
             parts = [prompt, BinaryContent(data=image.data, media_type=image.media_type)]
-            return lambda: self._ask(agent, parts)
+            return lambda: self._client.ask(agent, parts)
 
         with self._lock:
-            results = _run_sync(self._gather([job(p, e) for p, e in jobs]))
+            results = self._client.run([job(p, e) for p, e in jobs])
             self.usage.images += len(jobs)
             self.last_failed = tuple(i for i, r in enumerate(results) if isinstance(r, Failed))
             self.usage.failures += len(self.last_failed)
@@ -321,175 +263,14 @@ class LLMBackend:
             log.warning("%s: image %d of the batch failed: %s", self.name, i, results[i].reason)
         return results
 
-    async def _gather(self, jobs: list[Callable[[], Awaitable[T]]]) -> list[T]:
-        limit = asyncio.Semaphore(self.options.concurrency)
-
-        async def one(job: Callable[[], Awaitable[T]]) -> T:
-            async with limit:
-                return await job()
-
-        async with self._provider:  # one HTTP client per batch, closed with its event loop
-            try:
-                async with asyncio.TaskGroup() as group:
-                    tasks = [group.create_task(one(job)) for job in jobs]
-            except BaseExceptionGroup as group_error:  # a configuration error ends the batch
-                first = group_error.exceptions[0]
-                raise next(
-                    (e for e in group_error.exceptions if isinstance(e, BackendError)), first
-                ) from None
-        return [t.result() for t in tasks]
-
-    async def _ask(self, agent: Agent[None, Any], parts: list[Any]) -> Any:
-        """One image's request with retries; the validated output or ``Failed``."""
-        from pydantic_ai import RunUsage
-        from pydantic_ai.exceptions import (
-            ModelAPIError,
-            ModelAuthenticationError,
-            ModelConnectionError,
-            ModelNotFoundError,
-            ModelQuotaExceededError,
-            ModelRateLimitError,
-            ModelRequestTimeout,
-            ModelServerError,
-            ModelUnavailableError,
-            UnexpectedModelBehavior,
-        )
-
-        transient = (
-            ModelRateLimitError,
-            ModelServerError,
-            ModelUnavailableError,
-            ModelConnectionError,
-            ModelRequestTimeout,
-        )
-        last: Exception | None = None
-        for attempt in range(self.options.max_retries + 1):
-            if attempt:
-                self.usage.retries += 1
-                await asyncio.sleep(self._delay(attempt - 1, last))
-            run_usage = RunUsage()
-            try:
-                result = await agent.run(parts, usage=run_usage)
-            except (ModelAuthenticationError, ModelNotFoundError, ModelQuotaExceededError) as exc:
-                self._account(run_usage, failed_request=True)
-                raise BackendError(self._refused(exc)) from None
-            except transient as exc:
-                self._account(run_usage, failed_request=True)
-                last = exc
-                continue
-            except (UnexpectedModelBehavior, ModelAPIError) as exc:  # no valid reply; a 400
-                self._account(run_usage, failed_request=isinstance(exc, ModelAPIError))
-                return Failed(_one_line(exc))
-            self._account(run_usage, failed_request=False)
-            return result.output
-        if isinstance(last, ModelConnectionError) and last.phase == "connect":
-            raise BackendError(self._unreachable(last))
-        return Failed(f"{_one_line(last)} (after {self.options.max_retries} retries)")
-
-    def _account(self, run: Any, *, failed_request: bool) -> None:
-        """Add one run's requests and tokens; every request after a run's first is an output
-        retry (the reply failed validation and was asked for again)."""
-        calls = int(run.requests) + int(failed_request)
-        self.usage.calls += calls
-        self.usage.retries += max(0, calls - 1)
-        self.usage.input_tokens += int(run.input_tokens)
-        self.usage.output_tokens += int(run.output_tokens)
-
-    def _delay(self, attempt: int, exc: Exception | None) -> float:
-        """Exponential backoff with jitter, at least what the server asked for (capped)."""
-        o = self.options
-        delay = min(o.max_backoff, o.backoff * 2.0**attempt) * (0.5 + random.random() / 2)
-        asked = getattr(exc, "retry_after", None)
-        if isinstance(asked, int | float) and asked > 0:
-            return max(delay, min(float(asked), o.max_backoff))
-        return delay
-
-    def _refused(self, exc: Exception) -> str:
-        """The one-line message for a refusal that no retry can fix."""
-        from pydantic_ai.exceptions import ModelNotFoundError, ModelQuotaExceededError
-
-        e = self.endpoint
-        status = getattr(exc, "status_code", None)
-        code = f" (HTTP {status})" if status else ""
-        if isinstance(exc, ModelQuotaExceededError):
-            return (
-                f"{e.base_url} refused llm model {e.label}{code}: the account's quota or "
-                "credits are used up; top them up or choose another model"
-            )
-        if isinstance(exc, ModelNotFoundError):
-            pull = f" or pull it (ollama pull {e.model})" if e.provider == "ollama" else ""
-            return (
-                f"llm model {e.model!r} was not found at {e.base_url}{code}: check the model "
-                f"name{pull} and the base_url"
-            )
-        fix = (
-            f"check the key in {e.key_env}"
-            if e.key_env
-            else "set the api_key_env option to the variable that holds its key"
-        )
-        return f"{e.base_url} refused the request for llm model {e.label}{code}: {fix}"
-
-    def _unreachable(self, exc: Exception) -> str:
-        e = self.endpoint
-        start = " (start it with: ollama serve)" if e.provider == "ollama" else ""
-        return (
-            f"cannot reach {e.base_url} for llm model {e.label}: {_one_line(exc)}; is the server "
-            f"running{start}? Set the base_url option if it listens elsewhere"
-        )
-
-
-def _one_line(exc: BaseException | None) -> str:
-    text = " ".join(str(exc).split()) if exc is not None else "no reply"
-    return (text[:300] + "…") if len(text) > 300 else text
-
 
 def _reason(out: object) -> str:
     return out.reason if isinstance(out, Failed) else f"unexpected reply {type(out).__name__}"
 
 
-def _run_sync(coro: Awaitable[T]) -> T:
-    """Run a coroutine to completion from sync code, also when the caller is inside an event
-    loop (then on a helper thread, as one loop cannot be re-entered)."""
-
-    async def main() -> T:
-        return await coro
-
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return asyncio.run(main())
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="llm-batch") as pool:
-        return pool.submit(asyncio.run, main()).result()
-
-
-def _connect(
-    endpoint: Endpoint, key: str, options: LLMOptions
-) -> tuple[OpenAIProvider, OpenAIChatModel]:
-    """The pydantic-ai provider and model; no request is made. The SDK's own retries are off
-    because ``_ask`` retries with its own backoff and counts every attempt."""
-    try:
-        from pydantic_ai.models.openai import OpenAIChatModel
-        from pydantic_ai.providers.openai import OpenAIProvider
-        from pydantic_ai.settings import ModelSettings
-    except ImportError:
-        raise BackendError(EXTRA_MESSAGE) from None
-    settings = ModelSettings(timeout=options.timeout, max_retries=0)
-    if options.temperature is not None:
-        settings["temperature"] = options.temperature
-    provider = OpenAIProvider(base_url=endpoint.base_url, api_key=key)
-    return provider, OpenAIChatModel(endpoint.model, provider=provider, settings=settings)
-
-
-def _make_agent(
-    role: Role,
-    classes: Sequence[ClassQuery],
-    model: OpenAIChatModel,
-    *,
-    mode: OutputMode,
-    output_retries: int,
-) -> Agent[None, Any]:
+def _make_agent(role: Role, classes: Sequence[ClassQuery], client: LLMClient) -> Agent[None, Any]:
     """The pydantic-ai agent for one role: its reply type in the configured output mode."""
-    from pydantic_ai import Agent, ModelRetry, NativeOutput, PromptedOutput, TextOutput, ToolOutput
+    from pydantic_ai import ModelRetry, TextOutput
 
     if role == "detect":
 
@@ -502,21 +283,13 @@ def _make_agent(
                 )
             return extracted
 
-        output: Any = TextOutput(read_boxes)
-    else:
-        reply: type[BaseModel] = llm_schema.JudgeReply
-        if role == "classify":
-            reply = llm_schema.classification_model(classes)
-        elif role == "verify":
-            reply = llm_schema.verification_model(classes)
-        wrap = {"tool": ToolOutput, "native": NativeOutput, "prompted": PromptedOutput}
-        output = wrap[mode](reply)
-    return Agent(
-        model,
-        output_type=output,
-        instructions=llm_schema.SYSTEM_PROMPT,
-        retries={"output": output_retries},
-    )
+        return client.agent(TextOutput(read_boxes), instructions=llm_schema.SYSTEM_PROMPT)
+    reply: type[BaseModel] = llm_schema.JudgeReply
+    if role == "classify":
+        reply = llm_schema.classification_model(classes)
+    elif role == "verify":
+        reply = llm_schema.verification_model(classes)
+    return client.agent(reply, instructions=llm_schema.SYSTEM_PROMPT)
 
 
 @BACKENDS.register("llm")
