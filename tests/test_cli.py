@@ -209,12 +209,33 @@ def test_build_with_an_llm_labeler_through_a_local_endpoint(tmp_path: Path) -> N
 
     def by_light(request: dict[str, object]) -> Reply:
         url = next(
-            p["image_url"]["url"]  # type: ignore[index]
-            for m in request["messages"]  # type: ignore[attr-defined]
-            if isinstance(m.get("content"), list)
-            for p in m["content"]
-            if p.get("type") == "image_url"
+            (
+                p["image_url"]["url"]  # type: ignore[index]
+                for m in request["messages"]  # type: ignore[attr-defined]
+                if isinstance(m.get("content"), list)
+                for p in m["content"]
+                if p.get("type") == "image_url"
+            ),
+            None,
         )
+        if url is None:  # the planning call: the request in words, no image
+            plan = {
+                "task": "classification",
+                "classes": [
+                    {"name": n, "prompt": f"a photo {n}", "synonyms": [], "count": None}
+                    for n in ("leftlit", "rightlit")
+                ],
+                "images_per_class": 5,
+                "total_images": None,
+                "counts_add_to_existing": False,
+                "formats": [],
+                "licence": "any",
+                "split": None,
+                "min_side": None,
+                "size": None,
+                "color_mode": None,
+            }
+            return Reply.json(plan)
         data = base64.b64decode(url.split(",", 1)[1])
         arr = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"), dtype=np.float64)
         left, right = arr[:, : arr.shape[1] // 2].mean(), arr[:, arr.shape[1] // 2 :].mean()
@@ -241,10 +262,50 @@ def test_build_with_an_llm_labeler_through_a_local_endpoint(tmp_path: Path) -> N
     assert summary["exported"] == 10
     assert summary["labelers"] == {"llm:stub-vl": 10}
     processed = 16 - sum(summary["rejected"].values())
-    assert summary["usage"]["llm:stub-vl"]["calls"] == len(requests) == processed
+    # one planning call, then one call per processed image
+    assert summary["usage"]["llm:stub-vl"]["calls"] == len(requests) - 1 == processed
     assert all(r.body["model"] == "stub-vl" for r in requests)
+    assert "leftlit and rightlit photos" in requests[0].text
+    assert "planned with stub-vl: 1 call(s)" in out.stderr
     manifest = tmp_path / "run" / "export" / "imagefolder" / "manifest.jsonl"
     for line in manifest.read_text().splitlines():
         m = json.loads(line)
         name = Path(m["provenance"]["location"]).name
         assert m["labels"][0]["label"] == ("leftlit" if int(name[1:3]) % 2 else "rightlit")
+
+
+def test_plan_with_an_llm_and_without(tmp_path: Path) -> None:
+    from llm_stub import Reply, StubServer
+
+    plan = {
+        "task": "detection",
+        "classes": [
+            {"name": "bicycle", "prompt": "a photo of a bicycle", "synonyms": ["bike"],
+             "count": None},
+            {"name": "scooter", "prompt": "a photo of a kick scooter", "synonyms": [],
+             "count": None},
+        ],
+        "images_per_class": 500, "total_images": None, "counts_add_to_existing": False,
+        "formats": [], "licence": "open", "split": None, "min_side": None, "size": None,
+        "color_mode": None,
+    }  # fmt: skip
+    request = "a detection dataset of bicycles and scooters, 500 images each, openly licensed"
+    with StubServer() as stub:
+        stub.script(Reply.json(plan))
+        out = run("plan", request, "--llm", "planner", "--llm-base-url", stub.base_url)
+        sent = stub.requests
+    assert out.returncode == 0, out.stderr
+    spec = DatasetSpec.model_validate(__import__("yaml").safe_load(out.stdout))
+    assert spec.task == "detection"
+    assert [c.name for c in spec.classes] == ["bicycle", "scooter"]
+    assert spec.classes[0].synonyms == ("bike",)
+    assert spec.target_per_class == 500
+    assert spec.licences.mode == "open"
+    assert len(sent) == 1
+    assert request in sent[0].text
+    by_rule = run("plan", request)
+    assert by_rule.returncode == 0, by_rule.stderr
+    assert "task: detection" in by_rule.stdout
+    bad = run("plan", request, "--llm-base-url", "http://127.0.0.1:9/v1")
+    assert bad.returncode == 2
+    assert "--llm-base-url needs --llm" in bad.stderr

@@ -123,17 +123,25 @@ def _existing_profile(existing: str | None) -> Any:
 )
 @existing_option
 @source_option
+@click.option(
+    "--llm",
+    "--llm-model",
+    "llm",
+    metavar="MODEL",
+    help="Plan with an LLM, e.g. openai:gpt-4o-mini or ollama:qwen2.5:7b (default: by rule).",
+)
+@click.option("--llm-base-url", metavar="URL", help="OpenAI-compatible endpoint for --llm.")
 @handle_errors
-def plan(request: str, output: Path | None, existing: str | None, sources: tuple[str, ...]) -> None:
+def plan(
+    request: str,
+    output: Path | None,
+    existing: str | None,
+    sources: tuple[str, ...],
+    llm: str | None,
+    llm_base_url: str | None,
+) -> None:
     """Turn REQUEST into a dataset spec (Demand Analysis only)."""
-    from datasetagent.agents.demand import parse_request
-    from datasetagent.spec import SourceSpec
-
-    spec = parse_request(
-        request,
-        existing=_existing_profile(existing),
-        sources=[SourceSpec.parse(s) for s in sources],
-    )
+    spec = _plan(request, existing, sources, llm, llm_base_url)
     text = spec.to_yaml()
     if output is None:
         click.echo(text, nl=False)
@@ -142,8 +150,38 @@ def plan(request: str, output: Path | None, existing: str | None, sources: tuple
         err.print(f"spec written to {output}")
 
 
-def _load_or_plan(spec_or_request: str, existing: str | None, sources: tuple[str, ...]) -> Any:
-    from datasetagent.agents.demand import parse_request
+def _plan(
+    request: str,
+    existing: str | None,
+    sources: tuple[str, ...],
+    llm: str | None,
+    base_url: str | None,
+) -> Any:
+    """Demand Analysis: by LLM when one is named, by rule otherwise."""
+    from datasetagent.agents.demand_llm import plan as plan_spec
+    from datasetagent.spec import SourceSpec
+
+    if base_url and not llm:
+        raise UsageError("--llm-base-url needs --llm MODEL (the model name the server serves)")
+    spec, usage = plan_spec(
+        request,
+        llm,
+        options={"base_url": base_url} if base_url else None,
+        existing=_existing_profile(existing),
+        sources=[SourceSpec.parse(s) for s in sources],
+    )
+    if llm:
+        err.print(f"planned with {llm}: {usage.calls} call(s), {usage.retries} retried")
+    return spec
+
+
+def _load_or_plan(
+    spec_or_request: str,
+    existing: str | None,
+    sources: tuple[str, ...],
+    llm: str | None = None,
+    base_url: str | None = None,
+) -> Any:
     from datasetagent.spec import DatasetSpec, SourceSpec
 
     srcs = [SourceSpec.parse(s) for s in sources]
@@ -158,7 +196,7 @@ def _load_or_plan(spec_or_request: str, existing: str | None, sources: tuple[str
         if existing:
             update["existing"] = existing
         return spec.model_copy(update=update) if update else spec
-    return parse_request(spec_or_request, existing=_existing_profile(existing), sources=srcs)
+    return _plan(spec_or_request, existing, sources, llm, base_url)
 
 
 def _print_summary(summary: dict[str, Any]) -> None:
@@ -240,8 +278,8 @@ def _print_summary(summary: dict[str, Any]) -> None:
     "--llm-model",
     "llm",
     metavar="MODEL",
-    help="Multimodal LLM labeler, e.g. openai:gpt-4o-mini or ollama:qwen2.5vl:7b (keys from "
-    "environment variables only).",
+    help="Multimodal LLM that plans the request and labels images, e.g. openai:gpt-4o-mini or "
+    "ollama:qwen2.5vl:7b (keys from environment variables only).",
 )
 @click.option(
     "--llm-base-url",
@@ -281,7 +319,7 @@ def build(
 
     spec = None
     if spec_or_request is not None:
-        spec = _load_or_plan(spec_or_request, existing, sources)
+        spec = _load_or_plan(spec_or_request, existing, sources, llm, llm_base_url)
         if formats:
             spec = spec.model_copy(update={"formats": tuple(formats)})
     elif not resume:
