@@ -336,6 +336,10 @@ class RuleThresholds:
     min_entropy: float = 1.0
 
 
+#: Share of a grey-world correction the rule policy applies (see rule 3 below).
+WB_STRENGTH = 0.5
+
+
 class RulePolicy:
     """The offline default policy: documented thresholds, corrections sized for the guard.
 
@@ -344,8 +348,11 @@ class RulePolicy:
     1. Near-blank images (contrast < 2 or entropy < 1 bit) get nothing: nothing to fix.
     2. ``denoise`` when noise σ > 10, h = 0.25·σ clipped to [3, 10]. First, because every
        later step amplifies noise. Texture inflates σ, and a larger h is undone by the guard.
-    3. ``white_balance`` (grey-world) when color_cast > 0.08, RGB only. Before any tone curve,
-       which would change the channel means unevenly.
+    3. ``white_balance`` (grey-world) at half strength when color_cast > 0.08, RGB only.
+       Half, because a frame filled by a coloured subject (grass, sky, a red car) reads as a
+       cast too, and a full correction would grey out the very colour that may define its
+       class; the SSIM guard, which compares grey images, cannot see that. Before any tone
+       curve, which would change the channel means unevenly.
     4. ``gamma`` < 1 when brightness < 0.25, raising mean brightness by at most 1.5× (towards
        0.40); ``gamma`` > 1 when brightness > 0.85, lowering it by at most 1.3×.
     5. ``auto_contrast`` when contrast (grey std) < 30 and no gamma was chosen (dark images are
@@ -380,7 +387,7 @@ class RulePolicy:
             h = min(max(noise * t.denoise_factor, t.denoise_h_min), t.denoise_h_max)
             calls.append(ToolCall("denoise", {"h": round(h, 2)}))
         if mode == "RGB" and scores.get("color_cast", 0.0) > t.color_cast:
-            calls.append(ToolCall("white_balance", {"strength": 1.0}))
+            calls.append(ToolCall("white_balance", {"strength": WB_STRENGTH}))
         tone = self._gamma(scores["brightness"])
         if tone is not None:
             calls.append(ToolCall("gamma", {"gamma": tone}))
