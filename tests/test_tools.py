@@ -1,14 +1,19 @@
 from __future__ import annotations
 
 import io
+from collections.abc import Iterator
+from pathlib import Path
 from unittest import mock
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from datasetagent.agents.processing import ProcessParams, process_bytes
-from datasetagent.spec import CheckThresholds, ImageConstraints
+from datasetagent.agents import processing
+from datasetagent.agents.processing import ImageProcessingAgent, ProcessParams, process_bytes
+from datasetagent.runtime.local import LocalExecutor
+from datasetagent.spec import CheckThresholds, ClassSpec, DatasetSpec, ImageConstraints
+from datasetagent.store import BlobStore, Candidate, RunStore
 from datasetagent.tools import decode, quality
 from datasetagent.tools.decode import ImageIssue, decode_strict
 from datasetagent.tools.hashing import pixel_hash
@@ -206,3 +211,66 @@ def test_process_enhances_a_dark_photo_under_the_ssim_guard(
     assert off.steps == []
     assert off.ssim is None
     assert off.data == encode(dim)
+
+
+class _Files:
+    """A source that reads local paths (what the processing agent needs of one)."""
+
+    kind = "local"
+
+    def candidates(self) -> Iterator[Candidate]:
+        return iter(())
+
+    def read(self, location: str) -> bytes:
+        return Path(location).read_bytes()
+
+
+def _round_outcomes(tmp: Path, paths: list[Path], batch: int) -> list[tuple[str, ...]]:
+    spec = DatasetSpec(classes=(ClassSpec(name="a"), ClassSpec(name="b")))
+    tmp.mkdir()
+    with (
+        mock.patch.object(processing, "DEDUP_BATCH", batch),
+        RunStore(tmp / "run.db") as store,
+        LocalExecutor(1) as executor,
+    ):
+        store.add_candidates(
+            Candidate(source_kind="local", location=str(p), licence="CC0-1.0") for p in paths
+        )
+        store.take_candidates(1, len(paths), origin="collected", wanted=None)
+        agent = ImageProcessingAgent(store, BlobStore(tmp), spec, executor, {"local": _Files()})
+        agent.run_round(1)
+        kept = {s.provenance.location: ("kept",) for s in store.samples()}
+        rejected = {
+            r.location: (*r.reasons, Path(r.duplicate_of or "").name) for r in store.rejections()
+        }
+    return [kept.get(str(p)) or rejected[str(p)] for p in paths]
+
+
+def test_build_deduplicates_a_batch_as_it_would_one_image_at_a_time(
+    tmp_path: Path, photo_images: list[Image.Image]
+) -> None:
+    tiles = [
+        p.crop((x, y, x + 160, y + 160)) for p in photo_images for x in (0, 200) for y in (0, 200)
+    ]
+    files: list[tuple[str, bytes]] = [(f"t{i}.png", encode(t)) for i, t in enumerate(tiles)]
+    files += [
+        ("t0-again.png", files[0][1]),  # the same pixels as a kept image
+        ("t1-reencoded.jpg", encode(tiles[1], "JPEG", quality=60)),  # near duplicate
+        ("t1-reencoded-again.jpg", encode(tiles[1], "JPEG", quality=60)),  # twin of a rejected
+        ("t2-brighter.png", encode(tiles[2].point(lambda v: min(255, v + 12)))),
+        ("broken.png", files[3][1][:100]),
+    ]
+    paths = []
+    for name, data in files:
+        (tmp_path / name).write_bytes(data)
+        paths.append(tmp_path / name)
+    batched = _round_outcomes(tmp_path / "batched", paths, processing.DEDUP_BATCH)
+    one_at_a_time = _round_outcomes(tmp_path / "single", paths, 1)
+    assert batched == one_at_a_time
+    assert batched[len(tiles) :] == [
+        ("exact_duplicate", "t0.png"),
+        ("near_duplicate", "t1.png"),
+        ("near_duplicate", "t1.png"),
+        ("near_duplicate", "t2.png"),
+        ("corrupt", ""),
+    ]
