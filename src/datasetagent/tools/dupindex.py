@@ -313,7 +313,7 @@ def _within_batch(
 
 def _as_hashes(h: object, key: str) -> U64:
     arr = np.asarray(h)
-    if arr.ndim != 1 or arr.size == 0 or not np.issubdtype(arr.dtype, np.integer):
+    if arr.ndim != 1 or arr.size == 0 or arr.dtype.kind not in "iu":
         raise ValueError(
             f"hashes of {key!r} must be a non-empty 1-D integer array (row 0 the whole-frame "
             f"hash), got shape {arr.shape} dtype {arr.dtype}; pass phash.image_hashes(gray)"
@@ -420,15 +420,15 @@ class NearDuplicateIndex:
     ) -> tuple[I64, I64, Bools]:
         """Per item, the closest candidate that ``accept`` confirms, in arrival order."""
         n = len(keys)
-        cands: list[list[tuple[int, int]]] = [[] for _ in range(n)]
+        cands: dict[int, list[tuple[int, int]]] = {}  # only items with a candidate
         for i, o, d in zip(item.tolist(), owner.tolist(), dist.tolist(), strict=True):
-            cands[i].append((d, o))
+            cands.setdefault(i, []).append((d, o))
         for i, j, d in pairs:
-            cands[i].append((d, base + j))
+            cands.setdefault(i, []).append((d, base + j))
         best_d = np.full(n, np.iinfo(np.int64).max, dtype=np.int64)
         best_o = np.full(n, -1, dtype=np.int64)
         kept = np.ones(n, dtype=bool)
-        for i in range(n):
+        for i in sorted(cands):  # arrival order; an item without candidates stays kept
             for d, o in sorted(set(cands[i])):
                 if o >= base and not kept[o - base]:
                     continue  # an earlier item of this batch that was itself a duplicate
