@@ -1,8 +1,10 @@
 """The quality scan on its own (``datasetagent scan``): one result per image, streamed.
 
-Per-image work (read, strict reduced decode, scores, perceptual hashes) runs in worker
-processes; deduplication runs in arrival order in the parent, so of a duplicate group the first
-seen is kept and the others name it.
+Per-image work (read, strict reduced decode, scores, perceptual hashes, thumbnail) runs in
+worker processes, a chunk of files at a time and a step at a time over the chunk; what comes
+back is small and flat (~1 KB an image). Deduplication runs in the parent in arrival order, a
+batch at a time, so of a duplicate group the first seen is kept and the others name it; the
+workers go on meanwhile.
 """
 
 from __future__ import annotations
