@@ -391,3 +391,46 @@ def test_real_backends_through_the_pipeline(tmp_path: Path) -> None:
     assert {a.labeler for a in anns} == {f"{owl_name}+{sam_name}"}
     for path in (result.exports["coco"] / "annotations").glob("instances_*.json"):
         COCO(str(path))
+
+
+def test_an_llm_tool_policy_runs_in_the_workers_and_can_refuse_images(
+    tmp_path: Path, flat_pool: tuple[Path, dict[str, str]], scripted: list[ScriptedClassifier]
+) -> None:
+    """The policy is built in the parent, pickled to the worker processes, and asks the
+    endpoint once per image: every third answer refuses the image, the others choose a mild
+    gamma that the SSIM guard keeps."""
+    from llm_stub import Reply, StubServer
+
+    pool, _ = flat_pool
+    answers = iter(range(10_000))
+
+    def policy(request: dict[str, object]) -> Reply:
+        if next(answers) % 3 == 0:
+            return Reply.json({"usable": False, "reason": "a blurry scan", "tools": []})
+        return Reply.json(
+            {"usable": True, "reason": "", "tools": [{"tool": "gamma", "gamma": 0.95}]}
+        )
+
+    spec = _spec(pool).model_copy(
+        update={"image": ImageConstraints(min_side=16, color_mode="L", enhance="auto")}
+    )
+    with StubServer(policy) as stub:
+        result = build(
+            spec,
+            tmp_path / "run",
+            labelers=["scripted"],
+            backend_options={"llm": {"base_url": stub.base_url, "backoff": 0.001}},
+            tool_llm="policy-vl",
+            workers=2,
+        )
+        asked = len(stub.requests)
+    with RunStore(tmp_path / "run" / "run.db") as store:
+        refused = [r for r in store.rejections() if "unusable" in r.reasons]
+        samples = store.samples()
+    assert asked == 36
+    assert len(refused) == 12
+    assert all("a blurry scan" in r.detail for r in refused)
+    assert result.usage["tool-policy:policy-vl"]["calls"] == 36
+    steps = [s.provenance.steps for s in samples]
+    assert all(st[0].name == "tool_policy" and st[0].params["by"] == "llm" for st in steps)
+    assert all(any(p.name == "gamma" for p in st) for st in steps)

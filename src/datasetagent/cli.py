@@ -89,7 +89,9 @@ source_option = click.option(
     "KIND:LOCATION. Repeatable.",
 )
 existing_option = click.option(
-    "--existing", metavar="DIR", help="Existing dataset to expand (ImageFolder)."
+    "--existing",
+    metavar="DIR",
+    help="Existing dataset to expand: ImageFolder, labels.csv, COCO, YOLO, VOC or HF Parquet.",
 )
 
 
@@ -108,9 +110,9 @@ def main(debug: bool) -> None:
 def _existing_profile(existing: str | None) -> Any:
     if existing is None:
         return None
-    from datasetagent.sources.existing import ImageFolderDataset
+    from datasetagent.sources.existing import open_existing
 
-    return ImageFolderDataset(existing).profile()
+    return open_existing(existing).profile()
 
 
 @main.command()
@@ -287,6 +289,12 @@ def _print_summary(summary: dict[str, Any]) -> None:
     help="OpenAI-compatible endpoint for --llm (a vLLM, llama.cpp or LM Studio server).",
 )
 @click.option(
+    "--llm-tools",
+    is_flag=True,
+    help="Also let the --llm model choose each image's enhancement tools and refuse unusable "
+    "images (one call per image; the SSIM guard still applies).",
+)
+@click.option(
     "--labeler-option",
     "labeler_options",
     multiple=True,
@@ -308,6 +316,7 @@ def build(
     verifiers: tuple[str, ...],
     llm: str | None,
     llm_base_url: str | None,
+    llm_tools: bool,
     labeler_options: tuple[str, ...],
     device: str | None,
     workers: int | None,
@@ -327,6 +336,8 @@ def build(
             'give a request or a spec file, e.g. datasetagent build "cats and dogs, '
             '50 each" --source photos/ -o run/'
         )
+    if llm_tools and not llm:
+        raise UsageError("--llm-tools needs --llm MODEL")
     names, options = _labeler_settings(labelers, llm, llm_base_url, labeler_options)
     with RichReporter(err) as reporter:
         result = run_build(
@@ -339,6 +350,7 @@ def build(
             backend_options=options,
             device=device,
             verifiers=list(verifiers) or None,
+            tool_llm=llm if llm_tools else None,
         )
     summary = result.summary()
     _print_summary(summary)

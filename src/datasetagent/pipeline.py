@@ -22,7 +22,7 @@ from typing import Protocol
 from PIL import Image
 
 from datasetagent.agents.labeling import DataLabelAgent, LabelerSet, no_labeler_message
-from datasetagent.agents.processing import ImageProcessingAgent
+from datasetagent.agents.processing import ImageProcessingAgent, ToolPolicy
 from datasetagent.agents.supervision import SupervisionAgent, select_for_export
 from datasetagent.agents.verification import Verification
 from datasetagent.errors import NoLabelerError, StoreError, UsageError
@@ -156,8 +156,11 @@ class Pipeline:
         device: str | None = None,
         verifiers: Sequence[str] | None = None,
         auditors: Sequence[LabelVerifier] = (),
+        tool_llm: str | None = None,
     ) -> None:
         self.spec = spec
+        self.tool_llm = tool_llm
+        self._processing: ImageProcessingAgent | None = None
         self.verifier_names = tuple(verifiers or ())
         self.auditors = tuple(auditors)
         self.checkers: list[LabelVerifier] = []
@@ -196,8 +199,9 @@ class Pipeline:
         self._open_sources()
         with LocalExecutor(self.workers) as executor:
             processing = ImageProcessingAgent(
-                self.store, self.blobs, self.spec, executor, self._sources
+                self.store, self.blobs, self.spec, executor, self._sources, self._tool_policy()
             )
+            self._processing = processing
             if self._stage(0, "collect"):
                 n = self._collect()
                 self._finish(0, "collect", f"{n} candidates listed")
@@ -247,6 +251,14 @@ class Pipeline:
             and self._existing is not None
             and self.spec.task == "classification"
         )
+
+    def _tool_policy(self) -> ToolPolicy | None:
+        """The MLLM that chooses enhancement tools and judges usability, when one is named."""
+        if self.tool_llm is None:
+            return None
+        from datasetagent.agents.processing_llm import LLMToolPolicy
+
+        return LLMToolPolicy(self.tool_llm, self.spec, options=self.backend_options.get("llm"))
 
     def _load(self, sample: Sample) -> Image.Image:
         with Image.open(self.blobs.path(sample.blob)) as img:
@@ -302,9 +314,12 @@ class Pipeline:
             raw = self.store.get_meta("usage")
             self._usage_base = json.loads(raw) if raw else {}
         total: dict[str, dict[str, int]] = {k: dict(v) for k, v in self._usage_base.items()}
-        for b in self._built.values():
-            mine = total.setdefault(b.name, {})
-            for key, value in b.usage.as_dict().items():
+        used = [(b.name, b.usage) for b in self._built.values()]
+        if self._processing is not None and self.tool_llm is not None:
+            used.append((f"tool-policy:{self.tool_llm}", self._processing.usage))
+        for name, usage in used:
+            mine = total.setdefault(name, {})
+            for key, value in usage.as_dict().items():
                 mine[key] = mine.get(key, 0) + value
         self.store.set_meta("usage", json.dumps(total))
         return total
@@ -537,6 +552,7 @@ def build(
     device: str | None = None,
     verifiers: Sequence[str] | None = None,
     auditors: Sequence[LabelVerifier] = (),
+    tool_llm: str | None = None,
 ) -> BuildResult:
     """Run (or, with ``resume``, continue) a build in ``run_dir``.
 
@@ -576,6 +592,9 @@ def build(
         labelers, verifiers, backend_options = _labeler_config(
             store, labelers, verifiers, backend_options
         )
+        if tool_llm is not None:
+            store.set_meta("tool_llm", tool_llm)
+        stored_tool_llm = store.get_meta("tool_llm")
         pipeline = Pipeline(
             used,
             run_dir,
@@ -587,6 +606,7 @@ def build(
             device=device,
             verifiers=verifiers,
             auditors=auditors,
+            tool_llm=tool_llm if tool_llm is not None else stored_tool_llm,
         )
         return pipeline.run()
 

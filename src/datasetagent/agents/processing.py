@@ -8,10 +8,12 @@ import logging
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 from PIL import Image, ImageOps
 
+from datasetagent.models import Usage
 from datasetagent.records import ProcessingStep, Provenance, Rejection, Sample
 from datasetagent.runtime.local import Executor
 from datasetagent.sources import Source
@@ -24,6 +26,9 @@ from datasetagent.tools.enhance import POLICY_SIDE, RulePolicy, enhance, letterb
 from datasetagent.tools.hashing import pixel_hash
 from datasetagent.tools.phash import image_hashes
 
+if TYPE_CHECKING:
+    from datasetagent.agents.processing_llm import ToolDecision
+
 log = logging.getLogger(__name__)
 
 #: Source formats whose bytes are kept as they are when processing changed no pixel.
@@ -34,9 +39,18 @@ DEDUP_BATCH = 256
 
 @dataclass(frozen=True)
 class ProcessParams:
-    """Everything the per-image work needs; small and picklable for worker processes."""
+    """Everything the per-image work needs; small and picklable for worker processes.
+
+    ``policy`` is an MLLM tool policy (``agents.processing_llm.LLMToolPolicy``) that chooses
+    the Tool Package tools for each image and may judge it unusable; without one the rule
+    policy chooses. It pickles without its connection and reconnects in the worker."""
 
     constraints: ImageConstraints
+    policy: ToolPolicy | None = None
+
+
+class ToolPolicy(Protocol):
+    def decide(self, scores: dict[str, float], mode: str, image: Image.Image) -> ToolDecision: ...
 
 
 @dataclass
@@ -53,6 +67,8 @@ class Processed:
     mode: str = ""
     steps: list[ProcessingStep] = field(default_factory=list)
     scores: dict[str, float] = field(default_factory=dict)
+    #: Model calls and tokens this image cost (the tool policy's), for the run's usage.
+    usage: dict[str, int] = field(default_factory=dict)
     flags: list[str] = field(default_factory=list)
     hashes: tuple[int, ...] = ()
     thumb: str = ""
@@ -83,9 +99,23 @@ def process_bytes(data: bytes, params: ProcessParams) -> Processed:
     hashes = tuple(int(h) for h in image_hashes(gray))
     steps = list(decoded.steps)
     ssim_value = None
-    if c.enhance == "auto":
-        policy_scores = quality.score(quality.analysis_image(img, POLICY_SIDE))
-        calls = RulePolicy().choose(policy_scores, img.mode)
+    usage: dict[str, int] = {}
+    if c.enhance == "auto" or params.policy is not None:
+        look = quality.analysis_image(img, POLICY_SIDE)
+        policy_scores = quality.score(look)
+        if params.policy is not None:
+            decision = params.policy.decide(policy_scores, img.mode, image=look)
+            usage = decision.usage.as_dict()
+            steps.append(decision.step())
+            if not decision.usable:
+                return Processed(
+                    issues=["unusable"],
+                    detail=f"the tool policy judged it unusable: {decision.reason}",
+                    usage=usage,
+                )
+            calls = list(decision.calls) if c.enhance == "auto" else []
+        else:
+            calls = RulePolicy().choose(policy_scores, img.mode)
         if calls:
             enhanced = enhance(np.asarray(img), calls, ssim_floor=c.ssim_floor)
             steps.extend(enhanced.steps)  # an undone change is recorded, with its SSIM
@@ -115,6 +145,7 @@ def process_bytes(data: bytes, params: ProcessParams) -> Processed:
         hashes=hashes,
         thumb=encode_thumb(thumbnail(gray)),
         ssim=ssim_value,
+        usage=usage,
     )
 
 
@@ -156,11 +187,14 @@ class ImageProcessingAgent:
         spec: DatasetSpec,
         executor: Executor,
         sources: dict[str, Source],
+        policy: ToolPolicy | None = None,
     ) -> None:
         self.store = store
         self.blobs = blobs
         self.licences = spec.licences
-        self.params = ProcessParams(spec.image)
+        self.params = ProcessParams(spec.image, policy)
+        #: What the tool policy's model calls cost in this process.
+        self.usage = Usage()
         self.dedupe = Deduplicator(spec.image.checks.near_duplicate_bits)
         kept = store.samples()  # every stored sample, in the order it was kept
         if kept:
@@ -197,6 +231,8 @@ class ImageProcessingAgent:
             while batch := list(itertools.islice(results, DEDUP_BATCH)):
                 near = self._near_duplicates([result for _, result in batch])
                 for (cand, result), dup in zip(batch, near, strict=True):
+                    if result.usage:
+                        self.usage.add(Usage(**result.usage))
                     record = self._record(cand, result, dup)
                     outcome = self.store.record_outcome(cand.id, round_, record)
                     if isinstance(outcome, Sample):
