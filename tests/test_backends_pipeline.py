@@ -434,3 +434,60 @@ def test_an_llm_tool_policy_runs_in_the_workers_and_can_refuse_images(
     steps = [s.provenance.steps for s in samples]
     assert all(st[0].name == "tool_policy" and st[0].params["by"] == "llm" for st in steps)
     assert all(any(p.name == "gamma" for p in st) for st in steps)
+
+
+class ScriptedEmbedder:
+    """Embeds each test image near its class's corner (a stand-in for CLIP's image tower)."""
+
+    def __init__(self, config: BackendConfig, truth: dict[str, str]) -> None:
+        self.name = "embedder"
+        self.usage = Usage()
+        self.truth = truth
+        self.classes = config.class_names
+
+    def embed(self, images: list[Image.Image]) -> np.ndarray:
+        self.usage.images += len(images)
+        rng = np.random.default_rng(len(images))
+        out = rng.normal(0, 0.3, size=(len(images), 8))
+        for i, img in enumerate(images):
+            out[i, self.classes.index(self.truth[_key(img)])] += 1.0
+        norms: np.ndarray = np.linalg.norm(out, axis=1, keepdims=True)
+        return (out / norms).astype(np.float32)
+
+
+def test_seed_labeler_learns_on_a_backends_embeddings(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    classes = (0, 1, 2)
+    seeds = digit_images(12, classes=classes)
+    from helpers import write_class_folders
+
+    write_class_folders(tmp_path / "seed", seeds)
+    pool = tmp_path / "pool"
+    pool.mkdir()
+    truth = {_key(img): label for img, label in seeds}
+    for k, (img, label) in enumerate(digit_images(15, classes=classes, offset=12)):
+        (pool / f"x{k:03d}.png").write_bytes(encode(img))
+        truth[_key(img)] = label
+    built: list[ScriptedEmbedder] = []
+
+    def factory(config: BackendConfig) -> ScriptedEmbedder:
+        built.append(ScriptedEmbedder(config, truth))
+        return built[-1]
+
+    monkeypatch.setitem(BACKENDS._items, "embedder", factory)
+    spec = DatasetSpec(
+        classes=tuple(ClassSpec(name=str(c)) for c in classes),
+        target_per_class=20,
+        image=ImageConstraints(min_side=16, color_mode="L", size=(32, 32), enhance="off"),
+        existing=str(tmp_path / "seed"),
+        sources=(SourceSpec(location=str(pool)),),
+    )
+    result = build(spec, tmp_path / "run", labelers=["seed", "embedder"])
+    assert built[0].usage.images > 36  # the seeds and the pool went through the embedder
+    new = [s for s in result.exported if s.origin == "collected"]
+    assert new
+    assert {a.labeler for s in new for a in s.annotations} == {"seed[embedder]"}
+    for s in new:
+        with Image.open(tmp_path / "run" / s.blob) as img:
+            assert truth[_key(img)] == s.label
