@@ -213,3 +213,65 @@ def test_expansion_never_copies_the_existing_set_and_moves_toward_balance(
     counts = {c: sum(s.label == c for s in result.exported) for c in ("0", "1")}
     assert counts == {"0": 30, "1": 30}
     assert cbi(counts) < before
+
+
+def test_human_review_round_trip_measures_alr_and_fixes_labels(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import json
+    import subprocess
+    import sys
+
+    pool = tmp_path / "pool"
+    pool.mkdir()
+    truth: dict[str, str] = {}
+    for k, (img, label) in enumerate(digit_images(30, classes=(0, 1, 2, 3))):
+        (pool / f"x{k:04d}.png").write_bytes(encode(img))
+        truth[_key(img)] = label
+    monkeypatch.setitem(BACKENDS._items, "flipper", lambda c: FlippingLabeler(c, truth))
+    spec = DatasetSpec(
+        classes=tuple(ClassSpec(name=c) for c in CLASSES),
+        target_per_class=40,
+        image=ImageConstraints(min_side=16, color_mode="L", enhance="off"),
+        sources=(SourceSpec(location=str(pool)),),
+    )
+    run = tmp_path / "run"
+    first = build(spec, run, labelers=["flipper"])
+    assert first.report.alr is None  # no checker of any kind: not measured, not guessed
+
+    cli = [sys.executable, "-m", "datasetagent", "review", str(run)]
+    queue = tmp_path / "queue.jsonl"
+    out = subprocess.run(
+        [*cli, "--write", str(queue), "--audit", "40"], capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stderr
+    lines = [json.loads(x) for x in queue.read_text().splitlines()]
+    assert {x["kind"] for x in lines} == {"audit"}
+    assert len(lines) == 40
+    wrong = 0
+    for x in lines:  # the person looks at each image and says what it shows
+        with Image.open(x["image"]) as img:
+            right = truth[_key(img)]
+        wrong += right != x["label"]
+        x["decision"], x["label"] = (
+            ("accept", x["label"]) if right == x["label"] else ("relabel", right)
+        )
+    queue.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    out = subprocess.run([*cli, "--apply", str(queue)], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert f"relabel {wrong}" in out.stderr
+    assert "audit of 40 accepted labels by human" in out.stderr
+    with RunStore(run / "run.db") as store:
+        report = store.reports()[-1]
+        fixed = [s for s in store.samples() if any(a.labeler == "human" for a in s.annotations)]
+    assert report.alr == pytest.approx((40 - wrong) / 40)
+    assert len(fixed) == 40
+    for s in fixed:
+        with Image.open(run / s.blob) as img:
+            assert s.label == truth[_key(img)]
+
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text(json.dumps({**lines[0], "decision": "maybe"}) + "\n")
+    out = subprocess.run([*cli, "--apply", str(broken)], capture_output=True, text=True)
+    assert out.returncode == 2
+    assert f"{broken}:1: decision 'maybe' is not one of" in out.stderr

@@ -488,6 +488,77 @@ def scan(
         err.print(f"skipped {len(skipped)} symbolic link(s) pointing out of {path}")
 
 
+def _open_image(path: Path) -> Any:
+    from PIL import Image
+
+    with Image.open(path) as img:
+        img.load()
+        return img
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option(
+    "--write",
+    "write_to",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write the review queue and an audit sample here (JSON lines) to fill in.",
+)
+@click.option(
+    "--apply",
+    "apply_from",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Apply a filled-in queue: each line's decision accept, relabel (with label) or reject.",
+)
+@click.option("--audit", "audit_size", type=click.IntRange(0), default=100, show_default=True)
+@handle_errors
+def review(run_dir: Path, write_to: Path | None, apply_from: Path | None, audit_size: int) -> None:
+    """Human review of a run: held-back samples and a random audit of accepted labels.
+
+    Fill in the written file's "decision" fields, apply it, then export again; the audit
+    measures ALR directly."""
+    from datasetagent.agents.review import apply_decisions, write_queue
+    from datasetagent.agents.supervision import SupervisionAgent
+    from datasetagent.agents.verification import Verification
+    from datasetagent.store import BlobStore, RunStore
+
+    if (write_to is None) == (apply_from is None):
+        raise UsageError("give one of --write FILE or --apply FILE")
+    db = run_dir / "run.db"
+    if not db.exists():
+        raise UsageError(f"{run_dir} holds no run (no run.db); run datasetagent build first")
+    with RunStore(db) as store:
+        spec = store.load_spec()
+        if spec is None:
+            raise UsageError(f"{run_dir} holds no spec")
+        blobs = BlobStore(run_dir)
+        if write_to is not None:
+            counts = write_queue(store, spec, blobs, write_to, audit_size)
+            err.print(
+                f"wrote {counts['review']} held-back samples and {counts['audit']} to audit "
+                f"to {write_to}; set each decision, then: datasetagent review {run_dir} "
+                f"--apply {write_to}"
+            )
+            return
+        assert apply_from is not None
+        counts = apply_decisions(store, spec, apply_from)
+        reports = store.reports()
+        if reports:  # the last round's report, measured again with the decisions
+            last = reports[-1]
+            verification = Verification(store, spec, lambda s: _open_image(blobs.path(s.blob)))
+            fresh = SupervisionAgent(store, spec, verification).assess(last.round)
+            store.save_report(
+                fresh.model_copy(update={"verdict": last.verdict, "reason": last.reason})
+            )
+            if fresh.alr is not None and fresh.alr_interval is not None:
+                lo, hi = fresh.alr_interval
+                err.print(
+                    f"ALR {fresh.alr:.3f} (95% interval {lo:.3f}-{hi:.3f}): {fresh.alr_method}"
+                )
+    decided = ", ".join(f"{k} {v}" for k, v in counts.items())
+    err.print(f"applied: {decided}; export again with datasetagent export {run_dir} -o DIR")
+
+
 @main.command()
 @click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--format", "fmt", default="imagefolder", show_default=True)

@@ -199,8 +199,10 @@ class Verification:
     # -- ALR -----------------------------------------------------------------------------------
     def alr(self, exported: Sequence[Sample]) -> ALR | None:
         """The label reliability of the new samples in ``exported`` (see the module doc)."""
-        new = {s.id: s.label for s in exported if s.origin != "existing"}
-        audits = [a for a in self.store.audits("audit") if new.get(a.sample_id) == a.label]
+        # audited labels as they were made: one a person corrected since still counts as
+        # wrong, so the estimate stays conservative for the (better) dataset exported now
+        new = {s.id for s in exported if s.origin != "existing"}
+        audits = [a for a in self.store.audits("audit") if a.sample_id in new]
         if audits:
             ok = sum(a.agree for a in audits)
             names = ", ".join(sorted({a.checker for a in audits}))
