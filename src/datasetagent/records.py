@@ -5,6 +5,7 @@ Records are immutable; derive a changed one with ``model_copy(update=...)``.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -84,6 +85,18 @@ class Mask(_Annotation):
 
 Annotation = Annotated[ClassLabel | Box | Mask, Field(discriminator="kind")]
 
+
+def main_label(annotations: Iterable[ClassLabel | Box | Mask]) -> str | None:
+    """The class label among ``annotations``; for boxes and masks the most frequent class
+    (first seen on ties); None when there are none."""
+    counts: dict[str, int] = {}
+    for ann in annotations:
+        if isinstance(ann, ClassLabel):
+            return ann.label
+        counts[ann.label] = counts.get(ann.label, 0) + 1
+    return max(counts, key=lambda k: counts[k]) if counts else None
+
+
 SampleStatus = Literal["processed", "labelled", "review", "rejected"]
 SampleOrigin = Literal["existing", "collected"]
 
@@ -121,12 +134,7 @@ class Sample(_Record):
     def label(self) -> str | None:
         """The class of a classification sample; for boxes and masks the most frequent class
         (first seen on ties), which files the image under one class for balancing."""
-        counts: dict[str, int] = {}
-        for ann in self.annotations:
-            if isinstance(ann, ClassLabel):
-                return ann.label
-            counts[ann.label] = counts.get(ann.label, 0) + 1
-        return max(counts, key=lambda k: counts[k]) if counts else None
+        return main_label(self.annotations)
 
     @property
     def confidence(self) -> float | None:

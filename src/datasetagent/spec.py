@@ -26,7 +26,9 @@ _BOXES: frozenset[TaskKind] = frozenset({"detection", "segmentation"})
 #: Which tasks each export format can hold (YOLO classification reads the imagefolder layout).
 FORMAT_TASKS: dict[str, frozenset[TaskKind]] = {
     "imagefolder": frozenset({"classification"}),
+    "csv": frozenset({"classification"}),
     "coco": _BOXES,
+    "coco-polygons": frozenset({"segmentation"}),
     "yolo": _BOXES,
     "voc": _BOXES,
     "hf": _BOXES | {"classification"},

@@ -1,7 +1,14 @@
 """Exporters, looked up by format name in ``EXPORTERS``.
 
-An exporter is a context manager: ``open()`` prepares the folder, ``write(sample, image)`` adds
-one sample, ``close()`` finishes (manifest, data card). ``export_run`` drives one.
+An exporter is a context manager: entering prepares the folder, ``write(sample, image)`` adds
+one sample, exiting finishes (joins part files, writes indexes). ``export_samples`` drives one
+inside a temporary folder that is renamed into place at the end, so a failed export leaves
+nothing half-written; it also writes what every format gets: ``manifest.jsonl``, the data card
+(``README.md``), ``ATTRIBUTION.md`` and ``LICENSES.md``.
+
+Before an exporter sees a sample, its boxes are clipped to the image and the annotations no
+format can hold (degenerate boxes, empty masks, masks of another size) are dropped with their
+reason (``export.prepare``).
 """
 
 from __future__ import annotations
@@ -13,6 +20,7 @@ from pathlib import Path
 from typing import Protocol
 
 from datasetagent.errors import ExportError
+from datasetagent.export.prepare import Dropped, ExportStats, prepare
 from datasetagent.records import QualityReport, Sample
 from datasetagent.registry import Registry
 from datasetagent.spec import DatasetSpec
@@ -36,7 +44,14 @@ EXPORTERS: Registry[ExporterFactory] = Registry("export format", "datasetagent.e
 
 
 def _load_builtins() -> None:
-    from datasetagent.export import coco, imagefolder  # noqa: F401  (register themselves)
+    from datasetagent.export import (  # noqa: F401  (register themselves)
+        coco,
+        csvfile,
+        hf,
+        imagefolder,
+        voc,
+        yolo,
+    )
 
 
 def exporter_for(fmt: str, out: Path, spec: DatasetSpec) -> Exporter:
@@ -49,19 +64,28 @@ def known_formats() -> list[str]:
     return EXPORTERS.names()
 
 
-def manifest_line(sample: Sample, file: str) -> str:
-    return json.dumps(
-        {
-            "id": sample.id,
-            "split": sample.split,
-            "file": file,
-            "width": sample.width,
-            "height": sample.height,
-            "labels": [a.model_dump(mode="json") for a in sample.annotations],
-            "provenance": sample.provenance.model_dump(mode="json"),
-        },
-        ensure_ascii=False,
-    )
+def copy_image(out: Path, folder: Path, sample: Sample, image: Path) -> Path:
+    """Copy ``image`` to ``out/folder/<id>.<ext>``; returns the path relative to ``out``."""
+    rel = folder / f"{sample.id[:16]}{image.suffix}"
+    dest = out / rel
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(image, dest)
+    return rel
+
+
+def manifest_line(sample: Sample, file: str, dropped: Sequence[Dropped] = ()) -> str:
+    record = {
+        "id": sample.id,
+        "split": sample.split,
+        "file": file,
+        "width": sample.width,
+        "height": sample.height,
+        "labels": [a.model_dump(mode="json") for a in sample.annotations],
+        "provenance": sample.provenance.model_dump(mode="json"),
+    }
+    if dropped:
+        record["dropped"] = [d.as_json() for d in dropped]
+    return json.dumps(record, ensure_ascii=False)
 
 
 def export_samples(
@@ -73,27 +97,38 @@ def export_samples(
     report: QualityReport | None,
 ) -> Path:
     """Write ``samples`` (each with a split) as ``fmt`` into ``out``, replacing it atomically."""
+    from datasetagent.export.attribution import AttributionWriter
     from datasetagent.export.datacard import render_datacard
 
     if any(s.split is None for s in samples):
         raise ExportError("every exported sample needs a split; run the split stage first")
     tmp = out.with_name(f".{out.name}.partial")
     shutil.rmtree(tmp, ignore_errors=True)
+    stats = ExportStats()
+    classes = frozenset(spec.class_names)
     try:
         tmp.mkdir(parents=True)
+        exporter = exporter_for(fmt, tmp, spec)
         with (
-            exporter_for(fmt, tmp, spec) as exporter,
+            exporter,
             (tmp / "manifest.jsonl").open("w", encoding="utf-8") as manifest,
+            AttributionWriter(tmp) as attribution,
         ):
-            for sample in samples:
-                file = exporter.write(sample, image_path(sample))
-                manifest.write(manifest_line(sample, file) + "\n")
-        (tmp / "README.md").write_text(
-            render_datacard(spec, samples, report, fmt), encoding="utf-8"
-        )
+            for original in samples:
+                sample, dropped = prepare(original, stats, classes)
+                file = exporter.write(sample, image_path(original))
+                manifest.write(manifest_line(sample, file, dropped) + "\n")
+                attribution.add(sample, file)
+        stats.notes.update(getattr(exporter, "notes", {}))
+        header: Callable[[], str] | None = getattr(exporter, "card_header", None)
+        card = render_datacard(spec, samples, report, fmt, stats)
+        (tmp / "README.md").write_text((header() if header else "") + card, encoding="utf-8")
     except OSError as exc:
         shutil.rmtree(tmp, ignore_errors=True)
         raise ExportError(f"cannot write {fmt} export to {out}: {exc}") from None
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     if out.exists():
         shutil.rmtree(out)
     tmp.rename(out)

@@ -1,6 +1,7 @@
 """COCO: ``images/SPLIT/IMAGE`` and ``annotations/instances_SPLIT.json``, for detection and
 segmentation (boxes, and masks as RLE), read by pycocotools, Detectron2, MMDetection and
-``supervision``.
+``supervision``. ``coco-polygons`` writes each mask as polygons where they rasterise back to
+exactly its pixels, and as RLE where they cannot (holes).
 
 Entries are streamed to part files while samples are written and joined into each split's JSON
 at the end, so memory does not grow with the number of annotations. Each image names its real
@@ -11,28 +12,20 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections import Counter
 from pathlib import Path
 from typing import IO, Any
 
 from datasetagent.errors import ExportError
-from datasetagent.export import EXPORTERS
+from datasetagent.export import EXPORTERS, copy_image
+from datasetagent.export.attribution import LICENCE_URLS
 from datasetagent.records import Box, Mask, Sample
 from datasetagent.spec import DatasetSpec
 
-#: Where each licence's text lives, for the ``licenses`` entries.
-LICENCE_URLS = {
-    "CC0-1.0": "https://creativecommons.org/publicdomain/zero/1.0/",
-    "CC-BY-4.0": "https://creativecommons.org/licenses/by/4.0/",
-    "CC-BY-SA-4.0": "https://creativecommons.org/licenses/by-sa/4.0/",
-    "CC-BY-2.0": "https://creativecommons.org/licenses/by/2.0/",
-    "CC-BY-SA-2.0": "https://creativecommons.org/licenses/by-sa/2.0/",
-    "CC-BY-NC-4.0": "https://creativecommons.org/licenses/by-nc/4.0/",
-    "PDM-1.0": "https://creativecommons.org/publicdomain/mark/1.0/",
-}
 
-
-def coco_annotation(ann: Box | Mask) -> dict[str, Any]:
-    """The COCO fields of one box or mask (without ids)."""
+def coco_annotation(ann: Box | Mask, *, polygons: bool = False) -> dict[str, Any]:
+    """The COCO fields of one box or mask (without ids); with ``polygons``, a mask whose
+    polygons rasterise back to it exactly is given as polygons."""
     if isinstance(ann, Box):
         return {
             "bbox": [ann.x, ann.y, ann.w, ann.h],
@@ -42,17 +35,34 @@ def coco_annotation(ann: Box | Mask) -> dict[str, Any]:
         }
     from datasetagent.tools.masks import rle_area, rle_bbox  # pycocotools, loaded when used
 
+    segmentation: Any = {"size": list(ann.rle.size), "counts": ann.rle.counts}
+    if polygons:
+        segmentation = exact_polygons(ann) or segmentation
     return {
         "bbox": list(rle_bbox(ann.rle)),
         "area": float(rle_area(ann.rle)),
-        "segmentation": {"size": list(ann.rle.size), "counts": ann.rle.counts},
+        "segmentation": segmentation,
         "iscrowd": 0,
     }
+
+
+def exact_polygons(ann: Mask) -> list[list[float]] | None:
+    """The mask's outlines as COCO polygons when they rasterise back to exactly its pixels."""
+    from datasetagent.tools.masks import mask_to_polygons, polygons_to_rle, rle_to_mask
+
+    mask = rle_to_mask(ann.rle)
+    polys = mask_to_polygons(mask)
+    height, width = ann.rle.size
+    if not polys or polygons_to_rle(polys, height, width) != ann.rle:
+        return None
+    return polys
 
 
 @EXPORTERS.register("coco")
 class CocoExporter:
     format = "coco"
+
+    polygons = False
 
     def __init__(self, out: Path, spec: DatasetSpec) -> None:
         if spec.task == "classification":
@@ -67,6 +77,7 @@ class CocoExporter:
         self._files: dict[tuple[str, str], IO[str]] = {}
         self._image_id = 0
         self._ann_id = 0
+        self.notes: Counter[str] = Counter()
 
     def __enter__(self) -> CocoExporter:
         self.parts.mkdir(parents=True, exist_ok=True)
@@ -81,10 +92,7 @@ class CocoExporter:
     def write(self, sample: Sample, image: Path) -> str:
         if sample.split is None:
             raise ExportError(f"sample {sample.id[:12]} has no split")
-        rel = Path("images") / sample.split / f"{sample.id[:16]}{image.suffix}"
-        dest = self.out / rel
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(image, dest)
+        rel = copy_image(self.out, Path("images") / sample.split, sample, image)
         self._image_id += 1
         prov = sample.provenance
         licence = self.licences.setdefault(prov.licence, len(self.licences) + 1)
@@ -104,11 +112,19 @@ class CocoExporter:
             if not isinstance(ann, Box | Mask) or ann.label not in self.category:
                 continue
             self._ann_id += 1
+            fields = coco_annotation(ann, polygons=self.polygons)
+            if self.polygons and isinstance(ann, Mask) and isinstance(fields["segmentation"], dict):
+                self.notes["masks kept as RLE: polygons cannot hold their holes"] += 1
+            if isinstance(ann, Box) and self.spec.task == "segmentation":
+                # every COCO reader of a segmentation set decodes every object's segmentation
+                x0, y0, x1, y1 = ann.x, ann.y, ann.x + ann.w, ann.y + ann.h
+                fields["segmentation"] = [[x0, y0, x1, y0, x1, y1, x0, y1]]
+                self.notes["objects with a box and no mask (box rectangles as polygons)"] += 1
             record = {
                 "id": self._ann_id,
                 "image_id": self._image_id,
                 "category_id": self.category[ann.label],
-                **coco_annotation(ann),
+                **fields,
                 "confidence": ann.confidence,
                 "labeler": ann.labeler,
             }
@@ -153,3 +169,11 @@ class CocoExporter:
                             out.write(("," if n else "") + line.rstrip("\n"))
                 out.write("]")
             out.write("}")
+
+
+@EXPORTERS.register("coco-polygons")
+class CocoPolygonExporter(CocoExporter):
+    """COCO with masks as polygons (RLE where a mask has holes)."""
+
+    format = "coco-polygons"
+    polygons = True

@@ -6,6 +6,7 @@ from collections import Counter
 from collections.abc import Sequence
 
 from datasetagent import __version__
+from datasetagent.export.prepare import ExportStats
 from datasetagent.records import QualityReport, Sample
 from datasetagent.spec import SPLIT_NAMES, DatasetSpec
 
@@ -16,8 +17,39 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> list[str]
     return lines
 
 
+def _objects(spec: DatasetSpec, stats: ExportStats) -> list[str]:
+    """Objects per split and class, what was dropped and why, and what the format changed."""
+    lines: list[str] = []
+    if spec.task != "classification":
+        lines += ["", "## Objects per split and class", ""]
+        rows = []
+        for c in spec.classes:
+            per_split = [stats.objects[sp, c.name] for sp in SPLIT_NAMES]
+            rows.append([c.name, *per_split, sum(per_split)])
+        lines += _table(["class", *SPLIT_NAMES, "total"], rows)
+    lines += ["", "## Annotations left out or changed", ""]
+    if stats.dropped:
+        lines += [
+            "Dropped, never exported (each listed under `dropped` in `manifest.jsonl`):",
+            "",
+            *_table(["reason", "annotations"], sorted(stats.dropped.items())),
+            "",
+        ]
+    else:
+        lines.append("* No annotation was dropped.")
+    if stats.clipped:
+        lines.append(f"* Boxes clipped to their image: {stats.clipped}")
+    for note, n in sorted(stats.notes.items()):
+        lines.append(f"* {note}: {n}")
+    return lines
+
+
 def render_datacard(
-    spec: DatasetSpec, samples: Sequence[Sample], report: QualityReport | None, fmt: str
+    spec: DatasetSpec,
+    samples: Sequence[Sample],
+    report: QualityReport | None,
+    fmt: str,
+    stats: ExportStats | None = None,
 ) -> str:
     per = Counter((s.split, s.label) for s in samples)
     lines = [
@@ -75,6 +107,8 @@ def render_datacard(
                 f"* Objects per class: {objects}; per image {report.boxes_per_image or 0:.2f}; "
                 f"by size: {sizes}"
             )
+    if stats is not None:
+        lines += _objects(spec, stats)
     labelers = Counter(a.labeler for s in samples for a in s.annotations)
     lines += ["", "## How labels were made", ""]
     lines += _table(["labeler", "images"], sorted(labelers.items()))
@@ -91,7 +125,13 @@ def render_datacard(
     lines += [
         "",
         "Every image's original location, licence, creator and processing steps are in "
-        "`manifest.jsonl`.",
+        "`manifest.jsonl` and `ATTRIBUTION.md`; `LICENSES.md` says what each licence asks.",
+        "",
+        "## The spec it was built from",
+        "",
+        "```yaml",
+        spec.to_yaml().rstrip("\n"),
+        "```",
         "",
     ]
     return "\n".join(lines)

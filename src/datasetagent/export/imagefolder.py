@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 from datasetagent.errors import ExportError
-from datasetagent.export import EXPORTERS
+from datasetagent.export import EXPORTERS, copy_image
 from datasetagent.records import Sample
 from datasetagent.spec import DatasetSpec
 
@@ -33,8 +32,4 @@ class ImageFolderExporter:
     def write(self, sample: Sample, image: Path) -> str:
         if sample.label is None or sample.split is None:
             raise ExportError(f"sample {sample.id[:12]} has no label or split")
-        rel = Path(sample.split) / sample.label / f"{sample.id[:16]}{image.suffix}"
-        dest = self.out / rel
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(image, dest)
-        return rel.as_posix()
+        return copy_image(self.out, Path(sample.split) / sample.label, sample, image).as_posix()

@@ -90,3 +90,25 @@ def polygons_to_rle(polygons: list[Polygon], height: int, width: int) -> RLE:
     counts = merged["counts"]
     text = counts.decode("ascii") if isinstance(counts, bytes) else str(counts)
     return RLE(size=(height, width), counts=text)
+
+
+def join_polygons(polygons: list[Polygon]) -> Polygon:
+    """One polygon for the union of ``polygons`` (outlines of separate parts), for formats that
+    give an object a single polygon (YOLO segmentation).
+
+    Every other part hangs off the first part's first vertex by a bridge walked there and back,
+    which encloses nothing: pycocotools rasterises the joined polygon to the same pixels as the
+    parts (Ultralytics joins parts the same way).
+    """
+    usable = [np.asarray(p, dtype=np.float64).reshape(-1, 2) for p in polygons if len(p) >= 6]
+    if not usable:
+        return []
+    anchor = usable[0][:1]
+    pieces = [usable[0]]
+    for part in usable[1:]:
+        nearest = int(((part - anchor) ** 2).sum(axis=1).argmin())
+        loop = np.roll(part, -nearest, axis=0)
+        pieces += [anchor, loop, loop[:1]]
+    if len(usable) > 1:
+        pieces.append(anchor)
+    return [float(v) for v in np.concatenate(pieces).ravel()]

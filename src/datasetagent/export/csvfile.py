@@ -1,0 +1,65 @@
+"""CSV manifest (classification): ``images/SPLIT/IMAGE`` and one ``labels.csv``.
+
+``labels.csv`` has a header and one row per image: ``file`` (relative to the export folder),
+``label``, ``split``, ``width``, ``height``, then the image's ``source``, ``creator`` and
+``licence``. pandas, Keras' ``flow_from_dataframe`` and spreadsheets read it as it is.
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from typing import IO, Any
+
+from datasetagent.errors import ExportError
+from datasetagent.export import EXPORTERS, copy_image
+from datasetagent.records import Sample
+from datasetagent.spec import DatasetSpec
+
+#: The columns of ``labels.csv``, in order.
+COLUMNS = ("file", "label", "split", "width", "height", "source", "creator", "licence")
+LABELS_FILE = "labels.csv"
+
+
+@EXPORTERS.register("csv")
+class CsvExporter:
+    format = "csv"
+
+    def __init__(self, out: Path, spec: DatasetSpec) -> None:
+        if spec.task != "classification":
+            raise ExportError(
+                f"csv holds one class label per image, not {spec.task}; "
+                "use --format coco, yolo, voc or hf"
+            )
+        self.out = out
+        self._file: IO[str] | None = None
+        self._rows: Any = None
+
+    def __enter__(self) -> CsvExporter:
+        self._file = (self.out / LABELS_FILE).open("w", encoding="utf-8", newline="")
+        self._rows = csv.writer(self._file)
+        self._rows.writerow(COLUMNS)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._file is not None:
+            self._file.close()
+
+    def write(self, sample: Sample, image: Path) -> str:
+        if sample.label is None or sample.split is None:
+            raise ExportError(f"sample {sample.id[:12]} has no label or split")
+        rel = copy_image(self.out, Path("images") / sample.split, sample, image).as_posix()
+        prov = sample.provenance
+        self._rows.writerow(
+            (
+                rel,
+                sample.label,
+                sample.split,
+                sample.width,
+                sample.height,
+                prov.location,
+                prov.creator or "",
+                prov.licence,
+            )
+        )
+        return rel

@@ -1,0 +1,175 @@
+"""Pascal VOC: ``JPEGImages/IMAGE``, ``Annotations/STEM.xml``, ``ImageSets/Main/SPLIT.txt``;
+for segmentation also ``SegmentationClass/STEM.png``, ``SegmentationObject/STEM.png`` and
+``ImageSets/Segmentation/SPLIT.txt``. ``labelmap.txt`` lists the classes with their colours.
+
+Boxes follow the VOC devkit: 1-based inclusive pixel indices (``tools.boxes.xywh_to_voc``);
+fractional coordinates are written as decimals, which the devkit's readers and ``supervision``
+accept. The segmentation PNGs are palette images with the VOC colour map: in
+``SegmentationClass`` a pixel holds its class index + 1 (0 is background), in
+``SegmentationObject`` the 1-based index of its object in the XML. A pixel holds one object:
+where masks overlap the later object keeps it, and the data card counts such masks.
+Images keep their own format (a PNG stays a PNG) under ``JPEGImages``.
+"""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from collections import Counter
+from pathlib import Path
+from typing import IO
+
+import numpy as np
+from PIL import Image
+
+from datasetagent.errors import ExportError
+from datasetagent.export import EXPORTERS, copy_image
+from datasetagent.records import Box, Mask, Sample
+from datasetagent.spec import DatasetSpec
+from datasetagent.tools.boxes import XYWH, format_px, xywh_to_voc
+
+#: Palette indices 1..254 hold classes or objects; 255 is VOC's "void" border.
+MAX_INDEX = 254
+OVERLAP_NOTE = "masks partly covered by a later object in the VOC PNGs"
+
+
+def voc_palette() -> list[int]:
+    """The VOC colour map (256 RGB entries, flat), as the devkit's ``labelcolormap`` makes it."""
+    palette: list[int] = []
+    for i in range(256):
+        r = g = b = 0
+        c = i
+        for j in range(8):
+            r |= ((c >> 0) & 1) << (7 - j)
+            g |= ((c >> 1) & 1) << (7 - j)
+            b |= ((c >> 2) & 1) << (7 - j)
+            c >>= 3
+        palette += [r, g, b]
+    return palette
+
+
+def _text(parent: ET.Element, tag: str, value: object) -> ET.Element:
+    el = ET.SubElement(parent, tag)
+    el.text = str(value)
+    return el
+
+
+def _depth(mode: str) -> int:
+    return {"1": 1, "L": 1, "I": 1, "I;16": 1, "LA": 2, "RGBA": 4}.get(mode, 3)
+
+
+def annotation_xml(sample: Sample, file_name: str, objects: list[tuple[str, XYWH]]) -> bytes:
+    """The VOC XML of one image with ``objects`` as (class, pixel box)."""
+    root = ET.Element("annotation")
+    _text(root, "folder", "JPEGImages")
+    _text(root, "filename", file_name)
+    source = ET.SubElement(root, "source")
+    _text(source, "database", "datasetagent")
+    _text(source, "image", sample.provenance.location)
+    if sample.provenance.creator:
+        _text(ET.SubElement(root, "owner"), "name", sample.provenance.creator)
+    size = ET.SubElement(root, "size")
+    _text(size, "width", sample.width)
+    _text(size, "height", sample.height)
+    _text(size, "depth", _depth(sample.mode))
+    _text(root, "segmented", int(any(isinstance(a, Mask) for a in sample.annotations)))
+    for label, box in objects:
+        obj = ET.SubElement(root, "object")
+        _text(obj, "name", label)
+        _text(obj, "pose", "Unspecified")
+        _text(obj, "truncated", 0)
+        _text(obj, "difficult", 0)
+        bndbox = ET.SubElement(obj, "bndbox")
+        for tag, v in zip(("xmin", "ymin", "xmax", "ymax"), xywh_to_voc(box), strict=True):
+            _text(bndbox, tag, format_px(v))
+    ET.indent(root)
+    return bytes(ET.tostring(root, encoding="utf-8", xml_declaration=False)) + b"\n"
+
+
+@EXPORTERS.register("voc")
+class VocExporter:
+    format = "voc"
+
+    def __init__(self, out: Path, spec: DatasetSpec) -> None:
+        if spec.task == "classification":
+            raise ExportError(
+                "voc holds boxes and masks, not classification labels; use --format imagefolder"
+            )
+        if spec.task == "segmentation" and len(spec.classes) > MAX_INDEX:
+            raise ExportError(
+                f"VOC segmentation PNGs hold at most {MAX_INDEX} classes, the spec has "
+                f"{len(spec.classes)}; use --format coco"
+            )
+        self.out = out
+        self.spec = spec
+        self.index = {name: i + 1 for i, name in enumerate(spec.class_names)}
+        self.palette = voc_palette()
+        self.notes: Counter[str] = Counter()
+        self._sets: dict[tuple[str, str], IO[str]] = {}
+
+    def __enter__(self) -> VocExporter:
+        return self
+
+    def _set(self, kind: str, split: str) -> IO[str]:
+        key = (kind, split)
+        if key not in self._sets:
+            path = self.out / "ImageSets" / kind / f"{split}.txt"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._sets[key] = path.open("w", encoding="utf-8")
+        return self._sets[key]
+
+    def write(self, sample: Sample, image: Path) -> str:
+        from datasetagent.tools.masks import rle_bbox  # pycocotools, loaded when used
+
+        if sample.split is None:
+            raise ExportError(f"sample {sample.id[:12]} has no split")
+        rel = copy_image(self.out, Path("JPEGImages"), sample, image)
+        objects: list[tuple[str, XYWH]] = []
+        for ann in sample.annotations:
+            if isinstance(ann, Box):
+                objects.append((ann.label, (ann.x, ann.y, ann.w, ann.h)))
+            elif isinstance(ann, Mask):
+                objects.append((ann.label, rle_bbox(ann.rle)))
+        xml = annotation_xml(sample, rel.name, objects)
+        (self.out / "Annotations").mkdir(exist_ok=True)
+        (self.out / "Annotations" / f"{rel.stem}.xml").write_bytes(xml)
+        self._set("Main", sample.split).write(f"{rel.stem}\n")
+        if self.spec.task == "segmentation":
+            self._write_pngs(sample, rel.stem)
+            self._set("Segmentation", sample.split).write(f"{rel.stem}\n")
+        return rel.as_posix()
+
+    def _write_pngs(self, sample: Sample, stem: str) -> None:
+        from datasetagent.tools.masks import rle_to_mask
+
+        objects = [a for a in sample.annotations if isinstance(a, Box | Mask)]
+        if len(objects) > MAX_INDEX:
+            raise ExportError(
+                f"image {sample.id[:12]} has {len(objects)} objects; VOC object PNGs hold at "
+                f"most {MAX_INDEX}; use --format coco"
+            )
+        classes = np.zeros((sample.height, sample.width), dtype=np.uint8)
+        instances = np.zeros_like(classes)
+        for k, ann in enumerate(objects, start=1):
+            if not isinstance(ann, Mask):
+                continue  # a box without a mask: an object of the XML with no pixels
+            mask = rle_to_mask(ann.rle)
+            if instances[mask].any():
+                self.notes[OVERLAP_NOTE] += len(np.unique(instances[mask & (instances > 0)]))
+            classes[mask] = self.index[ann.label]
+            instances[mask] = k
+        for folder, arr in (("SegmentationClass", classes), ("SegmentationObject", instances)):
+            img = Image.fromarray(arr)
+            img.putpalette(self.palette)  # an L image with a palette becomes a P image
+            (self.out / folder).mkdir(exist_ok=True)
+            img.save(self.out / folder / f"{stem}.png", optimize=False)
+
+    def __exit__(self, *exc: object) -> None:
+        for f in self._sets.values():
+            f.close()
+        if exc and exc[0] is not None:
+            return
+        colours = self.palette
+        lines = ["# label:color_rgb:parts:actions", "background:0,0,0::"]
+        for name, i in self.index.items():
+            lines.append(f"{name}:{colours[3 * i]},{colours[3 * i + 1]},{colours[3 * i + 2]}::")
+        (self.out / "labelmap.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
