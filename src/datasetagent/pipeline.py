@@ -46,7 +46,7 @@ from datasetagent.models.seed import SeedClassifier
 from datasetagent.records import QualityReport, Sample
 from datasetagent.runtime.local import LocalExecutor
 from datasetagent.sources import Source, open_source
-from datasetagent.sources.existing import ImageFolderDataset
+from datasetagent.sources.existing import ExistingDataset, open_existing
 from datasetagent.spec import DatasetSpec
 from datasetagent.store import BlobStore, RunStore
 
@@ -179,7 +179,7 @@ class Pipeline:
         self._usage_base: dict[str, dict[str, int]] | None = None
         self._opened: list[Source] = []
         self._sources: dict[str, Source] = {}
-        self._existing: ImageFolderDataset | None = None
+        self._existing: ExistingDataset | None = None
 
     # -- the state machine ---------------------------------------------------------------------
     def _stage(self, round_: int, name: str) -> bool:
@@ -224,7 +224,7 @@ class Pipeline:
 
     def _open_sources(self) -> None:
         if self.spec.existing:
-            self._existing = ImageFolderDataset(self.spec.existing)
+            self._existing = open_existing(self.spec.existing)
             self._sources[self._existing.kind] = self._existing
         self._opened = [open_source(src, self.spec) for src in self.spec.sources]
         for source in self._opened:
@@ -381,7 +381,11 @@ class Pipeline:
             counts = processing.run_round(0, self.reporter.advance)
             self._finish(0, "process", _describe(counts))
         if self._stage(0, "label"):
-            counts = DataLabelAgent(self.store, self.blobs, self.spec, None).run_round(0)
+            existing, task = self._existing, self.spec.task
+            agent = DataLabelAgent(
+                self.store, self.blobs, self.spec, None, imported=lambda s: existing.apply(s, task)
+            )
+            counts = agent.run_round(0)
             self._finish(0, "label", _describe(counts))
 
     def _fit_classifier(self) -> ImageClassifier | None:
@@ -508,7 +512,7 @@ class Pipeline:
 def final_samples(store: RunStore, spec: DatasetSpec) -> list[Sample]:
     """The samples of the finished dataset, each with its split (deterministic)."""
     chosen = select_for_export(store.samples(status=["labelled"]), spec.targets())
-    return assign_splits(chosen, spec.splits)
+    return assign_splits(chosen, spec.splits, near_bits=spec.image.checks.near_duplicate_bits)
 
 
 def known_labelers() -> list[str]:
@@ -531,7 +535,7 @@ def check_spec(spec: DatasetSpec, labelers: Sequence[str] | None) -> None:
             f"unknown export format {unknown[0]!r}; known: {', '.join(known_formats())}"
         )
     if spec.existing:
-        ImageFolderDataset(spec.existing)
+        open_existing(spec.existing)
     for src in spec.sources:
         open_source(src, spec)
 

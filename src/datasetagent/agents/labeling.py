@@ -24,7 +24,7 @@ Uncertain samples go to review or are rejected, as ``quality.uncertain`` says; t
 forced into a class. Where two or more labelers ran, their agreement (share of them that agree
 with the result, or share of merged boxes every detector found) is stored in
 ``scores["agreement"]`` for the Supervision agent. Samples of an existing dataset keep the
-label of their class folder (``existing``).
+label of their class folder (``existing``), or the boxes and masks the dataset gives them.
 """
 
 from __future__ import annotations
@@ -184,12 +184,15 @@ class DataLabelAgent:
         labelers: LabelerSet | None = None,
         *,
         batch_size: int = BATCH,
+        imported: Callable[[Sample], Sample] | None = None,
     ) -> None:
         self.store = store
         self.blobs = blobs
         self.spec = spec
         self.labelers = labelers or LabelerSet()
         self.batch_size = batch_size
+        #: Gives an existing dataset's sample the labels (and source) the dataset has for it.
+        self.imported = imported
 
     def load(self, sample: Sample) -> Image.Image:
         with Image.open(self.blobs.path(sample.blob)) as img:
@@ -229,6 +232,9 @@ class DataLabelAgent:
         return self._label(self._load_batch(samples))
 
     def _label(self, batch: _Batch) -> list[Sample]:
+        if self.imported is not None:
+            apply = self.imported
+            batch.samples = [apply(s) if s.origin == "existing" else s for s in batch.samples]
         if self.spec.task == "classification":
             return self._classify(batch)
         return self._locate(batch)
@@ -304,8 +310,8 @@ class DataLabelAgent:
                 masks = {s.id: list(ms) for s, ms in zip(todo, out, strict=True)}
         out_samples = []
         for s in batch.samples:
-            if s.origin == "existing":
-                out_samples.append(self._with(s, s.annotations, []))
+            if s.origin == "existing":  # imported labels, with any reason to review them
+                out_samples.append(self._with(s, s.annotations, list(s.review_reasons)))
             else:
                 out_samples.append(self._locate_one(s, merged[s.id], masks.get(s.id)))
         return out_samples

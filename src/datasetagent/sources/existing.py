@@ -1,105 +1,187 @@
-"""An existing labelled dataset in ImageFolder layout, to be expanded.
+"""An existing labelled dataset to expand, in any format we export (``open_existing``).
 
-Accepted layouts: ``ROOT/CLASS/*`` or ``ROOT/SPLIT/CLASS/*`` with SPLIT among train, val
-(also ``valid``, ``validation``) and test.
+The format is told from the folder's layout (``sources.formats.detect_format``): YOLO
+(``data.yaml``), COCO (``annotations/*.json``), Pascal VOC (``Annotations/``), Hugging Face
+Parquet (``data/*.parquet``), CSV (``labels.csv``), else ImageFolder (``CLASS/*`` or
+``SPLIT/CLASS/*`` with SPLIT among train, val (also ``valid``, ``validation``) and test).
+
+The whole dataset is parsed when it is opened, so a malformed file stops the build before any
+of it is imported. Its images become candidates of origin ``existing`` that keep their split;
+``apply`` gives a processed sample the labels the dataset has for it.
 """
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from PIL import Image
 
 from datasetagent.errors import UsageError
-from datasetagent.sources.files import image_files
+from datasetagent.records import Box, Mask, Sample
+from datasetagent.sources.formats import (
+    SPLIT_ALIASES,
+    Imported,
+    ImportedImage,
+    read_dataset,
+)
 from datasetagent.sources.local import read_file
-from datasetagent.spec import USER_SUPPLIED, ColorMode, DatasetProfile, SplitName
+from datasetagent.spec import USER_SUPPLIED, ColorMode, DatasetProfile, TaskKind
 from datasetagent.store import Candidate
 
-SPLIT_ALIASES: dict[str, SplitName] = {
-    "train": "train",
-    "training": "train",
-    "val": "val",
-    "valid": "val",
-    "validation": "val",
-    "dev": "val",
-    "test": "test",
-    "testing": "test",
-}
+__all__ = ["SPLIT_ALIASES", "ExistingDataset", "ImageFolderDataset", "open_existing"]
+
+log = logging.getLogger(__name__)
 
 
-class ImageFolderDataset:
+class ExistingDataset:
+    """A parsed existing dataset: candidates, bytes by location, profile and labels.
+
+    Pickles small (worker processes only read bytes): the parsed labels stay in the process
+    that opened it.
+    """
+
     kind = "existing"
 
-    def __init__(self, path: str | Path) -> None:
-        self.root = Path(path).expanduser()
-        if not self.root.is_dir():
-            raise UsageError(
-                f"existing dataset {self.root} is not a folder; pass a folder laid out as "
-                "CLASS/image or SPLIT/CLASS/image"
-            )
-        subdirs = sorted(
-            p for p in self.root.iterdir() if p.is_dir() and not p.name.startswith(".")
-        )
-        split_dirs = [p for p in subdirs if p.name.lower() in SPLIT_ALIASES]
-        self._split_layout = bool(split_dirs) and len(split_dirs) == len(subdirs)
-        # (folder, class name, split)
-        self._class_dirs: list[tuple[Path, str, SplitName | None]] = []
-        if self._split_layout:
-            for split_dir in split_dirs:
-                split = SPLIT_ALIASES[split_dir.name.lower()]
-                for class_dir in sorted(p for p in split_dir.iterdir() if p.is_dir()):
-                    if not class_dir.name.startswith("."):
-                        self._class_dirs.append((class_dir, class_dir.name, split))
-        else:
-            self._class_dirs = [(p, p.name, None) for p in subdirs]
-        if not self._class_dirs:
-            raise UsageError(
-                f"existing dataset {self.root} has no class folders; expected CLASS/image or "
-                "SPLIT/CLASS/image"
-            )
+    def __init__(self, root: Path, imported: Imported) -> None:
+        self.root = root
+        self.format = imported.format
+        self.task: TaskKind = imported.task
+        self.classes = imported.classes
+        self._images: dict[str, ImportedImage] = {}
+        for img in imported.images:
+            self._images.setdefault(img.location, img)  # a file listed twice: first wins
+        self._rows: Any = None
+
+    def __getstate__(self) -> dict[str, object]:
+        return {"root": self.root, "format": self.format, "task": self.task, "classes": ()}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._images = {}
+        self._rows = None
+
+    def __len__(self) -> int:
+        return len(self._images)
+
+    def images(self) -> Iterator[ImportedImage]:
+        return iter(self._images.values())
 
     def candidates(self) -> Iterator[Candidate]:
-        for folder, name, split in self._class_dirs:
-            for path in image_files(folder):
-                yield Candidate(
-                    source_kind=self.kind,
-                    location=str(path.resolve()),
-                    class_hint=name,
-                    licence=USER_SUPPLIED,
-                    origin="existing",
-                    split_hint=split,
-                )
+        for img in self._images.values():
+            yield Candidate(
+                source_kind=self.kind,
+                location=img.location,
+                class_hint=img.label,
+                licence=img.licence or USER_SUPPLIED,
+                creator=img.creator,
+                origin="existing",
+                split_hint=img.split,
+            )
 
     def read(self, location: str) -> bytes:
-        return read_file(location)
+        if self.format != "hf":
+            return read_file(location)
+        if self._rows is None:
+            from datasetagent.sources.formats.hf import RowReader
+
+            self._rows = RowReader()
+        data: bytes = self._rows.read(location)
+        return data
+
+    def imported(self, location: str) -> ImportedImage | None:
+        """What the dataset says of the image read from ``location``."""
+        return self._images.get(location)
+
+    def apply(self, sample: Sample, task: TaskKind) -> Sample:
+        """``sample`` (processed from one of this dataset's images) with the dataset's labels
+        and provenance: boxes and masks mapped onto the stored image, masks made boxes for a
+        detection spec; a sample whose labels cannot be placed gets review reasons."""
+        from datasetagent.sources.formats.align import align
+
+        img = self._images.get(sample.provenance.location)
+        if img is None:
+            return sample
+        frame = (img.width, img.height) if img.width and img.height else None
+        anns, reasons = align(img.annotations, frame, sample)
+        if task == "detection":
+            anns = tuple(_as_box(a) if isinstance(a, Mask) else a for a in anns)
+        prov = sample.provenance
+        if img.source is not None:  # the dataset names the image's original source
+            prov = prov.model_copy(
+                update={"location": img.source, "steps": (*img.steps, *prov.steps)}
+            )
+        update: dict[str, object] = {"provenance": prov, "review_reasons": tuple(reasons)}
+        if task != "classification":  # classification labels come from the class hint
+            update["annotations"] = tuple(a for a in anns if isinstance(a, Box | Mask))
+        return sample.model_copy(update=update)
 
     def profile(self) -> DatasetProfile:
-        """Class counts, splits, sizes and colour mode, read from file headers only."""
+        """Class counts (images per class; for objects, per most frequent class, every class
+        listed), splits, sizes and colour mode, read from file headers only."""
         classes: Counter[str] = Counter()
         splits: Counter[str] = Counter()
         sizes: Counter[tuple[int, int]] = Counter()
         modes: Counter[str] = Counter()
-        for cand in self.candidates():
+        for img in self._images.values():
             try:
-                with Image.open(cand.location) as img:
-                    sizes[img.size] += 1
-                    modes[img.mode] += 1
+                size, mode = self._header(img.location)
             except (OSError, ValueError, SyntaxError):
                 continue  # a broken file is reported when the run processes it
-            classes[cand.class_hint or ""] += 1
-            if cand.split_hint:
-                splits[cand.split_hint] += 1
+            sizes[size] += 1
+            modes[mode] += 1
+            classes[img.label or ""] += 1
+            if img.split:
+                splits[img.split] += 1
         if not sizes:
             raise UsageError(f"existing dataset {self.root} holds no readable images")
         color: ColorMode = "L" if all(m in ("L", "1", "I;16", "I") for m in modes) else "RGB"
         return DatasetProfile(
             path=str(self.root),
-            class_counts={name: classes.get(name, 0) for _, name, _ in self._class_dirs},
+            task=self.task,
+            class_counts={name: classes.get(name, 0) for name in self.classes},
             split_counts=dict(splits),
             common_size=next(iter(sizes)) if len(sizes) == 1 else None,
             min_side=min(min(s) for s in sizes),
             color_mode=color,
         )
+
+    def _header(self, location: str) -> tuple[tuple[int, int], str]:
+        if self.format == "hf":
+            import io
+
+            with Image.open(io.BytesIO(self.read(location))) as img:
+                return img.size, img.mode
+        with Image.open(location) as img:
+            return img.size, img.mode
+
+
+def _as_box(mask: Mask) -> Box | Mask:
+    from datasetagent.tools.masks import rle_bbox
+
+    x, y, w, h = rle_bbox(mask.rle)
+    return Box(
+        label=mask.label, confidence=mask.confidence, labeler=mask.labeler, x=x, y=y, w=w, h=h
+    )
+
+
+def open_existing(path: str | Path, fmt: str | None = None) -> ExistingDataset:
+    """Open (and completely parse) the dataset in folder ``path``; ``fmt`` names its format
+    where detection from the layout should be skipped."""
+    root = Path(path).expanduser()
+    if not root.is_dir():
+        raise UsageError(
+            f"existing dataset {root} is not a folder; pass a folder laid out as CLASS/image, "
+            "SPLIT/CLASS/image, or a COCO, YOLO, VOC, Hugging Face Parquet or labels.csv dataset"
+        )
+    dataset = ExistingDataset(root, read_dataset(root, fmt))
+    log.info("existing dataset %s: %s, %d images", root, dataset.format, len(dataset))
+    return dataset
+
+
+def ImageFolderDataset(path: str | Path) -> ExistingDataset:
+    """An existing dataset in ImageFolder layout (``CLASS/*`` or ``SPLIT/CLASS/*``)."""
+    return open_existing(path, "imagefolder")

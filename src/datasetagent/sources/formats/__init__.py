@@ -1,0 +1,236 @@
+"""Readers of labelled datasets in the formats we export: ImageFolder, CSV, COCO, YOLO,
+Pascal VOC and Hugging Face Parquet.
+
+A reader parses a whole dataset before anything uses it (``read_dataset``): a malformed file
+raises :class:`DatasetFormatError` naming the file and the position in it (line, JSON path,
+XML element, row), so a dataset is imported whole or not at all. ``detect_format`` tells the
+format from the folder's layout.
+
+Annotations come back in our records (``ClassLabel``, ``Box`` in pixels, ``Mask`` as COCO RLE)
+with the labeler ``existing``, in the frame of the image as the dataset describes it
+(``ImportedImage.width``/``height``). Where the folder holds our ``manifest.jsonl``, each
+image's provenance (original source, creator, licence, processing steps) comes from it.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from PIL import Image
+from pydantic import ValidationError
+
+from datasetagent.errors import UsageError
+from datasetagent.records import Annotation, Box, Mask, ProcessingStep, Provenance, main_label
+from datasetagent.spec import SplitName, TaskKind
+from datasetagent.tools.boxes import snap
+
+#: The labeler name of every imported annotation.
+EXISTING_LABELER = "existing"
+#: Format names, in the order ``detect_format`` tries them.
+FORMATS = ("yolo", "coco", "voc", "hf", "csv", "imagefolder")
+
+SPLIT_ALIASES: dict[str, SplitName] = {
+    "train": "train",
+    "training": "train",
+    "val": "val",
+    "valid": "val",
+    "validation": "val",
+    "dev": "val",
+    "test": "test",
+    "testing": "test",
+}
+
+
+class DatasetFormatError(UsageError):
+    """An existing dataset's file is malformed; the message names the file and position."""
+
+    def __init__(self, file: Path | str, where: str, problem: str, fix: str = "") -> None:
+        self.file = str(file)
+        self.where = where
+        text = f"{file}{f': {where}' if where else ''}: {problem}"
+        super().__init__(f"{text}; {fix}" if fix else text)
+
+
+@dataclass(frozen=True, slots=True)
+class ImportedImage:
+    """One image of an existing dataset with its labels."""
+
+    #: What ``ExistingDataset.read`` takes: a file path, or ``FILE.parquet#ROW``.
+    location: str
+    split: SplitName | None
+    annotations: tuple[Annotation, ...]
+    #: The image size the annotations refer to (None for classification).
+    width: int | None = None
+    height: int | None = None
+    licence: str | None = None
+    creator: str | None = None
+    #: Where the image originally came from, when the dataset says so.
+    source: str | None = None
+    steps: tuple[ProcessingStep, ...] = ()
+    source_kind: str | None = None
+
+    @property
+    def label(self) -> str | None:
+        """The class label; for objects the most frequent class (first seen on ties)."""
+        return main_label(self.annotations)
+
+
+@dataclass(frozen=True)
+class Imported:
+    """A whole dataset as a reader found it."""
+
+    format: str
+    task: TaskKind
+    classes: tuple[str, ...]
+    images: list[ImportedImage]
+
+
+def split_of(name: str) -> SplitName | None:
+    """The split a file or folder name names (``instances_val2017`` → ``val``), if any."""
+    for token in re.split(r"[^a-z]+", re.sub(r"\d+", " ", name.lower())):
+        if token in SPLIT_ALIASES:
+            return SPLIT_ALIASES[token]
+    return None
+
+
+def image_size(path: Path) -> tuple[int, int]:
+    """(width, height) of the image as displayed (EXIF orientation applied), from its header."""
+    try:
+        with Image.open(path) as img:
+            width, height = img.size
+            orientation = img.getexif().get(0x0112, 1)
+    except (OSError, ValueError, SyntaxError) as exc:
+        raise DatasetFormatError(path, "", f"not a readable image ({exc})") from None
+    return (height, width) if orientation in (5, 6, 7, 8) else (width, height)
+
+
+def box(label: str, x: float, y: float, w: float, h: float) -> Box | None:
+    """An imported box with what lies left of or above the image cut off, or None where it
+    has no area left (no format exports such a box; the export would drop it anyway).
+    Coordinates are snapped as exports snap them (``tools.boxes.snap``)."""
+    x0, y0 = snap(max(x, 0.0)), snap(max(y, 0.0))
+    w, h = snap(x + w - x0), snap(y + h - y0)
+    if not (w > 0 and h > 0):
+        return None
+    return Box(label=label, labeler=EXISTING_LABELER, x=x0, y=y0, w=w, h=h)
+
+
+def task_of(images: Iterable[ImportedImage]) -> TaskKind:
+    kinds = {type(a) for img in images for a in img.annotations}
+    if Mask in kinds:
+        return "segmentation"
+    if Box in kinds:
+        return "detection"
+    return "classification"
+
+
+# -- our manifest ------------------------------------------------------------------------------
+def read_manifest(root: Path) -> dict[str, tuple[Provenance, str | None]]:
+    """``file`` → (provenance, split) from ``manifest.jsonl`` when the folder has one."""
+    path = root / "manifest.jsonl"
+    if not path.is_file():
+        return {}
+    out: dict[str, tuple[Provenance, str | None]] = {}
+    with path.open(encoding="utf-8") as lines:
+        for n, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+                prov = Provenance.model_validate(record["provenance"])
+                out[str(record["file"])] = (prov, record.get("split"))
+            except json.JSONDecodeError as exc:
+                raise DatasetFormatError(
+                    path, f"line {n} column {exc.colno}", f"not valid JSON ({exc.msg})"
+                ) from None
+            except (KeyError, TypeError, ValidationError) as exc:
+                raise DatasetFormatError(
+                    path, f"line {n}", f"not a manifest record ({_short(exc)})"
+                ) from None
+    return out
+
+
+def _short(exc: Exception) -> str:
+    if isinstance(exc, ValidationError):
+        err = exc.errors()[0]
+        return f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}"
+    if isinstance(exc, KeyError):
+        return f"no {exc.args[0]!r}"
+    return str(exc)
+
+
+def with_manifest(
+    images: Sequence[ImportedImage],
+    root: Path,
+    file_of: Callable[[ImportedImage], str] | None = None,
+) -> list[ImportedImage]:
+    """``images`` with the provenance ``manifest.jsonl`` gives for their file (by default
+    the location relative to ``root``), where it does."""
+    manifest = read_manifest(root)
+    if not manifest:
+        return list(images)
+    top = root.resolve()
+    out = []
+    for img in images:
+        file = file_of(img) if file_of else relative(Path(img.location), top)
+        found = manifest.get(file)
+        if found is None:
+            out.append(img)
+            continue
+        prov = found[0]
+        out.append(
+            replace(
+                img,
+                licence=prov.licence,
+                creator=prov.creator,
+                source=prov.location,
+                steps=prov.steps,
+                source_kind=prov.source_kind,
+            )
+        )
+    return out
+
+
+def relative(path: Path, root: Path) -> str:
+    """``path`` relative to ``root`` as the manifest writes it (absolute when outside)."""
+    return path.relative_to(root).as_posix() if path.is_relative_to(root) else path.as_posix()
+
+
+# -- detection and dispatch --------------------------------------------------------------------
+def detect_format(root: Path) -> str:
+    """The format of the dataset in folder ``root``, from its layout."""
+    from datasetagent.sources.formats import coco, hf, yolo
+
+    if yolo.data_yaml(root) is not None:
+        return "yolo"
+    if coco.annotation_files(root):
+        return "coco"
+    if (root / "Annotations").is_dir():
+        return "voc"
+    if hf.parquet_files(root):
+        return "hf"
+    if (root / "labels.csv").is_file():
+        return "csv"
+    return "imagefolder"
+
+
+def read_dataset(root: Path, fmt: str | None = None) -> Imported:
+    """Parse the dataset in ``root`` (format ``fmt``, or detected) completely."""
+    from datasetagent.sources.formats import coco, hf, tables, voc, yolo
+
+    fmt = fmt or detect_format(root)
+    readers: dict[str, Callable[[Path], Imported]] = {
+        "yolo": yolo.read_yolo,
+        "coco": coco.read_coco,
+        "voc": voc.read_voc,
+        "hf": hf.read_hf,
+        "csv": tables.read_csv,
+        "imagefolder": tables.read_imagefolder,
+    }
+    if fmt not in readers:
+        raise UsageError(f"unknown dataset format {fmt!r}; known: {', '.join(FORMATS)}")
+    return readers[fmt](root)

@@ -1,0 +1,299 @@
+"""Hugging Face Parquet reader: ``data/SPLIT-*.parquet`` (ours and the Hub's), ``SPLIT/*.parquet``
+or ``*.parquet``; the split comes from the file or folder name (``validation`` is ``val``).
+
+The features come from the Parquet schema's ``huggingface`` metadata: the ``Image`` column holds
+the pictures; a top-level ``ClassLabel`` column (or a column of strings named ``label``) makes a
+classification dataset; an ``objects`` column of dict-of-lists with ``bbox`` (COCO
+``[x, y, w, h]`` pixels) and ``category`` (``ClassLabel``), and ``rle`` for masks, makes a
+detection or segmentation dataset. Images stay inside the Parquet file: their location is
+``FILE.parquet#ROW``, read by :class:`RowReader`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from datasetagent.errors import SourceError
+from datasetagent.records import RLE, Annotation, ClassLabel, Mask
+from datasetagent.sources.formats import (
+    EXISTING_LABELER,
+    DatasetFormatError,
+    Imported,
+    ImportedImage,
+    box,
+    split_of,
+    task_of,
+    with_manifest,
+)
+
+BATCH_ROWS = 1024
+
+
+def _pq() -> Any:
+    """pyarrow.parquet (untyped), or an error that says how to install it."""
+    try:
+        pq = importlib.import_module("pyarrow.parquet")
+    except ImportError:
+        raise SourceError(
+            "reading a Hugging Face Parquet dataset needs pyarrow: pip install pyarrow"
+        ) from None
+    return pq
+
+
+def parquet_files(root: Path) -> list[Path]:
+    found = [*root.glob("data/*.parquet"), *root.glob("*.parquet"), *root.glob("*/*/*.parquet")]
+    if not found:
+        found = list(root.glob("*/*.parquet"))
+    return sorted(set(found))
+
+
+def features_of(path: Path, schema: Any) -> dict[str, Any]:
+    raw = (schema.metadata or {}).get(b"huggingface")
+    if raw is None:
+        return {}
+    try:
+        features = json.loads(raw)["info"]["features"]
+    except (json.JSONDecodeError, KeyError, TypeError):
+        raise DatasetFormatError(
+            path, "schema metadata huggingface", "not datasets features"
+        ) from None
+    if not isinstance(features, dict):
+        raise DatasetFormatError(path, "schema metadata huggingface", "not datasets features")
+    return features
+
+
+def _type(feature: Any) -> str | None:
+    return feature.get("_type") if isinstance(feature, dict) else None
+
+
+def image_column(path: Path, schema: Any, features: dict[str, Any]) -> str:
+    for name, feature in features.items():
+        if _type(feature) == "Image":
+            return str(name)
+    if "image" in schema.names:
+        return "image"
+    raise DatasetFormatError(path, "schema", "no Image column", "a column of images is needed")
+
+
+def _objects_spec(features: dict[str, Any]) -> tuple[str, list[str]] | None:
+    """The objects column and its category names, when the dataset has one."""
+    for name, feature in features.items():
+        inner = feature.get("feature") if _type(feature) in ("Sequence", "List") else feature
+        if isinstance(inner, dict) and "bbox" in inner and "category" in inner:
+            category = inner["category"]
+            if _type(category) in ("Sequence", "List"):
+                category = category.get("feature")
+            if _type(category) == "ClassLabel":
+                return str(name), [str(n) for n in category["names"]]
+    return None
+
+
+class _File:
+    """One Parquet file: its columns and how to read its rows."""
+
+    def __init__(self, path: Path) -> None:
+        pq = _pq()
+        try:
+            self.parquet = pq.ParquetFile(path)
+        except Exception as exc:  # pyarrow raises its own error types for broken files
+            raise DatasetFormatError(path, "", f"not a readable Parquet file ({exc})") from None
+        self.path = path
+        schema = self.parquet.schema_arrow
+        self.features = features_of(path, schema)
+        self.image = image_column(path, schema, self.features)
+        self.objects = _objects_spec(self.features)
+        self.label: tuple[str, list[str] | None] | None = None
+        for name, feature in self.features.items():
+            if _type(feature) == "ClassLabel":
+                self.label = (str(name), [str(n) for n in feature["names"]])
+                break
+        if self.label is None and self.objects is None and "label" in schema.names:
+            self.label = ("label", None)  # plain strings
+        if self.label is None and self.objects is None:
+            raise DatasetFormatError(
+                path, "schema", "neither a ClassLabel column nor objects with bbox and category"
+            )
+        self.columns = [c for c in schema.names if c != self.image]
+
+
+def _number(path: Path, value: Any, where: str) -> float:
+    if not isinstance(value, int | float) or not math.isfinite(value):
+        raise DatasetFormatError(path, where, f"expected a number, got {value!r}")
+    return float(value)
+
+
+def _objects(
+    f: _File,
+    spec: tuple[str, list[str]],
+    row: dict[str, Any],
+    where: str,
+    size: tuple[int, int] | None,
+) -> tuple[list[Annotation], tuple[int, int]]:
+    column, names = spec
+    objects = row.get(column) or {}
+    if size is None:
+        width, height = row.get("width"), row.get("height")
+        if not isinstance(width, int) or not isinstance(height, int) or width < 1 or height < 1:
+            raise DatasetFormatError(f.path, f"{where} width/height", "the image size is needed")
+        size = (width, height)
+    bboxes, categories = objects.get("bbox") or [], objects.get("category") or []
+    rles = objects.get("rle") or [None] * len(bboxes)
+    if not len(bboxes) == len(categories) == len(rles):
+        raise DatasetFormatError(
+            f.path, f"{where} {column}", "bbox, category and rle differ in length"
+        )
+    out: list[Annotation] = []
+    for k, (bbox, cat, rle) in enumerate(zip(bboxes, categories, rles, strict=True)):
+        at = f"{where} {column}[{k}]"
+        if not isinstance(cat, int) or not 0 <= cat < len(names):
+            raise DatasetFormatError(f.path, f"{at}.category", f"not a class index: {cat!r}")
+        if rle is not None:
+            out.append(
+                Mask(
+                    label=names[cat],
+                    labeler=EXISTING_LABELER,
+                    rle=RLE(size=(size[1], size[0]), counts=str(rle)),
+                )
+            )
+            continue
+        if not isinstance(bbox, list) or len(bbox) != 4:
+            raise DatasetFormatError(f.path, f"{at}.bbox", "expected [x, y, width, height]")
+        x, y, w, h = (_number(f.path, v, f"{at}.bbox[{i}]") for i, v in enumerate(bbox))
+        found = box(names[cat], x, y, w, h)
+        if found is not None:
+            out.append(found)
+    return out, size
+
+
+def _image_size(f: _File, value: Any, where: str) -> tuple[int, int]:
+    import io
+
+    from PIL import Image
+
+    data = value.get("bytes") if isinstance(value, dict) else None
+    try:
+        if data is None:
+            raise OSError("no embedded bytes")
+        with Image.open(io.BytesIO(data)) as img:
+            return img.size
+    except (OSError, ValueError, SyntaxError) as exc:
+        raise DatasetFormatError(
+            f.path, f"{where} {f.image}", f"not a readable image ({exc})"
+        ) from None
+
+
+def _read_file(path: Path) -> tuple[list[str], list[ImportedImage]]:
+    f = _File(path)
+    split = split_of(path.stem) or split_of(path.parent.name)
+    need_size = f.objects is not None and not {"width", "height"} <= set(f.columns)
+    columns = [*f.columns, f.image] if need_size else f.columns
+    images: list[ImportedImage] = []
+    classes: list[str] = []
+    row_no = 0
+    for batch in f.parquet.iter_batches(batch_size=BATCH_ROWS, columns=columns):
+        for row in batch.to_pylist():
+            where = f"row {row_no}"
+            anns: list[Annotation] = []
+            size: tuple[int, int] | None = None
+            if f.objects is not None:
+                known = _image_size(f, row.get(f.image), where) if need_size else None
+                anns, size = _objects(f, f.objects, row, where, known)
+                classes = f.objects[1]
+            elif f.label is not None:
+                column, names = f.label
+                value = row.get(column)
+                if names is not None:
+                    if not isinstance(value, int) or not 0 <= value < len(names):
+                        raise DatasetFormatError(
+                            path, f"{where} {column}", f"not a class index: {value!r}"
+                        )
+                    label = names[value]
+                    classes = names
+                elif isinstance(value, str) and value:
+                    label = value
+                else:
+                    raise DatasetFormatError(path, f"{where} {column}", "expected a label")
+                anns = [ClassLabel(label=label, labeler=EXISTING_LABELER)]
+            images.append(
+                ImportedImage(
+                    location=f"{path.resolve()}#{row_no}",
+                    split=split,
+                    annotations=tuple(anns),
+                    width=size[0] if size else None,
+                    height=size[1] if size else None,
+                    licence=row.get("licence") or None,
+                    creator=row.get("creator") or None,
+                    source=row.get("source") or None,
+                )
+            )
+            row_no += 1
+    if not classes:
+        classes = sorted({img.label for img in images if img.label is not None})
+    return classes, images
+
+
+def read_hf(root: Path) -> Imported:
+    classes: dict[str, None] = {}
+    images: list[ImportedImage] = []
+    files = parquet_files(root)
+    if not files:
+        raise DatasetFormatError(root, "", "no Parquet files")
+    for path in files:
+        names, found = _read_file(path)
+        classes.update(dict.fromkeys(names))
+        images += found
+    top = root.resolve()
+
+    def file_of(img: ImportedImage) -> str:
+        path, _, row = img.location.rpartition("#")
+        return f"{Path(path).relative_to(top).as_posix()}#{row}"
+
+    images = with_manifest(images, root, file_of)
+    return Imported("hf", task_of(images), tuple(classes), images)
+
+
+class RowReader:
+    """Reads the image bytes of ``FILE.parquet#ROW`` locations, keeping the last row group
+    read (candidates come in file order, so most reads hit it). Not shared between processes:
+    each worker makes its own."""
+
+    def __init__(self) -> None:
+        self._files: dict[str, tuple[Any, str, list[int]]] = {}
+        self._group: tuple[str, int, list[Any]] | None = None
+
+    def _open(self, file: str) -> tuple[Any, str, list[int]]:
+        if file not in self._files:
+            f = _File(Path(file))
+            starts = [0]
+            for i in range(f.parquet.num_row_groups):
+                starts.append(starts[-1] + f.parquet.metadata.row_group(i).num_rows)
+            self._files = {file: (f.parquet, f.image, starts)}  # one file open at a time
+        return self._files[file]
+
+    def read(self, location: str) -> bytes:
+        import bisect
+
+        file, _, row_text = location.rpartition("#")
+        try:
+            row = int(row_text)
+        except ValueError:
+            raise OSError(f"not a Parquet row location: {location}") from None
+        parquet, column, starts = self._open(file)
+        group = bisect.bisect_right(starts, row) - 1
+        if not 0 <= group < len(starts) - 1:
+            raise OSError(f"{file} has no row {row}")
+        if self._group is None or self._group[:2] != (file, group):
+            table = parquet.read_row_group(group, columns=[column])
+            self._group = (file, group, table.column(column).to_pylist())
+        value = self._group[2][row - starts[group]]
+        data = value.get("bytes") if isinstance(value, dict) else None
+        if data is None:
+            path = value.get("path") if isinstance(value, dict) else None
+            if not path:
+                raise OSError(f"{location}: the image has neither bytes nor a path")
+            return (Path(file).parent / str(path)).read_bytes()
+        return bytes(data)

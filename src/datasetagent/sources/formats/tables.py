@@ -1,0 +1,99 @@
+"""Classification layouts: ImageFolder (``CLASS/IMAGE`` or ``SPLIT/CLASS/IMAGE``) and the CSV
+manifest (``labels.csv`` with ``file`` and ``label`` columns; ``split``, ``source``, ``creator``
+and ``licence`` where present)."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+from datasetagent.errors import UsageError
+from datasetagent.records import ClassLabel
+from datasetagent.sources.files import image_files
+from datasetagent.sources.formats import (
+    EXISTING_LABELER,
+    SPLIT_ALIASES,
+    DatasetFormatError,
+    Imported,
+    ImportedImage,
+    with_manifest,
+)
+from datasetagent.spec import SplitName
+
+
+def _label(name: str) -> tuple[ClassLabel]:
+    return (ClassLabel(label=name, labeler=EXISTING_LABELER),)
+
+
+def read_imagefolder(root: Path) -> Imported:
+    """``ROOT/CLASS/*`` or ``ROOT/SPLIT/CLASS/*`` (SPLIT among train, val, valid, validation,
+    dev, test): every image file below a class folder."""
+    subdirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    split_dirs = [p for p in subdirs if p.name.lower() in SPLIT_ALIASES]
+    class_dirs: list[tuple[Path, str, SplitName | None]] = []
+    if split_dirs and len(split_dirs) == len(subdirs):
+        for split_dir in split_dirs:
+            split = SPLIT_ALIASES[split_dir.name.lower()]
+            for class_dir in sorted(p for p in split_dir.iterdir() if p.is_dir()):
+                if not class_dir.name.startswith("."):
+                    class_dirs.append((class_dir, class_dir.name, split))
+    else:
+        class_dirs = [(p, p.name, None) for p in subdirs]
+    if not class_dirs:
+        raise UsageError(
+            f"existing dataset {root} has no class folders; expected CLASS/image or "
+            "SPLIT/CLASS/image, or a COCO, YOLO, VOC, Hugging Face Parquet or labels.csv dataset"
+        )
+    images = [
+        ImportedImage(location=str(path.resolve()), split=split, annotations=_label(name))
+        for folder, name, split in class_dirs
+        for path in image_files(folder)
+    ]
+    classes = tuple(dict.fromkeys(name for _, name, _ in class_dirs))
+    images = with_manifest(images, root)
+    return Imported("imagefolder", "classification", classes, images)
+
+
+def read_csv(root: Path) -> Imported:
+    """``labels.csv``: one row per image, ``file`` relative to the folder."""
+    path = root / "labels.csv"
+    images: list[ImportedImage] = []
+    with path.open(encoding="utf-8", newline="") as fh:
+        rows = csv.DictReader(fh)
+        columns = rows.fieldnames or []
+        missing = [c for c in ("file", "label") if c not in columns]
+        if missing:
+            raise DatasetFormatError(
+                path,
+                "line 1",
+                f"no {' or '.join(missing)} column (the header has: "
+                f"{', '.join(columns) or 'nothing'})",
+                "the header needs file,label[,split]",
+            )
+        for row in rows:
+            where = f"line {rows.line_num}"
+            file, label = (row.get("file") or "").strip(), (row.get("label") or "").strip()
+            if not file or not label:
+                raise DatasetFormatError(path, where, "a row needs a file and a label")
+            image = (root / file).resolve()
+            if not image.is_relative_to(root.resolve()) or not image.is_file():
+                raise DatasetFormatError(path, where, f"image {file} not found in {root}")
+            split_text = (row.get("split") or "").strip().lower()
+            split = SPLIT_ALIASES.get(split_text)
+            if split_text and split is None:
+                raise DatasetFormatError(
+                    path, where, f"unknown split {split_text!r}", "use train, val or test"
+                )
+            images.append(
+                ImportedImage(
+                    location=str(image),
+                    split=split,
+                    annotations=_label(label),
+                    licence=(row.get("licence") or "").strip() or None,
+                    creator=(row.get("creator") or "").strip() or None,
+                    source=(row.get("source") or "").strip() or None,
+                )
+            )
+    classes = tuple(sorted({img.label for img in images if img.label is not None}))
+    images = with_manifest(images, root)
+    return Imported("csv", "classification", classes, images)

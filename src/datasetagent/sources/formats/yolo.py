@@ -1,0 +1,191 @@
+"""YOLO reader (Ultralytics layout): ``data.yaml`` names the classes and each split's images (a
+folder or a ``.txt`` list of images), and each image ``.../images/.../NAME.ext`` has its labels
+in ``.../labels/.../NAME.txt``: ``CLASS cx cy w h`` (a box, normalised) or ``CLASS x1 y1 ...``
+(a segmentation polygon, normalised). An image without a label file has no objects.
+
+Normalised coordinates are taken against the image as displayed (EXIF orientation applied), as
+Ultralytics does. Errors name the file and line.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from datasetagent.records import Annotation, Mask
+from datasetagent.sources.files import image_files
+from datasetagent.sources.formats import (
+    EXISTING_LABELER,
+    DatasetFormatError,
+    Imported,
+    ImportedImage,
+    box,
+    image_size,
+    task_of,
+    with_manifest,
+)
+from datasetagent.spec import SPLIT_NAMES, SplitName
+from datasetagent.tools.boxes import cxcywh_to_xywh
+
+YAML_NAMES = ("data.yaml", "dataset.yaml")
+
+
+def data_yaml(root: Path) -> Path | None:
+    for name in YAML_NAMES:
+        if (root / name).is_file():
+            return root / name
+    return None
+
+
+def _load_yaml(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or "not valid YAML"
+        raise DatasetFormatError(path, where, f"not valid YAML ({problem})") from None
+    if not isinstance(data, dict):
+        raise DatasetFormatError(path, "", "expected a mapping with names and split folders")
+    return data
+
+
+def class_names(path: Path, data: dict[str, Any]) -> list[str]:
+    names = data.get("names")
+    if isinstance(names, list) and all(isinstance(n, str | int) for n in names):
+        return [str(n) for n in names]
+    if isinstance(names, dict):
+        try:
+            keys = sorted(int(k) for k in names)
+        except (TypeError, ValueError):
+            raise DatasetFormatError(path, "names", "class indices must be numbers") from None
+        if keys != list(range(len(keys))):
+            raise DatasetFormatError(path, "names", "class indices must run 0, 1, 2, ...")
+        by_index = {int(k): str(v) for k, v in names.items()}
+        return [by_index[k] for k in keys]
+    raise DatasetFormatError(
+        path, "names", "expected the class names as a list or {index: name}", "add names: [...]"
+    )
+
+
+def label_path(image: Path) -> Path:
+    """Ultralytics' rule: the last ``images`` folder of the path becomes ``labels``."""
+    parts = list(image.parts)
+    for i in range(len(parts) - 2, -1, -1):
+        if parts[i] == "images":
+            parts[i] = "labels"
+            return Path(*parts).with_suffix(".txt")
+    return image.with_suffix(".txt")
+
+
+def _split_images(path: Path, data: dict[str, Any], key: str) -> list[Path]:
+    base = path.parent
+    if isinstance(data.get("path"), str):
+        base = (base / data["path"]) if not Path(data["path"]).is_absolute() else Path(data["path"])
+        if not base.is_dir():
+            base = path.parent  # a path written for another machine: folders next to the YAML
+    entries = data[key] if isinstance(data[key], list) else [data[key]]
+    out: list[Path] = []
+    for entry in entries:
+        if not isinstance(entry, str):
+            raise DatasetFormatError(path, key, "expected a folder or a .txt list of images")
+        target = base / entry
+        if not target.exists() and entry.startswith("../"):
+            target = base / entry[3:]  # Roboflow writes ../train/images beside the YAML
+        if target.is_dir():
+            out += list(image_files(target))
+        elif target.is_file() and target.suffix == ".txt":
+            out += [(target.parent / line.strip()) for line in _lines(target) if line.strip()]
+        else:
+            raise DatasetFormatError(path, key, f"{entry} is neither a folder nor a .txt list")
+    return out
+
+
+def _lines(path: Path) -> list[str]:
+    try:
+        return path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as exc:
+        raise DatasetFormatError(path, f"byte {exc.start}", "not UTF-8 text") from None
+
+
+def parse_labels(
+    path: Path, names: list[str], width: int, height: int
+) -> tuple[list[Annotation], int]:
+    """The objects of one label file, and the number left out for having no area."""
+    from datasetagent.tools.masks import polygons_to_rle, rle_area  # pycocotools, when used
+
+    out: list[Annotation] = []
+    empty = 0
+    for n, line in enumerate(_lines(path), start=1):
+        tokens = line.split()
+        if not tokens:
+            continue
+        where = f"line {n}"
+        try:
+            values = [float(t) for t in tokens]
+        except ValueError:
+            raise DatasetFormatError(path, where, f"not numbers: {line.strip()!r}") from None
+        if not all(math.isfinite(v) for v in values):
+            raise DatasetFormatError(path, where, "a value is not finite")
+        cls = values[0]
+        if cls != int(cls) or not 0 <= cls < len(names):
+            raise DatasetFormatError(
+                path, where, f"class {tokens[0]} is not an index of the {len(names)} names"
+            )
+        label = names[int(cls)]
+        coords = values[1:]
+        if len(coords) == 4:
+            cx, cy, w, h = coords
+            found = box(label, *cxcywh_to_xywh((cx, cy, w, h), width, height))
+            if found is None:
+                empty += 1
+            else:
+                out.append(found)
+        elif len(coords) >= 6 and len(coords) % 2 == 0:
+            pixels = [v * (width if i % 2 == 0 else height) for i, v in enumerate(coords)]
+            rle = polygons_to_rle([pixels], height, width)
+            if rle_area(rle) == 0:
+                empty += 1
+            else:
+                out.append(Mask(label=label, labeler=EXISTING_LABELER, rle=rle))
+        else:
+            raise DatasetFormatError(
+                path,
+                where,
+                f"{len(tokens)} values: expected CLASS cx cy w h (5) or CLASS and a "
+                "polygon of at least 3 x y pairs",
+            )
+    return out, empty
+
+
+def read_yolo(root: Path) -> Imported:
+    path = data_yaml(root)
+    if path is None:
+        raise DatasetFormatError(root, "", "no data.yaml", "a YOLO dataset names its classes there")
+    data = _load_yaml(path)
+    names = class_names(path, data)
+    aliases: dict[str, SplitName] = {"train": "train", "val": "val", "test": "test"}
+    images: dict[Path, ImportedImage] = {}
+    for key in SPLIT_NAMES:
+        if not data.get(key):
+            continue
+        for image in _split_images(path, data, key):
+            if image in images:
+                continue  # one folder named for two splits: the first keeps it
+            width, height = image_size(image)
+            labels = label_path(image)
+            anns: list[Annotation] = []
+            if labels.is_file():
+                anns, _ = parse_labels(labels, names, width, height)
+            images[image] = ImportedImage(
+                location=str(image.resolve()),
+                split=aliases[key],
+                annotations=tuple(anns),
+                width=width,
+                height=height,
+            )
+    found = with_manifest(list(images.values()), root)
+    return Imported("yolo", task_of(found), tuple(names), found)
