@@ -13,6 +13,7 @@ from typing import Any, ParamSpec, TypeVar
 import click
 from pydantic import ValidationError
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn
 from rich.table import Table
 
@@ -74,7 +75,7 @@ def handle_errors(fn: Callable[P, R]) -> Callable[P, R]:
             ctx = click.get_current_context()
             if ctx.find_root().params.get("debug"):
                 raise
-            err.print(f"[red]error:[/red] {exc}", soft_wrap=True)
+            err.print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True)
             sys.exit(exc.exit_code)
 
     return wrapper

@@ -7,7 +7,8 @@ fractional coordinates are written as decimals, which the devkit's readers and `
 accept. The segmentation PNGs are palette images with the VOC colour map: in
 ``SegmentationClass`` a pixel holds its class index + 1 (0 is background), in
 ``SegmentationObject`` the 1-based index of its object in the XML. A pixel holds one object:
-where masks overlap the later object keeps it, and the data card counts such masks.
+where masks overlap the later object keeps it, and the data card counts such masks; the XML
+box of a segmented object is that of its visible pixels, as VOC's guidelines ask.
 Images keep their own format (a PNG stays a PNG) under ``JPEGImages``.
 """
 
@@ -123,22 +124,26 @@ class VocExporter:
         if sample.split is None:
             raise ExportError(f"sample {sample.id[:12]} has no split")
         rel = copy_image(self.out, Path("JPEGImages"), sample, image)
+        visible = self._write_pngs(sample, rel.stem) if self.spec.task == "segmentation" else {}
         objects: list[tuple[str, XYWH]] = []
-        for ann in sample.annotations:
-            if isinstance(ann, Box):
+        for k, ann in enumerate(a for a in sample.annotations if isinstance(a, Box | Mask)):
+            if k in visible:
+                objects.append((ann.label, visible[k]))
+            elif isinstance(ann, Box):
                 objects.append((ann.label, (ann.x, ann.y, ann.w, ann.h)))
-            elif isinstance(ann, Mask):
+            else:
                 objects.append((ann.label, rle_bbox(ann.rle)))
         xml = annotation_xml(sample, rel.name, objects)
         (self.out / "Annotations").mkdir(exist_ok=True)
         (self.out / "Annotations" / f"{rel.stem}.xml").write_bytes(xml)
         self._set("Main", sample.split).write(f"{rel.stem}\n")
         if self.spec.task == "segmentation":
-            self._write_pngs(sample, rel.stem)
             self._set("Segmentation", sample.split).write(f"{rel.stem}\n")
         return rel.as_posix()
 
-    def _write_pngs(self, sample: Sample, stem: str) -> None:
+    def _write_pngs(self, sample: Sample, stem: str) -> dict[int, XYWH]:
+        """Write the class and object PNGs; returns the box of each object's visible pixels
+        (VOC boxes the visible part of an object), by its index among the objects."""
         from datasetagent.tools.masks import rle_to_mask
 
         objects = [a for a in sample.annotations if isinstance(a, Box | Mask)]
@@ -162,6 +167,13 @@ class VocExporter:
             img.putpalette(self.palette)  # an L image with a palette becomes a P image
             (self.out / folder).mkdir(exist_ok=True)
             img.save(self.out / folder / f"{stem}.png", optimize=False)
+        boxes: dict[int, XYWH] = {}
+        for k in range(len(objects)):
+            ys, xs = np.nonzero(instances == k + 1)
+            if len(xs):
+                x0, y0 = float(xs.min()), float(ys.min())
+                boxes[k] = (x0, y0, float(xs.max()) + 1 - x0, float(ys.max()) + 1 - y0)
+        return boxes
 
     def __exit__(self, *exc: object) -> None:
         for f in self._sets.values():

@@ -1,0 +1,184 @@
+"""Malformed existing datasets: the error names the file and the position in it (line, JSON
+path, XML element, row), and nothing of the dataset is imported."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from datasetagent.cli import main
+from datasetagent.errors import UsageError
+from datasetagent.export import export_samples
+from datasetagent.pipeline import build
+from datasetagent.sources.existing import open_existing
+from datasetagent.sources.formats import DatasetFormatError
+from datasetagent.spec import TaskKind
+from export_data import blob_path, make_samples, spec_for
+
+
+@pytest.fixture(scope="module")
+def exports(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One clean export per format, copied by each test before it breaks something."""
+    root = tmp_path_factory.mktemp("exports")
+    tasks: dict[TaskKind, tuple[str, ...]] = {
+        "detection": ("coco", "yolo", "voc", "hf"),
+        "classification": ("csv",),
+    }
+    for task, formats in tasks.items():
+        items = make_samples(root / f"img-{task}", task, n=6)
+        for fmt in formats:
+            export_samples(fmt, root / fmt, spec_for(task, fmt), items, blob_path, None)
+    return root
+
+
+def _json(path: Path, change: Callable[[dict[str, object]], None]) -> None:
+    data = json.loads(path.read_text())
+    change(data)
+    path.write_text(json.dumps(data, indent=1))
+
+
+def _first(folder: Path, pattern: str) -> Path:
+    return sorted(folder.glob(pattern))[0]
+
+
+def _hf_bad_category(root: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = root / "data" / "train-00000-of-00001.parquet"
+    table = pq.read_table(path)
+    rows = table.to_pylist()
+    rows[2]["objects"]["category"][0] = 17
+    pq.write_table(pa.Table.from_pylist(rows, schema=table.schema), path)
+
+
+COCO = "annotations/instances_train.json"
+BREAKAGES: dict[str, tuple[str, Callable[[Path], None], str, str]] = {
+    # name: (format, breakage, file the error names, position it names)
+    "coco json": (
+        "coco",
+        lambda r: (r / COCO).write_text('{"images": [\n  {"id": 1,}\n]}'),
+        COCO,
+        "line 2 column 12",
+    ),
+    "coco bbox": (
+        "coco",
+        lambda r: _json(r / COCO, lambda d: d["annotations"][1].update(bbox="wide")),  # type: ignore[index]
+        COCO,
+        "$.annotations[1].bbox",
+    ),
+    "coco category": (
+        "coco",
+        lambda r: _json(r / COCO, lambda d: d["annotations"][0].update(category_id=99)),  # type: ignore[index]
+        COCO,
+        "$.annotations[0].category_id",
+    ),
+    "coco missing image": (
+        "coco",
+        lambda r: _first(r / "images" / "train", "*").unlink(),
+        COCO,
+        ".file_name",
+    ),
+    "yolo tokens": (
+        "yolo",
+        lambda r: _first(r / "labels" / "train", "*.txt").open("a").write("1 0.5 0.5\n"),
+        "labels/train/",
+        "line ",
+    ),
+    "yolo class": (
+        "yolo",
+        lambda r: _first(r / "labels" / "val", "*.txt").write_text(
+            "0 0.5 0.5 0.1 0.1\n7 0.5 0.5 0.1 0.1\n"
+        ),
+        "labels/val/",
+        "line 2",
+    ),
+    "yolo yaml": (
+        "yolo",
+        lambda r: (r / "data.yaml").write_text("train: images/train\nnames: [cat, dog\n"),
+        "data.yaml",
+        "line 3",
+    ),
+    "voc xml": (
+        "voc",
+        lambda r: _first(r / "Annotations", "*.xml").write_text(
+            "<annotation>\n  <size>\n</annotation>"
+        ),
+        "Annotations/",
+        "line 3 column",
+    ),
+    "voc xmax": (
+        "voc",
+        lambda r: (p := _first(r / "Annotations", "*.xml")).write_text(
+            re.sub(r"<xmax>[^<]*</xmax>", "", p.read_text(), count=1)
+        ),
+        "Annotations/",
+        "object[1]/bndbox/xmax",
+    ),
+    "csv column": (
+        "csv",
+        lambda r: (r / "labels.csv").write_text("path,class\nimages/a.png,cat\n"),
+        "labels.csv",
+        "line 1",
+    ),
+    "csv split": (
+        "csv",
+        lambda r: (p := r / "labels.csv").write_text(
+            p.read_text().replace(",train,", ",holdout,", 1)
+        ),
+        "labels.csv",
+        "line ",
+    ),
+    "hf category": ("hf", _hf_bad_category, "train-00000-of-00001.parquet", "row 2 objects[0]"),
+    "hf parquet": (
+        "hf",
+        lambda r: (r / "data" / "test-00000-of-00001.parquet").write_bytes(b"PAR1 not really"),
+        "test-00000-of-00001.parquet",
+        "",
+    ),
+    "manifest": (
+        "coco",
+        lambda r: (p := r / "manifest.jsonl").write_text(p.read_text() + '{"file": 3\n'),
+        "manifest.jsonl",
+        "line 7",
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(BREAKAGES))
+def test_a_malformed_file_is_named_with_its_position(
+    exports: Path, tmp_path: Path, name: str
+) -> None:
+    fmt, breakage, file, where = BREAKAGES[name]
+    root = tmp_path / fmt
+    shutil.copytree(exports / fmt, root)
+    open_existing(root)  # whole, it reads
+    breakage(root)
+    with pytest.raises(DatasetFormatError) as caught:
+        open_existing(root)
+    err = caught.value
+    assert Path(err.file).resolve().as_posix().endswith(file) or file in err.file
+    assert where in err.where
+    assert str(err).startswith(f"{err.file}: {err.where}" if err.where else err.file)
+
+
+def test_a_malformed_dataset_stops_the_build_before_anything_is_written(
+    exports: Path, tmp_path: Path
+) -> None:
+    root = tmp_path / "coco"
+    shutil.copytree(exports / "coco", root)
+    BREAKAGES["coco bbox"][1](root)
+    spec = spec_for("detection").model_copy(update={"existing": str(root)})
+    with pytest.raises(DatasetFormatError, match=re.escape("$.annotations[1].bbox")):
+        build(spec, tmp_path / "run", labelers=["folder-name"])
+    assert not (tmp_path / "run").exists()
+    result = CliRunner().invoke(main, ["plan", "more cats", "--existing", str(root)])
+    assert result.exit_code == UsageError.exit_code
+    assert "$.annotations[1].bbox: expected [x, y, width, height]" in result.output
+    assert "Traceback" not in result.output
