@@ -14,10 +14,10 @@ Images keep their own format (a PNG stays a PNG) under ``JPEGImages``.
 
 from __future__ import annotations
 
-import xml.etree.ElementTree as ET
 from collections import Counter
 from pathlib import Path
 from typing import IO
+from xml.sax.saxutils import escape
 
 import numpy as np
 from PIL import Image
@@ -48,42 +48,52 @@ def voc_palette() -> list[int]:
     return palette
 
 
-def _text(parent: ET.Element, tag: str, value: object) -> ET.Element:
-    el = ET.SubElement(parent, tag)
-    el.text = str(value)
-    return el
-
-
 def _depth(mode: str) -> int:
     return {"1": 1, "L": 1, "I": 1, "I;16": 1, "LA": 2, "RGBA": 4}.get(mode, 3)
 
 
 def annotation_xml(sample: Sample, file_name: str, objects: list[tuple[str, XYWH]]) -> bytes:
-    """The VOC XML of one image with ``objects`` as (class, pixel box)."""
-    root = ET.Element("annotation")
-    _text(root, "folder", "JPEGImages")
-    _text(root, "filename", file_name)
-    source = ET.SubElement(root, "source")
-    _text(source, "database", "datasetagent")
-    _text(source, "image", sample.provenance.location)
-    if sample.provenance.creator:
-        _text(ET.SubElement(root, "owner"), "name", sample.provenance.creator)
-    size = ET.SubElement(root, "size")
-    _text(size, "width", sample.width)
-    _text(size, "height", sample.height)
-    _text(size, "depth", _depth(sample.mode))
-    _text(root, "segmented", int(any(isinstance(a, Mask) for a in sample.annotations)))
+    """The VOC XML of one image with ``objects`` as (class, pixel box). Written as text (the
+    layout is fixed, and ElementTree's serialiser was most of a VOC export's time)."""
+    prov = sample.provenance
+    lines = [
+        "<annotation>",
+        "  <folder>JPEGImages</folder>",
+        f"  <filename>{escape(file_name)}</filename>",
+        "  <source>",
+        "    <database>datasetagent</database>",
+        f"    <image>{escape(prov.location)}</image>",
+        "  </source>",
+    ]
+    if prov.creator:
+        lines += ["  <owner>", f"    <name>{escape(prov.creator)}</name>", "  </owner>"]
+    segmented = int(any(isinstance(a, Mask) for a in sample.annotations))
+    lines += [
+        "  <size>",
+        f"    <width>{sample.width}</width>",
+        f"    <height>{sample.height}</height>",
+        f"    <depth>{_depth(sample.mode)}</depth>",
+        "  </size>",
+        f"  <segmented>{segmented}</segmented>",
+    ]
     for label, box in objects:
-        obj = ET.SubElement(root, "object")
-        _text(obj, "name", label)
-        _text(obj, "pose", "Unspecified")
-        _text(obj, "truncated", 0)
-        _text(obj, "difficult", 0)
-        bndbox = ET.SubElement(obj, "bndbox")
-        for tag, v in zip(("xmin", "ymin", "xmax", "ymax"), xywh_to_voc(box), strict=True):
-            _text(bndbox, tag, format_px(v))
-    ET.indent(root)
-    return bytes(ET.tostring(root, encoding="utf-8", xml_declaration=False)) + b"\n"
+        xmin, ymin, xmax, ymax = (format_px(v) for v in xywh_to_voc(box))
+        lines += [
+            "  <object>",
+            f"    <name>{escape(label)}</name>",
+            "    <pose>Unspecified</pose>",
+            "    <truncated>0</truncated>",
+            "    <difficult>0</difficult>",
+            "    <bndbox>",
+            f"      <xmin>{xmin}</xmin>",
+            f"      <ymin>{ymin}</ymin>",
+            f"      <xmax>{xmax}</xmax>",
+            f"      <ymax>{ymax}</ymax>",
+            "    </bndbox>",
+            "  </object>",
+        ]
+    lines.append("</annotation>\n")
+    return "\n".join(lines).encode("utf-8")
 
 
 @EXPORTERS.register("voc")
