@@ -57,6 +57,18 @@ def read_imagefolder(root: Path) -> Imported:
 def read_csv(root: Path) -> Imported:
     """``labels.csv``: one row per image, ``file`` relative to the folder."""
     path = root / "labels.csv"
+    try:
+        images = _csv_rows(root, path)
+    except UnicodeDecodeError as exc:
+        raise DatasetFormatError(path, f"byte {exc.start}", "not UTF-8 text") from None
+    except csv.Error as exc:
+        raise DatasetFormatError(path, "", f"not valid CSV ({exc})") from None
+    classes = tuple(sorted({img.label for img in images if img.label is not None}))
+    images = with_manifest(images, root)
+    return Imported("csv", "classification", classes, images)
+
+
+def _csv_rows(root: Path, path: Path) -> list[ImportedImage]:
     images: list[ImportedImage] = []
     with path.open(encoding="utf-8", newline="") as fh:
         rows = csv.DictReader(fh)
@@ -94,6 +106,4 @@ def read_csv(root: Path) -> Imported:
                     source=(row.get("source") or "").strip() or None,
                 )
             )
-    classes = tuple(sorted({img.label for img in images if img.label is not None}))
-    images = with_manifest(images, root)
-    return Imported("csv", "classification", classes, images)
+    return images
