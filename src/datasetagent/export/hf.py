@@ -28,8 +28,10 @@ from datasetagent.export import EXPORTERS
 from datasetagent.records import Box, Mask, Sample
 from datasetagent.spec import SPLIT_NAMES, DatasetSpec, SplitName, TaskKind
 
-ROWS_PER_GROUP = 256
-BYTES_PER_GROUP = 64 << 20
+ROWS_PER_GROUP = 100  # as `datasets` writes image datasets
+BYTES_PER_GROUP = 32 << 20
+#: Columns worth dictionary encoding (repeated strings); never the image bytes.
+DICTIONARY_COLUMNS = ["creator", "licence"]
 #: Our split names and the ones Hugging Face uses.
 HF_SPLITS: dict[SplitName, str] = {"train": "train", "val": "validation", "test": "test"}
 TASK_CATEGORIES: dict[TaskKind, str] = {
@@ -169,7 +171,9 @@ class HfExporter:
             return
         writer = self._writers.get(split)
         if writer is None:
-            writer = pq.ParquetWriter(self.out / split_file(split), self.schema)
+            writer = pq.ParquetWriter(
+                self.out / split_file(split), self.schema, use_dictionary=DICTIONARY_COLUMNS
+            )
             self._writers[split] = writer
         writer.write_table(pa.Table.from_pylist(rows, schema=self.schema))
         self._rows[split] = []
