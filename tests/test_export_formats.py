@@ -8,6 +8,7 @@ import contextlib
 import io
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -145,54 +146,51 @@ def test_coco_is_read_by_pycocotools_with_ap_one_and_exact_masks(
 
 
 # -- YOLO and VOC through supervision ------------------------------------------------------------
-def test_yolo_detection_is_read_by_supervision_box_for_box(
-    samples: dict[TaskKind, list[Sample]], tmp_path: Path
-) -> None:
+def read_yolo(out: Path) -> Iterator[tuple[list[str], str, Any]]:
+    """(class names, image stem, detections) of every image, split by split, by supervision."""
     import supervision as sv
 
-    items = samples["detection"]
-    out = export("yolo", "detection", items, tmp_path)
-    want = {s.id[:16]: s for s in expected(items).values()}
-    seen = 0
     for split in ("train", "val", "test"):
         ds = sv.DetectionDataset.from_yolo(
             str(out / "images" / split), str(out / "labels" / split), str(out / "data.yaml")
         )
-        assert ds.classes == list(CLASSES)
         for path, _, det in ds:
-            sample = want[Path(path).stem]
-            got = [(ds.classes[c], tuple(b)) for c, b in zip(det.class_id, det.xyxy, strict=True)]
-            assert_same_boxes(got, [(a.label, xyxy(a)) for a in sample.annotations])  # type: ignore[union-attr]
-            seen += 1
+            yield ds.classes, Path(path).stem, det
+
+
+def test_yolo_detection_is_read_by_supervision_box_for_box(
+    samples: dict[TaskKind, list[Sample]], tmp_path: Path
+) -> None:
+    items = samples["detection"]
+    out = export("yolo", "detection", items, tmp_path)
+    want = {s.id[:16]: s for s in expected(items).values()}
+    seen = 0
+    for classes, stem, det in read_yolo(out):
+        assert classes == list(CLASSES)
+        got = [(classes[c], tuple(b)) for c, b in zip(det.class_id, det.xyxy, strict=True)]
+        assert_same_boxes(got, [(a.label, xyxy(a)) for a in want[stem].annotations])  # type: ignore[union-attr]
+        seen += 1
     assert seen == len(items)
 
 
 def test_yolo_segmentation_polygons_are_read_by_supervision(
     samples: dict[TaskKind, list[Sample]], tmp_path: Path
 ) -> None:
-    import supervision as sv
-
     items = samples["segmentation"]
     out = export("yolo", "segmentation", items, tmp_path)
     want = {s.id[:16]: s for s in expected(items).values()}
-    for split in ("train", "val", "test"):
-        ds = sv.DetectionDataset.from_yolo(
-            str(out / "images" / split), str(out / "labels" / split), str(out / "data.yaml")
-        )
-        for path, _, det in ds:
-            sample = want[Path(path).stem]
-            masks = [a for a in sample.annotations if isinstance(a, Mask)]
-            assert det.mask is not None
-            assert len(det.mask) == len(masks)
-            for cls, box, got, ours in zip(det.class_id, det.xyxy, det.mask, masks, strict=True):
-                assert ds.classes[cls] == ours.label
-                # outlines run a quarter pixel inside the mask's pixel edges (tools.masks)
-                x0, y0, x1, y1 = xyxy(ours)
-                np.testing.assert_allclose(box, (x0 + 0.25, y0 + 0.25, x1 - 0.25, y1 - 0.25))
-                mask = rle_to_mask(ours.rle)
-                filled = mask | (got & ~mask)  # the reader fills holes and draws outlines
-                assert (got & mask).sum() / mask.sum() > 0.95
-                assert filled.sum() < mask.sum() * 1.6
+    for classes, stem, det in read_yolo(out):
+        masks = [a for a in want[stem].annotations if isinstance(a, Mask)]
+        assert det.mask is not None
+        assert len(det.mask) == len(masks)
+        for cls, box, got, ours in zip(det.class_id, det.xyxy, det.mask, masks, strict=True):
+            assert classes[cls] == ours.label
+            # outlines run a quarter pixel inside the mask's pixel edges (tools.masks)
+            x0, y0, x1, y1 = xyxy(ours)
+            np.testing.assert_allclose(box, (x0 + 0.25, y0 + 0.25, x1 - 0.25, y1 - 0.25))
+            mask = rle_to_mask(ours.rle)
+            assert (got & mask).sum() / mask.sum() > 0.95  # its own rasteriser: near, not same
+            assert (got | mask).sum() < mask.sum() * 1.6  # holes filled, outlines drawn
     assert "masks whose holes YOLO polygons fill" in (out / "README.md").read_text()
 
 
