@@ -7,7 +7,6 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -33,19 +32,18 @@ def samples(tmp_path_factory: pytest.TempPathFactory) -> dict[TaskKind, list[Sam
 
 
 @pytest.fixture(scope="module")
-def hf_datasets(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    """``datasets``, offline, with its caches in a temporary folder."""
+def hf_datasets(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """``datasets``, offline (it reads these at import), with its caches in a temporary
+    folder; the environment is restored after this module's tests."""
     home = tmp_path_factory.mktemp("hf-home")
-    for key, value in {
-        "HF_DATASETS_OFFLINE": "1",
-        "HF_HUB_OFFLINE": "1",
-        "HF_HOME": str(home),
-        "HF_DATASETS_CACHE": str(home / "datasets"),
-    }.items():
-        os.environ[key] = value
-    datasets = pytest.importorskip("datasets")
-    datasets.disable_progress_bars()
-    return datasets
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("HF_DATASETS_OFFLINE", "1")
+        mp.setenv("HF_HUB_OFFLINE", "1")
+        mp.setenv("HF_HOME", str(home))
+        mp.setenv("HF_DATASETS_CACHE", str(home / "datasets"))
+        datasets = pytest.importorskip("datasets")
+        datasets.disable_progress_bars()
+        yield datasets
 
 
 def export(fmt: str, task: TaskKind, items: list[Sample], out: Path) -> Path:
