@@ -247,3 +247,23 @@ def test_licence_policy_refuses_before_reading(tmp_path: Path) -> None:
         (rejection,) = store.rejections()
         assert rejection.reasons == ("licence",)
         assert "CC-BY-NC-4.0" in rejection.detail
+
+
+def test_licence_policy_keeps_the_existing_dataset(tmp_path: Path) -> None:
+    """The dataset being expanded is the user's own: its images stay whatever their licence;
+    the policy governs what is collected for it."""
+    paths = write_class_folders(tmp_path / "imgs", digit_images(1, classes=(1, 2)))
+    spec = DatasetSpec(
+        classes=(ClassSpec(name="1"), ClassSpec(name="2")), licences=LicencePolicy(mode="open")
+    )
+    source = RecordingSource()
+    with RunStore(tmp_path / "run.db") as store, LocalExecutor(1) as executor:
+        store.add_candidates(
+            Candidate(source_kind="local", location=str(p), licence="CC-BY-NC-4.0", origin=o)
+            for p, o in zip(paths, ("existing", "collected"), strict=True)
+        )
+        store.take_candidates(0, 10, origin="existing", wanted=None)
+        agent = ImageProcessingAgent(store, BlobStore(tmp_path), spec, executor, {"local": source})
+        assert agent.run_round(0) == {"kept": 1}
+        store.take_candidates(1, 10, origin="collected", wanted=None)
+        assert agent.run_round(1) == {"licence": 1}

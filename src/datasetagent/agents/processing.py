@@ -213,7 +213,9 @@ class ImageProcessingAgent:
         todo = self.store.candidates_to_process(round_)
         by_source: dict[str, list[Candidate]] = {}
         for cand in todo:
-            if not self.licences.allows(cand.licence):  # refused before it is even read
+            # refused before it is even read; the existing dataset being expanded is the
+            # user's own and is kept whatever its licences (the data card lists them)
+            if cand.origin != "existing" and not self.licences.allows(cand.licence):
                 refused = Rejection(
                     location=cand.location,
                     source_kind=cand.source_kind,

@@ -49,7 +49,7 @@ def _arrow() -> tuple[Any, Any]:
         pq = importlib.import_module("pyarrow.parquet")
     except ImportError:
         raise ExportError(
-            "the hf format needs pyarrow: pip install pyarrow (it comes with `datasets`)"
+            "the hf format needs pyarrow: pip install 'datasetagent[hf]'"
         ) from None
     return pa, pq
 

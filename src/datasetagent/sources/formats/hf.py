@@ -39,7 +39,7 @@ def _pq() -> Any:
         pq = importlib.import_module("pyarrow.parquet")
     except ImportError:
         raise SourceError(
-            "reading a Hugging Face Parquet dataset needs pyarrow: pip install pyarrow"
+            "reading a Hugging Face Parquet dataset needs pyarrow: pip install 'datasetagent[hf]'"
         ) from None
     return pq
 
