@@ -48,9 +48,7 @@ def _arrow() -> tuple[Any, Any]:
         pa = importlib.import_module("pyarrow")
         pq = importlib.import_module("pyarrow.parquet")
     except ImportError:
-        raise ExportError(
-            "the hf format needs pyarrow: pip install 'datasetagent[hf]'"
-        ) from None
+        raise ExportError("the hf format needs pyarrow: pip install 'datasetagent[hf]'") from None
     return pa, pq
 
 
