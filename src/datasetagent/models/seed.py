@@ -279,42 +279,39 @@ class SeedClassifier:
         return keys, graph.unit_rows(x[:, :GRAPH_DIM]), logits, atypical
 
     def adapt(self, batches: Iterable[list[Image.Image]]) -> None:
-        """Make these images (the round about to be labelled) the pool: build the graph over
-        seeds and pool, propagate and recalibrate.
+        """Add the images about to be labelled to the graph, then propagate and recalibrate.
 
-        Each call replaces the pool, so that a round's labels depend on the seeds and that
-        round's images only: a build killed and resumed between rounds labels exactly as an
-        uninterrupted one. Measured on Fashion-MNIST, labelling in three rounds exported about
-        2% fewer images, at the same accuracy, than one graph over the whole pool.
-        Identical images count once; past ``MAX_POOL`` images the rest are labelled from the
-        graph without joining it."""
+        Images seen before (same features) are not added twice; earlier rounds' images stay
+        in the graph (up to ``MAX_POOL``), so later rounds build on them."""
         if not self._fitted:
             raise RuntimeError("SeedClassifier.adapt called before fit")
         if not self.transductive:
             for _ in batches:  # the caller may be decoding lazily: let it finish
                 pass
             return
-        self._reset_pool()
-        embeds, logits, atypical = [], [], []
-        size = 0
+        added = 0
         for batch in batches:
-            if not batch or size >= MAX_POOL:
+            if not batch:
                 continue
-            keys, embed, logit, atyp = self._describe(batch)
+            keys, embed, logits, atypical = self._describe(batch)
             fresh: list[int] = []
             for i, key in enumerate(keys):
-                if key not in self._keys and size + len(fresh) < MAX_POOL:
-                    self._keys[key] = size + len(fresh)
+                if key not in self._keys:
+                    self._keys[key] = len(self._pool_atypical) + len(fresh)
                     fresh.append(i)
-            embeds.append(embed[fresh])
-            logits.append(logit[fresh])
-            atypical.append(atyp[fresh])
-            size += len(fresh)
-        if size:
-            self._pool_embed = np.concatenate(embeds)
-            self._pool_logits = np.concatenate(logits)
-            self._pool_atypical = np.concatenate(atypical)
-        self._refresh()
+            if fresh:
+                self._pool_embed = np.vstack([self._pool_embed, embed[fresh]])
+                self._pool_logits = np.concatenate([self._pool_logits, logits[fresh]])
+                self._pool_atypical = np.r_[self._pool_atypical, atypical[fresh]]
+                added += len(fresh)
+        if len(self._pool_atypical) > MAX_POOL:
+            drop = len(self._pool_atypical) - MAX_POOL
+            self._pool_embed = self._pool_embed[drop:]
+            self._pool_logits = self._pool_logits[drop:]
+            self._pool_atypical = self._pool_atypical[drop:]
+            self._keys = {k: i - drop for k, i in self._keys.items() if i >= drop}
+        if added:
+            self._refresh()
 
     def _prior(self, logits: np.ndarray) -> np.ndarray:
         """Class probabilities from logits, and a last column ("none") of zeros."""
