@@ -21,6 +21,7 @@ import logging
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 from PIL import Image
 
@@ -29,6 +30,8 @@ from datasetagent.models import LabelVerifier
 from datasetagent.records import Audit, Sample
 from datasetagent.spec import DatasetSpec
 from datasetagent.store import RunStore
+
+AuditKind = Literal["verify", "audit"]
 
 log = logging.getLogger(__name__)
 
@@ -130,6 +133,26 @@ class Verification:
         return CheckerRates.measure(right, wrong)
 
     # -- verification and audit ----------------------------------------------------------------
+    def _check(
+        self, checker: LabelVerifier, samples: Sequence[Sample], kind: AuditKind, round_: int
+    ) -> list[tuple[bool, str | None, float]]:
+        """Put each sample's current label to ``checker`` and store the answers as audits."""
+        answers = self._ask(checker, samples, [s.label or "" for s in samples])
+        self.store.add_audits(
+            Audit(
+                sample_id=s.id,
+                checker=checker.name,
+                kind=kind,
+                label=s.label or "",
+                agree=agree,
+                suggested=suggested,
+                confidence=conf,
+                round=round_,
+            )
+            for s, (agree, suggested, conf) in zip(samples, answers, strict=True)
+        )
+        return answers
+
     def verify_round(self, round_: int) -> dict[str, int]:
         """Put each new label of ``round_`` to every checker that did not make it; disputed
         samples leave the labelled set. Returns counts (verified, disputed)."""
@@ -140,20 +163,7 @@ class Verification:
         disputed: dict[str, list[str]] = {}
         for checker in self.checkers:
             mine = [s for s in todo if checker.name not in _labelers(s) and s.label]
-            answers = self._ask(checker, mine, [s.label or "" for s in mine])
-            self.store.add_audits(
-                Audit(
-                    sample_id=s.id,
-                    checker=checker.name,
-                    kind="verify",
-                    label=s.label or "",
-                    agree=agree,
-                    suggested=suggested,
-                    confidence=conf,
-                    round=round_,
-                )
-                for s, (agree, suggested, conf) in zip(mine, answers, strict=True)
-            )
+            answers = self._check(checker, mine, "verify", round_)
             for s, (agree, suggested, _) in zip(mine, answers, strict=True):
                 counts["verified"] += 1
                 if not agree:
@@ -180,20 +190,7 @@ class Verification:
         rng = random.Random(f"{self.spec.splits.seed}:{round_}")
         picked = rng.sample(accepted, min(AUDIT_SIZE, len(accepted)))
         for auditor in self.auditors:
-            answers = self._ask(auditor, picked, [s.label or "" for s in picked])
-            self.store.add_audits(
-                Audit(
-                    sample_id=s.id,
-                    checker=auditor.name,
-                    kind="audit",
-                    label=s.label or "",
-                    agree=agree,
-                    suggested=suggested,
-                    confidence=conf,
-                    round=round_,
-                )
-                for s, (agree, suggested, conf) in zip(picked, answers, strict=True)
-            )
+            self._check(auditor, picked, "audit", round_)
         return len(picked)
 
     # -- ALR -----------------------------------------------------------------------------------
