@@ -267,3 +267,34 @@ def test_licence_policy_keeps_the_existing_dataset(tmp_path: Path) -> None:
         assert agent.run_round(0) == {"kept": 1}
         store.take_candidates(1, 10, origin="collected", wanted=None)
         assert agent.run_round(1) == {"licence": 1}
+
+
+def test_near_copies_inside_the_existing_dataset_are_flagged_not_dropped(tmp_path: Path) -> None:
+    """A near copy within the user's own dataset stays (flagged); the same copy arriving from
+    a source is rejected as a near duplicate of it."""
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    (photo,) = [img for img, _ in digit_images(1, classes=(3,))]
+    paths = []
+    for name, img in (("a", photo), ("b", photo.resize((64, 64), Image.Resampling.BICUBIC))):
+        paths.append(folder / f"{name}.png")
+        img.save(paths[-1])
+    spec = DatasetSpec(classes=(ClassSpec(name="3"), ClassSpec(name="4")))
+    source = RecordingSource()
+    with RunStore(tmp_path / "run.db") as store, LocalExecutor(1) as executor:
+        store.add_candidates(
+            Candidate(source_kind="local", location=str(p), licence="user", origin="existing")
+            for p in paths
+        )
+        store.take_candidates(0, 10, origin="existing", wanted=None)
+        agent = ImageProcessingAgent(store, BlobStore(tmp_path), spec, executor, {"local": source})
+        assert agent.run_round(0) == {"kept": 2}
+        flagged = {
+            Path(s.provenance.location).name for s in store.samples() if "near_duplicate" in s.flags
+        }
+        assert flagged == {"b.png"}
+        copy = folder / "c.png"
+        photo.resize((48, 48), Image.Resampling.BICUBIC).save(copy)
+        store.add_candidates([Candidate(source_kind="local", location=str(copy), licence="user")])
+        store.take_candidates(1, 10, origin="collected", wanted=None)
+        assert agent.run_round(1) == {"near_duplicate": 1}

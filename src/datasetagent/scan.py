@@ -24,7 +24,7 @@ from datasetagent.sources.files import image_files
 from datasetagent.spec import DEFAULT_MIN_SIDE, ISSUE_NAMES, CheckThresholds
 from datasetagent.tools import quality
 from datasetagent.tools.decode import Decoded, ImageIssue, decode_strict, sniff, wrong_extension
-from datasetagent.tools.dedupe import THUMB, Deduplicator, thumbnail
+from datasetagent.tools.dedupe import THUMB, Deduplicator, Thumb, thumbnail
 from datasetagent.tools.hashing import jpeg_content_hash, pixel_hash
 from datasetagent.tools.phash import image_hashes
 from datasetagent.tools.ssim import to_gray
@@ -228,7 +228,10 @@ def _finish(
         for s in batch
     ]
     thumbs = [
-        np.frombuffer(s.thumb, np.uint8).reshape(THUMB, THUMB) if s.thumb else None for s in batch
+        Thumb(np.frombuffer(s.thumb, np.uint8).reshape(THUMB, THUMB), min(s.width, s.height))
+        if s.thumb and s.width and s.height
+        else None
+        for s in batch
     ]
     dups = dedupe.check([s.path for s in batch], [s.exact_key for s in batch], usable, thumbs)
     for s, dup in zip(batch, dups, strict=True):

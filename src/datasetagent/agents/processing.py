@@ -21,7 +21,14 @@ from datasetagent.spec import DatasetSpec, ImageConstraints
 from datasetagent.store import BlobStore, Candidate, RunStore
 from datasetagent.tools import quality
 from datasetagent.tools.decode import ImageIssue, decode_strict
-from datasetagent.tools.dedupe import Deduplicator, Duplicate, decode_thumb, encode_thumb, thumbnail
+from datasetagent.tools.dedupe import (
+    Deduplicator,
+    Duplicate,
+    Thumb,
+    decode_thumb,
+    encode_thumb,
+    thumbnail,
+)
 from datasetagent.tools.enhance import POLICY_SIDE, RulePolicy, enhance, letterbox, resize_to
 from datasetagent.tools.hashing import pixel_hash
 from datasetagent.tools.phash import image_hashes
@@ -143,7 +150,7 @@ def process_bytes(data: bytes, params: ProcessParams) -> Processed:
         scores=scores,
         flags=issues,
         hashes=hashes,
-        thumb=encode_thumb(thumbnail(gray)),
+        thumb=encode_thumb(Thumb(thumbnail(gray), min(decoded.image.size))),
         ssim=ssim_value,
         usage=usage,
     )
@@ -283,9 +290,14 @@ class ImageProcessingAgent:
                 reasons=tuple(result.issues),
                 detail=result.detail,
             )
+        flags = tuple(result.flags)
         existing = self.store.find_sample(result.digest)
         if existing is None:
-            if near is not None:
+            if near is not None and cand.origin == "existing":
+                # the dataset being expanded is the user's: a near copy inside it is flagged
+                # (the splits keep such groups together), never dropped
+                flags += ("near_duplicate",)
+            elif near is not None:
                 first = self.store.find_sample(near.of)
                 where = first.provenance.location if first is not None else near.of
                 return Rejection(
@@ -316,7 +328,7 @@ class ImageProcessingAgent:
             provenance=provenance,
             split=cand.split_hint,
             round=cand.round or 0,
-            flags=tuple(result.flags),
+            flags=flags,
             scores=result.scores,
             hashes=result.hashes,
             thumb=result.thumb,
