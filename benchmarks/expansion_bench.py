@@ -16,7 +16,12 @@ class")`` makes for that seed set and pool, with no model weights (the seed labe
 scores the export against the truth: label accuracy of the new samples (with a 95% Wilson
 interval, overall and per class), exported defects, duplicates and out-of-domain images (all
 must be 0), CBI, and whether the run's own numbers agree with what was measured (its CBI, its
-per-class counts, its ALR interval when it audits, the mean confidence it claims).
+per-class counts, the mean confidence it claims, its ALR interval).
+
+With no model weights there is no second labeler or verifier to check labels, so ALR comes from
+people: a simulated person audits ``--audit`` of the exported new labels through ``datasetagent
+review`` (answering from the truth) and the run reports ALR from those decisions, as a user
+would get it. Accuracy is scored on the export as the build made it, before the audit's fixes.
 
 Baselines, measured in the same run on the same pool images: logistic regression on the
 features this project used before (12×12 thumbnail, HOG with 8-pixel cells, colour histogram)
@@ -25,7 +30,7 @@ without the pool (regression only) and with it (``adapt`` on the whole pool), sc
 way.
 
 Usage: python benchmarks/expansion_bench.py [--pool-per-class 900] [--seeds 20] [--seed 0]
-       [--workers N] [--keep DIR]
+       [--workers N] [--audit 200] [--keep DIR] [--build-only]
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from __future__ import annotations
 import argparse
 import gzip
 import io
+import json
 import math
 import random
 import shutil
@@ -55,8 +61,10 @@ from sklearn.preprocessing import StandardScaler
 from datasetagent.metrics import cbi, wilson_interval
 from datasetagent.models.seed import SeedClassifier
 from datasetagent.pipeline import BuildResult, build
+from datasetagent.records import QualityReport
 from datasetagent.sources.existing import ImageFolderDataset
 from datasetagent.spec import SourceSpec
+from datasetagent.store import RunStore
 
 PACKAGE = "dataset-fashion-mnist"
 DEFAULT_DIR = Path("/usr/share/datasets/fashion-mnist")
@@ -395,8 +403,40 @@ def score(data: BenchData, result: BuildResult) -> Scored:
     )
 
 
-def consistency(result: BuildResult, scored: Scored) -> list[tuple[str, bool, str]]:
-    """The run's reported numbers against the measured ones: (check, holds, detail)."""
+def human_audit(run_dir: Path, data: BenchData, size: int) -> QualityReport:
+    """A person audits ``size`` of the exported new labels through ``datasetagent review``:
+    the queue is written, each audit line answered from the truth (accept, relabel, or reject
+    for an image of none of the classes), held-back lines left undecided, and the decisions
+    applied. Returns the run's report as measured again with the audit."""
+    cli = [sys.executable, "-m", "datasetagent", "review", str(run_dir)]
+    queue = run_dir / "audit.jsonl"
+    for args in (["--write", str(queue), "--audit", str(size)], ["--apply", str(queue)]):
+        out = subprocess.run([*cli, *args], capture_output=True, text=True, check=False)
+        if out.returncode != 0:
+            sys.exit(f"datasetagent review {' '.join(args)} failed: {out.stderr.strip()}")
+        if args[0] == "--apply":
+            break
+        lines = [json.loads(x) for x in queue.read_text().splitlines()]
+        for line in lines:
+            if line["kind"] != "audit":
+                continue
+            right = data.truth.get(str(Path(line["source"]).resolve()))
+            if right is None:
+                line["decision"] = "reject"
+            elif right == line["label"]:
+                line["decision"] = "accept"
+            else:
+                line["decision"], line["label"] = "relabel", right
+        queue.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    with RunStore(run_dir / "run.db") as store:
+        return store.reports()[-1]
+
+
+def consistency(
+    result: BuildResult, scored: Scored, audited: QualityReport | None
+) -> list[tuple[str, bool, str]]:
+    """The build's reported numbers, and the ALR reported after the audit (``audited``; the
+    build's own without one), against the measured ones: (check, holds, detail)."""
     report = result.report
     classes = result.summary()["classes"]
     assert isinstance(classes, dict)
@@ -419,6 +459,7 @@ def consistency(result: BuildResult, scored: Scored) -> list[tuple[str, bool, st
             f"[{lo:.3f}, {hi:.3f}]",
         ),
     ]
+    report = audited or report
     alr = report.alr_interval
     checks.append(
         (
@@ -441,6 +482,9 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=None)
     parser.add_argument("--keep", type=Path, default=None, help="write data and run here")
     parser.add_argument("--build-only", action="store_true", help="skip the baselines")
+    parser.add_argument(
+        "--audit", type=int, default=200, help="labels a simulated person audits (0: none)"
+    )
     args = parser.parse_args()
 
     from datasetagent.agents.demand import parse_request
@@ -482,8 +526,12 @@ def main() -> None:
         print(f"  copies exported beside what they copy: {scored.copies}   (must be 0)")
         print(f"  CBI {scored.cbi:.4f}   (goal <= 0.021)")
         print(f"  rejected by reason: {dict(report.rejected_by_reason)}; review {report.review}")
+        audited = None
+        if args.audit:
+            audited = human_audit(root / "run", data, args.audit)
+            print(f"  after a person audits {audited.alr_audited}: {audited.alr_method}")
         print("  consistency of the run's own numbers:")
-        for name, ok, detail in consistency(result, scored):
+        for name, ok, detail in consistency(result, scored, audited):
             print(f"    [{'ok' if ok else 'NO'}] {name}{': ' + detail if detail else ''}")
     finally:
         if args.keep is None:

@@ -28,7 +28,7 @@ from PIL import Image
 
 from corpus import NEAR_KINDS, Corpus, build_corpus
 from datasetagent.scan import ScanLine, ScanParams, scan_folder
-from datasetagent.tools.dedupe import THUMB, Deduplicator
+from datasetagent.tools.dedupe import THUMB, Deduplicator, Thumb
 
 
 def plain_decode(path: str) -> int:
@@ -150,7 +150,7 @@ def index_memory(n: int = 100_000) -> None:
             [str(k) for k in range(i, i + 1000)],
             [None] * 1000,
             list(hashes[i : i + 1000]),
-            list(thumbs[i : i + 1000]),
+            [Thumb(t, 160) for t in thumbs[i : i + 1000]],
         )
     took = time.perf_counter() - start
     _, peak = tracemalloc.get_traced_memory()

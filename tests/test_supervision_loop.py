@@ -275,3 +275,42 @@ def test_human_review_round_trip_measures_alr_and_fixes_labels(
     out = subprocess.run([*cli, "--apply", str(broken)], capture_output=True, text=True)
     assert out.returncode == 2
     assert f"{broken}:1: decision 'maybe' is not one of" in out.stderr
+
+
+def test_the_audit_is_drawn_from_the_exported_dataset(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ALR describes the dataset handed over, so a finished run's audit sample comes from the
+    new samples it exports, not from accepted labels left out of it."""
+    import json
+    import subprocess
+    import sys
+
+    pool = tmp_path / "pool"
+    pool.mkdir()
+    truth: dict[str, str] = {}
+    for k, (img, label) in enumerate(digit_images(30, classes=(0, 1, 2, 3))):
+        (pool / f"x{k:04d}.png").write_bytes(encode(img))
+        truth[_key(img)] = label
+    monkeypatch.setitem(BACKENDS._items, "flipper", lambda c: FlippingLabeler(c, truth))
+    spec = DatasetSpec(
+        classes=tuple(ClassSpec(name=c) for c in CLASSES),
+        target_per_class=8,
+        image=ImageConstraints(min_side=16, color_mode="L", enhance="off"),
+        sources=(SourceSpec(location=str(pool)),),
+    )
+    run = tmp_path / "run"
+    result = build(spec, run, labelers=["flipper"])
+    exported = {s.id for s in result.exported if s.origin == "collected"}
+    with RunStore(run / "run.db") as store:
+        accepted = {s.id for s in store.samples(status=["labelled"], origin="collected")}
+    assert exported < accepted  # more accepted labels than the targets take
+    queue = tmp_path / "queue.jsonl"
+    out = subprocess.run(
+        [sys.executable, "-m", "datasetagent", "review", str(run), "--write", str(queue)],
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode == 0, out.stderr
+    audit = [x for x in map(json.loads, queue.read_text().splitlines()) if x["kind"] == "audit"]
+    assert {x["id"] for x in audit} == exported

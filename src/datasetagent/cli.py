@@ -514,13 +514,14 @@ def _open_image(path: Path) -> Any:
 @click.option("--audit", "audit_size", type=click.IntRange(0), default=100, show_default=True)
 @handle_errors
 def review(run_dir: Path, write_to: Path | None, apply_from: Path | None, audit_size: int) -> None:
-    """Human review of a run: held-back samples and a random audit of accepted labels.
+    """Human review of a run: held-back samples and a random audit of the new labels.
 
     Fill in the written file's "decision" fields, apply it, then export again; the audit
     measures ALR directly."""
     from datasetagent.agents.review import apply_decisions, write_queue
     from datasetagent.agents.supervision import SupervisionAgent
     from datasetagent.agents.verification import Verification
+    from datasetagent.pipeline import FINAL, final_samples
     from datasetagent.store import BlobStore, RunStore
 
     if (write_to is None) == (apply_from is None):
@@ -534,7 +535,9 @@ def review(run_dir: Path, write_to: Path | None, apply_from: Path | None, audit_
             raise UsageError(f"{run_dir} holds no spec")
         blobs = BlobStore(run_dir)
         if write_to is not None:
-            counts = write_queue(store, spec, blobs, write_to, audit_size)
+            finished = store.stage_done(FINAL, "split")
+            exported = final_samples(store, spec) if finished else None
+            counts = write_queue(store, spec, blobs, write_to, audit_size, exported)
             err.print(
                 f"wrote {counts['review']} held-back samples and {counts['audit']} to audit "
                 f"to {write_to}; set each decision, then: datasetagent review {run_dir} "

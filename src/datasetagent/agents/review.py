@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import random
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,13 +27,27 @@ DECISIONS = ("accept", "relabel", "reject")
 
 
 def write_queue(
-    store: RunStore, spec: DatasetSpec, blobs: BlobStore, out: Path, audit_size: int = 100
+    store: RunStore,
+    spec: DatasetSpec,
+    blobs: BlobStore,
+    out: Path,
+    audit_size: int = 100,
+    exported: Sequence[Sample] | None = None,
 ) -> dict[str, int]:
-    """Write the review queue and an audit sample to ``out``; returns counts by kind."""
+    """Write the review queue and an audit sample to ``out``; returns counts by kind.
+
+    The audit is drawn from the new samples of ``exported`` where the run has finished (the
+    dataset whose reliability the audit measures), else from every accepted new sample.
+    """
     review = store.samples(status=["review"])
     audited = {a.sample_id for a in store.audits("audit") if a.checker == HUMAN}
+    population = (
+        store.samples(status=["labelled"], origin="collected") if exported is None else exported
+    )
     accepted = [
-        s for s in store.samples(status=["labelled"], origin="collected") if s.id not in audited
+        s
+        for s in population
+        if s.status == "labelled" and s.origin == "collected" and s.id not in audited
     ]
     rng = random.Random(f"{spec.splits.seed}:review:{len(audited)}")
     audit = rng.sample(accepted, min(audit_size, len(accepted)))
