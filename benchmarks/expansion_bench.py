@@ -60,8 +60,8 @@ from sklearn.preprocessing import StandardScaler
 
 from datasetagent.metrics import cbi, wilson_interval
 from datasetagent.models.seed import SeedClassifier
-from datasetagent.pipeline import BuildResult, build
-from datasetagent.records import QualityReport
+from datasetagent.pipeline import BuildResult, build, final_samples
+from datasetagent.records import QualityReport, Sample
 from datasetagent.sources.existing import ImageFolderDataset
 from datasetagent.spec import SourceSpec
 from datasetagent.store import RunStore
@@ -379,8 +379,7 @@ class Scored:
         return self.correct / self.new if self.new else 0.0
 
 
-def score(data: BenchData, result: BuildResult) -> Scored:
-    exported = result.exported
+def score(data: BenchData, exported: list[Sample]) -> Scored:
     new = [s for s in exported if s.origin != "existing"]
     locs = [str(Path(s.provenance.location).resolve()) for s in new]
     right = [data.truth.get(loc) == s.label for loc, s in zip(locs, new, strict=True)]
@@ -403,14 +402,16 @@ def score(data: BenchData, result: BuildResult) -> Scored:
     )
 
 
-def human_audit(run_dir: Path, data: BenchData, size: int) -> QualityReport:
-    """A person audits ``size`` of the exported new labels through ``datasetagent review``:
-    the queue is written, each audit line answered from the truth (accept, relabel, or reject
-    for an image of none of the classes), held-back lines left undecided, and the decisions
-    applied. Returns the run's report as measured again with the audit."""
+def human_review(run_dir: Path, data: BenchData, audit: int, review: int) -> QualityReport:
+    """A person works through ``datasetagent review``: the queue is written with ``review``
+    held-back samples (those that fill short classes first) and an audit of ``audit`` exported
+    new labels, every line is answered from the truth (accept, relabel, or reject an image of
+    none of the classes), and the decisions are applied. Returns the run's report as measured
+    again with them."""
     cli = [sys.executable, "-m", "datasetagent", "review", str(run_dir)]
-    queue = run_dir / "audit.jsonl"
-    for args in (["--write", str(queue), "--audit", str(size)], ["--apply", str(queue)]):
+    queue = run_dir / "review.jsonl"
+    sizes = ["--audit", str(audit), "--review", str(review)]
+    for args in (["--write", str(queue), *sizes], ["--apply", str(queue)]):
         out = subprocess.run([*cli, *args], capture_output=True, text=True, check=False)
         if out.returncode != 0:
             sys.exit(f"datasetagent review {' '.join(args)} failed: {out.stderr.strip()}")
@@ -418,8 +419,6 @@ def human_audit(run_dir: Path, data: BenchData, size: int) -> QualityReport:
             break
         lines = [json.loads(x) for x in queue.read_text().splitlines()]
         for line in lines:
-            if line["kind"] != "audit":
-                continue
             right = data.truth.get(str(Path(line["source"]).resolve()))
             if right is None:
                 line["decision"] = "reject"
@@ -430,6 +429,28 @@ def human_audit(run_dir: Path, data: BenchData, size: int) -> QualityReport:
         queue.write_text("".join(json.dumps(x) + "\n" for x in lines))
     with RunStore(run_dir / "run.db") as store:
         return store.reports()[-1]
+
+
+def reviewed_export(run_dir: Path) -> list[Sample]:
+    """What ``datasetagent export`` takes from the run now."""
+    with RunStore(run_dir / "run.db") as store:
+        spec = store.load_spec()
+        assert spec is not None
+        return final_samples(store, spec)
+
+
+def print_scored(scored: Scored, seeds: int) -> None:
+    wanted = (TARGET - seeds) * len(CLASSES)
+    print(f"  new samples exported: {scored.new} of {wanted} wanted")
+    accuracy = interval(scored.correct, scored.new)
+    print(f"  label accuracy of new samples: {accuracy}   (goal >= 0.95)")
+    for c in CLASSES:
+        oks = scored.per_class.get(c, [])
+        print(f"    {c:<11} {interval(sum(oks), len(oks))}")
+    print(f"  defects exported: {dict(scored.defects) or 0}   (must be 0)")
+    print(f"  out-of-domain exported: {dict(scored.ood) or 0}   (must be 0)")
+    print(f"  copies exported beside what they copy: {scored.copies}   (must be 0)")
+    print(f"  CBI {scored.cbi:.4f}   (goal <= 0.021)")
 
 
 def consistency(
@@ -483,7 +504,10 @@ def main() -> None:
     parser.add_argument("--keep", type=Path, default=None, help="write data and run here")
     parser.add_argument("--build-only", action="store_true", help="skip the baselines")
     parser.add_argument(
-        "--audit", type=int, default=200, help="labels a simulated person audits (0: none)"
+        "--audit", type=int, default=200, help="exported labels a simulated person audits"
+    )
+    parser.add_argument(
+        "--review", type=int, default=300, help="held-back samples the simulated person reviews"
     )
     args = parser.parse_args()
 
@@ -511,26 +535,21 @@ def main() -> None:
         t0 = time.perf_counter()
         result = build(spec, root / "run", workers=args.workers)
         build_s = time.perf_counter() - t0
-        scored = score(data, result)
+        scored = score(data, result.exported)
         report = result.report
         print(f"\nbuild '{REQUEST}': {build_s:.1f} s, {report.round} rounds, {report.reason}")
-        wanted = (TARGET - args.seeds) * len(CLASSES)
-        print(f"  new samples exported: {scored.new} of {wanted} wanted")
-        accuracy = interval(scored.correct, scored.new)
-        print(f"  label accuracy of new samples: {accuracy}   (goal >= 0.95)")
-        for c in CLASSES:
-            oks = scored.per_class.get(c, [])
-            print(f"    {c:<11} {interval(sum(oks), len(oks))}")
-        print(f"  defects exported: {dict(scored.defects) or 0}   (must be 0)")
-        print(f"  out-of-domain exported: {dict(scored.ood) or 0}   (must be 0)")
-        print(f"  copies exported beside what they copy: {scored.copies}   (must be 0)")
-        print(f"  CBI {scored.cbi:.4f}   (goal <= 0.021)")
+        print_scored(scored, args.seeds)
         print(f"  rejected by reason: {dict(report.rejected_by_reason)}; review {report.review}")
         audited = None
-        if args.audit:
-            audited = human_audit(root / "run", data, args.audit)
-            print(f"  after a person audits {audited.alr_audited}: {audited.alr_method}")
-        print("  consistency of the run's own numbers:")
+        if args.audit or args.review:
+            audited = human_review(root / "run", data, args.audit, args.review)
+            print(
+                f"\na person reviews the {args.review} held-back samples that fill short "
+                f"classes first and audits {args.audit} exported labels; ALR: "
+                f"{audited.alr_method}; export again:"
+            )
+            print_scored(score(data, reviewed_export(root / "run")), args.seeds)
+        print("\nconsistency of the build's own numbers:")
         for name, ok, detail in consistency(result, scored, audited):
             print(f"    [{'ok' if ok else 'NO'}] {name}{': ' + detail if detail else ''}")
     finally:

@@ -512,8 +512,22 @@ def _open_image(path: Path) -> Any:
     help="Apply a filled-in queue: each line's decision accept, relabel (with label) or reject.",
 )
 @click.option("--audit", "audit_size", type=click.IntRange(0), default=100, show_default=True)
+@click.option(
+    "--review",
+    "review_size",
+    type=click.IntRange(0),
+    default=None,
+    help="Write only this many held-back samples, those that fill short classes first "
+    "[default: all].",
+)
 @handle_errors
-def review(run_dir: Path, write_to: Path | None, apply_from: Path | None, audit_size: int) -> None:
+def review(
+    run_dir: Path,
+    write_to: Path | None,
+    apply_from: Path | None,
+    audit_size: int,
+    review_size: int | None,
+) -> None:
     """Human review of a run: held-back samples and a random audit of the new labels.
 
     Fill in the written file's "decision" fields, apply it, then export again; the audit
@@ -537,7 +551,7 @@ def review(run_dir: Path, write_to: Path | None, apply_from: Path | None, audit_
         if write_to is not None:
             finished = store.stage_done(FINAL, "split")
             exported = final_samples(store, spec) if finished else None
-            counts = write_queue(store, spec, blobs, write_to, audit_size, exported)
+            counts = write_queue(store, spec, blobs, write_to, audit_size, exported, review_size)
             err.print(
                 f"wrote {counts['review']} held-back samples and {counts['audit']} to audit "
                 f"to {write_to}; set each decision, then: datasetagent review {run_dir} "

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import random
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,13 +33,17 @@ def write_queue(
     out: Path,
     audit_size: int = 100,
     exported: Sequence[Sample] | None = None,
+    review_size: int | None = None,
 ) -> dict[str, int]:
     """Write the review queue and an audit sample to ``out``; returns counts by kind.
 
-    The audit is drawn from the new samples of ``exported`` where the run has finished (the
-    dataset whose reliability the audit measures), else from every accepted new sample.
+    Held-back samples come most useful first (``review_order``), the first ``review_size`` of
+    them (all by default). The audit is drawn from the new samples of ``exported`` where the
+    run has finished (the dataset whose reliability the audit measures), else from every
+    accepted new sample.
     """
-    review = store.samples(status=["review"])
+    held = store.samples(status=["review"])
+    review = review_order(held, spec, store.label_counts(["labelled"]))[:review_size]
     audited = {a.sample_id for a in store.audits("audit") if a.checker == HUMAN}
     population = (
         store.samples(status=["labelled"], origin="collected") if exported is None else exported
@@ -67,6 +71,17 @@ def write_queue(
                 }
                 f.write(json.dumps(line, ensure_ascii=False) + "\n")
     return {"review": len(review), "audit": len(audit)}
+
+
+def review_order(
+    held: Sequence[Sample], spec: DatasetSpec, have: Mapping[str, int]
+) -> list[Sample]:
+    """Held-back samples in the order a person's time fills the dataset fastest: those
+    proposed for a class still short of its target (``have``: accepted samples per class)
+    first, then the rest; within each, the most confident proposal first (the likeliest to be
+    accepted with one click)."""
+    short = {c for c, target in spec.targets().items() if have.get(c, 0) < target}
+    return sorted(held, key=lambda s: (s.label not in short, -(s.confidence or 0.0)))
 
 
 def _read(path: Path, spec: DatasetSpec) -> list[dict[str, Any]]:
