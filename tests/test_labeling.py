@@ -3,13 +3,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from datasetagent.agents.labeling import DataLabelAgent, LabelerSet, iou, merge_detections
+from datasetagent.agents.labeling import DataLabelAgent, LabelerSet, merge_detections
 from datasetagent.errors import NoLabelerError
 from datasetagent.models import Detection, Prediction
 from datasetagent.models.seed import SeedClassifier
 from datasetagent.records import Box, Provenance, Sample
 from datasetagent.spec import ClassSpec, DatasetSpec
 from datasetagent.store import BlobStore, Candidate, RunStore
+from datasetagent.tools.boxes import iou
 from helpers import digit_images, photos
 
 
@@ -258,7 +259,7 @@ def test_merge_detections_needs_overlap_and_same_class() -> None:
     car = next(m for m in merged if len(m.found_by) == 2)
     assert car.score == pytest.approx(0.8)  # mean over both detectors
     assert car.box[0] == pytest.approx(0.9 * 0 / 1.6 + 0.7 * 1 / 1.6)  # score-weighted
-    assert iou((0, 0, 10, 10), (5, 0, 15, 10)) == pytest.approx(50 / 150)
+    assert iou(np.array((0, 0, 10, 10)), np.array([(5, 0, 15, 10)]))[0] == pytest.approx(50 / 150)
     assert merge_detections([[], []]) == []
 
 

@@ -53,6 +53,7 @@ from datasetagent.models import (
 from datasetagent.records import Box, ClassLabel, Mask, Sample
 from datasetagent.spec import DatasetSpec
 from datasetagent.store import BlobStore, RunStore
+from datasetagent.tools.boxes import iou
 
 log = logging.getLogger(__name__)
 
@@ -116,14 +117,6 @@ def prefetch(items: Sequence[T], work: Callable[[T], U]) -> Iterator[U]:
         yield pending.result()
 
 
-def iou(a: tuple[float, float, float, float], b: tuple[float, float, float, float]) -> float:
-    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
-
-
 @dataclass
 class MergedBox:
     """One object after merging detectors: its box, mean score and which detectors found it."""
@@ -147,7 +140,7 @@ def merge_detections(per_detector: Sequence[Sequence[Detection]]) -> list[Merged
     for _, k, det in pool:
         for members, found in clusters:
             same = k not in found and members[0].label == det.label
-            if same and iou(members[0].box, det.box) >= MERGE_IOU:
+            if same and iou(np.array(members[0].box), np.array([det.box]))[0] >= MERGE_IOU:
                 members.append(det)
                 found.add(k)
                 break

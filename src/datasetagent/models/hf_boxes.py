@@ -11,26 +11,13 @@ from collections.abc import Sequence
 import numpy as np
 
 from datasetagent.models import Detection
+from datasetagent.tools.boxes import iou
 
 
 def cxcywh_to_xyxy(boxes: np.ndarray) -> np.ndarray:
     """(n, 4) centre/size boxes → corner boxes, same units."""
     cx, cy, w, h = boxes[:, 0], boxes[:, 1], boxes[:, 2], boxes[:, 3]
     return np.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], axis=1)
-
-
-def iou(box: np.ndarray, others: np.ndarray) -> np.ndarray:
-    """IoU of one (4,) xyxy box with each of (n, 4) boxes."""
-    x0 = np.maximum(box[0], others[:, 0])
-    y0 = np.maximum(box[1], others[:, 1])
-    x1 = np.minimum(box[2], others[:, 2])
-    y1 = np.minimum(box[3], others[:, 3])
-    inter = np.clip(x1 - x0, 0, None) * np.clip(y1 - y0, 0, None)
-    area = (box[2] - box[0]) * (box[3] - box[1])
-    areas = (others[:, 2] - others[:, 0]) * (others[:, 3] - others[:, 1])
-    union = area + areas - inter
-    out: np.ndarray = np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
-    return out
 
 
 def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float, limit: int) -> list[int]:

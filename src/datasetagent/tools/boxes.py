@@ -17,6 +17,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
+
 XYWH = tuple[float, float, float, float]
 
 #: Decimals of a pixel kept in exported coordinates.
@@ -106,3 +108,17 @@ def check_box(box: XYWH, width: int, height: int) -> BoxCheck:
         return BoxCheck(None, "degenerate")
     clipped = (cx0, cy0, cx1, cy1) != (snap(x0), snap(y0), snap(x1), snap(y1))
     return BoxCheck((cx0, cy0, snap(cx1 - cx0), snap(cy1 - cy0)), clipped=clipped)
+
+
+def iou(box: np.ndarray, others: np.ndarray) -> np.ndarray:
+    """IoU of one (4,) xyxy box with each of (n, 4) boxes."""
+    x0 = np.maximum(box[0], others[:, 0])
+    y0 = np.maximum(box[1], others[:, 1])
+    x1 = np.minimum(box[2], others[:, 2])
+    y1 = np.minimum(box[3], others[:, 3])
+    inter = np.clip(x1 - x0, 0, None) * np.clip(y1 - y0, 0, None)
+    area = (box[2] - box[0]) * (box[3] - box[1])
+    areas = (others[:, 2] - others[:, 0]) * (others[:, 3] - others[:, 1])
+    union = area + areas - inter
+    out: np.ndarray = np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
+    return out
