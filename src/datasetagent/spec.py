@@ -176,6 +176,11 @@ class QualityTargets(_Model):
     #: disagreement, no object found): held for human review, or rejected outright.
     uncertain: Literal["review", "reject"] = "review"
 
+    @property
+    def uncertain_status(self) -> Literal["review", "rejected"]:
+        """The status an uncertain sample takes."""
+        return "rejected" if self.uncertain == "reject" else "review"
+
 
 class SourceSpec(_Model):
     """Where candidate images come from. ``kind`` names an entry of the source registry."""

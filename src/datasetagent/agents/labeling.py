@@ -390,7 +390,7 @@ class DataLabelAgent:
         agreement: tuple[int, int] | None = None,
         anns: tuple[Any, ...] = (),
     ) -> Sample:
-        status = "rejected" if self.spec.quality.uncertain == "reject" else "review"
+        status = self.spec.quality.uncertain_status
         return self._with(s, anns, reasons, agreement=agreement, status=status)
 
     def _reject(self, s: Sample, reason: str, agreement: tuple[int, int] | None) -> Sample:

@@ -170,7 +170,7 @@ class Verification:
                     hint = f" (suggests {suggested})" if suggested else ""
                     reason = f"disputed: {checker.name} says it is not {s.label}{hint}"
                     disputed.setdefault(s.id, []).append(reason)
-        status = "rejected" if self.spec.quality.uncertain == "reject" else "review"
+        status = self.spec.quality.uncertain_status
         changed = [
             s.model_copy(
                 update={"status": status, "review_reasons": (*s.review_reasons, *disputed[s.id])}
