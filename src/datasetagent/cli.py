@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 import logging
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from functools import wraps
 from pathlib import Path
-from typing import Any, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 import click
 from pydantic import ValidationError
@@ -19,6 +20,10 @@ from rich.table import Table
 
 from datasetagent import __version__
 from datasetagent.errors import DatasetAgentError, UsageError
+
+if TYPE_CHECKING:
+    from datasetagent.spec import DatasetSpec
+    from datasetagent.store import RunStore
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -497,6 +502,21 @@ def _open_image(path: Path) -> Any:
         return img
 
 
+@contextmanager
+def _open_run(run_dir: Path) -> Iterator[tuple[RunStore, DatasetSpec]]:
+    """The store and spec of the run in ``run_dir``, or a one-line error saying what to do."""
+    from datasetagent.store import RunStore
+
+    db = run_dir / "run.db"
+    if not db.exists():
+        raise UsageError(f"{run_dir} holds no run (no run.db); run datasetagent build first")
+    with RunStore(db) as store:
+        spec = store.load_spec()
+        if spec is None:
+            raise UsageError(f"the run in {run_dir} never started (no spec stored); build it again")
+        yield store, spec
+
+
 @main.command()
 @click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option(
@@ -536,17 +556,11 @@ def review(
     from datasetagent.agents.supervision import SupervisionAgent
     from datasetagent.agents.verification import Verification
     from datasetagent.pipeline import FINAL, final_samples
-    from datasetagent.store import BlobStore, RunStore
+    from datasetagent.store import BlobStore
 
     if (write_to is None) == (apply_from is None):
         raise UsageError("give one of --write FILE or --apply FILE")
-    db = run_dir / "run.db"
-    if not db.exists():
-        raise UsageError(f"{run_dir} holds no run (no run.db); run datasetagent build first")
-    with RunStore(db) as store:
-        spec = store.load_spec()
-        if spec is None:
-            raise UsageError(f"{run_dir} holds no spec")
+    with _open_run(run_dir) as (store, spec):
         blobs = BlobStore(run_dir)
         if write_to is not None:
             finished = store.stage_done(FINAL, "split")
@@ -586,15 +600,11 @@ def export(run_dir: Path, fmt: str, output: Path) -> None:
     """Export a finished run to another folder or format."""
     from datasetagent.export import export_samples
     from datasetagent.pipeline import FINAL, final_samples
-    from datasetagent.store import BlobStore, RunStore
+    from datasetagent.store import BlobStore
 
-    db = run_dir / "run.db"
-    if not db.exists():
-        raise UsageError(f"{run_dir} holds no run (no run.db); run datasetagent build first")
-    with RunStore(db) as store:
-        spec = store.load_spec()
+    with _open_run(run_dir) as (store, spec):
         reports = store.reports()
-        if spec is None or not store.stage_done(FINAL, "split"):
+        if not store.stage_done(FINAL, "split"):
             raise UsageError(
                 f"the run in {run_dir} has not finished; continue it with "
                 f"datasetagent build --resume -o {run_dir}"
