@@ -13,6 +13,7 @@ from PIL import Image
 from datasetagent.metrics import CheckerRates, alr_after_check
 from datasetagent.models import BACKENDS, BackendConfig, Prediction, Usage, Verdict
 from datasetagent.pipeline import build
+from datasetagent.records import Sample
 from datasetagent.spec import ClassSpec, DatasetSpec, ImageConstraints, SourceSpec
 from datasetagent.store import RunStore
 from helpers import digit_images, encode, write_class_folders
@@ -57,8 +58,8 @@ class FlippingLabeler:
 class NoisyVerifier:
     """Knows the truth and answers wrongly on VERIFIER_ERROR of the questions."""
 
-    def __init__(self, config: BackendConfig, truth: dict[str, str]) -> None:
-        self.name = "checker"
+    def __init__(self, config: BackendConfig, truth: dict[str, str], name: str = "checker") -> None:
+        self.name = name
         self.usage = Usage()
         self.truth = truth
 
@@ -68,14 +69,16 @@ class NoisyVerifier:
         for img, label in zip(images, labels, strict=True):
             key = _key(img)
             right = self.truth[key] == label
-            agree = right if _draw("verify", key, label) >= VERIFIER_ERROR else not right
+            agree = right if _draw(self.name, key, label) >= VERIFIER_ERROR else not right
             out.append(Verdict(agree, 0.9, None if agree else self.truth[key]))
         return out
 
 
-def test_loop_finds_injected_errors_and_alr_holds_the_truth(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def _flipped_pool(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, verifiers: list[str]
+) -> tuple[DatasetSpec, dict[str, str]]:
+    """30 seeds and a pool of 110 digits per class, the flipping labeler and a noisy verifier
+    per name registered; the spec and the truth (image key -> class)."""
     seeds = digit_images(30, classes=tuple(map(int, CLASSES)))
     write_class_folders(tmp_path / "seed", seeds)
     pool = tmp_path / "pool"
@@ -85,7 +88,10 @@ def test_loop_finds_injected_errors_and_alr_holds_the_truth(
         (pool / f"x{k:04d}.png").write_bytes(encode(img))
         truth[_key(img)] = label
     monkeypatch.setitem(BACKENDS._items, "flipper", lambda c: FlippingLabeler(c, truth))
-    monkeypatch.setitem(BACKENDS._items, "checker", lambda c: NoisyVerifier(c, truth))
+    for name in verifiers:
+        monkeypatch.setitem(
+            BACKENDS._items, name, lambda c, name=name: NoisyVerifier(c, truth, name)
+        )
     spec = DatasetSpec(
         classes=tuple(ClassSpec(name=c) for c in CLASSES),
         target_per_class=130,  # more than the pool can give: every good label is exported
@@ -93,6 +99,13 @@ def test_loop_finds_injected_errors_and_alr_holds_the_truth(
         existing=str(tmp_path / "seed"),
         sources=(SourceSpec(location=str(pool)),),
     )
+    return spec, truth
+
+
+def test_loop_finds_injected_errors_and_alr_holds_the_truth(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spec, truth = _flipped_pool(tmp_path, monkeypatch, ["checker"])
     result = build(spec, tmp_path / "run", labelers=["flipper"], verifiers=["checker"])
 
     with RunStore(tmp_path / "run" / "run.db") as store:
@@ -124,6 +137,41 @@ def test_loop_finds_injected_errors_and_alr_holds_the_truth(
         == report.alr_audited
         == len(new) - len([s for s in new if s.status == "rejected"])
     )
+
+
+def test_two_verifiers_relabel_what_they_both_reject_as_one_other_class(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two independent checkers (5% wrong each): a label both reject while naming the same
+    other class takes that class; one checker alone (the test above) only holds it back."""
+    spec, truth = _flipped_pool(tmp_path, monkeypatch, ["checker", "second"])
+    run = tmp_path / "run"
+    result = build(spec, run, labelers=["flipper"], verifiers=["checker", "second"])
+    with RunStore(run / "run.db") as store:
+        new = store.samples(origin="collected")
+
+    def true_label(s: Sample) -> str:
+        with Image.open(run / s.blob) as img:
+            return truth[_key(img)]
+
+    flipped = [s for s in new if any(a.labeler == "flipper" for a in s.annotations)]
+    relabelled = [s for s in new if s.annotations[0].labeler == "checker+second"]
+    assert len(relabelled) >= 25  # about 10% of ~440 were flipped
+    assert all(s.status == "labelled" and s.label == true_label(s) for s in relabelled)
+    assert all(
+        s.review_reasons[-1].startswith("relabelled: checker and second say") for s in relabelled
+    )
+    wrong_left = [s for s in flipped if s.status == "labelled" and s.label != true_label(s)]
+    injected = (
+        len(relabelled)
+        + len(wrong_left)
+        + sum(s.status != "labelled" and s.label != true_label(s) for s in flipped)
+    )
+    assert len(relabelled) >= 0.9 * injected  # fixed, not only held back
+    right = [s for s in flipped if s.label == true_label(s)]
+    assert sum(s.status == "labelled" for s in right) >= 0.85 * len(right)
+    assert result.report.relabelled == len(relabelled)
+    assert result.summary()["relabelled"] == len(relabelled)
 
 
 def test_an_auditor_measures_alr_directly(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -228,6 +228,8 @@ def _print_summary(summary: dict[str, Any]) -> None:
         )
     if summary.get("disputed"):
         err.print(f"labels disputed by a verifier and held for review: {summary['disputed']}")
+    if summary.get("relabelled"):
+        err.print(f"labels the verifiers replaced, all naming one class: {summary['relabelled']}")
     if summary.get("ssim_mean") is not None:
         err.print(
             f"enhanced {summary['enhanced']} images; SSIM to input mean "
@@ -279,7 +281,8 @@ def _print_summary(summary: dict[str, Any]) -> None:
     multiple=True,
     metavar="NAME[:MODEL]",
     help="Independent checker of every new label (repeatable), e.g. llm:ollama:qwen2.5vl:7b; "
-    "calibrated on --existing images, it holds back labels it disputes and measures ALR.",
+    "calibrated on --existing images, it holds back labels it disputes and measures ALR. "
+    "Two or more relabel what they all reject as one and the same other class.",
 )
 @click.option(
     "--llm",

@@ -119,6 +119,7 @@ class BuildResult:
             "alr_audited": self.report.alr_audited,
             "alr_method": self.report.alr_method,
             "disputed": self.report.disputed,
+            "relabelled": self.report.relabelled,
             "confidence": self.report.confidence,
             **(
                 {

@@ -203,6 +203,9 @@ class QualityReport(_Record):
     alr_method: str = ""
     #: New labels a checker disputed (held back), over the run.
     disputed: int = 0
+    #: New labels checkers rejected together while all naming the same other class, which
+    #: then replaced the label (``agents/verification.py``), over the run.
+    relabelled: int = 0
     #: Confidence of the new exported labels: count per bin (``"0.90-0.95"`` ...).
     confidence: dict[str, int] = {}
     #: Detection and segmentation: objects per class, mean objects per image, and objects by

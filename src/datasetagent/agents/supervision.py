@@ -19,7 +19,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from datasetagent.agents.verification import Verification
+from datasetagent.agents.verification import RELABELLED, Verification
 from datasetagent.metrics import cbi
 from datasetagent.records import Box, ClassFill, Mask, QualityReport, Sample
 from datasetagent.spec import DatasetSpec
@@ -148,6 +148,11 @@ class SupervisionAgent:
             for s in self.store.samples(status=["review", "rejected"])
             if any(r.startswith("disputed:") for r in s.review_reasons)
         )
+        relabelled = sum(
+            1
+            for s in self.store.samples(status=["labelled"], origin="collected")
+            if any(r.startswith(f"{RELABELLED}:") for r in s.review_reasons)
+        )
         boxes: tuple[dict[str, int], float | None, dict[str, int]] = ({}, None, {})
         if spec.task != "classification":
             boxes = object_stats(chosen, list(targets))
@@ -164,6 +169,7 @@ class SupervisionAgent:
             alr_audited=alr.audited if alr else 0,
             alr_method=alr.method if alr else "",
             disputed=disputed,
+            relabelled=relabelled,
             confidence=confidence_histogram(chosen),
             instances=boxes[0],
             boxes_per_image=boxes[1],

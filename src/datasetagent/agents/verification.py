@@ -5,7 +5,10 @@
   confirms each measures its sensitivity and its false agreement (``metrics.CheckerRates``).
 * **verify**: every new label is put to each checker that had no part in making it. A checker
   that disagrees disputes the label: the sample goes to review (or is rejected, per
-  ``quality.uncertain``), never exported on the labeler's word alone.
+  ``quality.uncertain``), never exported on the labeler's word alone. It is relabelled instead
+  when ``RELABEL_CHECKERS`` or more checkers, asked independently, all reject the label and
+  name the same other class with at least ``quality.min_confidence``: two parties that made
+  no part of the first label agree on the second.
 * **audit**: an *auditor* whose answer is the truth (a person's review decisions, ground truth
   in benchmarks) checks a random sample of the accepted labels.
 
@@ -27,7 +30,7 @@ from PIL import Image
 
 from datasetagent.metrics import CheckerRates, alr_after_check, wilson_interval
 from datasetagent.models import LabelVerifier
-from datasetagent.records import Audit, Sample
+from datasetagent.records import Audit, ClassLabel, Sample
 from datasetagent.spec import DatasetSpec
 from datasetagent.store import RunStore
 
@@ -40,6 +43,9 @@ CALIBRATION_SIZE = 80
 #: Accepted labels an auditor checks per round.
 AUDIT_SIZE = 50
 BATCH = 32
+#: Checkers that must all name the same other class before a disputed label is replaced.
+RELABEL_CHECKERS = 2
+RELABELLED = "relabelled"
 
 
 @dataclass(frozen=True)
@@ -155,32 +161,65 @@ class Verification:
 
     def verify_round(self, round_: int) -> dict[str, int]:
         """Put each new label of ``round_`` to every checker that did not make it; disputed
-        samples leave the labelled set. Returns counts (verified, disputed)."""
+        samples leave the labelled set or are relabelled (see the module doc). Returns counts
+        (verified, disputed, relabelled)."""
         if not self.active:
             return {}
         todo = self.store.samples(status=["labelled"], origin="collected", round_=round_)
-        counts = {"verified": 0, "disputed": 0}
-        disputed: dict[str, list[str]] = {}
+        counts = {"verified": 0, "disputed": 0, RELABELLED: 0}
+        said: dict[str, list[tuple[str, bool, str | None, float]]] = {}
         for checker in self.checkers:
             mine = [s for s in todo if checker.name not in _labelers(s) and s.label]
             answers = self._check(checker, mine, "verify", round_)
-            for s, (agree, suggested, _) in zip(mine, answers, strict=True):
+            for s, (agree, suggested, conf) in zip(mine, answers, strict=True):
                 counts["verified"] += 1
-                if not agree:
-                    hint = f" (suggests {suggested})" if suggested else ""
-                    reason = f"disputed: {checker.name} says it is not {s.label}{hint}"
-                    disputed.setdefault(s.id, []).append(reason)
+                said.setdefault(s.id, []).append((checker.name, agree, suggested, conf))
         status = self.spec.quality.uncertain_status
-        changed = [
-            s.model_copy(
-                update={"status": status, "review_reasons": (*s.review_reasons, *disputed[s.id])}
+        changed = []
+        for s in todo:
+            views = said.get(s.id, [])
+            if all(agree for _, agree, _, _ in views):
+                continue
+            relabelled = self._relabel(s, views)
+            if relabelled is not None:
+                changed.append(relabelled)
+                counts[RELABELLED] += 1
+                continue
+            reasons = [
+                f"disputed: {name} says it is not {s.label}"
+                + (f" (suggests {suggested})" if suggested else "")
+                for name, agree, suggested, _ in views
+                if not agree
+            ]
+            changed.append(
+                s.model_copy(
+                    update={"status": status, "review_reasons": (*s.review_reasons, *reasons)}
+                )
             )
-            for s in todo
-            if s.id in disputed
-        ]
+            counts["disputed"] += 1
         self.store.update_samples(changed)
-        counts["disputed"] = len(changed)
         return counts
+
+    def _relabel(
+        self, sample: Sample, answers: Sequence[tuple[str, bool, str | None, float]]
+    ) -> Sample | None:
+        """``sample`` with the class its checkers all name instead, where they may replace its
+        label (see the module doc); else None."""
+        if len(answers) < RELABEL_CHECKERS or any(agree for _, agree, _, _ in answers):
+            return None
+        named = {self.spec.resolve_class(suggested or "") for _, _, suggested, _ in answers}
+        if len(named) != 1:
+            return None
+        (label,) = named
+        confidence = min(conf for _, _, _, conf in answers)
+        if label is None or label == sample.label or confidence < self.spec.quality.min_confidence:
+            return None
+        names = [name for name, _, _, _ in answers]
+        annotation = ClassLabel(label=label, confidence=confidence, labeler="+".join(names))
+        why = f"{RELABELLED}: {' and '.join(names)} say it is {label}, not {sample.label}"
+        return sample.model_copy(
+            update={"annotations": (annotation,), "review_reasons": (*sample.review_reasons, why)}
+        )
 
     def audit_round(self, round_: int) -> int:
         """Auditors check a random sample of the labels accepted in ``round_``."""

@@ -97,6 +97,10 @@ def render_datacard(
             )
         if report.disputed:
             lines.append(f"* New labels a verifier disputed, held back: {report.disputed}")
+        if report.relabelled:
+            lines.append(
+                f"* New labels replaced by the class all verifiers named: {report.relabelled}"
+            )
         if report.confidence:
             bins = ", ".join(f"{k}: {v}" for k, v in report.confidence.items())
             lines.append(f"* Confidence of the new labels: {bins}")
