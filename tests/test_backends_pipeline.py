@@ -491,3 +491,43 @@ def test_seed_labeler_learns_on_a_backends_embeddings(
     for s in new:
         with Image.open(tmp_path / "run" / s.blob) as img:
             assert truth[_key(img)] == s.label
+
+
+def test_a_segmentation_dataset_expanded_for_detection_gives_boxes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A COCO export with masks, expanded with a detection request: its masks become boxes,
+    so a user's instances file serves a detector without converting it first."""
+    from datasetagent.agents.demand import parse_request
+    from datasetagent.sources.existing import open_existing
+    from datasetagent.records import Box
+    from datasetagent.tools.masks import rle_bbox
+
+    _squares(tmp_path / "pool", 9)
+    monkeypatch.setitem(BACKENDS._items, "colour-squares", ColourDetector)
+    monkeypatch.setitem(BACKENDS._items, "colour-masks", ColourSegmenter)
+    first = build(
+        _squares_spec(tmp_path / "pool", "segmentation"),
+        tmp_path / "run",
+        labelers=["colour-squares", "colour-masks"],
+    )
+    masks = {
+        Path(s.provenance.location).name: sorted((a.label, *rle_bbox(a.rle)) for a in s.annotations)
+        for s in first.exported
+    }
+    _squares(tmp_path / "more", 9, seed=1)
+    existing = open_existing(first.exports["coco"])
+    assert existing.task == "segmentation"
+    spec = parse_request(
+        "detect them, 12 per class in coco",
+        existing=existing.profile(),
+        sources=[SourceSpec(location=str(tmp_path / "more"))],
+    )
+    assert spec.task == "detection"
+    grown = build(spec, tmp_path / "grown", labelers=["colour-squares"])
+    old = [s for s in grown.exported if s.origin == "existing"]
+    assert len(old) == len(first.exported)
+    for s in old:
+        assert all(isinstance(a, Box) for a in s.annotations)
+        boxes = sorted((a.label, a.x, a.y, a.w, a.h) for a in s.annotations)
+        assert boxes == masks[Path(s.provenance.location).name]

@@ -264,6 +264,16 @@ def test_expansion_explicit_request_wins(digits: DatasetProfile) -> None:
 def test_expansion_with_another_task_is_an_error(digits: DatasetProfile) -> None:
     with pytest.raises(SpecError, match="existing dataset is for classification"):
         parse_request("detect the digits", existing=digits)
+    boxes = digits.model_copy(update={"task": "detection"})
+    with pytest.raises(SpecError, match="existing dataset is for detection"):
+        parse_request("segment the digits", existing=boxes)
+
+
+def test_a_segmentation_dataset_serves_a_detection_request(digits: DatasetProfile) -> None:
+    """A COCO instances file has masks and boxes; asked for detection, its masks give boxes."""
+    masks = digits.model_copy(update={"task": "segmentation"})
+    assert parse_request("detect the digits", existing=masks).task == "detection"
+    assert parse_request("add 10 per class", existing=masks).task == "segmentation"
 
 
 def test_existing_folders_that_name_one_class_are_an_error() -> None:

@@ -193,6 +193,10 @@ def _resolve_task(reading: RequestReading, existing: DatasetProfile | None) -> T
         raise fail(f"the request asks for both classification and {other}; pick one task")
     stated: TaskKind | None = "segmentation" if "segmentation" in tasks else next(iter(tasks), None)
     if existing is not None:
+        # masks hold their boxes: a segmentation dataset (a COCO instances file) also serves
+        # a detection request; no other change of task keeps the dataset's labels
+        if stated == "detection" and existing.task == "segmentation":
+            return stated
         if stated not in (None, existing.task):
             what = f"the existing dataset is for {existing.task} but the request asks for {stated}"
             raise fail(what, "add 100 images per class")
