@@ -499,8 +499,8 @@ def test_a_segmentation_dataset_expanded_for_detection_gives_boxes(
     """A COCO export with masks, expanded with a detection request: its masks become boxes,
     so a user's instances file serves a detector without converting it first."""
     from datasetagent.agents.demand import parse_request
-    from datasetagent.sources.existing import open_existing
     from datasetagent.records import Box
+    from datasetagent.sources.existing import open_existing
     from datasetagent.tools.masks import rle_bbox
 
     _squares(tmp_path / "pool", 9)
