@@ -224,3 +224,41 @@ def test_a_roboflow_yolo_dataset_with_names_as_a_list(tmp_path: Path) -> None:
     (box,) = by_split["val"].annotations
     assert isinstance(box, Box)
     assert (box.label, box.x, box.y, box.w, box.h) == ("dog", 40.0, 15.0, 20.0, 20.0)
+
+
+def test_a_hub_dataset_with_corner_boxes(tmp_path: Path) -> None:
+    """Hub detection datasets store [x, y, w, h] or [x0, y0, x1, y1] and the schema does not
+    say which: corners are recognised from boxes that only fit as corners."""
+    import datasets
+
+    features = datasets.Features(
+        {
+            "image": datasets.Image(),
+            "objects": datasets.Sequence(
+                {
+                    "bbox": datasets.Sequence(datasets.Value("float32"), length=4),
+                    "category": datasets.ClassLabel(names=["cat", "dog"]),
+                }
+            ),
+        }
+    )
+    boxes = {  # corners; the second image's box ends past 40 read as [x, y, w, h]
+        "a": ([[2.0, 3.0, 12.0, 9.0]], [0]),
+        "b": ([[20.0, 10.0, 38.0, 28.0], [1.0, 1.0, 5.0, 4.0]], [1, 0]),
+    }
+    rows = {
+        "image": [Image.new("RGB", (40, 30), "white") for _ in boxes],
+        "objects": [{"bbox": b, "category": c} for b, c in boxes.values()],
+    }
+    folder = tmp_path / "data"
+    folder.mkdir()
+    datasets.Dataset.from_dict(rows, features=features).to_parquet(
+        str(folder / "train-00000-of-00001.parquet")
+    )
+    ds = open_existing(tmp_path)
+    assert (ds.format, ds.task) == ("hf", "detection")
+    got = [[(a.label, a.x, a.y, a.w, a.h) for a in img.annotations] for img in ds.images()]
+    assert got == [
+        [("cat", 2.0, 3.0, 10.0, 6.0)],
+        [("dog", 20.0, 10.0, 18.0, 18.0), ("cat", 1.0, 1.0, 4.0, 3.0)],
+    ]

@@ -3,17 +3,24 @@ or ``*.parquet``; the split comes from the file or folder name (``validation`` i
 
 The features come from the Parquet schema's ``huggingface`` metadata: the ``Image`` column holds
 the pictures; a top-level ``ClassLabel`` column (or a column of strings named ``label``) makes a
-classification dataset; an ``objects`` column of dict-of-lists with ``bbox`` (COCO
-``[x, y, w, h]`` pixels) and ``category`` (``ClassLabel``), and ``rle`` for masks, makes a
-detection or segmentation dataset. Images stay inside the Parquet file: their location is
-``FILE.parquet#ROW``, read by :class:`RowReader`.
+classification dataset; an ``objects`` column of dict-of-lists with ``bbox`` and ``category``
+(``ClassLabel``), and ``rle`` for masks, makes a detection or segmentation dataset. Images stay
+inside the Parquet file: their location is ``FILE.parquet#ROW``, read by :class:`RowReader`.
+
+Boxes are COCO ``[x, y, width, height]`` pixels (ours, and most datasets on the Hub), but some
+datasets store corners ``[x0, y0, x1, y1]`` and the schema does not say which. The whole dataset
+is read first and taken as corners when some box runs past its image read as a size but fits as
+corners, and no box has a corner before its start (``_corners``); the choice is logged.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import json
+import logging
 import math
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +36,8 @@ from datasetagent.sources.formats import (
     task_of,
     with_manifest,
 )
+
+log = logging.getLogger(__name__)
 
 BATCH_ROWS = 1024
 
@@ -126,13 +135,35 @@ def _number(path: Path, value: Any, where: str) -> float:
     return float(value)
 
 
+@dataclasses.dataclass(frozen=True)
+class _RawBox:
+    """A box's four numbers as stored, until the dataset's convention is known."""
+
+    label: str
+    values: tuple[float, float, float, float]
+
+
+def _corners(objects: Iterable[tuple[_RawBox, tuple[int, int]]]) -> bool:
+    """Whether the dataset's boxes are corners (see the module doc): (box, image size) pairs."""
+    evidence = False
+    for raw, (width, height) in objects:
+        a, b, c, d = raw.values
+        if c < a or d < b:
+            return False  # a corner before its start: sizes
+        if a + c > width + 1 or b + d > height + 1:
+            if c > width + 1 or d > height + 1:
+                return False  # past the image either way: no evidence of corners
+            evidence = True
+    return evidence
+
+
 def _objects(
     f: _File,
     spec: tuple[str, list[str]],
     row: dict[str, Any],
     where: str,
     size: tuple[int, int] | None,
-) -> tuple[list[Annotation], tuple[int, int]]:
+) -> tuple[list[Annotation | _RawBox], tuple[int, int]]:
     column, names = spec
     objects = row.get(column) or {}
     if size is None:
@@ -146,7 +177,7 @@ def _objects(
         raise DatasetFormatError(
             f.path, f"{where} {column}", "bbox, category and rle differ in length"
         )
-    out: list[Annotation] = []
+    out: list[Annotation | _RawBox] = []
     for k, (bbox, cat, rle) in enumerate(zip(bboxes, categories, rles, strict=True)):
         at = f"{where} {column}[{k}]"
         if not isinstance(cat, int) or not 0 <= cat < len(names):
@@ -162,11 +193,23 @@ def _objects(
             continue
         if not isinstance(bbox, list) or len(bbox) != 4:
             raise DatasetFormatError(f.path, f"{at}.bbox", "expected [x, y, width, height]")
-        x, y, w, h = (_number(f.path, v, f"{at}.bbox[{i}]") for i, v in enumerate(bbox))
-        found = box(names[cat], x, y, w, h)
+        a, b, c, d = (_number(f.path, v, f"{at}.bbox[{i}]") for i, v in enumerate(bbox))
+        out.append(_RawBox(names[cat], (a, b, c, d)))
+    return out, size
+
+
+def _placed(anns: Sequence[Annotation | _RawBox], corners: bool) -> tuple[Annotation, ...]:
+    """Raw boxes made boxes (dropping those with no area), as sizes or as corners."""
+    out: list[Annotation] = []
+    for ann in anns:
+        if not isinstance(ann, _RawBox):
+            out.append(ann)
+            continue
+        x, y, c, d = ann.values
+        found = box(ann.label, x, y, c - x, d - y) if corners else box(ann.label, x, y, c, d)
         if found is not None:
             out.append(found)
-    return out, size
+    return tuple(out)
 
 
 def _image_size(f: _File, value: Any, where: str) -> tuple[int, int]:
@@ -186,18 +229,21 @@ def _image_size(f: _File, value: Any, where: str) -> tuple[int, int]:
         ) from None
 
 
-def _read_file(path: Path) -> tuple[list[str], list[ImportedImage]]:
+_Pending = tuple[ImportedImage, list[Annotation | _RawBox]]
+
+
+def _read_file(path: Path) -> tuple[list[str], list[_Pending]]:
     f = _File(path)
     split = split_of(path.stem) or split_of(path.parent.name)
     need_size = f.objects is not None and not {"width", "height"} <= set(f.columns)
     columns = [*f.columns, f.image] if need_size else f.columns
-    images: list[ImportedImage] = []
+    images: list[_Pending] = []
     classes: list[str] = []
     row_no = 0
     for batch in f.parquet.iter_batches(batch_size=BATCH_ROWS, columns=columns):
         for row in batch.to_pylist():
             where = f"row {row_no}"
-            anns: list[Annotation] = []
+            anns: list[Annotation | _RawBox] = []
             size: tuple[int, int] | None = None
             if f.objects is not None:
                 known = _image_size(f, row.get(f.image), where) if need_size else None
@@ -218,34 +264,45 @@ def _read_file(path: Path) -> tuple[list[str], list[ImportedImage]]:
                 else:
                     raise DatasetFormatError(path, f"{where} {column}", "expected a label")
                 anns = [ClassLabel(label=label, labeler=EXISTING_LABELER)]
-            images.append(
-                ImportedImage(
-                    location=f"{path.resolve()}#{row_no}",
-                    split=split,
-                    annotations=tuple(anns),
-                    width=size[0] if size else None,
-                    height=size[1] if size else None,
-                    licence=row.get("licence") or None,
-                    creator=row.get("creator") or None,
-                    source=row.get("source") or None,
-                )
+            image = ImportedImage(
+                location=f"{path.resolve()}#{row_no}",
+                split=split,
+                annotations=(),
+                width=size[0] if size else None,
+                height=size[1] if size else None,
+                licence=row.get("licence") or None,
+                creator=row.get("creator") or None,
+                source=row.get("source") or None,
             )
+            images.append((image, anns))
             row_no += 1
     if not classes:
-        classes = sorted({img.label for img in images if img.label is not None})
+        named = (a.label for _, anns in images for a in anns if isinstance(a, ClassLabel))
+        classes = sorted(set(named))
     return classes, images
 
 
 def read_hf(root: Path) -> Imported:
     classes: dict[str, None] = {}
-    images: list[ImportedImage] = []
+    pending: list[_Pending] = []
     files = parquet_files(root)
     if not files:
         raise DatasetFormatError(root, "", "no Parquet files")
     for path in files:
         names, found = _read_file(path)
         classes.update(dict.fromkeys(names))
-        images += found
+        pending += found
+    corners = _corners(
+        (a, (img.width or 0, img.height or 0))
+        for img, anns in pending
+        for a in anns
+        if isinstance(a, _RawBox)
+    )
+    if corners:
+        log.info(
+            "%s: boxes read as corners [x0, y0, x1, y1] (some run past their image as sizes)", root
+        )
+    images = [dataclasses.replace(img, annotations=_placed(anns, corners)) for img, anns in pending]
     top = root.resolve()
 
     def file_of(img: ImportedImage) -> str:
