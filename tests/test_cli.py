@@ -309,3 +309,31 @@ def test_plan_with_an_llm_and_without(tmp_path: Path) -> None:
     bad = run("plan", request, "--llm-base-url", "http://127.0.0.1:9/v1")
     assert bad.returncode == 2
     assert "--llm-base-url needs --llm" in bad.stderr
+
+
+def test_the_summary_says_how_a_person_can_fill_short_classes(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from datasetagent.cli import _print_summary
+
+    classes = {
+        "shirt": {"target": 300, "accepted": 69, "exported": 69, "review": 767},
+        "coat": {"target": 300, "accepted": 300, "exported": 300, "review": 717},
+        "bag": {"target": 300, "accepted": 221, "exported": 221, "review": 0},
+    }
+    summary = {
+        "run": "/runs/fashion",
+        "classes": classes,
+        "exported": 590,
+        "splits": {"train": 590},
+        "cbi": 0.05,
+        "review": 1484,
+        "rejected": {},
+        "rounds": 3,
+        "stop_reason": "pool exhausted",
+        "exports": {},
+    }
+    _print_summary(summary)
+    err = " ".join(capsys.readouterr().err.split())
+    assert "proposed for classes short of their target: shirt 767;" in err
+    assert "datasetagent review /runs/fashion --write queue.jsonl --review 767" in err

@@ -245,6 +245,18 @@ def _print_summary(summary: dict[str, Any]) -> None:
     err.print(f"stopped: {summary['stop_reason']} after {summary['rounds']} round(s)")
     for fmt, where in summary["exports"].items():
         err.print(f"export ({fmt}): {where}")
+    held = {
+        name: row["review"]
+        for name, row in classes.items()
+        if row["review"] and row["accepted"] < row["target"]
+    }
+    if held:
+        named = ", ".join(f"{n} {k}" for n, k in held.items())
+        err.print(
+            f"held back and proposed for classes short of their target: {named}; a person can "
+            f"fill them: datasetagent review {summary['run']} --write queue.jsonl "
+            f"--review {sum(held.values())}"
+        )
 
 
 @main.command()
