@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from datasetagent.metrics import CheckerRates, alr_after_check
+from datasetagent.metrics import CheckerRates, alr_after_check, wilson_interval
 from datasetagent.models import BACKENDS, BackendConfig, Prediction, Usage, Verdict
 from datasetagent.pipeline import build
 from datasetagent.records import Sample
@@ -172,6 +172,19 @@ def test_two_verifiers_relabel_what_they_both_reject_as_one_other_class(
     assert sum(s.status == "labelled" for s in right) >= 0.85 * len(right)
     assert result.report.relabelled == len(relabelled)
     assert result.summary()["relabelled"] == len(relabelled)
+    # ALR of the labels both confirmed: the second checker's filtering is counted in
+    confirmed = [s for s in result.exported if s.origin == "collected" and s not in relabelled]
+    right_ones = sum(s.label == true_label(s) for s in confirmed)
+    report = result.report
+    assert report.alr_interval is not None
+    lo, hi = report.alr_interval
+    # 0 errors in ~340 measures an accuracy near, not at, 1: the intervals must overlap
+    measured_lo, _ = wilson_interval(right_ones, len(confirmed))
+    assert lo <= right_ones / len(confirmed)
+    assert hi >= measured_lo, (right_ones, len(confirmed), report.alr_interval)
+    assert report.alr is not None
+    assert report.alr > 0.995  # "checker" alone estimates 0.988: its filter is not the last
+    assert "confirmed by second too" in report.alr_method
 
 
 def test_an_auditor_measures_alr_directly(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -214,6 +227,11 @@ def test_alr_after_check_covers_the_kept_accuracy() -> None:
     assert lo > 0.95
     useless = CheckerRates.measure([True] * 10 + [False] * 10, [True] * 10 + [False] * 10)
     assert not useless.informative
+    # confirmed by a second, independent checker alike too: 0.81225 / 0.8125 are right
+    est2, lo2, hi2 = alr_after_check(430, 500, rates, [rates])
+    assert lo2 <= 0.9997 <= hi2
+    assert est2 == pytest.approx(0.9997, abs=0.001)
+    assert (lo2, hi2) > (lo, hi)
 
 
 def test_expansion_never_copies_the_existing_set_and_moves_toward_balance(

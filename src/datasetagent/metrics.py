@@ -68,29 +68,51 @@ class CheckerRates:
         return self.sensitivity_interval[0] - self.false_agreement_interval[1] > 0.2
 
 
-def _kept_accuracy(agree_rate: float, sens: float, false_agree: float) -> float:
+def _kept_accuracy(
+    agree_rate: float,
+    sens: float,
+    false_agree: float,
+    others: Sequence[tuple[float, float]] = (),
+) -> float:
     """Accuracy of the labels a checker confirmed, given its confirmation rate over all labels
-    (Rogan–Gladen: the labels' accuracy before the check is (a − f) / (s − f))."""
+    (Rogan–Gladen: the labels' accuracy before the check is (a − f) / (s − f)), and confirmed
+    too by each of ``others`` ((sensitivity, false agreement) of checkers whose errors are
+    independent of it given the truth)."""
     if sens <= false_agree:
         return 0.0
     before = min(1.0, max(0.0, (agree_rate - false_agree) / (sens - false_agree)))
-    kept = before * sens + (1.0 - before) * false_agree
-    return before * sens / kept if kept > 0 else 0.0
+    right, wrong = before * sens, (1.0 - before) * false_agree
+    for other_sens, other_false in others:
+        right, wrong = right * other_sens, wrong * other_false
+    return right / (right + wrong) if right + wrong > 0 else 0.0
 
 
-def alr_after_check(agree: int, n: int, rates: CheckerRates) -> tuple[float, float, float]:
+def alr_after_check(
+    agree: int, n: int, rates: CheckerRates, others: Sequence[CheckerRates] = ()
+) -> tuple[float, float, float]:
     """ALR of the labels a calibrated checker confirmed, when it checked ``n`` labels and
-    confirmed ``agree`` (the others were withheld): estimate and a conservative 95% interval,
-    the extremes over the intervals of the confirmation rate and of the checker's two rates."""
+    confirmed ``agree`` (the others were withheld), and that ``others`` (more calibrated
+    checkers) confirmed too: estimate and a conservative 95% interval, the extremes over the
+    intervals of the confirmation rate and of every checker's two rates."""
     a = agree / n if n else 0.0
-    est = _kept_accuracy(a, rates.sensitivity, rates.false_agreement)
+    est = _kept_accuracy(
+        a,
+        rates.sensitivity,
+        rates.false_agreement,
+        [(o.sensitivity, o.false_agreement) for o in others],
+    )
+    # more checkers: the least accurate with each at its worst, the most at its best
+    worst = [(o.sensitivity_interval[0], o.false_agreement_interval[1]) for o in others]
+    best = [(o.sensitivity_interval[1], o.false_agreement_interval[0]) for o in others]
     a_lo, a_hi = wilson_interval(agree, n)
     s_lo, s_hi = rates.sensitivity_interval
     f_lo, f_hi = rates.false_agreement_interval
     grid = [
-        _kept_accuracy(ai, si, fi)
+        (ai, si, fi)
         for ai in (a_lo, a, a_hi)
         for si in (s_lo, rates.sensitivity, s_hi)
         for fi in (f_lo, rates.false_agreement, f_hi)
     ]
-    return est, min(grid), max(grid)
+    lo = min(_kept_accuracy(*g, worst) for g in grid)
+    hi = max(_kept_accuracy(*g, best) for g in grid)
+    return est, lo, hi

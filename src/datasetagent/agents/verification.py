@@ -14,8 +14,10 @@
 
 ALR (DESIGN.md) is then: from an audit, the share confirmed, with its Wilson interval; else,
 from verification by a calibrated checker, the accuracy of the labels it confirmed (a
-Rogan–Gladen correction for the checker's own errors, with a conservative interval); else the
-plain share a checker confirmed, marked uncalibrated. It is never the labeler checking itself.
+Rogan–Gladen correction for the checker's own errors, with a conservative interval) and every
+other calibrated checker confirmed too (their errors taken as independent given the truth);
+else the plain share a checker confirmed, marked uncalibrated. It is never the labeler checking
+itself. Relabelled samples are not counted apart: their labels have two checkers behind them.
 """
 
 from __future__ import annotations
@@ -241,21 +243,31 @@ class Verification:
         audits = [a for a in self.store.audits("audit") if a.sample_id in new]
         if audits:
             ok = sum(a.agree for a in audits)
-            names = ", ".join(sorted({a.checker for a in audits}))
+            auditors = ", ".join(sorted({a.checker for a in audits}))
             return ALR(
                 ok / len(audits),
                 wilson_interval(ok, len(audits)),
                 len(audits),
-                f"audit of {len(audits)} accepted labels by {names}",
+                f"audit of {len(audits)} accepted labels by {auditors}",
             )
         verified = self.store.audits("verify")
+        names = sorted({a.checker for a in verified})
+        measured = {name: self.rates(name) for name in names}
+        calibrated = {n: r for n, r in measured.items() if r is not None and r.informative}
         best: ALR | None = None
-        for name in sorted({a.checker for a in verified}):
+        for name in names:
             rows = [a for a in verified if a.checker == name]
             agree = sum(a.agree for a in rows)
-            rates = self.rates(name)
+            rates = measured[name]
             if rates is not None and rates.informative:
-                est, lo, hi = alr_after_check(agree, len(rows), rates)
+                # the exported labels passed every other calibrated checker as well
+                others = {n: r for n, r in calibrated.items() if n != name}
+                est, lo, hi = alr_after_check(agree, len(rows), rates, list(others.values()))
+                also = (
+                    f"; confirmed by {' and '.join(others)} too (errors taken as independent)"
+                    if others
+                    else ""
+                )
                 found = ALR(
                     est,
                     (lo, hi),
@@ -263,7 +275,7 @@ class Verification:
                     f"{name} verified {len(rows)} labels and confirmed {agree}; calibrated on "
                     f"{rates.n_right + rates.n_wrong} existing images (confirms "
                     f"{rates.sensitivity:.2f} of right labels, {rates.false_agreement:.2f} of "
-                    "wrong ones)",
+                    f"wrong ones){also}",
                 )
             else:
                 why = "not calibrated" if rates is None else "calibration shows it barely helps"
