@@ -224,3 +224,43 @@ def test_annotations_of_another_frame_send_the_sample_to_review() -> None:
     assert anns == ()
     assert "annotations are for a 48x64 image, the image is 64x48" in reasons[0]
     assert align([box], (64, 48), _sample(64, 48)) == ((box,), [])
+
+
+@pytest.mark.parametrize("orientation", [2, 3, 4, 5, 6, 7, 8])
+def test_annotations_of_the_stored_frame_turn_with_an_exif_oriented_photo(
+    orientation: int,
+) -> None:
+    """A phone photo stored sideways with an EXIF orientation, annotated on the stored pixels
+    (as a COCO file written from the file's own size is): decoding turns it upright and the
+    annotations turn with it, then follow the fit to the spec's size."""
+    import io
+
+    from datasetagent.tools.decode import decode_strict
+
+    raw = np.zeros((60, 100), np.uint8)  # stored 100 wide, 60 high
+    raw[8:20, 10:40] = 255
+    box = Box(label="a", labeler="existing", x=10, y=8, w=30, h=12)
+    mask = Mask(label="a", labeler="existing", rle=mask_to_rle(raw > 0))
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    buf = io.BytesIO()
+    Image.fromarray(raw).save(buf, "PNG", exif=exif.tobytes())
+    decoded = decode_strict(buf.getvalue(), max_pixels=10**6, color_mode="L")
+    fitted, fit = fit_to(decoded.image, (64, 64), "letterbox")
+    sample = _sample(64, 64, steps=(*decoded.steps, fit))
+    (got_box, got_mask), reasons = align([box, mask], (100, 60), sample)
+    bright = np.asarray(fitted) > 127
+    ys, xs = np.nonzero(bright)
+    seen = (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1)
+    if orientation in (2, 3, 4):  # the upright image has the stored size: taken as upright
+        assert reasons == []
+        as_upright, _ = align([box, mask], (100, 60), _sample(64, 64, steps=(fit,)))
+        assert (got_box, got_mask) == as_upright
+        return
+    assert reasons == []
+    assert isinstance(got_box, Box)
+    assert isinstance(got_mask, Mask)
+    mapped = (got_box.x, got_box.y, got_box.x + got_box.w, got_box.y + got_box.h)
+    np.testing.assert_allclose(mapped, seen, atol=1.0)
+    warped = rle_to_mask(got_mask.rle)
+    assert (warped & bright).sum() / (warped | bright).sum() > 0.85

@@ -151,7 +151,7 @@ def probe(data: bytes, *, max_pixels: int) -> tuple[Image.Image, str]:
 GREY_MODES = frozenset({"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F"})
 
 #: Transposes that turn an image with an EXIF orientation upright (as ImageOps.exif_transpose).
-_UPRIGHT = {
+UPRIGHT = {
     2: Image.Transpose.FLIP_LEFT_RIGHT,
     3: Image.Transpose.ROTATE_180,
     4: Image.Transpose.FLIP_TOP_BOTTOM,
@@ -277,10 +277,10 @@ def _grey_jpeg(data: bytes, *, max_pixels: int, reduce_to: int) -> Decoded | Non
     if pixels is None or pixels.dtype != np.uint8 or pixels.shape != expected:
         return None
     img = Image.fromarray(pixels)
-    if header.orientation not in _UPRIGHT:
+    if header.orientation not in UPRIGHT:
         return Decoded(image=img, source_format="JPEG", size=size, pixels=pixels)
     step = ProcessingStep(name="exif_orientation", params={"orientation": header.orientation})
-    upright = img.transpose(_UPRIGHT[header.orientation])
+    upright = img.transpose(UPRIGHT[header.orientation])
     return Decoded(
         image=upright,
         source_format="JPEG",
@@ -328,7 +328,7 @@ def decode_strict(
         raise ImageIssue("corrupt", f"damaged image data: {exc}", size) from None
     steps: list[ProcessingStep] = []
     orientation = img.getexif().get(0x0112, 1)
-    if orientation in _UPRIGHT:
+    if orientation in UPRIGHT:
         img = ImageOps.exif_transpose(img)  # also drops the tag from the image's EXIF
         size = upright_size(size, orientation)
         steps.append(ProcessingStep(name="exif_orientation", params={"orientation": orientation}))

@@ -4,8 +4,14 @@ the annotations an existing dataset gives for the original frame are mapped the 
 
 Every fit is an axis-aligned scale and shift, ``x' = ax·x + bx``, ``y' = ay·y + by``. Boxes are
 mapped and clipped (one with nothing left in the image is dropped); masks are warped with
-nearest-neighbour sampling. A frame that is not the image's (say, annotations of an image the
-EXIF orientation turned) cannot be placed: the sample goes to review saying so.
+nearest-neighbour sampling.
+
+Decoding turns a photo upright by its EXIF orientation (a recorded ``exif_orientation`` step).
+Annotations whose frame is the image as stored, sideways (the upright size with width and
+height swapped: orientations 5-8), are turned the same way first. For orientations 2-4 the two
+frames have one size and cannot be told apart: annotations are taken as made on the upright
+image, as annotation tools show it. Any other frame cannot be placed: the sample goes to review
+saying so.
 """
 
 from __future__ import annotations
@@ -64,6 +70,57 @@ def frame_and_fit(sample: Sample) -> tuple[Size, Affine | None]:
     return (sample.width, sample.height), None
 
 
+def _orientation(sample: Sample) -> int:
+    for step in sample.provenance.steps:
+        if step.name == "exif_orientation":
+            value = step.params.get("orientation")
+            return value if isinstance(value, int) else 1
+    return 1
+
+
+def _turn_point(x: float, y: float, orientation: int, size: Size) -> tuple[float, float]:
+    """Where the point ``(x, y)`` of the stored image (``size``) lies once the image is turned
+    upright by its EXIF ``orientation`` 5-8 (the transposes of ``tools.decode``)."""
+    width, height = size
+    if orientation == 5:  # transpose
+        return y, x
+    if orientation == 6:  # a quarter turn clockwise
+        return height - y, x
+    if orientation == 7:  # transverse
+        return height - y, width - x
+    return y, width - x  # 8: a quarter turn anticlockwise
+
+
+def _turn(ann: Annotation, orientation: int, size: Size) -> Annotation:
+    """``ann`` of the stored image (``size``) on the image turned upright (orientation 5-8)."""
+    if isinstance(ann, Box):
+        corners = [
+            _turn_point(x, y, orientation, size)
+            for x in (ann.x, ann.x + ann.w)
+            for y in (ann.y, ann.y + ann.h)
+        ]
+        xs, ys = [c[0] for c in corners], [c[1] for c in corners]
+        return ann.model_copy(
+            update={
+                "x": snap(min(xs)),
+                "y": snap(min(ys)),
+                "w": snap(max(xs) - min(xs)),
+                "h": snap(max(ys) - min(ys)),
+            }
+        )
+    if isinstance(ann, Mask):
+        import numpy as np
+        from PIL import Image
+
+        from datasetagent.tools.decode import UPRIGHT
+        from datasetagent.tools.masks import mask_to_rle, rle_to_mask
+
+        img = Image.fromarray(rle_to_mask(ann.rle).astype(np.uint8) * 255)
+        turned = np.asarray(img.transpose(UPRIGHT[orientation])) > 0
+        return ann.model_copy(update={"rle": mask_to_rle(turned)})
+    return ann
+
+
 def _map_box(ann: Box, f: Affine, width: int, height: int) -> Box | None:
     x0, y0 = f.ax * ann.x + f.bx, f.ay * ann.y + f.by
     x1, y1 = f.ax * (ann.x + ann.w) + f.bx, f.ay * (ann.y + ann.h) + f.by
@@ -100,6 +157,10 @@ def align(
     if not objects or frame is None:
         return tuple(annotations), []
     before, fit = frame_and_fit(sample)
+    orientation = _orientation(sample)
+    if orientation in (5, 6, 7, 8) and tuple(frame) == (before[1], before[0]) != before:
+        annotations = [_turn(a, orientation, frame) for a in annotations]
+        frame = before
     if tuple(frame) != before:
         return (), [
             f"the existing dataset's annotations are for a {frame[0]}x{frame[1]} image, the "
