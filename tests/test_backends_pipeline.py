@@ -531,3 +531,41 @@ def test_a_segmentation_dataset_expanded_for_detection_gives_boxes(
         assert all(isinstance(a, Box) for a in s.annotations)
         boxes = sorted((a.label, a.x, a.y, a.w, a.h) for a in s.annotations)
         assert boxes == masks[Path(s.provenance.location).name]
+
+
+class Crash(Exception):
+    pass
+
+
+def test_a_crash_mid_labelling_keeps_the_model_calls_its_stored_labels_cost(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Usage is saved with each stored batch: a run killed in the middle of labelling and
+    resumed counts every call once, so a model-call budget holds across crashes."""
+    pool = tmp_path / "pool"
+    pool.mkdir()
+    truth: dict[str, str] = {}
+    for k, (img, label) in enumerate(digit_images(50, classes=tuple(map(int, CLASSES)))):
+        (pool / f"x{k:03d}.png").write_bytes(encode(img))
+        truth[_key(img)] = label
+    crash_at = {"calls": 3}
+
+    class Crashing(ScriptedClassifier):
+        def predict(self, images: list[Image.Image]) -> list[Prediction]:
+            if self.usage.calls + 1 == crash_at["calls"]:
+                raise Crash
+            return super().predict(images)
+
+    monkeypatch.setitem(BACKENDS._items, "scripted", lambda c: Crashing(c, truth))
+    spec = _spec(pool, target=50)
+    with pytest.raises(Crash):
+        build(spec, tmp_path / "run", labelers=["scripted"])
+    with RunStore(tmp_path / "run" / "run.db") as store:
+        stored = json.loads(store.get_meta("usage") or "{}")
+        labelled = len(store.samples(status=["labelled"]))
+    assert stored["scripted:default"]["calls"] == 2  # the two batches stored before the crash
+    assert stored["scripted:default"]["images"] == labelled > 0
+    crash_at["calls"] = -1
+    result = build(None, tmp_path / "run", resume=True)
+    total = result.usage["scripted:default"]
+    assert total["images"] == 150  # every image labelled once, over both processes

@@ -141,10 +141,10 @@ def test_resume_after_crash_between_stages(
 
     original = DataLabelAgent.run_round
 
-    def crash_on_round_1(self: DataLabelAgent, round_: int) -> object:
+    def crash_on_round_1(self: DataLabelAgent, round_: int, *args: object) -> object:
         if round_ == 1:
             raise Crash
-        return original(self, round_)
+        return original(self, round_, *args)  # type: ignore[arg-type]
 
     monkeypatch.setattr(DataLabelAgent, "run_round", crash_on_round_1)
     with pytest.raises(Crash):
@@ -153,9 +153,9 @@ def test_resume_after_crash_between_stages(
     processed = []
     real_round = ImageProcessingAgent.run_round
 
-    def counting(self: ImageProcessingAgent, round_: int, progress: object = None) -> object:
+    def counting(self: ImageProcessingAgent, round_: int, *args: object) -> object:
         processed.append(round_)
-        return real_round(self, round_, None)
+        return real_round(self, round_)
 
     monkeypatch.setattr(ImageProcessingAgent, "run_round", counting)
     resumed = build(None, tmp / "run", resume=True, workers=1)

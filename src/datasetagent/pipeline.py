@@ -447,12 +447,11 @@ class Pipeline:
             if self._stage(round_, "process"):
                 todo = len(self.store.candidates_to_process(round_))
                 self.reporter.stage("processing", round_, todo)
-                counts = processing.run_round(round_, self.reporter.advance)
+                counts = processing.run_round(round_, self.reporter.advance, self._save_usage)
                 self._finish(round_, "process", _describe(counts))
             if self._stage(round_, "label"):
                 self.reporter.stage("labelling", round_)
-                counts = labeling.run_round(round_)
-                self._save_usage()
+                counts = labeling.run_round(round_, self._save_usage)
                 self._finish(round_, "label", _describe(counts))
             if verification.active and self._stage(round_, "verify"):
                 self.reporter.stage("verifying labels", round_)

@@ -192,8 +192,12 @@ class DataLabelAgent:
             img.load()
             return img
 
-    def run_round(self, round_: int) -> Counter[str]:
-        """Label every processed, unlabelled sample of ``round_``; returns status counts."""
+    def run_round(
+        self, round_: int, after_batch: Callable[[], object] | None = None
+    ) -> Counter[str]:
+        """Label every processed, unlabelled sample of ``round_``; returns status counts.
+        ``after_batch`` runs after each batch is stored (the pipeline saves model usage, so
+        that a run killed mid-stage still counts the calls its stored labels cost)."""
         todo = self.store.samples(status=["processed"], round_=round_)
         counts: Counter[str] = Counter()
         chunks = [todo[i : i + self.batch_size] for i in range(0, len(todo), self.batch_size)]
@@ -205,6 +209,8 @@ class DataLabelAgent:
             done = self._label(batch)
             self.store.update_samples(done)
             counts.update(s.status for s in done)
+            if after_batch is not None:
+                after_batch()
         return counts
 
     def _needs_models(self, sample: Sample) -> bool:

@@ -214,8 +214,14 @@ class ImageProcessingAgent:
         self.executor = executor
         self.sources = sources
 
-    def run_round(self, round_: int, progress: Callable[[int], None] | None = None) -> Counter[str]:
-        """Process every candidate of ``round_`` not processed yet; returns outcome counts."""
+    def run_round(
+        self,
+        round_: int,
+        progress: Callable[[int], None] | None = None,
+        after_batch: Callable[[], object] | None = None,
+    ) -> Counter[str]:
+        """Process every candidate of ``round_`` not processed yet; returns outcome counts.
+        ``after_batch`` runs after each batch is stored (the pipeline saves model usage)."""
         outcomes: Counter[str] = Counter()
         todo = self.store.candidates_to_process(round_)
         by_source: dict[str, list[Candidate]] = {}
@@ -250,6 +256,8 @@ class ImageProcessingAgent:
                         outcomes.update(outcome.reasons)
                     if progress is not None:
                         progress(1)
+                if after_batch is not None:
+                    after_batch()
         return outcomes
 
     def _near_duplicates(self, results: list[Processed]) -> list[Duplicate | None]:
