@@ -62,15 +62,19 @@ class ScriptedClassifier:
         return out
 
 
-@pytest.fixture
-def flat_pool(tmp_path: Path) -> tuple[Path, dict[str, str]]:
-    pool = tmp_path / "pool"
+def _write_pool(pool: Path, per_class: int) -> dict[str, str]:
+    """A flat folder of digits of CLASSES; the truth by image key."""
     pool.mkdir()
     truth: dict[str, str] = {}
-    for k, (img, label) in enumerate(digit_images(12, classes=tuple(map(int, CLASSES)))):
+    for k, (img, label) in enumerate(digit_images(per_class, classes=tuple(map(int, CLASSES)))):
         (pool / f"x{k:03d}.png").write_bytes(encode(img))
         truth[_key(img)] = label
-    return pool, truth
+    return truth
+
+
+@pytest.fixture
+def flat_pool(tmp_path: Path) -> tuple[Path, dict[str, str]]:
+    return tmp_path / "pool", _write_pool(tmp_path / "pool", 12)
 
 
 @pytest.fixture
@@ -543,11 +547,7 @@ def test_a_crash_mid_labelling_keeps_the_model_calls_its_stored_labels_cost(
     """Usage is saved with each stored batch: a run killed in the middle of labelling and
     resumed counts every call once, so a model-call budget holds across crashes."""
     pool = tmp_path / "pool"
-    pool.mkdir()
-    truth: dict[str, str] = {}
-    for k, (img, label) in enumerate(digit_images(50, classes=tuple(map(int, CLASSES)))):
-        (pool / f"x{k:03d}.png").write_bytes(encode(img))
-        truth[_key(img)] = label
+    truth = _write_pool(pool, 50)
     crash_at = {"calls": 3}
 
     class Crashing(ScriptedClassifier):
