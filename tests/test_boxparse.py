@@ -13,6 +13,7 @@ from datasetagent.models.boxparse import (
     label_aliases,
     normalise_label,
     parse_boxes,
+    proven_coords,
     resolve_coords,
     to_detections,
 )
@@ -149,6 +150,22 @@ def test_auto_decides_once_per_reply() -> None:
     assert resolve_coords(boxes, SENT) == "norm1000"
     assert resolve_coords(boxes[:1], SENT) == "pixel"
     assert resolve_coords([], SENT) == "pixel"
+
+
+@pytest.mark.parametrize(
+    ("xyxy", "size", "proven"),
+    [
+        ((0.1, 0.2, 0.5, 0.9), (800, 600), "norm1"),
+        ((100, 100, 700, 500), (640, 480), "norm1000"),  # beyond the image, within the grid
+        ((100, 100, 1200, 900), (1280, 960), "pixel"),  # past the grid, inside the image
+        ((100, 100, 500, 400), (640, 480), None),  # fits both
+        ((100, 100, 1200, 500), (640, 480), None),  # fits neither: proves nothing
+    ],
+)
+def test_what_one_reply_proves(
+    xyxy: tuple[float, float, float, float], size: tuple[int, int], proven: str | None
+) -> None:
+    assert proven_coords([RawBox("cat", xyxy)], size) == proven
 
 
 def test_scores_are_read_clipped_or_defaulted() -> None:

@@ -559,6 +559,31 @@ def test_detect_maps_boxes_to_the_original_image(stub: StubServer) -> None:
     assert backend.usage.retries == 1
 
 
+def test_auto_learns_a_0_1000_model_from_one_reply_and_reads_the_rest_so(
+    stub: StubServer,
+) -> None:
+    """Three 200x100 images; only the second reply has a box past the sent image, which no
+    pixel box can: the whole batch, and later batches, are read on the 0-1000 grid."""
+    backend = make(stub, concurrency=1)  # scripted replies meet known images
+    inside = '[{"bbox_2d": [20, 10, 120, 60], "label": "cat"}]'  # fits both readings
+    stub.script(
+        Reply.prose(inside),
+        Reply.prose('[{"bbox_2d": [500, 500, 1000, 1000], "label": "bird"}]'),
+        Reply.prose(inside),
+    )
+    dets = backend.detect([photo((200, 100))] * 3)
+    on_grid = (4.0, 1.0, 24.0, 6.0)  # 20..120 thousandths of 200 px, 10..60 of 100 px
+    assert [[d.box for d in per] for per in dets] == [
+        [on_grid],
+        [(100.0, 50.0, 200.0, 100.0)],
+        [on_grid],
+    ]
+    assert backend.learned_coords == "norm1000"
+    stub.script(Reply.prose(inside))
+    [[later]] = backend.detect([photo((200, 100))])
+    assert later.box == on_grid
+
+
 def test_detect_on_the_0_1000_grid_and_failures(stub: StubServer) -> None:
     backend = make(stub, box_coords="norm1000", max_retries=0)
     stub.script(

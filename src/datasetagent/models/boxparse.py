@@ -14,10 +14,13 @@ per reply, one convention for every box in it:
 1. every coordinate within [0, 1] → fractions (a pixel box that small would be degenerate);
 2. otherwise, any x beyond the sent width or y beyond the sent height (1% slack), with every
    coordinate within [0, 1000] → the 0–1000 grid, since pixels cannot lie outside the image;
-3. otherwise pixels.
+3. any coordinate above 1000 that fits the sent image → pixels;
+4. otherwise the reply fits both pixels and the grid: pixels, unless earlier replies of the
+   same model proved its convention (``proven_coords``; the MLLM backend remembers it per
+   model and reads a whole batch after its proofs), so a 0–1000 model is read right even in
+   replies whose boxes all happen to fit inside the sent image.
 
-The rule misreads a 0–1000 reply whose boxes all happen to fit inside the sent image; for a
-model with a known convention, set it explicitly (``box_coords`` option).
+For a model with a known convention, set it explicitly (``box_coords`` option).
 """
 
 from __future__ import annotations
@@ -232,11 +235,12 @@ def extract_boxes(text: str) -> Extracted:
     return Extracted(tuple(boxes), len(loose) - len(boxes), found)
 
 
-def resolve_coords(boxes: Sequence[RawBox], sent_size: tuple[int, int]) -> Coords:
-    """The convention ``auto`` reads ``boxes`` in (see the module docstring for the rule)."""
+def proven_coords(boxes: Sequence[RawBox], sent_size: tuple[int, int]) -> Coords | None:
+    """The convention a reply's boxes prove on their own (rules 1-3 of the module docstring),
+    or None when they fit both pixels and the 0–1000 grid."""
     values = [v for b in boxes for v in b.xyxy]
     if not values:
-        return "pixel"
+        return None
     if all(0.0 <= v <= 1.0 for v in values):
         return "norm1"
     w, h = sent_size
@@ -246,7 +250,15 @@ def resolve_coords(boxes: Sequence[RawBox], sent_size: tuple[int, int]) -> Coord
     )
     if beyond and all(0.0 <= v <= 1000.0 for v in values):
         return "norm1000"
-    return "pixel"
+    if not beyond and any(v > 1000.0 for v in values):
+        return "pixel"
+    return None
+
+
+def resolve_coords(boxes: Sequence[RawBox], sent_size: tuple[int, int]) -> Coords:
+    """The convention ``auto`` reads one reply's ``boxes`` in, knowing nothing of the model's
+    other replies: what they prove, else pixels."""
+    return proven_coords(boxes, sent_size) or "pixel"
 
 
 @dataclass(frozen=True)

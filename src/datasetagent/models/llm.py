@@ -139,6 +139,8 @@ class LLMBackend:
         self.last_failed: tuple[int, ...] = ()
         #: Boxes dropped from detection replies so far: malformed, degenerate or not a class.
         self.dropped_boxes = 0
+        #: The box convention this model's replies proved (``box_coords`` auto), once known.
+        self.learned_coords: boxparse.Coords | None = None
         self._classes = tuple(classes)
         self._lock = threading.Lock()
         self._agents: dict[Role, Agent[None, Any]] = {}
@@ -203,12 +205,19 @@ class LLMBackend:
         coords = self.options.box_coords
         jobs = [(llm_schema.detect_prompt(self._classes, e.sent_size, coords), e) for e in encoded]
         table = llm_schema.aliases(self._classes, with_none=False)
+        replies = self._batch("detect", jobs)
+        if coords == "auto":
+            self._learn_coords(replies, encoded)
         out: list[list[Detection]] = []
-        for reply, e in zip(self._batch("detect", jobs), encoded, strict=True):
+        for reply, e in zip(replies, encoded, strict=True):
             if not isinstance(reply, boxparse.Extracted):
                 out.append([])
                 continue
-            frame = boxparse.ReplyFrame(table, e.sent_size, e.size, coords)
+            mode = coords
+            if coords == "auto":
+                proven = boxparse.proven_coords(reply.boxes, e.sent_size)
+                mode = proven or self.learned_coords or "pixel"
+            frame = boxparse.ReplyFrame(table, e.sent_size, e.size, mode)
             parsed = boxparse.to_detections(reply.boxes, frame)
             dropped = parsed.dropped + reply.malformed
             if dropped:
@@ -217,6 +226,26 @@ class LLMBackend:
                 self.dropped_boxes += dropped
             out.append(list(parsed.detections))
         return out
+
+    def _learn_coords(self, replies: list[Any], encoded: list[EncodedImage]) -> None:
+        """Remember the grid convention (pixels or 0–1000) this model's replies prove, the
+        first time a batch proves one and none contradicts it."""
+        if self.learned_coords is not None:
+            return
+        proofs = {
+            boxparse.proven_coords(r.boxes, e.sent_size)
+            for r, e in zip(replies, encoded, strict=True)
+            if isinstance(r, boxparse.Extracted)
+        } & {"pixel", "norm1000"}
+        if len(proofs) == 1:
+            (self.learned_coords,) = proofs
+            log.info(
+                "%s answers boxes in %s (proven by its replies); the option box_coords=%s "
+                "fixes that from the first image",
+                self.name,
+                "pixels" if self.learned_coords == "pixel" else "a 0-1000 grid",
+                self.learned_coords,
+            )
 
     def judge(self, images: list[Image.Image] | Prepared) -> list[Usability]:
         """Say whether each image can serve the spec's classes, and why not."""
