@@ -38,13 +38,15 @@ THUMB = 24  # side of the stored thumbnail
 CMP = 16  # side thumbnails are compared at
 FULL_NCC = 0.985
 CROP_NCC = 0.975
+#: Images under this many pixels on their shorter side are compared strictly: whole frames
+#: only, which must also reach ``SMALL_NCC`` at the thumbnail's full size.
 SMALL_SIDE = 64
+SMALL_NCC = 0.99
 #: A crop whose best grid view scores this much is refined off the grid (each end of each
-#: side moved up to ``REFINE_REACH`` percent) before it is judged against ``CROP_NCC``.
+#: side moved up to ``REFINE_REACH`` percent) and then judged against ``REFINED_NCC``.
 REFINE_FROM = 0.94
 REFINE_REACH = 4
 REFINED_NCC = 0.985
-SMALL_NCC = 0.99
 _SCALES = (0.8, 0.85, 0.9, 0.95)
 
 
