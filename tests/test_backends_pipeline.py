@@ -531,6 +531,9 @@ def test_a_segmentation_dataset_expanded_for_detection_gives_boxes(
     grown = build(spec, tmp_path / "grown", labelers=["colour-squares"])
     old = [s for s in grown.exported if s.origin == "existing"]
     assert len(old) == len(first.exported)
+    # the export's manifest names where each image first came from, and from what kind
+    assert {s.provenance.source_kind for s in old} == {"local"}
+    assert {Path(s.provenance.location).parent for s in old} == {tmp_path / "pool"}
     for s in old:
         assert all(isinstance(a, Box) for a in s.annotations)
         boxes = sorted((a.label, a.x, a.y, a.w, a.h) for a in s.annotations)

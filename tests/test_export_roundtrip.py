@@ -15,7 +15,7 @@ from PIL import Image
 
 from datasetagent.export import export_samples
 from datasetagent.export.prepare import ExportStats, prepare
-from datasetagent.records import Box, Mask, Provenance, Sample
+from datasetagent.records import Box, Mask, ProcessingStep, Provenance, Sample
 from datasetagent.sources.existing import ExistingDataset, open_existing
 from datasetagent.sources.formats import ImportedImage
 from datasetagent.spec import TaskKind
@@ -70,6 +70,10 @@ def held(fmt: str, sample: Sample) -> Sample:
             rle = mask_to_rle(m)
         out.append(ann.model_copy(update={"rle": rle}))
     return sample.model_copy(update={"annotations": tuple(out)})
+
+
+def step(sample: Sample) -> ProcessingStep:
+    return ProcessingStep(name="gamma", params={"gamma": 0.8, "of": sample.id[:8]})
 
 
 def key(ann: Any) -> tuple[object, ...]:
@@ -135,7 +139,10 @@ def files(out: Path, fmt: str) -> dict[str, object]:
 def test_export_import_export_is_lossless(
     samples: dict[TaskKind, list[Sample]], tmp_path: Path, fmt: str, task: TaskKind
 ) -> None:
-    items = sorted(samples[task], key=lambda s: s.id)  # files list samples in given order
+    items = [  # what was done to each image travels in the manifest and comes back
+        s.model_copy(update={"provenance": s.provenance.model_copy(update={"steps": (step(s),)})})
+        for s in sorted(samples[task], key=lambda s: s.id)  # files list samples in given order
+    ]
     spec = spec_for(task, fmt)
     first = export_samples(fmt, tmp_path / "a" / fmt, spec, items, blob_path, None)
     ds = open_existing(first)
@@ -155,6 +162,7 @@ def test_export_import_export_is_lossless(
             sample.provenance.licence,
             sample.provenance.creator,
         )
+        assert got.provenance.steps == sample.provenance.steps
     again.sort(key=lambda s: s.id)
     second = export_samples(fmt, tmp_path / "b" / fmt, spec, again, blob_path, None)
     assert files(second, fmt) == files(first, fmt)

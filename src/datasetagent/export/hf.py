@@ -115,6 +115,9 @@ class HfExporter:
         self.index = {name: i for i, name in enumerate(spec.class_names)}
         self._writers: dict[str, Any] = {}  # pyarrow.parquet.ParquetWriter
         self._rows: dict[str, list[dict[str, Any]]] = {}
+        #: Rows written per split so far: a manifest entry is ``FILE.parquet#ROW``, the
+        #: location the importer reads an image at.
+        self._written: dict[str, int] = {}
         self._bytes: dict[str, int] = {}
 
     def __enter__(self) -> HfExporter:
@@ -157,10 +160,12 @@ class HfExporter:
         rows = self._rows.setdefault(split, [])
         row = self._row(sample, image)
         rows.append(row)
+        number = self._written.get(split, 0)
+        self._written[split] = number + 1
         self._bytes[split] = self._bytes.get(split, 0) + len(row["image"]["bytes"])
         if len(rows) >= ROWS_PER_GROUP or self._bytes[split] >= BYTES_PER_GROUP:
             self._flush(split)
-        return f"{split_file(split)}#{row['image']['path']}"
+        return f"{split_file(split)}#{number}"
 
     def _flush(self, split: str) -> None:
         pa, pq = _arrow()

@@ -92,10 +92,6 @@ class ExistingDataset:
         data: bytes = self._rows.read(location)
         return data
 
-    def imported(self, location: str) -> ImportedImage | None:
-        """What the dataset says of the image read from ``location``."""
-        return self._images.get(location)
-
     def apply(self, sample: Sample, task: TaskKind) -> Sample:
         """``sample`` (processed from one of this dataset's images) with the dataset's labels
         and provenance: boxes and masks mapped onto the stored image, masks made boxes for a
@@ -111,9 +107,10 @@ class ExistingDataset:
             anns = tuple(_as_box(a) if isinstance(a, Mask) else a for a in anns)
         prov = sample.provenance
         if img.source is not None:  # the dataset names the image's original source
-            prov = prov.model_copy(
-                update={"location": img.source, "steps": (*img.steps, *prov.steps)}
-            )
+            origin = {"location": img.source, "steps": (*img.steps, *prov.steps)}
+            if img.source_kind is not None:
+                origin["source_kind"] = img.source_kind
+            prov = prov.model_copy(update=origin)
         update: dict[str, object] = {"provenance": prov, "review_reasons": tuple(reasons)}
         if task != "classification":  # classification labels come from the class hint
             update["annotations"] = tuple(a for a in anns if isinstance(a, Box | Mask))
