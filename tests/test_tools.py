@@ -274,3 +274,14 @@ def test_build_deduplicates_a_batch_as_it_would_one_image_at_a_time(
         ("near_duplicate", "t2.png"),
         ("corrupt", ""),
     ]
+
+
+def test_reading_an_existing_dataset_does_not_load_opencv() -> None:
+    """The importers sniff files through ``tools.decode``; OpenCV (~70 ms to import) is
+    loaded only where an image is decoded with it."""
+    import subprocess
+    import sys
+
+    code = "import sys, datasetagent.sources.existing; assert 'cv2' not in sys.modules"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr

@@ -23,7 +23,14 @@ from datasetagent.runtime.local import LocalExecutor
 from datasetagent.sources.files import image_files
 from datasetagent.spec import DEFAULT_MIN_SIDE, ISSUE_NAMES, CheckThresholds
 from datasetagent.tools import quality
-from datasetagent.tools.decode import Decoded, ImageIssue, decode_strict, sniff, wrong_extension
+from datasetagent.tools.decode import (
+    Decoded,
+    ImageIssue,
+    decode_strict,
+    orientation_of,
+    sniff,
+    wrong_extension,
+)
 from datasetagent.tools.dedupe import THUMB, Deduplicator, Thumb, thumbnail
 from datasetagent.tools.hashing import jpeg_content_hash, pixel_hash
 from datasetagent.tools.phash import image_hashes
@@ -123,15 +130,7 @@ def _exact_key(data: bytes, decoded: Decoded) -> str:
     """Equal for the same bytes, or the same JPEG data with other metadata, or (other formats
     and odd JPEGs) the same decoded pixels."""
     if decoded.source_format in ("JPEG", "MPO"):
-        orientation = next(
-            (
-                int(s.params["orientation"] or 1)
-                for s in decoded.steps
-                if s.name == "exif_orientation"
-            ),
-            1,
-        )
-        key = jpeg_content_hash(data, orientation)
+        key = jpeg_content_hash(data, orientation_of(decoded.steps))
         if key is not None:
             return key
     return pixel_hash(decoded.image)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import io
 import warnings
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Literal
 
-import cv2
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
@@ -160,12 +160,6 @@ UPRIGHT = {
     7: Image.Transpose.TRANSVERSE,
     8: Image.Transpose.ROTATE_90,
 }
-_CV2_GREY = {
-    1: cv2.IMREAD_GRAYSCALE,
-    2: cv2.IMREAD_REDUCED_GRAYSCALE_2,
-    4: cv2.IMREAD_REDUCED_GRAYSCALE_4,
-    8: cv2.IMREAD_REDUCED_GRAYSCALE_8,
-}
 
 
 @dataclass(frozen=True)
@@ -174,7 +168,6 @@ class JpegHeader:
 
     width: int
     height: int
-    components: int
     orientation: int
 
 
@@ -183,11 +176,11 @@ _SOF_OTHER = frozenset({0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0x
 
 
 def jpeg_header(data: bytes) -> JpegHeader | None:
-    """Size, components and EXIF orientation of a plain 8-bit JPEG with one or three components,
+    """Size and EXIF orientation of a plain 8-bit JPEG with one or three components,
     read from its segments (a few µs, against ~30 for Pillow's parser). None for anything
     else or anything odd (MPO, CMYK, 12-bit, lossless or arithmetic coding, a second frame
     header, unreadable EXIF, a damaged segment): Pillow reads those."""
-    frame: tuple[int, int, int] | None = None
+    frame: tuple[int, int] | None = None
     orientation: int | None = 1
     seen_exif = False
     try:
@@ -204,7 +197,7 @@ def jpeg_header(data: bytes) -> JpegHeader | None:
                 components = data[pos + 9]
                 if not width or not height or components not in (1, 3):
                     return None
-                frame = (width, height, components)
+                frame = (width, height)
             elif marker in _SOF_OTHER:
                 return None
             elif marker == 0xE1 and not seen_exif and data[pos + 4 : pos + 10] == b"Exif\0\0":
@@ -239,14 +232,6 @@ def _exif_orientation(tiff: bytes) -> int | None:
     return 1
 
 
-_CV2_GREY = {
-    1: cv2.IMREAD_GRAYSCALE,
-    2: cv2.IMREAD_REDUCED_GRAYSCALE_2,
-    4: cv2.IMREAD_REDUCED_GRAYSCALE_4,
-    8: cv2.IMREAD_REDUCED_GRAYSCALE_8,
-}
-
-
 def _request(size: tuple[int, int], reduce_to: int) -> tuple[int, int]:
     """The draft size that keeps the longer side at least ``reduce_to`` (draft keeps both
     sides >= the request)."""
@@ -271,7 +256,10 @@ def _grey_jpeg(data: bytes, *, max_pixels: int, reduce_to: int) -> Decoded | Non
     request = _request(size, reduce_to)
     factor = min(size[0] // request[0], size[1] // request[1])
     scale = next((s for s in (8, 4, 2) if factor >= s), 1)
-    flags = _CV2_GREY[scale] | cv2.IMREAD_IGNORE_ORIENTATION
+    import cv2  # only here: importing the decoder for ``sniff`` stays light
+
+    grey = cv2.IMREAD_GRAYSCALE if scale == 1 else getattr(cv2, f"IMREAD_REDUCED_GRAYSCALE_{scale}")
+    flags = grey | cv2.IMREAD_IGNORE_ORIENTATION
     pixels = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
     expected = (-(-size[1] // scale), -(-size[0] // scale))
     if pixels is None or pixels.dtype != np.uint8 or pixels.shape != expected:
@@ -292,6 +280,16 @@ def _grey_jpeg(data: bytes, *, max_pixels: int, reduce_to: int) -> Decoded | Non
 def upright_size(size: tuple[int, int], orientation: int) -> tuple[int, int]:
     """(width, height) once an image of EXIF ``orientation`` is turned upright."""
     return (size[1], size[0]) if orientation in (5, 6, 7, 8) else size
+
+
+def orientation_of(steps: Iterable[ProcessingStep]) -> int:
+    """The EXIF orientation a decode turned the image upright from (1: none), read back from
+    its recorded steps."""
+    for step in steps:
+        if step.name == "exif_orientation":
+            value = step.params.get("orientation")
+            return value if isinstance(value, int) else 1
+    return 1
 
 
 def decode_strict(

@@ -27,6 +27,7 @@ from datasetagent.errors import UsageError
 from datasetagent.records import Annotation, Box, Mask, ProcessingStep, Provenance, main_label
 from datasetagent.spec import SplitName, TaskKind
 from datasetagent.tools.boxes import snap
+from datasetagent.tools.decode import upright_size
 
 #: The labeler name of every imported annotation.
 EXISTING_LABELER = "existing"
@@ -105,7 +106,7 @@ def image_size(path: Path) -> tuple[int, int]:
             orientation = img.getexif().get(0x0112, 1)
     except (OSError, ValueError, SyntaxError) as exc:
         raise DatasetFormatError(path, "", f"not a readable image ({exc})") from None
-    return (height, width) if orientation in (5, 6, 7, 8) else (width, height)
+    return upright_size((width, height), orientation)
 
 
 def box(label: str, x: float, y: float, w: float, h: float) -> Box | None:

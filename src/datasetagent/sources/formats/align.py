@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 from datasetagent.records import Annotation, Box, Mask, Sample
 from datasetagent.tools.boxes import check_box, snap
+from datasetagent.tools.decode import UPRIGHT, orientation_of, upright_size
 from datasetagent.tools.enhance import letterbox_geometry
 
 Size = tuple[int, int]
@@ -70,14 +71,6 @@ def frame_and_fit(sample: Sample) -> tuple[Size, Affine | None]:
     return (sample.width, sample.height), None
 
 
-def _orientation(sample: Sample) -> int:
-    for step in sample.provenance.steps:
-        if step.name == "exif_orientation":
-            value = step.params.get("orientation")
-            return value if isinstance(value, int) else 1
-    return 1
-
-
 def _turn_point(x: float, y: float, orientation: int, size: Size) -> tuple[float, float]:
     """Where the point ``(x, y)`` of the stored image (``size``) lies once the image is turned
     upright by its EXIF ``orientation`` 5-8 (the transposes of ``tools.decode``)."""
@@ -112,7 +105,6 @@ def _turn(ann: Annotation, orientation: int, size: Size) -> Annotation:
         import numpy as np
         from PIL import Image
 
-        from datasetagent.tools.decode import UPRIGHT
         from datasetagent.tools.masks import mask_to_rle, rle_to_mask
 
         img = Image.fromarray(rle_to_mask(ann.rle).astype(np.uint8) * 255)
@@ -157,8 +149,8 @@ def align(
     if not objects or frame is None:
         return tuple(annotations), []
     before, fit = frame_and_fit(sample)
-    orientation = _orientation(sample)
-    if orientation in (5, 6, 7, 8) and tuple(frame) == (before[1], before[0]) != before:
+    orientation = orientation_of(sample.provenance.steps)
+    if upright_size(frame, orientation) == before != tuple(frame):
         annotations = [_turn(a, orientation, frame) for a in annotations]
         frame = before
     if tuple(frame) != before:
