@@ -45,7 +45,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold
 
 from datasetagent.errors import NoLabelerError
-from datasetagent.models import NONE_LABEL, ImageEmbedder, Prediction
+from datasetagent.models import NONE_LABEL, ImageEmbedder, Prediction, softmax_prediction
 from datasetagent.models import seed_graph as graph
 from datasetagent.tools.features import feature_matrix, view_slices
 
@@ -72,7 +72,8 @@ OOD_NEIGHBOURS = 3
 OOD_Z0 = 4.0
 OOD_WIDTH = 1.5
 OOD_MIN_SEEDS = 10
-#: Pool images kept for the graph; past this the oldest are dropped (memory and kNN time).
+#: Pool images the graph holds; images past this many are labelled from the graph without
+#: joining it (memory and kNN time).
 MAX_POOL = 50_000
 
 
@@ -80,6 +81,13 @@ def _log_softmax(z: np.ndarray) -> np.ndarray:
     z = z - z.max(axis=1, keepdims=True)
     out: np.ndarray = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
     return out
+
+
+def _image_key(img: Image.Image) -> bytes:
+    """Equal for images of equal pixels: which images of a batch the pool already holds."""
+    digest = hashlib.blake2b(f"{img.mode}{img.size}".encode(), digest_size=16)
+    digest.update(img.tobytes())
+    return digest.digest()
 
 
 @dataclass(frozen=True)
@@ -213,7 +221,6 @@ class SeedClassifier:
             self._fold_of[test] = f
         self._seed_y = y
         self._seed_oof = best_oof
-        self._seed_coords = x
         self._seed_embed = graph.unit_rows(x[:, :GRAPH_DIM])
         self._typicality = graph.Typicality.fit(x, y, OOD_NEIGHBOURS)
         self._seed_atypical = self._typicality.seed_scores()
@@ -268,19 +275,16 @@ class SeedClassifier:
         self._pool_atypical = np.zeros(0)
         self._pool_q = np.zeros((0, k + 1))
 
-    def _describe(
-        self, images: list[Image.Image]
-    ) -> tuple[list[bytes], np.ndarray, np.ndarray, np.ndarray]:
-        """Per image: a key (its features' hash), graph embedding, logits of the final and
-        fold models, and atypicality (how far it is from the nearest seeds of any class)."""
+    def _describe(self, images: list[Image.Image]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per image: graph embedding, logits of the final and fold models, and atypicality
+        (how far it is from the nearest seeds of any class)."""
         raw = self._raw_features(images)
-        keys = [hashlib.blake2b(row.tobytes(), digest_size=16).digest() for row in raw]
         z = self._scaled(raw)
         x = self._coords(z)
         residual = np.maximum((z**2).sum(axis=1) - (x**2).sum(axis=1), 0.0)
         atypical = self._typicality.score(x, residual)
         logits = np.stack([m.logits(x) for m in (self._final, *self._folds)], axis=1)
-        return keys, graph.unit_rows(x[:, :GRAPH_DIM]), logits, atypical
+        return graph.unit_rows(x[:, :GRAPH_DIM]), logits, atypical
 
     def adapt(self, batches: Iterable[list[Image.Image]]) -> None:
         """Make these images (the round about to be labelled) the pool: build the graph over
@@ -304,15 +308,18 @@ class SeedClassifier:
         for batch in batches:
             if not batch or size >= MAX_POOL:
                 continue
-            keys, embed, logit, atyp = self._describe(batch)
-            fresh: list[int] = []
-            for i, key in enumerate(keys):
+            fresh: list[Image.Image] = []
+            for img in batch:
+                key = _image_key(img)
                 if key not in self._keys and size + len(fresh) < MAX_POOL:
                     self._keys[key] = size + len(fresh)
-                    fresh.append(i)
-            embeds.append(embed[fresh])
-            logits.append(logit[fresh])
-            atypical.append(atyp[fresh])
+                    fresh.append(img)
+            if not fresh:
+                continue
+            embed, logit, atyp = self._describe(fresh)
+            embeds.append(embed)
+            logits.append(logit)
+            atypical.append(atyp)
             size += len(fresh)
         if size:
             self._pool_embed = np.concatenate(embeds)
@@ -370,17 +377,17 @@ class SeedClassifier:
         """Calibrated probabilities, one row per image: the classes, then "none"."""
         if not self._fitted:
             raise RuntimeError("SeedClassifier.predict called before fit")
-        keys, embed, logits, atypical = self._describe(images)
         out = np.zeros((len(images), len(self._classes) + 1))
-        known = [self._keys.get(key) for key in keys]
+        known = [self._keys.get(_image_key(img)) for img in images]
         new = [i for i, j in enumerate(known) if j is None]
         for i, j in enumerate(known):
             if j is not None:
                 out[i] = self._pool_q[j]
-        if new:
-            prior, none = self._prior(logits[new, 0]), self._none(atypical[new])
+        if new:  # images the pool did not hold: described now, placed by their neighbours
+            embed, logits, atypical = self._describe([images[i] for i in new])
+            prior, none = self._prior(logits[:, 0]), self._none(atypical)
             if self.transductive:
-                near = graph.knn_query(self._nodes, embed[new], NEIGHBOURS)
+                near = graph.knn_query(self._nodes, embed, NEIGHBOURS)
                 q = graph.extend(
                     prior, none, near, self._node_q, alpha=ALPHA, alpha_none=ALPHA_NONE
                 )
@@ -396,14 +403,4 @@ class SeedClassifier:
                 raise RuntimeError("SeedClassifier.predict called before fit")
             return []
         names = (*self._classes, NONE_LABEL)
-        out = []
-        for row in self.probabilities(images):
-            top = int(row.argmax())
-            out.append(
-                Prediction(
-                    label=names[top],
-                    confidence=float(row[top]),
-                    probs={c: float(v) for c, v in zip(names, row, strict=True)},
-                )
-            )
-        return out
+        return [softmax_prediction(names, row) for row in self.probabilities(images)]

@@ -16,7 +16,6 @@ import numpy as np
 from scipy.special import ndtr
 from sklearn.neighbors import NearestNeighbors
 
-#: Power temperatures tried when calibrating propagated probabilities.
 #: Powers tried when calibrating propagated probabilities. None sharpens by more than 2: a few
 #: held-out seeds that all came out right must not make every label certain.
 POWERS = np.exp(np.linspace(np.log(0.5), np.log(10.0), 91))
@@ -198,35 +197,30 @@ class Typicality:
         spread = np.maximum(spread, float(np.median(spread)))
         return cls(seeds, labels, centre, spread, k)
 
-    def score(self, coords: np.ndarray, residual: np.ndarray) -> np.ndarray:
+    def _z(self, d: np.ndarray, c: int) -> np.ndarray:
+        """How many of class ``c``'s spreads the log distances ``d`` lie beyond its median."""
+        out: np.ndarray = (np.log(np.maximum(d, 1e-12)) - self.centre[c]) / self.spread[c]
+        return out
+
+    def score(self, coords: np.ndarray, residual: np.ndarray, *, skip: int = -1) -> np.ndarray:
         """Atypicality of each row: for each class, how many spreads its distance to that
         class's nearest seeds lies beyond the seeds' own median; the smallest over classes (an
-        image typical of any one class is typical)."""
+        image typical of any one class is typical). Class ``skip`` is left out."""
         out = np.full(len(coords), np.inf)
         for c in range(len(self.centre)):
-            own = self.seeds[self.labels == c]
-            d = nearest_distances(coords, residual, own, self.k)
-            z = (np.log(np.maximum(d, 1e-12)) - self.centre[c]) / self.spread[c]
-            out = np.minimum(out, z)
+            if c != skip:
+                d = nearest_distances(coords, residual, self.seeds[self.labels == c], self.k)
+                out = np.minimum(out, self._z(d, c))
         return out
 
     def seed_scores(self) -> np.ndarray:
         """``score`` of each seed with itself left out of its class."""
-        out = self.score(self.seeds, np.zeros(len(self.seeds)))
+        out = np.empty(len(self.seeds))
         for c in range(len(self.centre)):
             idx = np.flatnonzero(self.labels == c)
-            own = self.seeds[idx]
-            d = nearest_distances(own, np.zeros(len(own)), own, self.k, self_rows=True)
-            z = (np.log(np.maximum(d, 1e-12)) - self.centre[c]) / self.spread[c]
-            others = np.full(len(idx), np.inf)
-            for c2 in range(len(self.centre)):
-                if c2 != c:
-                    d2 = nearest_distances(
-                        own, np.zeros(len(own)), self.seeds[self.labels == c2], self.k
-                    )
-                    z2 = (np.log(np.maximum(d2, 1e-12)) - self.centre[c2]) / self.spread[c2]
-                    others = np.minimum(others, z2)
-            out[idx] = np.minimum(z, others)
+            own, flat = self.seeds[idx], np.zeros(len(idx))
+            d = nearest_distances(own, flat, own, self.k, self_rows=True)
+            out[idx] = np.minimum(self._z(d, c), self.score(own, flat, skip=c))
         return out
 
 
