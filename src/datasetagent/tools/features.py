@@ -27,6 +27,8 @@ CLIP = 0.2  # block normalisation clips each value at this share (Dalal and Trig
 THUMB = 12  # side of the grey thumbnail view
 HSV_BINS = (8, 3, 3)
 COLOUR_SIDE = 32
+#: Images are first reduced to about this side (twice the largest view, 32 px).
+WORK_SIDE = 64
 #: Images are converted and resized in chunks of this many (bounded memory for big batches).
 CHUNK = 256
 
@@ -97,9 +99,21 @@ def _grey(img: Image.Image, side: int) -> np.ndarray:
 
 
 def _thumb(gray: Image.Image) -> np.ndarray:
-    t = np.asarray(gray.resize((THUMB, THUMB), Image.Resampling.BILINEAR), np.float64).ravel()
+    t = _grey(gray, THUMB).astype(np.float64).ravel()
     out: np.ndarray = (t - t.mean()) / (t.std() + 1e-6)
     return out
+
+
+def _reduced(img: Image.Image) -> Image.Image:
+    """``img`` box-averaged by a whole factor to at least ``WORK_SIDE`` on its shorter side:
+    every view is resized from this one small copy, not from the full picture."""
+    factor = min(img.size) // WORK_SIDE
+    if factor < 2:
+        return img
+    try:
+        return img.reduce(factor)
+    except ValueError:  # a mode Pillow cannot reduce (1, P, I;16): resized from the full image
+        return img
 
 
 def _colour(img: Image.Image) -> np.ndarray:
@@ -115,6 +129,7 @@ def _colour(img: Image.Image) -> np.ndarray:
 
 
 def _chunk_features(images: list[Image.Image]) -> np.ndarray:
+    images = [_reduced(im) for im in images]
     greys = [im.convert("L") for im in images]
     parts = [hog_batch(np.stack([_grey(g, side) for g in greys]), cell) for side, cell in HOG_GRIDS]
     parts.append(np.stack([_thumb(g) for g in greys]).astype(np.float32))
@@ -130,9 +145,3 @@ def feature_matrix(images: list[Image.Image]) -> np.ndarray:
     return np.concatenate(
         [_chunk_features(images[i : i + CHUNK]) for i in range(0, len(images), CHUNK)]
     )
-
-
-def image_features(img: Image.Image) -> np.ndarray:
-    """A fixed-length float vector describing ``img`` (any size, mode L or RGB)."""
-    out: np.ndarray = feature_matrix([img])[0]
-    return out
