@@ -166,6 +166,8 @@ def test_what_one_reply_proves(
     xyxy: tuple[float, float, float, float], size: tuple[int, int], proven: str | None
 ) -> None:
     assert proven_coords([RawBox("cat", xyxy)], size) == proven
+    # what the model's earlier replies proved reads only a reply that proves nothing itself
+    assert resolve_coords([RawBox("cat", xyxy)], size, "norm1000") == (proven or "norm1000")
 
 
 def test_scores_are_read_clipped_or_defaulted() -> None:

@@ -255,10 +255,12 @@ def proven_coords(boxes: Sequence[RawBox], sent_size: tuple[int, int]) -> Coords
     return None
 
 
-def resolve_coords(boxes: Sequence[RawBox], sent_size: tuple[int, int]) -> Coords:
-    """The convention ``auto`` reads one reply's ``boxes`` in, knowing nothing of the model's
-    other replies: what they prove, else pixels."""
-    return proven_coords(boxes, sent_size) or "pixel"
+def resolve_coords(
+    boxes: Sequence[RawBox], sent_size: tuple[int, int], fallback: Coords = "pixel"
+) -> Coords:
+    """The convention ``auto`` reads one reply's ``boxes`` in: what they prove, else
+    ``fallback`` (what the model's earlier replies proved, or pixels)."""
+    return proven_coords(boxes, sent_size) or fallback
 
 
 @dataclass(frozen=True)
@@ -272,6 +274,8 @@ class ReplyFrame:
     image_size: tuple[int, int]
     coords: Coords = "auto"
     default_score: float = 1.0
+    #: What ``auto`` reads a reply in that proves nothing (``resolve_coords``).
+    fallback: Coords = "pixel"
 
 
 def to_detections(boxes: Sequence[RawBox], frame: ReplyFrame) -> ParsedBoxes:
@@ -281,7 +285,7 @@ def to_detections(boxes: Sequence[RawBox], frame: ReplyFrame) -> ParsedBoxes:
     class or when less than a pixel wide or high is left.
     """
     coords = frame.coords
-    mode = resolve_coords(boxes, frame.sent_size) if coords == "auto" else coords
+    mode = resolve_coords(boxes, frame.sent_size, frame.fallback) if coords == "auto" else coords
     w, h = float(frame.image_size[0]), float(frame.image_size[1])
     if mode == "pixel":
         sx, sy = w / max(frame.sent_size[0], 1), h / max(frame.sent_size[1], 1)

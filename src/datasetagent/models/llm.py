@@ -213,11 +213,8 @@ class LLMBackend:
             if not isinstance(reply, boxparse.Extracted):
                 out.append([])
                 continue
-            mode = coords
-            if coords == "auto":
-                proven = boxparse.proven_coords(reply.boxes, e.sent_size)
-                mode = proven or self.learned_coords or "pixel"
-            frame = boxparse.ReplyFrame(table, e.sent_size, e.size, mode)
+            fallback = self.learned_coords or "pixel"
+            frame = boxparse.ReplyFrame(table, e.sent_size, e.size, coords, fallback=fallback)
             parsed = boxparse.to_detections(reply.boxes, frame)
             dropped = parsed.dropped + reply.malformed
             if dropped:
@@ -238,7 +235,8 @@ class LLMBackend:
             if isinstance(r, boxparse.Extracted)
         } & {"pixel", "norm1000"}
         if len(proofs) == 1:
-            (self.learned_coords,) = proofs
+            with self._lock:
+                (self.learned_coords,) = proofs
             log.info(
                 "%s answers boxes in %s (proven by its replies); the option box_coords=%s "
                 "fixes that from the first image",
