@@ -337,8 +337,6 @@ class Pipeline:
                 detectors.append(b)
             elif task == "segmentation" and isinstance(b, BoxSegmenter) and segmenter is None:
                 segmenter = b
-            elif isinstance(b, LabelVerifier) and b in self.checkers:
-                continue
             elif not (task == "classification" and isinstance(b, ImageEmbedder)):
                 raise UsageError(f"labeler {b.name} cannot help label {task}")
         if self.classifier is not None:
@@ -441,7 +439,7 @@ class Pipeline:
                     else supervision.next_batch(previous)
                 )
                 have = self.store.label_counts(["labelled"])
-                short = [c for c, t in self.spec.targets().items() if have.get(c, 0) < t]
+                short = self.spec.short_classes(have)
                 n = self.store.take_candidates(round_, size, origin="collected", wanted=short)
                 self._finish(round_, "select", f"{n} candidates")
             if self._stage(round_, "process"):

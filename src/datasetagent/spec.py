@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -280,6 +281,10 @@ class DatasetSpec(_Model):
 
     def targets(self) -> dict[str, int]:
         return {c.name: c.target or self.target_per_class for c in self.classes}
+
+    def short_classes(self, have: Mapping[str, int]) -> list[str]:
+        """The classes with fewer than their target in ``have`` (samples per class)."""
+        return [c for c, target in self.targets().items() if have.get(c, 0) < target]
 
     def resolve_class(self, name: str) -> str | None:
         """The class that ``name`` (a class name, synonym or folder name) refers to, if any."""

@@ -137,15 +137,17 @@ def merge_detections(per_detector: Sequence[Sequence[Detection]]) -> list[Merged
         key=lambda t: -t[0],
     )
     clusters: list[tuple[list[Detection], set[int]]] = []
+    heads: list[tuple[float, float, float, float]] = []  # each cluster's first box
     for _, k, det in pool:
-        for members, found in clusters:
-            same = k not in found and members[0].label == det.label
-            if same and iou(np.array(members[0].box), np.array([det.box]))[0] >= MERGE_IOU:
+        overlaps = iou(np.array(det.box), np.array(heads)) if heads else np.zeros(0)
+        for (members, found), overlap in zip(clusters, overlaps, strict=True):
+            if k not in found and members[0].label == det.label and overlap >= MERGE_IOU:
                 members.append(det)
                 found.add(k)
                 break
         else:
             clusters.append(([det], {k}))
+            heads.append(det.box)
     n = max(1, len(per_detector))
     out = []
     for members, found in clusters:

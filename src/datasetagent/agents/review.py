@@ -80,7 +80,7 @@ def review_order(
     proposed for a class still short of its target (``have``: accepted samples per class)
     first, then the rest; within each, the most confident proposal first (the likeliest to be
     accepted with one click)."""
-    short = {c for c, target in spec.targets().items() if have.get(c, 0) < target}
+    short = set(spec.short_classes(have))
     return sorted(held, key=lambda s: (s.label not in short, -(s.confidence or 0.0)))
 
 

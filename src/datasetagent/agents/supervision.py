@@ -19,7 +19,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from datasetagent.agents.verification import RELABELLED, Verification
+from datasetagent.agents.verification import DISPUTED, RELABELLED, Verification
 from datasetagent.metrics import cbi
 from datasetagent.records import Box, ClassFill, Mask, QualityReport, Sample
 from datasetagent.spec import DatasetSpec
@@ -95,6 +95,11 @@ def object_stats(
     return instances, (n_objects / len(samples) if samples else None), sizes
 
 
+def _said(sample: Sample, prefix: str) -> bool:
+    """Whether one of the sample's review reasons is of kind ``prefix`` (``prefix: ...``)."""
+    return any(r.startswith(f"{prefix}:") for r in sample.review_reasons)
+
+
 class SupervisionAgent:
     def __init__(
         self, store: RunStore, spec: DatasetSpec, verification: Verification | None = None
@@ -108,7 +113,10 @@ class SupervisionAgent:
         targets = spec.targets()
         labelled = self.store.label_counts(["labelled"])
         review = self.store.label_counts(["review"])
-        chosen = select_for_export(self.store.samples(status=["labelled"]), targets)
+        by_status: dict[str, list[Sample]] = {}
+        for s in self.store.samples():  # read once, split by status
+            by_status.setdefault(s.status, []).append(s)
+        chosen = select_for_export(by_status.get("labelled", []), targets)
         fills = tuple(
             ClassFill(name=c, target=t, accepted=labelled.get(c, 0), review=review.get(c, 0))
             for c, t in targets.items()
@@ -139,19 +147,14 @@ class SupervisionAgent:
         if verdict == "done" and alr is not None and alr.interval[1] < spec.quality.alr_min:
             reason += f"; ALR {alr.value:.3f} is under the target {spec.quality.alr_min}"
         rejected = dict(self.store.rejection_counts())
-        for s in self.store.samples(status=["rejected"]):
+        for s in by_status.get("rejected", []):
             key = (s.review_reasons[0].split(":")[0] if s.review_reasons else "") or "uncertain"
             key = key if key.replace("_", "").isalpha() else "uncertain"
             rejected[key] = rejected.get(key, 0) + 1
-        disputed = sum(
-            1
-            for s in self.store.samples(status=["review", "rejected"])
-            if any(r.startswith("disputed:") for r in s.review_reasons)
-        )
+        held = [*by_status.get("review", []), *by_status.get("rejected", [])]
+        disputed = sum(_said(s, DISPUTED) for s in held)
         relabelled = sum(
-            1
-            for s in self.store.samples(status=["labelled"], origin="collected")
-            if any(r.startswith(f"{RELABELLED}:") for r in s.review_reasons)
+            _said(s, RELABELLED) for s in by_status.get("labelled", []) if s.origin == "collected"
         )
         boxes: tuple[dict[str, int], float | None, dict[str, int]] = ({}, None, {})
         if spec.task != "classification":

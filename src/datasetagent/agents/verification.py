@@ -47,6 +47,8 @@ AUDIT_SIZE = 50
 BATCH = 32
 #: Checkers that must all name the same other class before a disputed label is replaced.
 RELABEL_CHECKERS = 2
+#: Prefixes of the review reasons verification writes, which the Supervision agent counts.
+DISPUTED = "disputed"
 RELABELLED = "relabelled"
 
 
@@ -188,7 +190,7 @@ class Verification:
                 counts[RELABELLED] += 1
                 continue
             reasons = [
-                f"disputed: {name} says it is not {s.label}"
+                f"{DISPUTED}: {name} says it is not {s.label}"
                 + (f" (suggests {suggested})" if suggested else "")
                 for name, agree, suggested, _ in views
                 if not agree
