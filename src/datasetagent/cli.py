@@ -509,14 +509,6 @@ def scan(
         err.print(f"skipped {len(skipped)} symbolic link(s) pointing out of {path}")
 
 
-def _open_image(path: Path) -> Any:
-    from PIL import Image
-
-    with Image.open(path) as img:
-        img.load()
-        return img
-
-
 @contextmanager
 def _open_run(run_dir: Path) -> Iterator[tuple[RunStore, DatasetSpec]]:
     """The store and spec of the run in ``run_dir``, or a one-line error saying what to do."""
@@ -592,7 +584,7 @@ def review(
         reports = store.reports()
         if reports:  # the last round's report, measured again with the decisions
             last = reports[-1]
-            verification = Verification(store, spec, lambda s: _open_image(blobs.path(s.blob)))
+            verification = Verification(store, spec, lambda s: blobs.open_image(s.blob))
             fresh = SupervisionAgent(store, spec, verification).assess(last.round)
             store.save_report(
                 fresh.model_copy(update={"verdict": last.verdict, "reason": last.reason})

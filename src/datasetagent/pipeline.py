@@ -262,9 +262,7 @@ class Pipeline:
         return LLMToolPolicy(self.tool_llm, self.spec, options=self.backend_options.get("llm"))
 
     def _load(self, sample: Sample) -> Image.Image:
-        with Image.open(self.blobs.path(sample.blob)) as img:
-            img.load()
-            return img
+        return self.blobs.open_image(sample.blob)
 
     def _build_checkers(self) -> list[LabelVerifier]:
         """Verifiers named with --verifier: a backend already built as a labeler is reused."""
@@ -395,9 +393,7 @@ class Pipeline:
         labels: list[str] = []
         for s in seeds:
             if s.label is not None and self.spec.resolve_class(s.label) is not None:
-                with Image.open(self.blobs.path(s.blob)) as img:
-                    img.load()
-                    images.append(img)
+                images.append(self.blobs.open_image(s.blob))
                 labels.append(s.label)
         self.reporter.stage("fitting the seed labeler", 0)
         embedder = next((b for b in self.backends if isinstance(b, ImageEmbedder)), None)

@@ -190,9 +190,7 @@ class DataLabelAgent:
         self.imported = imported
 
     def load(self, sample: Sample) -> Image.Image:
-        with Image.open(self.blobs.path(sample.blob)) as img:
-            img.load()
-            return img
+        return self.blobs.open_image(sample.blob)
 
     def run_round(
         self, round_: int, after_batch: Callable[[], object] | None = None

@@ -6,6 +6,8 @@ import os
 import tempfile
 from pathlib import Path
 
+from PIL import Image
+
 
 class BlobStore:
     def __init__(self, root: Path) -> None:
@@ -36,3 +38,9 @@ class BlobStore:
 
     def path(self, rel: str) -> Path:
         return self.root / rel
+
+    def open_image(self, rel: str) -> Image.Image:
+        """The stored image at ``rel``, decoded (the file is closed again)."""
+        with Image.open(self.path(rel)) as img:
+            img.load()
+            return img
