@@ -337,3 +337,33 @@ def test_the_summary_says_how_a_person_can_fill_short_classes(
     err = " ".join(capsys.readouterr().err.split())
     assert "proposed for classes short of their target: shirt 767;" in err
     assert "datasetagent review /runs/fashion --write queue.jsonl --review 767" in err
+
+
+def test_build_parses_the_existing_dataset_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Planning, checking and building share one parse of --existing (a COCO or YOLO dataset
+    is read whole, every image header included)."""
+    from click.testing import CliRunner
+
+    from datasetagent.cli import main
+    from datasetagent.sources import existing
+
+    items = digit_images(6, classes=(1, 2))
+    write_class_folders(tmp_path / "seed", items[:4] + items[6:10])
+    pool = tmp_path / "pool"
+    pool.mkdir()
+    for k, (img, _) in enumerate(items[4:6] + items[10:]):
+        (pool / f"p{k}.png").write_bytes(encode(img))
+    reads: list[Path] = []
+    real = existing.read_dataset
+
+    def counting(root: Path, fmt: str | None = None) -> object:
+        reads.append(root)
+        return real(root, fmt)
+
+    monkeypatch.setattr(existing, "read_dataset", counting)
+    args = ["build", "6 per class", "--existing", str(tmp_path / "seed")]
+    result = CliRunner().invoke(main, [*args, "--source", str(pool), "-o", str(tmp_path / "run")])
+    assert result.exit_code == 0, result.output
+    assert reads == [tmp_path / "seed"]

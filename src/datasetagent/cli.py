@@ -113,12 +113,13 @@ def main(debug: bool) -> None:
     )
 
 
-def _existing_profile(existing: str | None) -> Any:
+def _open_existing(existing: str | None) -> Any:
+    """The ``--existing`` dataset, opened (parsed) once for planning and building."""
     if existing is None:
         return None
     from datasetagent.sources.existing import open_existing
 
-    return open_existing(existing).profile()
+    return open_existing(existing)
 
 
 @main.command()
@@ -149,7 +150,7 @@ def plan(
     llm_base_url: str | None,
 ) -> None:
     """Turn REQUEST into a dataset spec (Demand Analysis only)."""
-    spec = _plan(request, existing, sources, llm, llm_base_url)
+    spec = _plan(request, _open_existing(existing), sources, llm, llm_base_url)
     text = spec.to_yaml()
     if output is None:
         click.echo(text, nl=False)
@@ -160,7 +161,7 @@ def plan(
 
 def _plan(
     request: str,
-    existing: str | None,
+    existing: Any,
     sources: tuple[str, ...],
     llm: str | None,
     base_url: str | None,
@@ -175,7 +176,7 @@ def _plan(
         request,
         llm,
         options={"base_url": base_url} if base_url else None,
-        existing=_existing_profile(existing),
+        existing=existing.profile() if existing is not None else None,
         sources=[SourceSpec.parse(s) for s in sources],
     )
     if llm:
@@ -185,7 +186,7 @@ def _plan(
 
 def _load_or_plan(
     spec_or_request: str,
-    existing: str | None,
+    existing: Any,
     sources: tuple[str, ...],
     llm: str | None = None,
     base_url: str | None = None,
@@ -201,8 +202,8 @@ def _load_or_plan(
         update: dict[str, Any] = {}
         if srcs:
             update["sources"] = (*spec.sources, *srcs)
-        if existing:
-            update["existing"] = existing
+        if existing is not None:
+            update["existing"] = str(existing.root)
         return spec.model_copy(update=update) if update else spec
     return _plan(spec_or_request, existing, sources, llm, base_url)
 
@@ -347,9 +348,9 @@ def build(
     """Build a dataset from SPEC_OR_REQUEST (a spec YAML file or a request in words)."""
     from datasetagent.pipeline import build as run_build
 
-    spec = None
+    spec, dataset = None, _open_existing(existing)
     if spec_or_request is not None:
-        spec = _load_or_plan(spec_or_request, existing, sources, llm, llm_base_url)
+        spec = _load_or_plan(spec_or_request, dataset, sources, llm, llm_base_url)
         if formats:
             spec = spec.model_copy(update={"formats": tuple(formats)})
     elif not resume:
@@ -372,6 +373,7 @@ def build(
             device=device,
             verifiers=list(verifiers) or None,
             tool_llm=llm if llm_tools else None,
+            existing=dataset,
         )
     summary = result.summary()
     _print_summary(summary)

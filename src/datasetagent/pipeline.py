@@ -158,6 +158,7 @@ class Pipeline:
         verifiers: Sequence[str] | None = None,
         auditors: Sequence[LabelVerifier] = (),
         tool_llm: str | None = None,
+        existing: ExistingDataset | None = None,
     ) -> None:
         self.spec = spec
         self.tool_llm = tool_llm
@@ -180,7 +181,7 @@ class Pipeline:
         self._usage_base: dict[str, dict[str, int]] | None = None
         self._opened: list[Source] = []
         self._sources: dict[str, Source] = {}
-        self._existing: ExistingDataset | None = None
+        self._existing = existing  # opened when first needed where not given
 
     # -- the state machine ---------------------------------------------------------------------
     def _stage(self, round_: int, name: str) -> bool:
@@ -225,7 +226,8 @@ class Pipeline:
 
     def _open_sources(self) -> None:
         if self.spec.existing:
-            self._existing = open_existing(self.spec.existing)
+            if self._existing is None:
+                self._existing = open_existing(self.spec.existing)
             self._sources[self._existing.kind] = self._existing
         self._opened = [open_source(src, self.spec) for src in self.spec.sources]
         for source in self._opened:
@@ -514,9 +516,12 @@ def known_labelers() -> list[str]:
     return [*LABELER_NAMES, *BACKENDS.names()]
 
 
-def check_spec(spec: DatasetSpec, labelers: Sequence[str] | None) -> None:
+def check_spec(
+    spec: DatasetSpec, labelers: Sequence[str] | None, existing: ExistingDataset | None = None
+) -> ExistingDataset | None:
     """Refuse, before anything is written, what cannot work: unknown labelers or formats,
-    missing source folders."""
+    missing source folders, an existing dataset that does not read. Returns that dataset,
+    opened (``existing`` where the caller opened it already: parsing it is the costly part)."""
     for text in labelers or ():
         name, model = parse_labeler(text)
         if name in LABELER_NAMES and model is not None:
@@ -528,10 +533,13 @@ def check_spec(spec: DatasetSpec, labelers: Sequence[str] | None) -> None:
         raise UsageError(
             f"unknown export format {unknown[0]!r}; known: {', '.join(known_formats())}"
         )
-    if spec.existing:
-        open_existing(spec.existing)
+    if not spec.existing:
+        existing = None
+    elif existing is None or existing.root.resolve() != Path(spec.existing).expanduser().resolve():
+        existing = open_existing(spec.existing)
     for src in spec.sources:
         open_source(src, spec)
+    return existing
 
 
 def _describe(counts: Counter[str]) -> str:
@@ -551,13 +559,15 @@ def build(
     verifiers: Sequence[str] | None = None,
     auditors: Sequence[LabelVerifier] = (),
     tool_llm: str | None = None,
+    existing: ExistingDataset | None = None,
 ) -> BuildResult:
     """Run (or, with ``resume``, continue) a build in ``run_dir``.
 
     The labelers, verifiers and backend options a run starts with are stored with it, so
     ``--resume`` without them labels the rest of the run the same way. ``auditors`` answer
     with the truth (a person's decisions, ground truth in benchmarks) on a random sample of
-    accepted labels each round; ALR then comes from them."""
+    accepted labels each round; ALR then comes from them. ``existing`` is the dataset the spec
+    expands, where the caller has opened it already."""
     db_path = run_dir / "run.db"
     if resume and not db_path.exists():
         raise UsageError(f"nothing to resume in {run_dir}: it holds no run.db")
@@ -571,7 +581,7 @@ def build(
         for suffix in ("", "-wal", "-shm"):  # a run that stopped before any work: start afresh
             Path(f"{db_path}{suffix}").unlink(missing_ok=True)
     if spec is not None:
-        check_spec(spec, [*(labelers or ()), *(verifiers or ())])
+        existing = check_spec(spec, [*(labelers or ()), *(verifiers or ())], existing)
     run_dir.mkdir(parents=True, exist_ok=True)
     with RunStore(db_path) as store:
         stored = store.load_spec()
@@ -605,6 +615,7 @@ def build(
             verifiers=verifiers,
             auditors=auditors,
             tool_llm=tool_llm if tool_llm is not None else stored_tool_llm,
+            existing=existing if spec is not None else None,
         )
         return pipeline.run()
 
