@@ -15,7 +15,7 @@ from pathlib import Path
 from datasetagent.agents.demand import parse_request
 from datasetagent.demo import make_demo_data
 from datasetagent.pipeline import build
-from datasetagent.sources.existing import ImageFolderDataset
+from datasetagent.sources.existing import open_existing
 from datasetagent.spec import SourceSpec
 
 
@@ -23,7 +23,7 @@ def one_build(data_root: Path, out: Path, workers: int) -> float:
     seed, pool = data_root / "seed", data_root / "pool"
     spec = parse_request(
         "100 images per class",
-        existing=ImageFolderDataset(seed).profile(),
+        existing=open_existing(seed, "imagefolder").profile(),
         sources=[SourceSpec(location=str(pool))],
     )
     shutil.rmtree(out, ignore_errors=True)

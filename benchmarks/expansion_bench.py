@@ -62,7 +62,7 @@ from datasetagent.metrics import cbi, wilson_interval
 from datasetagent.models.seed import SeedClassifier
 from datasetagent.pipeline import BuildResult, build, final_samples
 from datasetagent.records import QualityReport, Sample
-from datasetagent.sources.existing import ImageFolderDataset
+from datasetagent.sources.existing import open_existing
 from datasetagent.spec import SourceSpec
 from datasetagent.store import RunStore
 
@@ -528,7 +528,7 @@ def main() -> None:
         )
         if not args.build_only:
             baselines(data, TARGET - args.seeds)
-        profile = ImageFolderDataset(data.seed_dir).profile()
+        profile = open_existing(data.seed_dir, "imagefolder").profile()
         spec = parse_request(
             REQUEST, existing=profile, sources=[SourceSpec(location=str(data.pool_dir))]
         )

@@ -87,9 +87,11 @@ BREAKAGES: dict[str, tuple[str, Callable[[Path], None], str, str]] = {
     ),
     "yolo tokens": (
         "yolo",
-        lambda r: _first(r / "labels" / "train", "*.txt").open("a").write("1 0.5 0.5\n"),
+        lambda r: _first(r / "labels" / "train", "*.txt").write_text(
+            "0 0.5 0.5 0.1 0.1\n1 0.5 0.5\n"
+        ),
         "labels/train/",
-        "line ",
+        "line 2",
     ),
     "yolo class": (
         "yolo",
@@ -113,6 +115,12 @@ BREAKAGES: dict[str, tuple[str, Callable[[Path], None], str, str]] = {
         "Annotations/",
         "line 3 column",
     ),
+    "voc labelmap bytes": (
+        "voc",
+        lambda r: (r / "labelmap.txt").write_bytes(b"cat\n\xff\n"),
+        "labelmap.txt",
+        "byte 4",
+    ),
     "voc xmax": (
         "voc",
         lambda r: (p := _first(r / "Annotations", "*.xml")).write_text(
@@ -130,10 +138,10 @@ BREAKAGES: dict[str, tuple[str, Callable[[Path], None], str, str]] = {
     "csv split": (
         "csv",
         lambda r: (p := r / "labels.csv").write_text(
-            p.read_text().replace(",train,", ",holdout,", 1)
+            re.sub(r"\n([^\n]*?),(train|val|test),", r"\n\1,holdout,", p.read_text(), count=1)
         ),
         "labels.csv",
-        "line ",
+        "line 2",
     ),
     "hf category": ("hf", _hf_bad_category, "train-00000-of-00001.parquet", "row 2 objects[0]"),
     "hf parquet": (
@@ -164,7 +172,7 @@ def test_a_malformed_file_is_named_with_its_position(
         open_existing(root)
     err = caught.value
     assert Path(err.file).resolve().as_posix().endswith(file) or file in err.file
-    assert where in err.where
+    assert where in err.where if where else err.where == ""
     assert str(err).startswith(f"{err.file}: {err.where}" if err.where else err.file)
 
 

@@ -19,7 +19,7 @@ from PIL import Image, PngImagePlugin
 
 from datasetagent.errors import UsageError
 from datasetagent.pipeline import BuildResult, Reporter, build
-from datasetagent.sources.existing import ImageFolderDataset
+from datasetagent.sources.existing import open_existing
 from datasetagent.spec import SourceSpec
 
 MARKER = ".datasetagent-demo"
@@ -145,7 +145,7 @@ def run_demo(
     data = make_demo_data(out / "data")
     from datasetagent.agents.demand import parse_request
 
-    profile = ImageFolderDataset(data.seed_dir).profile()
+    profile = open_existing(data.seed_dir, "imagefolder").profile()
     spec = parse_request(
         REQUEST, existing=profile, sources=[SourceSpec(kind="local", location=str(data.pool_dir))]
     )

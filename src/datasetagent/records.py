@@ -46,6 +46,10 @@ class Provenance(_Record):
         )
 
 
+#: The labeler name of every annotation an existing dataset brought with it.
+EXISTING_LABELER = "existing"
+
+
 class _Annotation(_Record):
     label: str
     confidence: Confidence = 1.0

@@ -22,6 +22,17 @@ TaskKind = Literal["classification", "detection", "segmentation"]
 ColorMode = Literal["RGB", "L"]
 SplitName = Literal["train", "val", "test"]
 SPLIT_NAMES: tuple[SplitName, ...] = ("train", "val", "test")
+#: Words that name a split, in requests, folder names and split columns.
+SPLIT_ALIASES: dict[str, SplitName] = {
+    "train": "train",
+    "training": "train",
+    "val": "val",
+    "valid": "val",
+    "validation": "val",
+    "dev": "val",
+    "test": "test",
+    "testing": "test",
+}
 
 _BOXES: frozenset[TaskKind] = frozenset({"detection", "segmentation"})
 #: Which tasks each export format can hold (YOLO classification reads the imagefolder layout).

@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import TypeAlias
 
 from datasetagent.errors import SpecError
-from datasetagent.spec import ColorMode, TaskKind
+from datasetagent.spec import SPLIT_ALIASES, ColorMode, TaskKind
 
 __all__ = [
     "EXAMPLE", "LICENCE_MODES", "SPLIT_ALIASES", "Count", "Phrase", "RequestReading", "fail",
@@ -168,10 +168,6 @@ _INVARIANT = _words(
     "sheep fish deer moose bison salmon trout shrimp squid aircraft series species news chess "
     "scissors pants jeans shorts trousers glasses binoculars"
 )
-SPLIT_ALIASES = {
-    "train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
-    "dev": "val", "test": "test", "testing": "test",
-}  # fmt: skip
 
 
 def fail(what: str, example: str = EXAMPLE) -> SpecError:
@@ -291,7 +287,7 @@ class RequestReading:
         self.named_split.append((SPLIT_ALIASES[m.group("n") or m.group("n2")], m["v"] or m["v2"]))
         return " , "
 
-    def _set_split(self, names: list[str], values: list[str], shown: str) -> None:
+    def _set_split(self, names: Sequence[str], values: list[str], shown: str) -> None:
         example = "cats and dogs, 80/10/10 split"
         if len(names) != len(values) or len(set(names)) != len(names):
             raise fail(f"cannot match the split {show(shown)} to train/val/test", example)

@@ -50,7 +50,7 @@ from datasetagent.models import (
     Prepared,
     Preparing,
 )
-from datasetagent.records import Box, ClassLabel, Mask, Sample
+from datasetagent.records import EXISTING_LABELER, Box, ClassLabel, Mask, Sample
 from datasetagent.spec import DatasetSpec
 from datasetagent.store import BlobStore, RunStore
 from datasetagent.tools.boxes import iou
@@ -58,7 +58,6 @@ from datasetagent.tools.boxes import iou
 log = logging.getLogger(__name__)
 
 FOLDER_LABELER = "folder-name"
-EXISTING_LABELER = "existing"
 BATCH = 64
 #: Boxes of one class from two detectors are the same object at this IoU or more.
 MERGE_IOU = 0.5

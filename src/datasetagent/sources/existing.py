@@ -23,7 +23,6 @@ from PIL import Image
 from datasetagent.errors import UsageError
 from datasetagent.records import Box, Mask, Sample
 from datasetagent.sources.formats import (
-    SPLIT_ALIASES,
     Imported,
     ImportedImage,
     read_dataset,
@@ -32,7 +31,7 @@ from datasetagent.sources.local import read_file
 from datasetagent.spec import USER_SUPPLIED, ColorMode, DatasetProfile, TaskKind
 from datasetagent.store import Candidate
 
-__all__ = ["SPLIT_ALIASES", "ExistingDataset", "ImageFolderDataset", "open_existing"]
+__all__ = ["ExistingDataset", "open_existing"]
 
 log = logging.getLogger(__name__)
 
@@ -177,8 +176,3 @@ def open_existing(path: str | Path, fmt: str | None = None) -> ExistingDataset:
     dataset = ExistingDataset(root, read_dataset(root, fmt))
     log.info("existing dataset %s: %s, %d images", root, dataset.format, len(dataset))
     return dataset
-
-
-def ImageFolderDataset(path: str | Path) -> ExistingDataset:
-    """An existing dataset in ImageFolder layout (``CLASS/*`` or ``SPLIT/CLASS/*``)."""
-    return open_existing(path, "imagefolder")

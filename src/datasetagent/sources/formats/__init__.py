@@ -24,26 +24,21 @@ from PIL import Image
 from pydantic import ValidationError
 
 from datasetagent.errors import UsageError
-from datasetagent.records import Annotation, Box, Mask, ProcessingStep, Provenance, main_label
-from datasetagent.spec import SplitName, TaskKind
+from datasetagent.records import (
+    EXISTING_LABELER,
+    Annotation,
+    Box,
+    Mask,
+    ProcessingStep,
+    Provenance,
+    main_label,
+)
+from datasetagent.spec import SPLIT_ALIASES, SplitName, TaskKind
 from datasetagent.tools.boxes import snap
 from datasetagent.tools.decode import upright_size
 
-#: The labeler name of every imported annotation.
-EXISTING_LABELER = "existing"
 #: Format names, in the order ``detect_format`` tries them.
 FORMATS = ("yolo", "coco", "voc", "hf", "csv", "imagefolder")
-
-SPLIT_ALIASES: dict[str, SplitName] = {
-    "train": "train",
-    "training": "train",
-    "val": "val",
-    "valid": "val",
-    "validation": "val",
-    "dev": "val",
-    "test": "test",
-    "testing": "test",
-}
 
 
 class DatasetFormatError(UsageError):
@@ -107,6 +102,14 @@ def image_size(path: Path) -> tuple[int, int]:
     except (OSError, ValueError, SyntaxError) as exc:
         raise DatasetFormatError(path, "", f"not a readable image ({exc})") from None
     return upright_size((width, height), orientation)
+
+
+def text_lines(path: Path) -> list[str]:
+    """The lines of a UTF-8 text file of a dataset; other bytes are an error naming the byte."""
+    try:
+        return path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as exc:
+        raise DatasetFormatError(path, f"byte {exc.start}", "not UTF-8 text") from None
 
 
 def box(label: str, x: float, y: float, w: float, h: float) -> Box | None:

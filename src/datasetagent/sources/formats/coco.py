@@ -16,9 +16,8 @@ import math
 from pathlib import Path
 from typing import Any
 
-from datasetagent.records import RLE, Annotation, Mask
+from datasetagent.records import EXISTING_LABELER, RLE, Annotation, Mask
 from datasetagent.sources.formats import (
-    EXISTING_LABELER,
     DatasetFormatError,
     Imported,
     ImportedImage,

@@ -25,9 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from datasetagent.errors import SourceError
-from datasetagent.records import RLE, Annotation, ClassLabel, Mask
+from datasetagent.records import EXISTING_LABELER, RLE, Annotation, ClassLabel, Mask
 from datasetagent.sources.formats import (
-    EXISTING_LABELER,
     DatasetFormatError,
     Imported,
     ImportedImage,
@@ -36,6 +35,7 @@ from datasetagent.sources.formats import (
     task_of,
     with_manifest,
 )
+from datasetagent.tools.boxes import xyxy_to_xywh
 
 log = logging.getLogger(__name__)
 
@@ -206,7 +206,7 @@ def _placed(anns: Sequence[Annotation | _RawBox], corners: bool) -> tuple[Annota
             out.append(ann)
             continue
         x, y, c, d = ann.values
-        found = box(ann.label, x, y, c - x, d - y) if corners else box(ann.label, x, y, c, d)
+        found = box(ann.label, *(xyxy_to_xywh((x, y, c, d)) if corners else (x, y, c, d)))
         if found is not None:
             out.append(found)
     return tuple(out)

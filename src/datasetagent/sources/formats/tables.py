@@ -8,17 +8,15 @@ import csv
 from pathlib import Path
 
 from datasetagent.errors import UsageError
-from datasetagent.records import ClassLabel
+from datasetagent.records import EXISTING_LABELER, ClassLabel
 from datasetagent.sources.files import image_files
 from datasetagent.sources.formats import (
-    EXISTING_LABELER,
-    SPLIT_ALIASES,
     DatasetFormatError,
     Imported,
     ImportedImage,
     with_manifest,
 )
-from datasetagent.spec import SplitName
+from datasetagent.spec import SPLIT_ALIASES, SplitName
 
 
 def _label(name: str) -> tuple[ClassLabel]:

@@ -16,20 +16,19 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from datasetagent.records import Annotation, Mask
+from datasetagent.records import EXISTING_LABELER, Annotation, Mask
 from datasetagent.sources.files import IMAGE_EXTENSIONS
 from datasetagent.sources.formats import (
-    EXISTING_LABELER,
-    SPLIT_ALIASES,
     DatasetFormatError,
     Imported,
     ImportedImage,
     box,
     image_size,
     task_of,
+    text_lines,
     with_manifest,
 )
-from datasetagent.spec import SplitName
+from datasetagent.spec import SPLIT_ALIASES, SplitName
 from datasetagent.tools.boxes import voc_to_xywh
 
 
@@ -42,7 +41,7 @@ def _splits(root: Path) -> dict[str, SplitName]:
             split = SPLIT_ALIASES.get(path.stem.lower())
             if split is None:
                 continue
-            for line in path.read_text(encoding="utf-8").splitlines():
+            for line in text_lines(path):
                 if line.split():
                     out.setdefault(line.split()[0], split)
     return out
@@ -158,7 +157,7 @@ def read_voc(root: Path) -> Imported:
     if labelmap.is_file():  # our labelmap (and CVAT's) gives the class order, unused ones too
         names = [
             line.split(":", 1)[0]
-            for line in labelmap.read_text(encoding="utf-8").splitlines()
+            for line in text_lines(labelmap)
             if line and not line.startswith("#")
         ]
         classes = dict.fromkeys([n for n in names if n != "background"]) | classes

@@ -15,16 +15,16 @@ from typing import Any
 
 import yaml
 
-from datasetagent.records import Annotation, Mask
+from datasetagent.records import EXISTING_LABELER, Annotation, Mask
 from datasetagent.sources.files import image_files
 from datasetagent.sources.formats import (
-    EXISTING_LABELER,
     DatasetFormatError,
     Imported,
     ImportedImage,
     box,
     image_size,
     task_of,
+    text_lines,
     with_manifest,
 )
 from datasetagent.spec import SPLIT_NAMES, SplitName
@@ -98,17 +98,10 @@ def _split_images(path: Path, data: dict[str, Any], key: str) -> list[Path]:
         if target.is_dir():
             out += list(image_files(target))
         elif target.is_file() and target.suffix == ".txt":
-            out += [(target.parent / line.strip()) for line in _lines(target) if line.strip()]
+            out += [(target.parent / line.strip()) for line in text_lines(target) if line.strip()]
         else:
             raise DatasetFormatError(path, key, f"{entry} is neither a folder nor a .txt list")
     return out
-
-
-def _lines(path: Path) -> list[str]:
-    try:
-        return path.read_text(encoding="utf-8").splitlines()
-    except UnicodeDecodeError as exc:
-        raise DatasetFormatError(path, f"byte {exc.start}", "not UTF-8 text") from None
 
 
 def parse_labels(
@@ -119,7 +112,7 @@ def parse_labels(
 
     out: list[Annotation] = []
     empty = 0
-    for n, line in enumerate(_lines(path), start=1):
+    for n, line in enumerate(text_lines(path), start=1):
         tokens = line.split()
         if not tokens:
             continue
