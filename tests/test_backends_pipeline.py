@@ -435,6 +435,7 @@ def test_an_llm_tool_policy_runs_in_the_workers_and_can_refuse_images(
     assert len(refused) == 12
     assert all("a blurry scan" in r.detail for r in refused)
     assert result.usage["tool-policy:policy-vl"]["calls"] == 36
+    assert len(samples) == asked - len(refused) == 24
     steps = [s.provenance.steps for s in samples]
     assert all(st[0].name == "tool_policy" and st[0].params["by"] == "llm" for st in steps)
     assert all(any(p.name == "gamma" for p in st) for st in steps)

@@ -83,6 +83,7 @@ def test_near_duplicates_share_a_split_and_an_existing_one_pulls_its_copies(
         copies[original.id] = [v.id for v in extra]
         samples += extra
     assert len(copies) == 4
+    assert all(len(v) == 4 for v in copies.values())  # every planted copy is in the pool
     assert len(kept) >= 12
     fixed_id = next(iter(copies))  # the existing dataset put this one in test
     samples = [s.model_copy(update={"split": "test"}) if s.id == fixed_id else s for s in samples]

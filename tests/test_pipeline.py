@@ -267,6 +267,7 @@ def test_licence_policy_keeps_the_existing_dataset(tmp_path: Path) -> None:
         assert agent.run_round(0) == {"kept": 1}
         store.take_candidates(1, 10, origin="collected", wanted=None)
         assert agent.run_round(1) == {"licence": 1}
+        assert source.read_calls == [str(paths[0])]  # the refused one was never read
 
 
 def test_near_copies_inside_the_existing_dataset_are_flagged_not_dropped(tmp_path: Path) -> None:
