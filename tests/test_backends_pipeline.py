@@ -442,7 +442,8 @@ def test_an_llm_tool_policy_runs_in_the_workers_and_can_refuse_images(
 
 
 class ScriptedEmbedder:
-    """Embeds each test image near its class's corner (a stand-in for CLIP's image tower)."""
+    """Embeds each test image near the corner of the class ``truth`` gives it (a stand-in for
+    CLIP's image tower)."""
 
     def __init__(self, config: BackendConfig, truth: dict[str, str]) -> None:
         self.name = "embedder"
@@ -473,7 +474,9 @@ def test_seed_labeler_learns_on_a_backends_embeddings(
     truth = {_key(img): label for img, label in seeds}
     for k, (img, label) in enumerate(digit_images(15, classes=classes, offset=12)):
         (pool / f"x{k:03d}.png").write_bytes(encode(img))
-        truth[_key(img)] = label
+        # the embedding puts each pool digit with the next class: labels that follow it
+        # come from the embeddings, not from the pixels
+        truth[_key(img)] = str((int(label) + 1) % len(classes))
     built: list[ScriptedEmbedder] = []
 
     def factory(config: BackendConfig) -> ScriptedEmbedder:
@@ -489,9 +492,12 @@ def test_seed_labeler_learns_on_a_backends_embeddings(
         sources=(SourceSpec(location=str(pool)),),
     )
     result = build(spec, tmp_path / "run", labelers=["seed", "embedder"])
-    assert built[0].usage.images > 36  # the seeds and the pool went through the embedder
+    with RunStore(tmp_path / "run" / "run.db") as store:
+        labelled = [s for s in store.samples(origin="collected") if s.annotations]
+    # the seeds and every labelled pool image went through the embedder, once each
+    assert built[0].usage.images == 36 + len(labelled)
     new = [s for s in result.exported if s.origin == "collected"]
-    assert new
+    assert len(new) == 24  # 8 more of each class reach the target of 20
     assert {a.labeler for s in new for a in s.annotations} == {"seed[embedder]"}
     for s in new:
         with Image.open(tmp_path / "run" / s.blob) as img:

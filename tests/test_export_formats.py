@@ -177,7 +177,9 @@ def test_yolo_segmentation_polygons_are_read_by_supervision(
     items = samples["segmentation"]
     out = export("yolo", "segmentation", items, tmp_path)
     want = {s.id[:16]: s for s in expected(items).values()}
+    seen = 0
     for classes, stem, det in read_yolo(out):
+        seen += 1
         masks = [a for a in want[stem].annotations if isinstance(a, Mask)]
         assert det.mask is not None
         assert len(det.mask) == len(masks)
@@ -189,6 +191,7 @@ def test_yolo_segmentation_polygons_are_read_by_supervision(
             mask = rle_to_mask(ours.rle)
             assert (got & mask).sum() / mask.sum() > 0.95  # its own rasteriser: near, not same
             assert (got | mask).sum() < mask.sum() * 1.6  # holes filled, outlines drawn
+    assert seen == len(items)
     assert "masks whose holes YOLO polygons fill" in (out / "README.md").read_text()
 
 
@@ -297,6 +300,7 @@ def test_imagefolder_and_csv_are_read_by_datasets(
     ds = hf_datasets.load_dataset(str(out), cache_dir=str(tmp_path / "cache"))
     ds = ds.cast_column("image", hf_datasets.Image(decode=False))
     assert set(ds) == {"train", "validation", "test"}
+    assert sum(len(ds[split]) for split in ds) == len(items)
     for split in ds:
         names = ds[split].features["label"].names
         assert set(names) <= set(CLASSES)
@@ -307,6 +311,7 @@ def test_imagefolder_and_csv_are_read_by_datasets(
         "csv", data_files=str(out / "labels.csv"), cache_dir=str(tmp_path / "c")
     )["train"]
     assert table.column_names[:3] == ["file", "label", "split"]
+    assert table.num_rows == len(items)
     for row in table:
         sample = want[Path(row["file"]).stem]
         assert (row["label"], row["split"], row["licence"]) == (
@@ -351,11 +356,15 @@ def test_failed_export_leaves_the_previous_one_and_no_partial_folder(
 ) -> None:
     items = samples["detection"]
     out = export("yolo", "detection", items, tmp_path)
-    before = sorted(p.relative_to(out) for p in out.rglob("*"))
+
+    def content() -> dict[Path, bytes]:
+        return {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+
+    before = content()
     broken = [*items[:3], items[3].model_copy(update={"blob": str(tmp_path / "gone.png")})]
     with pytest.raises(ExportError, match="cannot write yolo export"):
         export("yolo", "detection", broken, tmp_path)
-    assert sorted(p.relative_to(out) for p in out.rglob("*")) == before
+    assert content() == before  # not a byte of the previous export changed
     assert not list(tmp_path.glob(".*partial"))
 
 
