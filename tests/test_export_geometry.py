@@ -205,16 +205,20 @@ def test_imported_boxes_and_masks_follow_the_image_when_it_is_fitted(
     sample = _sample(*dst, steps=(step,))
     (got_box, got_mask), reasons = align([box, mask], src, sample)
     assert reasons == []
-    bright = np.asarray(fitted) > 127
+    _assert_on_the_bright_pixels(fitted, got_box, got_mask)
+
+
+def _assert_on_the_bright_pixels(image: Image.Image, box: object, mask: object) -> None:
+    """``box`` and ``mask`` lie on the bright object of the stored ``image``."""
+    bright = np.asarray(image) > 127
     ys, xs = np.nonzero(bright)
     seen = (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1)
-    assert isinstance(got_box, Box)
-    assert isinstance(got_mask, Mask)
-    mapped = (got_box.x, got_box.y, got_box.x + got_box.w, got_box.y + got_box.h)
-    np.testing.assert_allclose(mapped, seen, atol=1.0)
-    x, y, w, h = rle_bbox(got_mask.rle)
+    assert isinstance(box, Box)
+    assert isinstance(mask, Mask)
+    np.testing.assert_allclose((box.x, box.y, box.x + box.w, box.y + box.h), seen, atol=1.0)
+    x, y, w, h = rle_bbox(mask.rle)
     np.testing.assert_allclose((x, y, x + w, y + h), seen, atol=1.0)
-    warped = rle_to_mask(got_mask.rle)
+    warped = rle_to_mask(mask.rle)
     assert (warped & bright).sum() / (warped | bright).sum() > 0.85
 
 
@@ -226,13 +230,11 @@ def test_annotations_of_another_frame_send_the_sample_to_review() -> None:
     assert align([box], (64, 48), _sample(64, 48)) == ((box,), [])
 
 
-@pytest.mark.parametrize("orientation", [2, 3, 4, 5, 6, 7, 8])
-def test_annotations_of_the_stored_frame_turn_with_an_exif_oriented_photo(
+def _exif_photo(
     orientation: int,
-) -> None:
-    """A phone photo stored sideways with an EXIF orientation, annotated on the stored pixels
-    (as a COCO file written from the file's own size is): decoding turns it upright and the
-    annotations turn with it, then follow the fit to the spec's size."""
+) -> tuple[Box, Mask, Image.Image, tuple[ProcessingStep, ...], ProcessingStep]:
+    """A 100x60 photo stored with EXIF ``orientation`` and a box and mask annotated on its
+    stored pixels; the upright image fitted to 64x64, the decode's steps and the fit's."""
     import io
 
     from datasetagent.tools.decode import decode_strict
@@ -247,20 +249,29 @@ def test_annotations_of_the_stored_frame_turn_with_an_exif_oriented_photo(
     Image.fromarray(raw).save(buf, "PNG", exif=exif.tobytes())
     decoded = decode_strict(buf.getvalue(), max_pixels=10**6, color_mode="L")
     fitted, fit = fit_to(decoded.image, (64, 64), "letterbox")
-    sample = _sample(64, 64, steps=(*decoded.steps, fit))
-    (got_box, got_mask), reasons = align([box, mask], (100, 60), sample)
-    bright = np.asarray(fitted) > 127
-    ys, xs = np.nonzero(bright)
-    seen = (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1)
-    if orientation in (2, 3, 4):  # the upright image has the stored size: taken as upright
-        assert reasons == []
-        as_upright, _ = align([box, mask], (100, 60), _sample(64, 64, steps=(fit,)))
-        assert (got_box, got_mask) == as_upright
-        return
+    return box, mask, fitted, tuple(decoded.steps), fit
+
+
+@pytest.mark.parametrize("orientation", [5, 6, 7, 8])
+def test_annotations_of_the_stored_frame_turn_with_a_sideways_photo(orientation: int) -> None:
+    """A phone photo stored sideways with an EXIF orientation, annotated on the stored pixels
+    (as a COCO file written from the file's own size is): decoding turns it upright and the
+    annotations turn with it, then follow the fit to the spec's size."""
+    box, mask, fitted, steps, fit = _exif_photo(orientation)
+    (got_box, got_mask), reasons = align([box, mask], (100, 60), _sample(64, 64, (*steps, fit)))
     assert reasons == []
-    assert isinstance(got_box, Box)
-    assert isinstance(got_mask, Mask)
-    mapped = (got_box.x, got_box.y, got_box.x + got_box.w, got_box.y + got_box.h)
-    np.testing.assert_allclose(mapped, seen, atol=1.0)
-    warped = rle_to_mask(got_mask.rle)
-    assert (warped & bright).sum() / (warped | bright).sum() > 0.85
+    _assert_on_the_bright_pixels(fitted, got_box, got_mask)
+
+
+@pytest.mark.parametrize("orientation", [2, 3, 4])
+def test_annotations_of_a_mirrored_or_upside_down_photo_are_taken_as_upright(
+    orientation: int,
+) -> None:
+    """Orientations 2-4 keep the size, so the stored and the upright frame cannot be told
+    apart: annotations are taken as drawn on the upright image (what annotation tools show),
+    only fitted, and not turned."""
+    box, mask, _, steps, fit = _exif_photo(orientation)
+    got, reasons = align([box, mask], (100, 60), _sample(64, 64, (*steps, fit)))
+    assert reasons == []
+    assert steps[0].name == "exif_orientation"  # the photo itself was turned
+    assert got == align([box, mask], (100, 60), _sample(64, 64, (fit,)))[0]

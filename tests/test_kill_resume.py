@@ -97,6 +97,9 @@ def test_kill_9_then_resume_equals_an_uninterrupted_run(
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     assert not (run / "summary.json").exists()
+    with sqlite3.connect(run / "run.db") as con:  # what the killed run had finished
+        done = dict(con.execute("SELECT round || ':' || stage, finished FROM stages"))
+        listed = con.execute("SELECT COUNT(*) FROM candidates").fetchone()[0]
     out = subprocess.run(
         [*EXE, "build", "--resume", "-o", str(run), "--json"],
         capture_output=True,
@@ -105,5 +108,10 @@ def test_kill_9_then_resume_equals_an_uninterrupted_run(
     )
     assert out.returncode == 0, out.stderr
     assert _result(run) == expected
+    with sqlite3.connect(run / "run.db") as con:  # the resume redid none of it
+        after = dict(con.execute("SELECT round || ':' || stage, finished FROM stages"))
+        assert con.execute("SELECT COUNT(*) FROM candidates").fetchone()[0] == listed
+    assert done
+    assert {k: after[k] for k in done} == done
     summary = json.loads(out.stdout)
     assert summary["exported"] == len(expected)
