@@ -15,9 +15,13 @@ from datasetagent.tools.dedupe import (
     THUMB,
     Deduplicator,
     Thumb,
+    _crop_matrices,
     _crop_ncc,
+    _crop_scores,
     _full_view,
-    _views,
+    _normalise,
+    _pick,
+    _span_table,
     decode_thumb,
     encode_thumb,
     same_picture,
@@ -131,15 +135,27 @@ def test_thumbnail_is_cv2_area_resampling_within_a_grey_level() -> None:
             assert np.abs(thumbnail(gray).astype(int) - reference).max() <= 1
 
 
+def _views(thumb: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """The reference: every view (row span × column span) of ``thumb`` made and normalised."""
+    t = thumb.astype(np.float64)
+    views = np.matmul((rows @ t)[:, None], cols.transpose(0, 2, 1)[None])
+    return _normalise(views.reshape(-1, views.shape[-2] * views.shape[-1]))
+
+
 def test_crop_scores_equal_normalised_views() -> None:
-    """The closed form of the crop NCC gives what making and normalising every view gives."""
+    """The closed form of the crop NCC gives what making and normalising every view gives,
+    on the crop grid and on the refinement's off-grid spans."""
     rng = np.random.default_rng(0)
+    grid = _crop_matrices()[0]
+    off = _pick(_span_table(), np.array([0, 3, 7, 25]), np.array([25, 19, 11, 0]))
     for photo in photos():
         gray = np.asarray(photo.convert("L").resize((160, 120)))
         a, b = thumbnail(gray), thumbnail(np.ascontiguousarray(gray[8:, 12:]))
         full = _full_view(a)
-        assert np.allclose(_crop_ncc(b, full), _views(b) @ full, atol=1e-4)
+        assert np.allclose(_crop_ncc(b, full), _views(b, grid, grid) @ full, atol=1e-4)
         noise = rng.integers(0, 256, (THUMB, THUMB), dtype=np.uint8)
-        assert np.allclose(_crop_ncc(noise, full), _views(noise) @ full, atol=1e-4)
+        assert np.allclose(_crop_ncc(noise, full), _views(noise, grid, grid) @ full, atol=1e-4)
+        refined = _crop_scores(b, full, off, off).ravel()
+        assert np.allclose(refined, _views(b, off[0], off[0]) @ full, atol=1e-4)
     flat = np.full((THUMB, THUMB), 90, np.uint8)
     assert not _crop_ncc(flat, _full_view(a)).any()  # a flat view correlates with nothing

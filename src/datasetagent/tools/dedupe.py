@@ -133,53 +133,61 @@ def _crop_matrices() -> tuple[np.ndarray, np.ndarray]:
     return mats, mats.transpose(0, 2, 1).copy()
 
 
-def _views(thumb: np.ndarray) -> np.ndarray:
-    """Normalised CMP×CMP vectors of the whole thumbnail (row 0) and of every crop of 80-100%
-    of each side at 3 placements, computed together as two matrix products (the reference
-    that ``_crop_ncc`` computes without making them)."""
-    rows, cols_t = _crop_matrices()
-    t = thumb.astype(np.float32)
-    views = np.matmul((rows @ t)[:, None], cols_t[None]).reshape(-1, CMP * CMP)
-    return _normalise(views)
-
-
 def _full_view(thumbs: np.ndarray) -> np.ndarray:
-    """Row 0 of ``_views`` alone, of one thumbnail (256,) or a stack of them (n, 256): the
-    normalised CMP×CMP vector of the whole thumbnail."""
+    """The normalised CMP×CMP vector of the whole thumbnail, of one thumbnail (256,) or a
+    stack of them (n, 256)."""
     rows, cols_t = _crop_matrices()
     whole = rows[0] @ np.asarray(thumbs, dtype=np.float32) @ cols_t[0]
     return _normalise(whole.reshape(*whole.shape[:-2], CMP * CMP))
 
 
+_Spans = tuple[np.ndarray, np.ndarray, np.ndarray]
+
+
+def _span_terms(mats: np.ndarray) -> _Spans:
+    """Float64 spans ``A`` (k, CMP, THUMB), their Gram matrices ``A_k^T A_k`` and column sums:
+    what ``_crop_scores`` needs of a stack of spans."""
+    a = mats.astype(np.float64)
+    return a, a.transpose(0, 2, 1) @ a, a.sum(axis=1)
+
+
 @functools.lru_cache(maxsize=1)
-def _crop_terms() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Float64 spans ``A`` (k, CMP, THUMB), their Gram matrices ``A_k^T A_k`` and column sums."""
-    spans = _crop_matrices()[0].astype(np.float64)
-    return spans, spans.transpose(0, 2, 1) @ spans, spans.sum(axis=1)
+def _crop_terms() -> _Spans:
+    """``_span_terms`` of the crop grid's spans."""
+    return _span_terms(_crop_matrices()[0])
 
 
-def _crop_ncc(thumb: np.ndarray, full: np.ndarray) -> np.ndarray:
-    """NCC of every view of ``thumb`` (as ``_views(thumb) @ full``, flattened) with ``full``, a
-    normalised whole view of another thumbnail, without making the 169 views.
+def _crop_scores(thumb: np.ndarray, full: np.ndarray, rows: _Spans, cols: _Spans) -> np.ndarray:
+    """NCC with ``full`` (a normalised whole view of another thumbnail) of the view of
+    ``thumb`` cut by each row span and each column span: shape (rows, columns), without making
+    the views.
 
     View (r, c) is ``V = P_r A_c^T`` with ``P_r = A_r T``. With ``F`` zero-mean: ``<V, F> =
     <P_r, F A_c>``; ``sum V = u_r T u_c`` (``u`` the column sums of ``A``); ``|V|² =
     <P_r^T P_r, A_c^T A_c>``. So the NCC takes a few products of 24×24 matrices instead of
-    normalising 169×256 numbers.
+    normalising every view's 256 numbers.
     """
-    spans, gram, sums = _crop_terms()
+    row_a, _, row_sums = rows
+    col_a, col_gram, col_sums = cols
     t = thumb.astype(np.float64)
     f = full.reshape(CMP, CMP).astype(np.float64)
-    k = len(spans)
-    p = spans @ t
-    dots = p.reshape(k, -1) @ (f @ spans).reshape(k, -1).T
-    total = sums @ t @ sums.T
-    squares = (p.transpose(0, 2, 1) @ p).reshape(k, -1) @ gram.reshape(k, -1).T
+    p = row_a @ t
+    dots = p.reshape(len(row_a), -1) @ (f @ col_a).reshape(len(col_a), -1).T
+    total = row_sums @ t @ col_sums.T
+    squares = (p.transpose(0, 2, 1) @ p).reshape(len(row_a), -1) @ col_gram.reshape(
+        len(col_a), -1
+    ).T
     var = squares - total * total / (CMP * CMP)
     ok = var > 1e-11 * squares + 1e-12  # a flat view (equal within rounding) scores 0
     out: np.ndarray = np.zeros_like(dots)
     np.divide(dots, np.sqrt(np.where(ok, var, 1.0)), out=out, where=ok)
-    return out.ravel()
+    return out
+
+
+def _crop_ncc(thumb: np.ndarray, full: np.ndarray) -> np.ndarray:
+    """``_crop_scores`` over the crop grid (every row span by every column span), flattened."""
+    grid = _crop_terms()
+    return _crop_scores(thumb, full, grid, grid).ravel()
 
 
 def same_picture(
@@ -200,28 +208,26 @@ def same_picture(
     if whole:
         return True
     best = 0.0
+    grid = _crop_terms()
     for thumb, full in ((a.pixels, fb), (b.pixels, fa)):
-        scores = _crop_ncc(thumb, full)
-        k = int(scores[1:].argmax()) + 1
-        if scores[k] >= CROP_NCC:
+        scores = _crop_scores(thumb, full, grid, grid)
+        scores[0, 0] = -1.0  # the whole frame, compared above
+        r, c = np.unravel_index(int(scores.argmax()), scores.shape)
+        if scores[r, c] >= CROP_NCC:
             return True
-        if scores[k] > best:
-            best, start = float(scores[k]), (thumb, full, k)
+        if scores[r, c] > best:
+            best, start = float(scores[r, c]), (thumb, full, int(r), int(c))
     # a crop between the grid's placements and scales: refine the nearest one
     return best >= REFINE_FROM and _refined_crop_ncc(*start) >= REFINED_NCC
 
 
-def _refined_crop_ncc(thumb: np.ndarray, full: np.ndarray, view: int) -> float:
-    """The best NCC with ``full`` of a crop of ``thumb`` near grid view ``view`` (an index
-    into ``_crop_ncc``'s scores): each side's start and stop moved by up to ``REFINE_REACH``
-    percent of the side, a percent at a time, rows then columns, twice."""
+def _refined_crop_ncc(thumb: np.ndarray, full: np.ndarray, row: int, col: int) -> float:
+    """The best NCC with ``full`` of a crop of ``thumb`` near the grid's crop (``row``,
+    ``col``: indices of ``_spans``): each side's start and stop moved by up to
+    ``REFINE_REACH`` percent of the side, a percent at a time, rows then columns, twice."""
     spans = _spans()
     table = _span_table()
-    here = [
-        [round(v * 100) for v in spans[view // len(spans)]],
-        [round(v * 100) for v in spans[view % len(spans)]],
-    ]
-    t = thumb.astype(np.float64)
+    here = [[round(v * 100) for v in spans[row]], [round(v * 100) for v in spans[col]]]
     moves = np.arange(-REFINE_REACH, REFINE_REACH + 1)
     best = -1.0
     for _ in range(2):
@@ -229,13 +235,13 @@ def _refined_crop_ncc(thumb: np.ndarray, full: np.ndarray, view: int) -> float:
             starts = np.clip(here[axis][0] + moves, 0, _MAX_START)
             stops = np.clip(here[axis][1] + moves, 100 - _MAX_START, 100)
             s_idx, e_idx = (g.ravel() for g in np.meshgrid(starts, stops, indexing="ij"))
-            mats = table[s_idx, e_idx - (100 - _MAX_START)]
-            other = table[here[1 - axis][0], here[1 - axis][1] - (100 - _MAX_START)]
-            views = mats @ t @ other.T if axis == 0 else (other @ t) @ mats.transpose(0, 2, 1)
-            scores = _normalise(views.reshape(len(mats), -1)) @ full
-            i = int(scores.argmax())
-            if scores[i] > best:
-                best = float(scores[i])
+            tried = _pick(table, s_idx, e_idx - (100 - _MAX_START))
+            kept = here[1 - axis]
+            other = _pick(table, np.array(kept[:1]), np.array([kept[1] - (100 - _MAX_START)]))
+            found = _crop_scores(thumb, full, *((tried, other) if axis == 0 else (other, tried)))
+            i = int(found.argmax())
+            if found.flat[i] > best:
+                best = float(found.flat[i])
                 here[axis] = [int(s_idx[i]), int(e_idx[i])]
     return best
 
@@ -246,16 +252,25 @@ _MAX_START = 25
 
 
 @functools.lru_cache(maxsize=1)
-def _span_table() -> np.ndarray:
-    """``_area_matrix`` of every span starting at 0..``_MAX_START`` percent of a side and
-    stopping at 100 - ``_MAX_START``..100 percent: shape (starts, stops, CMP, THUMB)."""
+def _span_table() -> _Spans:
+    """``_span_terms`` of every span starting at 0..``_MAX_START`` percent of a side and
+    stopping at 100 - ``_MAX_START``..100 percent, indexed (start, stop) first."""
     n = _MAX_START + 1
-    return np.array(
+    mats = np.array(
         [
-            [_area_matrix(a * THUMB / 100, (100 - _MAX_START + b) * THUMB / 100) for b in range(n)]
+            _area_matrix(a * THUMB / 100, (100 - _MAX_START + b) * THUMB / 100)
             for a in range(n)
+            for b in range(n)
         ]
     )
+    a, gram, sums = _span_terms(mats)
+    return a.reshape(n, n, *a.shape[1:]), gram.reshape(n, n, THUMB, THUMB), sums.reshape(n, n, -1)
+
+
+def _pick(table: _Spans, starts: np.ndarray, stops: np.ndarray) -> _Spans:
+    """The spans of ``table`` at these (start, stop) indices."""
+    a, gram, sums = table
+    return a[starts, stops], gram[starts, stops], sums[starts, stops]
 
 
 def _thumb_ncc(a: np.ndarray, b: np.ndarray) -> float:
