@@ -10,15 +10,26 @@ from typing import Any
 import pytest
 
 from datasetagent.agents.demand import DemandAnalyst, parse_request
-from datasetagent.agents.demand_llm import (
-    LLMPlanner,
-    describe_existing,
-    plan,
-    plan_with_llm,
-)
+from datasetagent.agents.demand_llm import LLMPlanner, describe_existing
 from datasetagent.errors import BackendError, SpecError
-from datasetagent.spec import DatasetProfile, SourceSpec
+from datasetagent.models import Usage
+from datasetagent.spec import DatasetProfile, DatasetSpec, SourceSpec
 from llm_stub import COMPLETION_TOKENS, PROMPT_TOKENS, Reply, StubServer
+
+
+def plan_with_llm(
+    request: str,
+    *,
+    llm: str,
+    options: dict[str, object],
+    existing: DatasetProfile | None = None,
+    sources: list[SourceSpec] | None = None,
+) -> tuple[DatasetSpec, Usage]:
+    """One planning through ``LLMPlanner``: the spec and what it consumed."""
+    planner = LLMPlanner(llm, options=options)
+    spec = planner.plan(request, existing=existing, sources=sources or ())
+    return spec, planner.usage
+
 
 FAST = {"backoff": 0.001, "max_backoff": 0.005, "timeout": 5.0}
 REQUEST = "200 photos each of cats and dogs for commercial use, COCO boxes, greyscale"
@@ -242,10 +253,10 @@ def test_expanding_with_final_counts_and_a_task_the_dataset_does_not_have(
     assert spec.targets() == {"cat": 300, "dog": 300}
 
 
-def test_plan_dispatches_to_the_rule_parser_without_an_llm() -> None:
-    spec, usage = plan("cats and dogs, 50 each")
-    assert spec == parse_request("cats and dogs, 50 each")
-    assert usage.calls == 0
+def test_the_analyst_plans_by_rule_without_an_llm() -> None:
+    analyst = DemandAnalyst()
+    assert analyst.plan("cats and dogs, 50 each") == parse_request("cats and dogs, 50 each")
+    assert analyst.usage.calls == 0
 
 
 def test_the_analyst_plans_with_its_llm_and_counts_usage(stub: StubServer) -> None:

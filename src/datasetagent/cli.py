@@ -167,19 +167,19 @@ def _plan(
     base_url: str | None,
 ) -> Any:
     """Demand Analysis: by LLM when one is named, by rule otherwise."""
-    from datasetagent.agents.demand_llm import plan as plan_spec
+    from datasetagent.agents.demand import DemandAnalyst
     from datasetagent.spec import SourceSpec
 
     if base_url and not llm:
         raise UsageError("--llm-base-url needs --llm MODEL (the model name the server serves)")
-    spec, usage = plan_spec(
+    analyst = DemandAnalyst(llm, options={"base_url": base_url} if base_url else None)
+    spec = analyst.plan(
         request,
-        llm,
-        options={"base_url": base_url} if base_url else None,
         existing=existing.profile() if existing is not None else None,
         sources=[SourceSpec.parse(s) for s in sources],
     )
     if llm:
+        usage = analyst.usage
         err.print(f"planned with {llm}: {usage.calls} call(s), {usage.retries} retried")
     return spec
 

@@ -24,7 +24,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from datasetagent.agents.demand import existing_match, parse_request, spec_from_reading
+from datasetagent.agents.demand import existing_match, spec_from_reading
 from datasetagent.agents.demand_text import (
     LICENCE_MODES,
     MAX_COUNT,
@@ -47,7 +47,7 @@ from datasetagent.spec import (
 )
 
 __all__ = [
-    "DatasetPlan", "LLMPlanner", "PlannedClass", "describe_existing", "plan", "plan_with_llm",
+    "DatasetPlan", "LLMPlanner", "PlannedClass", "describe_existing",
     "planning_prompt", "spec_from_plan",
 ]  # fmt: skip
 
@@ -294,39 +294,3 @@ class LLMPlanner:
         if not isinstance(out, DatasetPlan):
             raise BackendError(f"llm model {label} answered {type(out).__name__}, not a plan")
         return spec_from_plan(out, request, existing=existing, sources=sources)
-
-
-def plan_with_llm(
-    request: str,
-    *,
-    llm: str,
-    options: Mapping[str, object] | None = None,
-    existing: DatasetProfile | None = None,
-    sources: Sequence[SourceSpec] = (),
-    environ: Mapping[str, str] | None = None,
-) -> tuple[DatasetSpec, Usage]:
-    """Plan ``request`` with the LLM ``llm``; the spec and what the planning consumed.
-
-    Raises ``ConfigError``/``BackendError`` for a bad model string, option, key or server, and
-    ``SpecError`` when no plan passes the checks within the retries.
-    """
-    planner = LLMPlanner(llm, options=options, environ=environ)
-    return planner.plan(request, existing=existing, sources=sources), planner.usage
-
-
-def plan(
-    request: str,
-    llm: str | None = None,
-    *,
-    options: Mapping[str, object] | None = None,
-    existing: DatasetProfile | None = None,
-    sources: Sequence[SourceSpec] = (),
-    environ: Mapping[str, str] | None = None,
-) -> tuple[DatasetSpec, Usage]:
-    """Plan with the LLM ``llm`` when one is given, else by rule (:func:`parse_request`,
-    with an empty ``Usage``)."""
-    if llm is None:
-        return parse_request(request, existing=existing, sources=sources), Usage()
-    return plan_with_llm(
-        request, llm=llm, options=options, existing=existing, sources=sources, environ=environ
-    )
