@@ -118,6 +118,11 @@ class VocExporter:
         self._sets: dict[tuple[str, str], IO[str]] = {}
 
     def __enter__(self) -> VocExporter:
+        folders = ["Annotations"]
+        if self.spec.task == "segmentation":
+            folders += ["SegmentationClass", "SegmentationObject"]
+        for folder in folders:
+            (self.out / folder).mkdir(parents=True, exist_ok=True)
         return self
 
     def _set(self, kind: str, split: str) -> IO[str]:
@@ -144,7 +149,6 @@ class VocExporter:
             else:
                 objects.append((ann.label, rle_bbox(ann.rle)))
         xml = annotation_xml(sample, rel.name, objects)
-        (self.out / "Annotations").mkdir(exist_ok=True)
         (self.out / "Annotations" / f"{rel.stem}.xml").write_bytes(xml)
         self._set("Main", sample.split).write(f"{rel.stem}\n")
         if self.spec.task == "segmentation":
@@ -154,6 +158,8 @@ class VocExporter:
     def _write_pngs(self, sample: Sample, stem: str) -> dict[int, XYWH]:
         """Write the class and object PNGs; returns the box of each object's visible pixels
         (VOC boxes the visible part of an object), by its index among the objects."""
+        from scipy import ndimage
+
         from datasetagent.tools.masks import rle_to_mask
 
         objects = [a for a in sample.annotations if isinstance(a, Box | Mask)]
@@ -175,14 +181,18 @@ class VocExporter:
         for folder, arr in (("SegmentationClass", classes), ("SegmentationObject", instances)):
             img = Image.fromarray(arr)
             img.putpalette(self.palette)  # an L image with a palette becomes a P image
-            (self.out / folder).mkdir(exist_ok=True)
             img.save(self.out / folder / f"{stem}.png", optimize=False)
         boxes: dict[int, XYWH] = {}
-        for k in range(len(objects)):
-            ys, xs = np.nonzero(instances == k + 1)
-            if len(xs):
-                x0, y0 = float(xs.min()), float(ys.min())
-                boxes[k] = (x0, y0, float(xs.max()) + 1 - x0, float(ys.max()) + 1 - y0)
+        # every object's visible extent in one pass over the object PNG
+        for k, found in enumerate(ndimage.find_objects(instances, max_label=len(objects))):
+            if found is not None:
+                ys, xs = found
+                boxes[k] = (
+                    float(xs.start),
+                    float(ys.start),
+                    float(xs.stop - xs.start),
+                    float(ys.stop - ys.start),
+                )
         return boxes
 
     def __exit__(self, *exc: object) -> None:

@@ -97,7 +97,7 @@ def _image_dirs(root: Path, path: Path) -> list[Path]:
     dirs = [path.parent, root / "images" / tag, root / tag]
     if split is not None:
         dirs += [root / "images" / split, root / split]
-    return [*dirs, root / "images", root]
+    return [d for d in (*dirs, root / "images", root) if d.is_dir()]  # only those that exist
 
 
 def _find_image(dirs: list[Path], name: str) -> Path | None:
@@ -171,7 +171,7 @@ def _read_file(root: Path, path: Path) -> tuple[list[str], list[ImportedImage]]:
         if file is None:
             raise doc.fail(
                 f"{where}.file_name",
-                f"image {name} not found in " + ", ".join(str(d) for d in dirs if d.is_dir()),
+                f"image {name} not found in " + ", ".join(str(d) for d in dirs),
             )
         images[image_id] = {
             "file": file,
