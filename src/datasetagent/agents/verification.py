@@ -144,24 +144,49 @@ class Verification:
 
     # -- verification and audit ----------------------------------------------------------------
     def _check(
-        self, checker: LabelVerifier, samples: Sequence[Sample], kind: AuditKind, round_: int
-    ) -> list[tuple[bool, str | None, float]]:
-        """Put each sample's current label to ``checker`` and store the answers as audits."""
-        answers = self._ask(checker, samples, [s.label or "" for s in samples])
-        self.store.add_audits(
-            Audit(
-                sample_id=s.id,
-                checker=checker.name,
-                kind=kind,
-                label=s.label or "",
-                agree=agree,
-                suggested=suggested,
-                confidence=conf,
-                round=round_,
-            )
-            for s, (agree, suggested, conf) in zip(samples, answers, strict=True)
-        )
-        return answers
+        self,
+        checkers: Sequence[LabelVerifier],
+        samples: Sequence[Sample],
+        kind: AuditKind,
+        round_: int,
+    ) -> dict[str, list[tuple[Sample, bool, str | None, float]]]:
+        """Put each sample's current label to every checker (for ``verify``, each one that had
+        no part in making it) and store the answers as audits; by checker, (sample, agree,
+        suggested, confidence). Each chunk of images is loaded once for all checkers."""
+        out: dict[str, list[tuple[Sample, bool, str | None, float]]] = {
+            c.name: [] for c in checkers
+        }
+        for i in range(0, len(samples), BATCH):
+            chunk = [s for s in samples[i : i + BATCH] if s.label]
+            images = [self.load(s) for s in chunk]
+            for checker in checkers:
+                mine = [
+                    k
+                    for k, s in enumerate(chunk)
+                    if kind != "verify" or checker.name not in _labelers(s)
+                ]
+                if not mine:
+                    continue
+                asked = [chunk[k] for k in mine]
+                verdicts = checker.verify([images[k] for k in mine], [s.label or "" for s in asked])
+                self.store.add_audits(
+                    Audit(
+                        sample_id=s.id,
+                        checker=checker.name,
+                        kind=kind,
+                        label=s.label or "",
+                        agree=v.agree,
+                        suggested=v.suggested,
+                        confidence=v.confidence,
+                        round=round_,
+                    )
+                    for s, v in zip(asked, verdicts, strict=True)
+                )
+                out[checker.name] += [
+                    (s, v.agree, v.suggested, v.confidence)
+                    for s, v in zip(asked, verdicts, strict=True)
+                ]
+        return out
 
     def verify_round(self, round_: int) -> dict[str, int]:
         """Put each new label of ``round_`` to every checker that did not make it; disputed
@@ -172,12 +197,10 @@ class Verification:
         todo = self.store.samples(status=["labelled"], origin="collected", round_=round_)
         counts = {"verified": 0, "disputed": 0, RELABELLED: 0}
         said: dict[str, list[tuple[str, bool, str | None, float]]] = {}
-        for checker in self.checkers:
-            mine = [s for s in todo if checker.name not in _labelers(s) and s.label]
-            answers = self._check(checker, mine, "verify", round_)
-            for s, (agree, suggested, conf) in zip(mine, answers, strict=True):
+        for name, answers in self._check(self.checkers, todo, "verify", round_).items():
+            for s, agree, suggested, conf in answers:
                 counts["verified"] += 1
-                said.setdefault(s.id, []).append((checker.name, agree, suggested, conf))
+                said.setdefault(s.id, []).append((name, agree, suggested, conf))
         status = self.spec.quality.uncertain_status
         changed = []
         for s in todo:
@@ -232,8 +255,7 @@ class Verification:
         accepted = self.store.samples(status=["labelled"], origin="collected", round_=round_)
         rng = random.Random(f"{self.spec.splits.seed}:{round_}")
         picked = rng.sample(accepted, min(AUDIT_SIZE, len(accepted)))
-        for auditor in self.auditors:
-            self._check(auditor, picked, "audit", round_)
+        self._check(self.auditors, picked, "audit", round_)
         return len(picked)
 
     # -- ALR -----------------------------------------------------------------------------------
