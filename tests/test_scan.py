@@ -211,3 +211,17 @@ def test_scan_cli_writes_jsonl_and_a_summary(tmp_path: Path, tiles: list[Image.I
     assert by_name["t0.jpg"]["duplicate_of"] == str(folder / "t0-copy.jpg")
     assert "8 images" in result.stderr
     assert "corrupt 1" in result.stderr
+
+
+def test_a_file_that_cannot_be_read_is_reported_in_its_place(tmp_path: Path) -> None:
+    from datasetagent.scan import ScanParams, scan_files
+
+    good = tmp_path / "good.png"
+    Image.new("RGB", (64, 48), "orange").save(good)
+    gone = tmp_path / "gone.png"
+    out = scan_files([str(gone), str(good)], ScanParams())
+    assert [s.path for s in out] == [str(gone), str(good)]
+    assert out[0].issues == ["corrupt"]
+    assert out[0].detail.startswith("cannot read:")
+    assert "corrupt" not in out[1].issues
+    assert (out[1].width, out[1].height) == (64, 48)
