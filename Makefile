@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-core
 TEST_STAMP := $(VENV)/.installed-test
 
-.PHONY: demo test test-gpu lint typecheck unit bench clean
+.PHONY: demo test quick test-gpu lint typecheck unit bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,10 @@ unit: $(TEST_STAMP)
 	$(BIN)/pytest
 
 test: lint typecheck unit
+
+# A quick local run: the unit tests without the slow end-to-end modules (CI runs everything).
+quick: $(TEST_STAMP)
+	$(BIN)/pytest -m 'not slow and not gpu'
 
 # On a machine with a CUDA GPU: the half-precision and device checks of the vision backends.
 test-gpu: $(TEST_STAMP)
