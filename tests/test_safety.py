@@ -226,13 +226,23 @@ def test_a_swap_killed_midway_leaves_one_whole_export_and_is_finished_next_time(
         assert is_export(out)  # and the new one whole in place
     else:
         assert not out.exists()
-    check_export_folder(out)  # the next export first finishes or undoes the swap
-    assert not aside.exists()
     if crash_after == "aside":
-        assert _tree(out) == old
+        check_export_folder(out)  # asking changes nothing
+        assert _tree(aside) == old
+        assert not out.exists()
+    # the next export first finishes or undoes the swap, then swaps again
+    renames: list[tuple[str, str]] = []
+
+    def watched(self: Path, target: Path) -> Path:
+        renames.append((self.name, Path(target).name))
+        return real_rename(self, target)
+
+    monkeypatch.setattr(Path, "rename", watched)
     _export(run_copy, out)
     assert is_export(out)
     assert not aside.exists()
+    restored = [(".out.datasetagent-old", "out")] if crash_after == "aside" else []
+    assert renames == [*restored, ("out", ".out.datasetagent-old"), (".out.partial", "out")]
 
 
 def test_export_inside_a_symlinked_run_is_still_the_run(run_copy: Path, tmp_path: Path) -> None:

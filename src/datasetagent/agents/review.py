@@ -31,7 +31,7 @@ from typing import Any
 from datasetagent.errors import UsageError
 from datasetagent.records import Audit, Box, ClassLabel, Mask, Sample
 from datasetagent.spec import DatasetSpec
-from datasetagent.store import BlobStore, RunStore
+from datasetagent.store import LOCK_NAME, BlobStore, RunStore
 
 HUMAN = "human"
 DECISIONS = ("accept", "relabel", "reject")
@@ -96,7 +96,7 @@ RUN_FILES = frozenset(
         "run.db-wal",
         "run.db-shm",
         "run.db-journal",
-        "run.lock",
+        LOCK_NAME,
         "spec.yaml",
         "summary.json",
     }

@@ -111,6 +111,7 @@ def export_samples(
     if any(s.split is None for s in samples):
         raise ExportError("every exported sample needs a split; run the split stage first")
     check_export_folder(out, run_dir=run_dir, force=force)
+    _recover(out)
     tmp = out.with_name(f".{out.name}.partial")
     shutil.rmtree(tmp, ignore_errors=True)
     stats = ExportStats()
@@ -200,7 +201,8 @@ def check_export_folder(out: Path, *, run_dir: Path | None = None, force: bool =
     """Refuse, with a one-line error, a folder the tool may not write an export into or
     replace: a symbolic link or a file; the current folder or one containing it; the run
     folder, one containing it or one inside it other than ``RUN/export/...`` (these even with
-    ``force``); and, unless ``force``, a non-empty folder that is not a previous export."""
+    ``force``); and, unless ``force``, a non-empty folder that is not a previous export. It
+    changes nothing, so it can be asked before any work."""
     if out.is_symlink():
         raise UsageError(
             f"export folder {out} is a symbolic link; give the folder it points to, or a new one"
@@ -224,10 +226,12 @@ def check_export_folder(out: Path, *, run_dir: Path | None = None, force: bool =
                 f"{run_dir / 'export'}/NAME may hold exports; give one of those or a folder "
                 "outside the run"
             )
-    _recover(out)
     if not out.exists() or force or is_export(out):
         return
-    found = sorted(p.name for p in out.iterdir())
+    try:
+        found = sorted(p.name for p in out.iterdir())
+    except OSError as exc:
+        raise UsageError(f"cannot read export folder {out}: {exc.strerror}") from None
     if found:
         raise UsageError(
             f"export folder {out} holds files that no export of datasetagent wrote (found "
