@@ -92,11 +92,13 @@ def test_decisions_in_a_detection_run_keep_the_objects(
             {**lines[both.id], "decision": "accept", "label": both.label},
             {**lines[other.id], "decision": "relabel", "label": "blue"},
             {**lines[empty.id], "decision": "accept", "label": "red"},
+            {**lines[mixed[3].id], "decision": "accept", "label": None},  # objects as shown
+            {**lines[empty.id], "decision": "accept", "label": None},
         ]
         queue.write_text("".join(json.dumps(x) + "\n" for x in decided))
         done = apply_decisions(store, spec, queue)
-        assert done.applied == {"accept": 1, "relabel": 1, "reject": 0}
-        assert done.not_applied == {NO_OBJECTS: 1, MIXED_OBJECTS: 1}
+        assert done.applied == {"accept": 2, "relabel": 1, "reject": 0}
+        assert done.not_applied == {NO_OBJECTS: 2, MIXED_OBJECTS: 1}
         after = {s.id: s for s in store.samples()}
     relabelled = after[single.id]
     assert [a.label for a in relabelled.annotations] == ["blue"] * len(single.annotations)
@@ -108,6 +110,9 @@ def test_decisions_in_a_detection_run_keep_the_objects(
         (a.label, _box(a)) for a in both.annotations
     ]
     assert accepted.status == "labelled"
+    assert [(a.label, _box(a)) for a in after[mixed[3].id].annotations] == [
+        (a.label, _box(a)) for a in mixed[3].annotations
+    ]
     assert after[other.id] == other  # not applied: unchanged
     assert after[empty.id] == empty
     assert not any(isinstance(a, ClassLabel) for s in after.values() for a in s.annotations)
@@ -124,7 +129,7 @@ def test_decisions_in_a_detection_run_keep_the_objects(
         text=True,
     )
     assert out.returncode == 0, out.stderr
-    assert f"not applied: 1 decision(s): {NO_OBJECTS}" in out.stderr
+    assert f"not applied: 2 decision(s): {NO_OBJECTS}" in out.stderr
     assert f"not applied: 1 decision(s): {MIXED_OBJECTS}" in out.stderr
 
 

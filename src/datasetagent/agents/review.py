@@ -9,7 +9,8 @@ A person sets each line's ``decision``: ``accept`` (the label shown is right), `
 ALR is measured directly (``agents/verification.py``). Lines left undecided change nothing.
 
 In a detection or segmentation run each line also lists the sample's ``objects`` (class and
-box). A decision keeps them: ``accept`` confirms them as they are, ``relabel`` gives every
+box). A decision keeps them: ``accept`` confirms them as they are (``label`` may be left
+empty; another class than the one shown relabels them), ``relabel`` gives every
 object the line's class (refused for objects of several classes, which one class cannot
 name), and a sample without objects cannot be accepted into a class at all; such decisions
 are counted as not applied, with the reason, and change nothing.
@@ -192,10 +193,11 @@ def _read(path: Path, spec: DatasetSpec) -> list[dict[str, Any]]:
                 continue
             if decision not in DECISIONS:
                 raise UsageError(f"{where}: decision {decision!r} is not one of {DECISIONS}")
-            if (
-                decision in ("accept", "relabel")
-                and spec.resolve_class(line.get("label") or "") is None
-            ):
+            # accepting objects (detection, segmentation) confirms them as shown: no label needed
+            needs_label = decision == "relabel" or (
+                decision == "accept" and (spec.task == "classification" or line.get("label"))
+            )
+            if needs_label and spec.resolve_class(line.get("label") or "") is None:
                 raise UsageError(
                     f"{where}: label {line.get('label')!r} is not a class of the spec "
                     f"({', '.join(spec.class_names)})"
@@ -220,12 +222,12 @@ MIXED_OBJECTS = "objects of several classes (one label cannot relabel them all)"
 
 def _decided_objects(sample: Sample, decision: str, label: str) -> tuple[Box | Mask, ...] | str:
     """The objects of a detection or segmentation sample after ``decision`` with ``label``, or
-    the reason the decision cannot be applied. Accepting the class shown keeps them as they
-    are; relabelling (or accepting another class) gives every object that class."""
+    the reason the decision cannot be applied. Accepting the class shown (or no class) keeps
+    them as they are; relabelling (or accepting another class) gives every object that class."""
     objects = _objects(sample)
     if not objects:
         return NO_OBJECTS
-    confirmed = decision == "accept" and label == sample.label
+    confirmed = decision == "accept" and label in ("", sample.label)
     if not confirmed and len({a.label for a in objects}) > 1:
         return MIXED_OBJECTS
     return tuple(
@@ -252,11 +254,12 @@ def apply_decisions(store: RunStore, spec: DatasetSpec, path: Path) -> Applied:
         if sample is None:
             raise UsageError(f"{path}: sample {line['id'][:12]} is not in this run")
         decision = line["decision"]
+        given = spec.resolve_class(line.get("label") or "")  # None: no label given
         update: dict[str, Any]
         if decision == "reject":
             update = {"status": "rejected", "review_reasons": ("rejected by a person",)}
         else:
-            label = spec.resolve_class(line["label"]) or ""
+            label = given or ""
             if spec.task == "classification":
                 annotations: tuple[ClassLabel | Box | Mask, ...] = (
                     ClassLabel(label=label, confidence=1.0, labeler=HUMAN),
@@ -277,7 +280,7 @@ def apply_decisions(store: RunStore, spec: DatasetSpec, path: Path) -> Applied:
                     checker=HUMAN,
                     kind="audit",
                     label=shown,
-                    agree=decision == "accept" and spec.resolve_class(line["label"]) == shown,
+                    agree=decision == "accept" and given in (None, shown),
                     suggested=line.get("label") if decision == "relabel" else None,
                     confidence=1.0,
                     round=sample.round,
