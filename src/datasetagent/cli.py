@@ -512,14 +512,20 @@ def scan(
 
 
 @contextmanager
-def _open_run(run_dir: Path) -> Iterator[tuple[RunStore, DatasetSpec]]:
-    """The store and spec of the run in ``run_dir``, or a one-line error saying what to do."""
-    from datasetagent.store import RunStore
+def _open_run(run_dir: Path, lock: str | None = None) -> Iterator[tuple[RunStore, DatasetSpec]]:
+    """The store and spec of the run in ``run_dir``, or a one-line error saying what to do.
+    With ``lock`` (the command's name) the run is locked against other commands meanwhile."""
+    from contextlib import nullcontext
+
+    from datasetagent.store import RunStore, run_lock
 
     db = run_dir / "run.db"
     if not db.exists():
         raise UsageError(f"{run_dir} holds no run (no run.db); run datasetagent build first")
-    with RunStore(db) as store:
+    with (
+        run_lock(run_dir, lock) if lock is not None else nullcontext(),
+        RunStore(db) as store,
+    ):
         spec = store.load_spec()
         if spec is None:
             raise UsageError(f"the run in {run_dir} never started (no spec stored); build it again")
@@ -569,7 +575,10 @@ def review(
 
     if (write_to is None) == (apply_from is None):
         raise UsageError("give one of --write FILE or --apply FILE")
-    with _open_run(run_dir) as (store, spec):
+    with _open_run(run_dir, lock=None if apply_from is None else "review --apply") as (
+        store,
+        spec,
+    ):
         blobs = BlobStore(run_dir)
         if write_to is not None:
             finished = store.stage_done(FINAL, "split")
@@ -582,7 +591,7 @@ def review(
             )
             return
         assert apply_from is not None
-        counts = apply_decisions(store, spec, apply_from)
+        done = apply_decisions(store, spec, apply_from)
         reports = store.reports()
         if reports:  # the last round's report, measured again with the decisions
             last = reports[-1]
@@ -596,22 +605,36 @@ def review(
                 err.print(
                     f"ALR {fresh.alr:.3f} (95% interval {lo:.3f}-{hi:.3f}): {fresh.alr_method}"
                 )
-    decided = ", ".join(f"{k} {v}" for k, v in counts.items())
+    decided = ", ".join(f"{k} {v}" for k, v in done.applied.items())
     err.print(f"applied: {decided}; export again with datasetagent export {run_dir} -o DIR")
+    for reason, n in done.not_applied.items():
+        err.print(f"not applied: {n} decision(s): {reason}")
 
 
 @main.command()
 @click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--format", "fmt", default="imagefolder", show_default=True)
-@click.option("-o", "--output", required=True, type=click.Path(path_type=Path))
+@click.option(
+    "-o",
+    "--output",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="Folder for the export: new, empty or a previous export (which it replaces).",
+)
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Replace the -o folder even though it holds files that are not an export.",
+)
 @handle_errors
-def export(run_dir: Path, fmt: str, output: Path) -> None:
+def export(run_dir: Path, fmt: str, output: Path, force: bool) -> None:
     """Export a finished run to another folder or format."""
-    from datasetagent.export import export_samples
+    from datasetagent.export import check_export_folder, export_samples
     from datasetagent.pipeline import FINAL, final_samples
     from datasetagent.store import BlobStore
 
-    with _open_run(run_dir) as (store, spec):
+    check_export_folder(output, run_dir=run_dir, force=force)  # before the run is even opened
+    with _open_run(run_dir, lock="export") as (store, spec):
         reports = store.reports()
         if not store.stage_done(FINAL, "split"):
             raise UsageError(
@@ -627,6 +650,8 @@ def export(run_dir: Path, fmt: str, output: Path) -> None:
             samples,
             lambda s: blobs.path(s.blob),
             reports[-1] if reports else None,
+            run_dir=run_dir,
+            force=force,
         )
     err.print(f"exported {len(samples)} images as {fmt} to {output}")
 

@@ -568,7 +568,45 @@ def build(
     with the truth (a person's decisions, ground truth in benchmarks) on a random sample of
     accepted labels each round; ALR then comes from them. ``existing`` is the dataset the spec
     expands, where the caller has opened it already."""
+    from datasetagent.store.lock import LOCK_NAME, run_lock
+
     db_path = run_dir / "run.db"
+    if run_dir.exists() and not run_dir.is_dir():
+        raise UsageError(f"run folder {run_dir} is a file; give a folder for -o")
+    if resume and not db_path.exists():
+        raise UsageError(f"nothing to resume in {run_dir}: it holds no run.db")
+    if not db_path.exists() and run_dir.is_dir():
+        # a new run goes into a new or empty folder: spec.yaml, summary.json, images/ and
+        # export/ would overwrite files of the same names that are not this tool's
+        found = sorted(p.name for p in run_dir.iterdir() if p.name != LOCK_NAME)
+        if found:
+            raise UsageError(
+                f"{run_dir} holds files but no run of datasetagent (no run.db; found "
+                f"{len(found)}: {', '.join(found[:3])}); give a new or empty folder for -o"
+            )
+    if spec is not None:
+        existing = check_spec(spec, [*(labelers or ()), *(verifiers or ())], existing)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with run_lock(run_dir, "build"):
+        _claim_run(db_path, run_dir, resume)
+        return _build_locked(
+            spec,
+            run_dir,
+            labelers=labelers,
+            workers=workers,
+            reporter=reporter,
+            backend_options=backend_options,
+            device=device,
+            verifiers=verifiers,
+            auditors=auditors,
+            tool_llm=tool_llm,
+            existing=existing,
+        )
+
+
+def _claim_run(db_path: Path, run_dir: Path, resume: bool) -> None:
+    """Under the run lock: a resume needs the run, a new run may not replace one with work
+    done (a run that stopped before any work is started afresh)."""
     if resume and not db_path.exists():
         raise UsageError(f"nothing to resume in {run_dir}: it holds no run.db")
     if not resume and db_path.exists():
@@ -578,11 +616,25 @@ def build(
             raise UsageError(
                 f"{run_dir} already holds a run; pass --resume to continue it, or choose a new -o"
             )
-        for suffix in ("", "-wal", "-shm"):  # a run that stopped before any work: start afresh
+        for suffix in ("", "-wal", "-shm"):
             Path(f"{db_path}{suffix}").unlink(missing_ok=True)
-    if spec is not None:
-        existing = check_spec(spec, [*(labelers or ()), *(verifiers or ())], existing)
-    run_dir.mkdir(parents=True, exist_ok=True)
+
+
+def _build_locked(
+    spec: DatasetSpec | None,
+    run_dir: Path,
+    *,
+    labelers: Sequence[str] | None,
+    workers: int | None,
+    reporter: Reporter | None,
+    backend_options: BackendOptions | None,
+    device: str | None,
+    verifiers: Sequence[str] | None,
+    auditors: Sequence[LabelVerifier],
+    tool_llm: str | None,
+    existing: ExistingDataset | None,
+) -> BuildResult:
+    db_path = run_dir / "run.db"
     with RunStore(db_path) as store:
         stored = store.load_spec()
         if stored is None:

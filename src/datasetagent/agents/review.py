@@ -7,20 +7,32 @@ A person sets each line's ``decision``: ``accept`` (the label shown is right), `
 ``apply_decisions`` reads the file back. Decided samples take the person's label (labeler
 ``human``) or leave the dataset; decisions on audit items are also stored as audits, from which
 ALR is measured directly (``agents/verification.py``). Lines left undecided change nothing.
+
+In a detection or segmentation run each line also lists the sample's ``objects`` (class and
+box). A decision keeps them: ``accept`` confirms them as they are (``label`` may be left
+empty; another class than the one shown relabels them), ``relabel`` gives every
+object the line's class (refused for objects of several classes, which one class cannot
+name), and a sample without objects cannot be accepted into a class at all; such decisions
+are counted as not applied, with the reason, and change nothing.
+
+The queue file never replaces a file of the run, a file that is not a queue, or a queue in
+which a person has set decisions (``check_queue_file``).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import random
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from datasetagent.errors import UsageError
-from datasetagent.records import Audit, ClassLabel, Sample
+from datasetagent.records import Audit, Box, ClassLabel, Mask, Sample
 from datasetagent.spec import DatasetSpec
-from datasetagent.store import BlobStore, RunStore
+from datasetagent.store import LOCK_NAME, BlobStore, RunStore
 
 HUMAN = "human"
 DECISIONS = ("accept", "relabel", "reject")
@@ -55,10 +67,12 @@ def write_queue(
     ]
     rng = random.Random(f"{spec.splits.seed}:review:{len(audited)}")
     audit = rng.sample(accepted, min(audit_size, len(accepted)))
-    with out.open("w", encoding="utf-8") as f:
+    target = check_queue_file(out, store.path.parent)
+    tmp = target.with_name(f".{target.name}.partial")
+    with tmp.open("w", encoding="utf-8") as f:
         for kind, items in (("review", review), ("audit", audit)):
             for s in items:
-                line = {
+                line: dict[str, Any] = {
                     "id": s.id,
                     "kind": kind,
                     "image": str(blobs.path(s.blob)),
@@ -69,8 +83,84 @@ def write_queue(
                     "classes": list(spec.class_names),
                     "decision": None,
                 }
+                if spec.task != "classification":
+                    line["objects"] = [_object(a) for a in _objects(s)]
                 f.write(json.dumps(line, ensure_ascii=False) + "\n")
+    os.replace(tmp, target)
     return {"review": len(review), "audit": len(audit)}
+
+
+#: The files a run folder holds at its top level (its folders are all the run's).
+RUN_FILES = frozenset(
+    {
+        "run.db",
+        "run.db-wal",
+        "run.db-shm",
+        "run.db-journal",
+        LOCK_NAME,
+        "spec.yaml",
+        "summary.json",
+    }
+)
+
+
+def check_queue_file(out: Path, run_dir: Path) -> Path:
+    """The file a queue may be written to (``out``, its link followed), or a one-line error:
+    a file of the run (its database, lock, spec or summary, anything in its folders), an
+    existing file that is not a review queue, or a queue where a person has set decisions."""
+    target = out.resolve()
+    run = run_dir.resolve()
+    if run in target.parents and (target.parent != run or target.name in RUN_FILES):
+        raise UsageError(
+            f"{out} is a file of the run in {run_dir}; write the queue elsewhere, "
+            "e.g. --write queue.jsonl"
+        )
+    if target.is_dir():
+        raise UsageError(f"{out} is a folder; give a file name for --write, e.g. queue.jsonl")
+    if not target.exists():
+        return target
+    decided = _decisions_in(target)
+    if decided is None:
+        raise UsageError(
+            f"{out} exists and is not a review queue; give a new file name for --write"
+        )
+    if decided:
+        raise UsageError(
+            f"{out} holds {decided} decision(s) a person made; apply them with --apply "
+            f"{out}, then move or delete the file before writing a new queue there"
+        )
+    return target
+
+
+def _decisions_in(path: Path) -> int | None:
+    """How many lines of the queue at ``path`` hold a decision; None when it is not a queue."""
+    decided = 0
+    try:
+        with path.open(encoding="utf-8") as f:
+            for raw in f:
+                if not raw.strip():
+                    continue
+                line = json.loads(raw)
+                if not isinstance(line, dict) or not {"id", "kind", "decision"} <= line.keys():
+                    return None
+                decided += line["decision"] is not None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    return decided
+
+
+def _objects(sample: Sample) -> list[Box | Mask]:
+    return [a for a in sample.annotations if not isinstance(a, ClassLabel)]
+
+
+def _object(ann: Box | Mask) -> dict[str, Any]:
+    """One object as a queue line shows it: its class and box (x, y, width, height; a mask's
+    bounding box)."""
+    if isinstance(ann, Box):
+        return {"label": ann.label, "box": [ann.x, ann.y, ann.w, ann.h]}
+    from datasetagent.tools.masks import rle_bbox
+
+    return {"label": ann.label, "box": list(rle_bbox(ann.rle))}
 
 
 def review_order(
@@ -103,10 +193,11 @@ def _read(path: Path, spec: DatasetSpec) -> list[dict[str, Any]]:
                 continue
             if decision not in DECISIONS:
                 raise UsageError(f"{where}: decision {decision!r} is not one of {DECISIONS}")
-            if (
-                decision in ("accept", "relabel")
-                and spec.resolve_class(line.get("label") or "") is None
-            ):
+            # accepting objects (detection, segmentation) confirms them as shown: no label needed
+            needs_label = decision == "relabel" or (
+                decision == "accept" and (spec.task == "classification" or line.get("label"))
+            )
+            if needs_label and spec.resolve_class(line.get("label") or "") is None:
                 raise UsageError(
                     f"{where}: label {line.get('label')!r} is not a class of the spec "
                     f"({', '.join(spec.class_names)})"
@@ -115,11 +206,47 @@ def _read(path: Path, spec: DatasetSpec) -> list[dict[str, Any]]:
     return out
 
 
-def apply_decisions(store: RunStore, spec: DatasetSpec, path: Path) -> dict[str, int]:
-    """Apply a filled-in queue file; returns counts by decision. A malformed file changes
-    nothing and names the line."""
+@dataclass
+class Applied:
+    """What ``apply_decisions`` did: decisions applied, by kind, and decisions not applied,
+    by reason."""
+
+    applied: dict[str, int] = field(default_factory=lambda: dict.fromkeys(DECISIONS, 0))
+    not_applied: dict[str, int] = field(default_factory=dict)
+
+
+#: Why a decision on a detection or segmentation sample could not be applied.
+NO_OBJECTS = "no objects to accept or relabel (a detection class needs boxes)"
+MIXED_OBJECTS = "objects of several classes (one label cannot relabel them all)"
+
+
+def _decided_objects(sample: Sample, decision: str, label: str) -> tuple[Box | Mask, ...] | str:
+    """The objects of a detection or segmentation sample after ``decision`` with ``label``, or
+    the reason the decision cannot be applied. Accepting the class shown (or no class) keeps
+    them as they are; relabelling (or accepting another class) gives every object that class."""
+    objects = _objects(sample)
+    if not objects:
+        return NO_OBJECTS
+    confirmed = decision == "accept" and label in ("", sample.label)
+    if not confirmed and len({a.label for a in objects}) > 1:
+        return MIXED_OBJECTS
+    return tuple(
+        a.model_copy(
+            update={
+                "label": a.label if confirmed else label,
+                "labeler": a.labeler if a.labeler.endswith(f"+{HUMAN}") else f"{a.labeler}+{HUMAN}",
+                "confidence": 1.0,
+            }
+        )
+        for a in objects
+    )
+
+
+def apply_decisions(store: RunStore, spec: DatasetSpec, path: Path) -> Applied:
+    """Apply a filled-in queue file; returns what was applied and what not, and why. A
+    malformed file changes nothing and names the line."""
     decided = _read(path, spec)
-    counts = dict.fromkeys(DECISIONS, 0)
+    done = Applied()
     changed: list[Sample] = []
     audits: list[Audit] = []
     for line in decided:
@@ -127,7 +254,24 @@ def apply_decisions(store: RunStore, spec: DatasetSpec, path: Path) -> dict[str,
         if sample is None:
             raise UsageError(f"{path}: sample {line['id'][:12]} is not in this run")
         decision = line["decision"]
-        counts[decision] += 1
+        given = spec.resolve_class(line.get("label") or "")  # None: no label given
+        update: dict[str, Any]
+        if decision == "reject":
+            update = {"status": "rejected", "review_reasons": ("rejected by a person",)}
+        else:
+            label = given or ""
+            if spec.task == "classification":
+                annotations: tuple[ClassLabel | Box | Mask, ...] = (
+                    ClassLabel(label=label, confidence=1.0, labeler=HUMAN),
+                )
+            else:
+                objects = _decided_objects(sample, decision, label)
+                if isinstance(objects, str):
+                    done.not_applied[objects] = done.not_applied.get(objects, 0) + 1
+                    continue
+                annotations = objects
+            update = {"status": "labelled", "annotations": annotations, "review_reasons": ()}
+        done.applied[decision] += 1
         shown = sample.label
         if line.get("kind") == "audit" and shown is not None:
             audits.append(
@@ -136,25 +280,13 @@ def apply_decisions(store: RunStore, spec: DatasetSpec, path: Path) -> dict[str,
                     checker=HUMAN,
                     kind="audit",
                     label=shown,
-                    agree=decision == "accept" and spec.resolve_class(line["label"]) == shown,
+                    agree=decision == "accept" and given in (None, shown),
                     suggested=line.get("label") if decision == "relabel" else None,
                     confidence=1.0,
                     round=sample.round,
                 )
             )
-        if decision == "reject":
-            update: dict[str, Any] = {
-                "status": "rejected",
-                "review_reasons": ("rejected by a person",),
-            }
-        else:
-            label = spec.resolve_class(line["label"])
-            update = {
-                "status": "labelled",
-                "annotations": (ClassLabel(label=label or "", confidence=1.0, labeler=HUMAN),),
-                "review_reasons": (),
-            }
         changed.append(sample.model_copy(update=update))
     store.add_audits(audits)
     store.update_samples(changed)
-    return counts
+    return done

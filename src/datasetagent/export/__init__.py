@@ -2,9 +2,11 @@
 
 An exporter is a context manager: entering prepares the folder, ``write(sample, image)`` adds
 one sample, exiting finishes (joins part files, writes indexes). ``export_samples`` drives one
-inside a temporary folder that is renamed into place at the end, so a failed export leaves
-nothing half-written; it also writes what every format gets: ``manifest.jsonl``, the data card
-(``README.md``), ``ATTRIBUTION.md`` and ``LICENSES.md``.
+inside a temporary folder that is swapped into place at the end, so a failed or killed export
+leaves the previous one whole; it also writes what every format gets: ``manifest.jsonl``, the
+data card (``README.md``), ``ATTRIBUTION.md``, ``LICENSES.md`` and the marker file
+``.datasetagent-export`` by which a later export knows the folder is its own to replace
+(``check_export_folder``).
 
 Before an exporter sees a sample, its boxes are clipped to the image and the annotations no
 format can hold (degenerate boxes, empty masks, masks of another size) are dropped with their
@@ -19,7 +21,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Protocol
 
-from datasetagent.errors import ExportError
+from datasetagent import __version__
+from datasetagent.errors import ExportError, UsageError
 from datasetagent.export.prepare import Dropped, ExportStats, prepare
 from datasetagent.records import QualityReport, Sample
 from datasetagent.registry import Registry
@@ -95,13 +98,20 @@ def export_samples(
     samples: Sequence[Sample],
     image_path: Callable[[Sample], Path],
     report: QualityReport | None,
+    *,
+    run_dir: Path | None = None,
+    force: bool = False,
 ) -> Path:
-    """Write ``samples`` (each with a split) as ``fmt`` into ``out``, replacing it atomically."""
+    """Write ``samples`` (each with a split) as ``fmt`` into ``out``, replacing a previous
+    export there atomically. ``out`` must be a folder this tool may replace
+    (``check_export_folder``, with ``run_dir`` the run the samples come from)."""
     from datasetagent.export.attribution import AttributionWriter
     from datasetagent.export.datacard import render_datacard
 
     if any(s.split is None for s in samples):
         raise ExportError("every exported sample needs a split; run the split stage first")
+    check_export_folder(out, run_dir=run_dir, force=force)
+    _recover(out)
     tmp = out.with_name(f".{out.name}.partial")
     shutil.rmtree(tmp, ignore_errors=True)
     stats = ExportStats()
@@ -123,13 +133,108 @@ def export_samples(
         header: Callable[[], str] | None = getattr(exporter, "card_header", None)
         card = render_datacard(spec, samples, report, fmt, stats)
         (tmp / "README.md").write_text((header() if header else "") + card, encoding="utf-8")
+        marker = {"tool": "datasetagent", "version": __version__, "format": fmt}
+        (tmp / MARKER).write_text(json.dumps(marker) + "\n", encoding="utf-8")
     except OSError as exc:
         shutil.rmtree(tmp, ignore_errors=True)
         raise ExportError(f"cannot write {fmt} export to {out}: {exc}") from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    if out.exists():
-        shutil.rmtree(out)
-    tmp.rename(out)
+    try:
+        _swap_in(tmp, out)
+    except OSError as exc:
+        raise ExportError(f"cannot put the {fmt} export in place at {out}: {exc}") from None
     return out
+
+
+#: The file every export holds, naming the tool and version that wrote it.
+MARKER = ".datasetagent-export"
+
+
+def _aside(out: Path) -> Path:
+    """Where the previous export waits while the new one is renamed into place."""
+    return out.with_name(f".{out.name}.datasetagent-old")
+
+
+def _swap_in(new: Path, out: Path) -> None:
+    """Replace ``out`` by ``new`` so that at every instant one of them is whole at ``out`` or
+    aside: the old export is renamed aside, the new one renamed in, then the old deleted. A
+    swap killed midway is finished or undone by the next export (``_recover``)."""
+    aside = _aside(out)
+    if out.exists():
+        out.rename(aside)
+    new.rename(out)
+    shutil.rmtree(aside, ignore_errors=True)
+
+
+def _recover(out: Path) -> None:
+    """Finish a swap that was killed: the old export set aside comes back when nothing took
+    its place, and is deleted when the new one is in."""
+    aside = _aside(out)
+    if not aside.is_dir() or aside.is_symlink():
+        return
+    if out.exists() or out.is_symlink():
+        shutil.rmtree(aside)
+    else:
+        aside.rename(out)
+
+
+def is_export(folder: Path) -> bool:
+    """Whether ``folder`` holds an export of this tool: its marker file, or (exports written
+    before the marker existed) a ``manifest.jsonl`` whose first line is this tool's record
+    next to the data card ``README.md``."""
+    if (folder / MARKER).is_file():
+        return True
+    manifest, card = folder / "manifest.jsonl", folder / "README.md"
+    if not (manifest.is_file() and card.is_file()):
+        return False
+    try:
+        with manifest.open(encoding="utf-8") as f:
+            first = json.loads(f.readline())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return False
+    return isinstance(first, dict) and {"id", "split", "file", "provenance"} <= first.keys()
+
+
+def check_export_folder(out: Path, *, run_dir: Path | None = None, force: bool = False) -> None:
+    """Refuse, with a one-line error, a folder the tool may not write an export into or
+    replace: a symbolic link or a file; the current folder or one containing it; the run
+    folder, one containing it or one inside it other than ``RUN/export/...`` (these even with
+    ``force``); and, unless ``force``, a non-empty folder that is not a previous export. It
+    changes nothing, so it can be asked before any work."""
+    if out.is_symlink():
+        raise UsageError(
+            f"export folder {out} is a symbolic link; give the folder it points to, or a new one"
+        )
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"export folder {out} is a file; give a folder (new, empty or an export)")
+    where = out.resolve()
+    cwd = Path.cwd().resolve()
+    if where == cwd or where in cwd.parents:
+        raise UsageError(
+            f"export folder {out} is the current folder or contains it; give a new folder, "
+            "e.g. -o export/"
+        )
+    if run_dir is not None:
+        run = run_dir.resolve()
+        if where == run or where in run.parents:
+            raise UsageError(f"export folder {out} contains the run folder {run_dir}; give another")
+        if run in where.parents and (run / "export") not in where.parents:
+            raise UsageError(
+                f"export folder {out} is inside the run folder {run_dir}, where only "
+                f"{run_dir / 'export'}/NAME may hold exports; give one of those or a folder "
+                "outside the run"
+            )
+    if not out.exists() or force or is_export(out):
+        return
+    try:
+        found = sorted(p.name for p in out.iterdir())
+    except OSError as exc:
+        raise UsageError(f"cannot read export folder {out}: {exc.strerror}") from None
+    if found:
+        raise UsageError(
+            f"export folder {out} holds files that no export of datasetagent wrote (found "
+            f"{len(found)}: {', '.join(found[:3])}); give a new or empty folder, or pass "
+            "--force to replace it"
+        )
