@@ -18,7 +18,9 @@ import json
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
+from typing import Literal
 
 from PIL import Image
 from pydantic import ValidationError
@@ -93,6 +95,51 @@ def split_of(name: str) -> SplitName | None:
     return None
 
 
+#: How to fix a dataset that names a file outside its folder.
+OUTSIDE_FIX = (
+    "a dataset may only name files inside its own folder (no ../, absolute paths or "
+    "symbolic links out of it): copy the files into the dataset"
+)
+
+
+def inside(
+    root: Path,
+    path: Path,
+    file: Path | str,
+    where: str,
+    *,
+    kind: Literal["file", "folder", "any"] = "file",
+    fix: str = OUTSIDE_FIX,
+) -> Path:
+    """``path``, a file (or, with ``kind="folder"``, a folder; ``"any"``: either) that the
+    dataset in ``root`` names or holds, resolved with symbolic links followed, where it lies
+    inside ``root``.
+
+    Every path an importer reads goes through here, so a ``../``, an absolute path or a link can
+    never make an import read outside the folder the user pointed at, nor open a FIFO or a
+    device: the error names the dataset ``file``, the entry in it (``where``) and the offending
+    path, and the whole import stops.
+    """
+    real = path.resolve()
+    if not real.is_relative_to(root.resolve()):
+        shown = f"links to {real}" if Path(file) == path else f"{path} lies"
+        raise DatasetFormatError(file, where, f"{shown} outside the dataset folder {root}", fix)
+    is_file, is_dir = real.is_file(), real.is_dir()
+    if (is_file and kind != "folder") or (is_dir and kind != "file"):
+        return real
+    if not real.exists():
+        raise DatasetFormatError(file, where, f"{path} not found")
+    what = "a folder" if kind == "folder" else "a regular file"
+    raise DatasetFormatError(file, where, f"{path} is not {what}")
+
+
+def optional_file(root: Path, path: Path) -> Path | None:
+    """The dataset's own file ``path`` (``inside`` ``root``), or None where there is none."""
+    if not path.exists() and not path.is_symlink():
+        return None
+    return inside(root, path, path, "")
+
+
 def image_size(path: Path) -> tuple[int, int]:
     """(width, height) of the image as displayed (EXIF orientation applied), from its header."""
     try:
@@ -135,8 +182,8 @@ def task_of(images: Iterable[ImportedImage]) -> TaskKind:
 # -- our manifest ------------------------------------------------------------------------------
 def read_manifest(root: Path) -> dict[str, tuple[Provenance, str | None]]:
     """``file`` → (provenance, split) from ``manifest.jsonl`` when the folder has one."""
-    path = root / "manifest.jsonl"
-    if not path.is_file():
+    path = optional_file(root, root / "manifest.jsonl")
+    if path is None:
         return {}
     out: dict[str, tuple[Provenance, str | None]] = {}
     with path.open(encoding="utf-8") as lines:
@@ -222,13 +269,15 @@ def detect_format(root: Path) -> str:
     return "imagefolder"
 
 
-def read_dataset(root: Path, fmt: str | None = None) -> Imported:
-    """Parse the dataset in ``root`` (format ``fmt``, or detected) completely."""
+def read_dataset(root: Path, fmt: str | None = None, *, outside_root: bool = False) -> Imported:
+    """Parse the dataset in ``root`` (format ``fmt``, or detected) completely. Only files inside
+    ``root`` are read (``inside``); ``outside_root`` lets a YOLO ``data.yaml`` name a ``path:``
+    outside it, whose files are then read (and only they)."""
     from datasetagent.sources.formats import coco, hf, tables, voc, yolo
 
     fmt = fmt or detect_format(root)
     readers: dict[str, Callable[[Path], Imported]] = {
-        "yolo": yolo.read_yolo,
+        "yolo": partial(yolo.read_yolo, outside_root=outside_root),
         "coco": coco.read_coco,
         "voc": voc.read_voc,
         "hf": hf.read_hf,
