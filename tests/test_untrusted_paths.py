@@ -439,3 +439,15 @@ def test_csv_cells_that_start_like_formulas_are_escaped_and_read_back(tmp_path: 
     assert {(img.label, img.creator, img.source) for img in ds.images()} == {
         ("-1", hostile["creator"], "@SUM(A1:A9)")
     }
+
+
+def test_an_imagefolder_class_folder_linking_out_is_refused(tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    write_class_folders(outside, digit_images(1, classes=(4,)))
+    root = tmp_path / "imagefolder"
+    write_class_folders(root, digit_images(1, classes=(7,)))
+    os.symlink(outside / "4", root / "4")
+    with pytest.raises(DatasetFormatError) as caught:
+        open_existing(root)
+    assert (caught.value.file, caught.value.where) == (str(root), "4")
+    assert "outside the dataset folder" in str(caught.value)

@@ -33,17 +33,13 @@ def read_imagefolder(root: Path) -> Imported:
     dev, test): every image file below a class folder. A class or split folder that links out
     of ``root`` stops the import; links out of a class folder and files that are not regular
     files are skipped (and logged)."""
-    subdirs = sorted(
-        p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".") and _inside(root, p)
-    )
+    subdirs = _folders(root, root)
     split_dirs = [p for p in subdirs if p.name.lower() in SPLIT_ALIASES]
     class_dirs: list[tuple[Path, str, SplitName | None]] = []
     if split_dirs and len(split_dirs) == len(subdirs):
         for split_dir in split_dirs:
             split = SPLIT_ALIASES[split_dir.name.lower()]
-            for class_dir in sorted(p for p in split_dir.iterdir() if p.is_dir()):
-                if not class_dir.name.startswith(".") and _inside(root, class_dir):
-                    class_dirs.append((class_dir, class_dir.name, split))
+            class_dirs += [(d, d.name, split) for d in _folders(root, split_dir)]
     else:
         class_dirs = [(p, p.name, None) for p in subdirs]
     if not class_dirs:
@@ -65,9 +61,12 @@ def read_imagefolder(root: Path) -> Imported:
     return Imported("imagefolder", "classification", classes, images)
 
 
-def _inside(root: Path, folder: Path) -> bool:
-    inside(root, folder, root, folder.relative_to(root).as_posix(), kind="folder")
-    return True
+def _folders(root: Path, parent: Path) -> list[Path]:
+    """The non-hidden folders in ``parent``, each checked to lie inside ``root``."""
+    found = sorted(p for p in parent.iterdir() if p.is_dir() and not p.name.startswith("."))
+    for folder in found:
+        inside(root, folder, root, folder.relative_to(root).as_posix(), kind="folder")
+    return found
 
 
 def _log_skip(path: Path, why: str) -> None:
