@@ -6,6 +6,12 @@ raises :class:`DatasetFormatError` naming the file and the position in it (line,
 XML element, row), so a dataset is imported whole or not at all. ``detect_format`` tells the
 format from the folder's layout.
 
+A reader reads only regular files inside the dataset's folder: every path a dataset names (an
+image, a label or list file) or holds (its annotation files, a folder of images) goes through
+``inside``, so an entry that reaches out by ``../``, an absolute path or a symbolic link, or
+names a FIFO or device, stops the import (the one exception: a YOLO ``path:`` outside, when
+the caller allows it). Folder listings skip such files instead, as ``--source`` does.
+
 Annotations come back in our records (``ClassLabel``, ``Box`` in pixels, ``Mask`` as COCO RLE)
 with the labeler ``existing``, in the frame of the image as the dataset describes it
 (``ImportedImage.width``/``height``). Where the folder holds our ``manifest.jsonl``, each
