@@ -21,6 +21,7 @@ image's provenance (original source, creator, licence, processing steps) comes f
 from __future__ import annotations
 
 import json
+import logging
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
@@ -44,6 +45,8 @@ from datasetagent.records import (
 from datasetagent.spec import SPLIT_ALIASES, SplitName, TaskKind
 from datasetagent.tools.boxes import snap
 from datasetagent.tools.decode import upright_size
+
+log = logging.getLogger(__name__)
 
 #: Format names, in the order ``detect_format`` tries them.
 FORMATS = ("yolo", "coco", "voc", "hf", "csv", "imagefolder")
@@ -137,6 +140,11 @@ def inside(
         raise DatasetFormatError(file, where, f"{path} not found")
     what = "a folder" if kind == "folder" else "a regular file"
     raise DatasetFormatError(file, where, f"{path} is not {what}")
+
+
+def log_skip(path: Path, why: str) -> None:
+    """What a reader's folder listing leaves out (``files.walk_files``), logged."""
+    log.warning("%s skipped: %s", path, why)
 
 
 def optional_file(root: Path, path: Path) -> Path | None:

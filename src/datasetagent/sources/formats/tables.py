@@ -5,7 +5,6 @@ and ``licence`` where present)."""
 from __future__ import annotations
 
 import csv
-import logging
 from pathlib import Path
 
 from datasetagent.errors import UsageError
@@ -17,11 +16,10 @@ from datasetagent.sources.formats import (
     Imported,
     ImportedImage,
     inside,
+    log_skip,
     with_manifest,
 )
 from datasetagent.spec import SPLIT_ALIASES, SplitName
-
-log = logging.getLogger(__name__)
 
 
 def _label(name: str) -> tuple[ClassLabel]:
@@ -54,7 +52,7 @@ def read_imagefolder(root: Path) -> Imported:
             annotations=_label(name),
         )
         for folder, name, split in class_dirs
-        for path in image_files(folder, on_skip=_log_skip)
+        for path in image_files(folder, on_skip=log_skip)
     ]
     classes = tuple(dict.fromkeys(name for _, name, _ in class_dirs))
     images = with_manifest(images, root)
@@ -67,10 +65,6 @@ def _folders(root: Path, parent: Path) -> list[Path]:
     for folder in found:
         inside(root, folder, root, folder.relative_to(root).as_posix(), kind="folder")
     return found
-
-
-def _log_skip(path: Path, why: str) -> None:
-    log.warning("%s skipped: %s", path, why)
 
 
 def read_csv(root: Path) -> Imported:

@@ -25,6 +25,7 @@ from datasetagent.sources.formats import (
     box,
     image_size,
     inside,
+    log_skip,
     task_of,
     text_lines,
     with_manifest,
@@ -119,9 +120,9 @@ def _split_images(
         target = base / entry
         if entry.startswith("../") and not _inside_existing(top, target):
             target = base / entry[3:]  # Roboflow writes ../train/images beside the YAML
-        real = inside(top, target, path, key, kind="any", fix=OUTSIDE_PATH_FIX)
+        real = inside(top, target, path, key, kind="any")
         if real.is_dir():
-            out += [(p, inside(top, p, path, key)) for p in image_files(target, _log_skip)]
+            out += [(p, inside(top, p, path, key)) for p in image_files(target, log_skip)]
         elif real.suffix == ".txt":
             for n, line in enumerate(text_lines(real), start=1):
                 if line.strip():
@@ -134,10 +135,6 @@ def _split_images(
 
 def _inside_existing(top: Path, path: Path) -> bool:
     return path.exists() and path.resolve().is_relative_to(top)
-
-
-def _log_skip(path: Path, why: str) -> None:
-    log.warning("%s skipped: %s", path, why)
 
 
 def parse_labels(
@@ -199,7 +196,7 @@ def read_yolo(root: Path, *, outside_root: bool = False) -> Imported:
     data = _load_yaml(inside(root, path, path, ""))
     names = class_names(path, data)
     base = _base(root, path, data, outside_root)
-    top = root if base.resolve().is_relative_to(root.resolve()) else base
+    top = root.resolve() if base.resolve().is_relative_to(root.resolve()) else base.resolve()
     aliases: dict[str, SplitName] = {"train": "train", "val": "val", "test": "test"}
     images: dict[Path, ImportedImage] = {}
     for key in SPLIT_NAMES:
