@@ -451,3 +451,16 @@ def test_an_imagefolder_class_folder_linking_out_is_refused(tmp_path: Path) -> N
         open_existing(root)
     assert (caught.value.file, caught.value.where) == (str(root), "4")
     assert "outside the dataset folder" in str(caught.value)
+
+
+def test_roboflow_dotdot_splits_read_their_own_folder_not_a_neighbours(tmp_path: Path) -> None:
+    """Roboflow writes ``train: ../train/images`` meaning the folder beside the YAML; a
+    neighbour's ``../train/images`` outside the dataset must not be read instead."""
+    root = tmp_path / "dataset"
+    for base in (root, tmp_path):  # the dataset's own train/, and a neighbour's
+        (base / "train" / "images").mkdir(parents=True)
+    Image.new("RGB", (100, 50)).save(root / "train" / "images" / "own.png")
+    _secret(tmp_path / "train" / "images")
+    (root / "data.yaml").write_text("train: ../train/images\nnames: ['cat']\n")
+    ds = open_existing(root)
+    assert [Path(img.location).name for img in ds.images()] == ["own.png"]
