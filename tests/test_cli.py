@@ -358,9 +358,9 @@ def test_build_parses_the_existing_dataset_once(
     reads: list[Path] = []
     real = existing.read_dataset
 
-    def counting(root: Path, fmt: str | None = None) -> object:
+    def counting(root: Path, fmt: str | None = None, **options: bool) -> object:
         reads.append(root)
-        return real(root, fmt)
+        return real(root, fmt, **options)
 
     monkeypatch.setattr(existing, "read_dataset", counting)
     args = ["build", "6 per class", "--existing", str(tmp_path / "seed")]

@@ -94,11 +94,22 @@ source_option = click.option(
     help="Where images come from: a folder (flat or one folder per class), or "
     "KIND:LOCATION. Repeatable.",
 )
-existing_option = click.option(
-    "--existing",
-    metavar="DIR",
-    help="Existing dataset to expand: ImageFolder, labels.csv, COCO, YOLO, VOC or HF Parquet.",
-)
+
+
+def existing_option(fn: Callable[P, R]) -> Callable[P, R]:
+    """``--existing DIR`` and ``--existing-outside-root``."""
+    fn = click.option(
+        "--existing-outside-root",
+        is_flag=True,
+        help="Let the --existing dataset's YOLO data.yaml `path:` point outside its folder "
+        "(its images are then read there).",
+    )(fn)
+    return click.option(
+        "--existing",
+        metavar="DIR",
+        help="Existing dataset to expand: ImageFolder, labels.csv, COCO, YOLO, VOC or HF "
+        "Parquet. Only files inside DIR are read.",
+    )(fn)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -113,13 +124,15 @@ def main(debug: bool) -> None:
     )
 
 
-def _open_existing(existing: str | None) -> Any:
+def _open_existing(existing: str | None, outside_root: bool = False) -> Any:
     """The ``--existing`` dataset, opened (parsed) once for planning and building."""
     if existing is None:
+        if outside_root:
+            raise UsageError("--existing-outside-root needs --existing DIR")
         return None
     from datasetagent.sources.existing import open_existing
 
-    return open_existing(existing)
+    return open_existing(existing, outside_root=outside_root)
 
 
 @main.command()
@@ -145,12 +158,14 @@ def plan(
     request: str,
     output: Path | None,
     existing: str | None,
+    existing_outside_root: bool,
     sources: tuple[str, ...],
     llm: str | None,
     llm_base_url: str | None,
 ) -> None:
     """Turn REQUEST into a dataset spec (Demand Analysis only)."""
-    spec = _plan(request, _open_existing(existing), sources, llm, llm_base_url)
+    dataset = _open_existing(existing, existing_outside_root)
+    spec = _plan(request, dataset, sources, llm, llm_base_url)
     text = spec.to_yaml()
     if output is None:
         click.echo(text, nl=False)
@@ -333,6 +348,7 @@ def build(
     run_dir: Path,
     sources: tuple[str, ...],
     existing: str | None,
+    existing_outside_root: bool,
     formats: tuple[str, ...],
     labelers: tuple[str, ...],
     verifiers: tuple[str, ...],
@@ -348,7 +364,7 @@ def build(
     """Build a dataset from SPEC_OR_REQUEST (a spec YAML file or a request in words)."""
     from datasetagent.pipeline import build as run_build
 
-    spec, dataset = None, _open_existing(existing)
+    spec, dataset = None, _open_existing(existing, existing_outside_root)
     if spec_or_request is not None:
         spec = _load_or_plan(spec_or_request, dataset, sources, llm, llm_base_url)
         if formats:
@@ -475,6 +491,7 @@ def scan(
     from collections import Counter
 
     from datasetagent.scan import ScanParams, scan_folder
+    from datasetagent.sources.files import skip_messages
     from datasetagent.spec import CheckThresholds, describe_validation_error
 
     try:
@@ -482,7 +499,7 @@ def scan(
     except ValidationError as exc:
         raise UsageError(f"--set {describe_validation_error(exc)}") from None
     params = ScanParams(checks=checks, min_side=min_side, max_pixels=max_pixels)
-    skipped: list[Path] = []
+    skipped: Counter[str] = Counter()
     counts: Counter[str] = Counter()
     total = ok = 0
     start = time.perf_counter()
@@ -491,7 +508,7 @@ def scan(
         with RichReporter(err) as reporter:
             reporter.stage(f"scanning {path}", 0)
             for line in scan_folder(
-                path, params, workers=workers, on_skip=lambda p, why: skipped.append(p)
+                path, params, workers=workers, on_skip=lambda p, why: skipped.update([why])
             ):
                 out.write(line.model_dump_json(exclude_none=False) + "\n")
                 total += 1
@@ -507,8 +524,8 @@ def scan(
         f"scanned {total} images in {elapsed:.1f} s ({total / max(elapsed, 1e-9):.0f}/s): "
         f"{ok} ok, {total - ok} rejected; issues: {issues}"
     )
-    if skipped:
-        err.print(f"skipped {len(skipped)} symbolic link(s) pointing out of {path}")
+    for note in skip_messages(path, skipped):
+        err.print(note)
 
 
 @contextmanager

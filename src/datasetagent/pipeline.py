@@ -45,7 +45,7 @@ from datasetagent.models import (
 from datasetagent.models.seed import SeedClassifier
 from datasetagent.records import QualityReport, Sample
 from datasetagent.runtime.local import LocalExecutor
-from datasetagent.sources import Source, open_source
+from datasetagent.sources import Source, open_source, skip_messages
 from datasetagent.sources.existing import ExistingDataset, open_existing
 from datasetagent.spec import DatasetSpec
 from datasetagent.store import BlobStore, RunStore
@@ -241,10 +241,12 @@ class Pipeline:
             n += self.store.add_candidates(self._existing.candidates())
         for source in self._opened:
             n += self.store.add_candidates(source.candidates())
+        for line in (skipped := skip_messages(self._opened)):
+            self.reporter.note(line)
         if n == 0:
             raise UsageError(
-                "no images found: pass --source FOLDER (flat or one folder per class) and/or "
-                "--existing DATASET"
+                f"no images found{''.join(f' ({s})' for s in skipped)}: pass --source FOLDER "
+                "(flat or one folder per class) and/or --existing DATASET"
             )
         return n
 

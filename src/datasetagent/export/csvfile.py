@@ -3,6 +3,11 @@
 ``labels.csv`` has a header and one row per image: ``file`` (relative to the export folder),
 ``label``, ``split``, ``width``, ``height``, then the image's ``source``, ``creator`` and
 ``licence``. pandas, Keras' ``flow_from_dataframe`` and spreadsheets read it as it is.
+
+A text cell that starts like a spreadsheet formula (``= + - @``, tab or carriage return: a
+creator named ``=HYPERLINK(...)`` from a photo site) is written with a leading ``'``, which
+spreadsheets show as text (OWASP's advice against CSV injection); our CSV importer takes it off
+again (``unescape_cell``), so a class named ``-1`` comes back as ``-1``.
 """
 
 from __future__ import annotations
@@ -19,6 +24,20 @@ from datasetagent.spec import DatasetSpec
 #: The columns of ``labels.csv``, in order.
 COLUMNS = ("file", "label", "split", "width", "height", "source", "creator", "licence")
 LABELS_FILE = "labels.csv"
+#: What a cell that a spreadsheet would read as a formula starts with.
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def escape_cell(value: object) -> object:
+    """``value`` as a CSV cell a spreadsheet shows as text, not evaluates."""
+    if isinstance(value, str) and value.startswith(FORMULA_START):
+        return "'" + value
+    return value
+
+
+def unescape_cell(text: str) -> str:
+    """The text ``escape_cell`` wrote as ``text``."""
+    return text[1:] if text.startswith("'") and text[1:].startswith(FORMULA_START) else text
 
 
 @EXPORTERS.register("csv")
@@ -51,7 +70,8 @@ class CsvExporter:
         rel = copy_image(self.out, Path("images") / sample.split, sample, image).as_posix()
         prov = sample.provenance
         self._rows.writerow(
-            (
+            escape_cell(cell)
+            for cell in (
                 rel,
                 sample.label,
                 sample.split,

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from typing import Protocol
+from collections.abc import Callable, Iterable, Iterator
+from typing import Protocol, runtime_checkable
 
 from datasetagent.registry import Registry
 from datasetagent.spec import DatasetSpec, SourceSpec
@@ -18,6 +18,18 @@ class Source(Protocol):
     def candidates(self) -> Iterator[Candidate]: ...
 
     def read(self, location: str) -> bytes: ...
+
+
+@runtime_checkable
+class SkipsFiles(Protocol):
+    """A source that leaves files out of its listing (links out of its folder, FIFOs)."""
+
+    def skip_messages(self) -> list[str]: ...
+
+
+def skip_messages(sources: Iterable[object]) -> list[str]:
+    """What the ``sources`` left out of their last listing, one line per source and reason."""
+    return [line for s in sources if isinstance(s, SkipsFiles) for line in s.skip_messages()]
 
 
 SourceFactory = Callable[[SourceSpec, DatasetSpec], Source]

@@ -21,7 +21,8 @@ from typing import Any
 from PIL import Image
 
 from datasetagent.errors import UsageError
-from datasetagent.records import Box, Mask, Sample
+from datasetagent.records import Box, Mask, ProcessingStep, Sample
+from datasetagent.sources.files import open_regular
 from datasetagent.sources.formats import (
     Imported,
     ImportedImage,
@@ -82,11 +83,11 @@ class ExistingDataset:
             )
 
     def read(self, location: str) -> bytes:
-        if self.format != "hf":
+        from datasetagent.sources.formats.hf import RowReader, is_row
+
+        if self.format != "hf" or not is_row(location):
             return read_file(location)
         if self._rows is None:
-            from datasetagent.sources.formats.hf import RowReader
-
             self._rows = RowReader()
         data: bytes = self._rows.read(location)
         return data
@@ -106,7 +107,9 @@ class ExistingDataset:
             anns = tuple(_as_box(a) if isinstance(a, Mask) else a for a in anns)
         prov = sample.provenance
         if img.source is not None:  # the dataset names the image's original source
-            origin = {"location": img.source, "steps": (*img.steps, *prov.steps)}
+            # ... which is only its word: the step records the file the pixels were read from
+            read = ProcessingStep(name="imported", params={"from": prov.location})
+            origin = {"location": img.source, "steps": (*img.steps, read, *prov.steps)}
             if img.source_kind is not None:
                 origin["source_kind"] = img.source_kind
             prov = prov.model_copy(update=origin)
@@ -146,12 +149,14 @@ class ExistingDataset:
         )
 
     def _header(self, location: str) -> tuple[tuple[int, int], str]:
-        if self.format == "hf":
+        from datasetagent.sources.formats.hf import is_row
+
+        if self.format == "hf" and is_row(location):
             import io
 
             with Image.open(io.BytesIO(self.read(location))) as img:
                 return img.size, img.mode
-        with Image.open(location) as img:
+        with open_regular(location) as fh, Image.open(fh) as img:
             return img.size, img.mode
 
 
@@ -164,15 +169,22 @@ def _as_box(mask: Mask) -> Box | Mask:
     )
 
 
-def open_existing(path: str | Path, fmt: str | None = None) -> ExistingDataset:
+def open_existing(
+    path: str | Path, fmt: str | None = None, *, outside_root: bool = False
+) -> ExistingDataset:
     """Open (and completely parse) the dataset in folder ``path``; ``fmt`` names its format
-    where detection from the layout should be skipped."""
+    where detection from the layout should be skipped.
+
+    Only files inside ``path`` are read: a file the dataset names by ``../``, an absolute path
+    or a symbolic link out of the folder stops the import with an error naming the dataset
+    file, the entry and the path. ``outside_root`` lets a YOLO ``data.yaml`` give a ``path:``
+    outside the folder (its images are then read there, and only there)."""
     root = Path(path).expanduser()
     if not root.is_dir():
         raise UsageError(
             f"existing dataset {root} is not a folder; pass a folder laid out as CLASS/image, "
             "SPLIT/CLASS/image, or a COCO, YOLO, VOC, Hugging Face Parquet or labels.csv dataset"
         )
-    dataset = ExistingDataset(root, read_dataset(root, fmt))
+    dataset = ExistingDataset(root, read_dataset(root, fmt, outside_root=outside_root))
     log.info("existing dataset %s: %s, %d images", root, dataset.format, len(dataset))
     return dataset

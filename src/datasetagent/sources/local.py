@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
 from datasetagent.errors import UsageError
 from datasetagent.sources import SOURCES
-from datasetagent.sources.files import image_files
+from datasetagent.sources.files import image_files, read_regular, skip_messages
 from datasetagent.spec import USER_SUPPLIED, DatasetSpec, SourceSpec
 from datasetagent.store import Candidate
 
@@ -16,7 +17,8 @@ log = logging.getLogger(__name__)
 
 
 def read_file(location: str) -> bytes:
-    return Path(location).read_bytes()
+    """The bytes of a listed file (a regular file only: see ``files.read_regular``)."""
+    return read_regular(location)
 
 
 @SOURCES.register("local")
@@ -26,6 +28,8 @@ class LocalFolder:
     A file inside a first-level sub-folder whose name matches a class (by name or synonym,
     ignoring case, separators and plural ``s``) carries that class as its source label; files at
     the top level or in other folders carry none and must be labelled by a model or seed set.
+    Symbolic links out of the folder and what is not a regular file are skipped, counted by
+    reason in ``skipped`` as the candidates are listed (``skip_messages`` says so).
     """
 
     kind = "local"
@@ -35,6 +39,7 @@ class LocalFolder:
         if not self.root.is_dir():
             what = "does not exist" if not self.root.exists() else "is not a folder"
             raise UsageError(f"source folder {self.root} {what}; pass a folder of images")
+        self.skipped: Counter[str] = Counter()
         self._class_of_folder: dict[str, str | None] = {}
         for child in self.root.iterdir():
             if child.is_dir() and not child.name.startswith("."):
@@ -44,7 +49,8 @@ class LocalFolder:
             log.info("folders in %s that name no class: %s", self.root, ", ".join(unmatched))
 
     def candidates(self) -> Iterator[Candidate]:
-        for path in image_files(self.root):
+        self.skipped = Counter()
+        for path in image_files(self.root, on_skip=lambda _, why: self.skipped.update([why])):
             rel = path.relative_to(self.root)
             hint = self._class_of_folder.get(rel.parts[0]) if len(rel.parts) > 1 else None
             yield Candidate(
@@ -54,6 +60,9 @@ class LocalFolder:
                 licence=USER_SUPPLIED,
                 origin="collected",
             )
+
+    def skip_messages(self) -> list[str]:
+        return skip_messages(self.root, self.skipped)
 
     def read(self, location: str) -> bytes:
         return read_file(location)

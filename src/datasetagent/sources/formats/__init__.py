@@ -6,6 +6,12 @@ raises :class:`DatasetFormatError` naming the file and the position in it (line,
 XML element, row), so a dataset is imported whole or not at all. ``detect_format`` tells the
 format from the folder's layout.
 
+A reader reads only regular files inside the dataset's folder: every path a dataset names (an
+image, a label or list file) or holds (its annotation files, a folder of images) goes through
+``inside``, so an entry that reaches out by ``../``, an absolute path or a symbolic link, or
+names a FIFO or device, stops the import (the one exception: a YOLO ``path:`` outside, when
+the caller allows it). Folder listings skip such files instead, as ``--source`` does.
+
 Annotations come back in our records (``ClassLabel``, ``Box`` in pixels, ``Mask`` as COCO RLE)
 with the labeler ``existing``, in the frame of the image as the dataset describes it
 (``ImportedImage.width``/``height``). Where the folder holds our ``manifest.jsonl``, each
@@ -15,10 +21,13 @@ image's provenance (original source, creator, licence, processing steps) comes f
 from __future__ import annotations
 
 import json
+import logging
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
+from typing import Literal
 
 from PIL import Image
 from pydantic import ValidationError
@@ -36,6 +45,8 @@ from datasetagent.records import (
 from datasetagent.spec import SPLIT_ALIASES, SplitName, TaskKind
 from datasetagent.tools.boxes import snap
 from datasetagent.tools.decode import upright_size
+
+log = logging.getLogger(__name__)
 
 #: Format names, in the order ``detect_format`` tries them.
 FORMATS = ("yolo", "coco", "voc", "hf", "csv", "imagefolder")
@@ -93,6 +104,56 @@ def split_of(name: str) -> SplitName | None:
     return None
 
 
+#: How to fix a dataset that names a file outside its folder.
+OUTSIDE_FIX = (
+    "a dataset may only name files inside its own folder (no ../, absolute paths or "
+    "symbolic links out of it): copy the files into the dataset"
+)
+
+
+def inside(
+    root: Path,
+    path: Path,
+    file: Path | str,
+    where: str,
+    *,
+    kind: Literal["file", "folder", "any"] = "file",
+    fix: str = OUTSIDE_FIX,
+) -> Path:
+    """``path``, a file (or, with ``kind="folder"``, a folder; ``"any"``: either) that the
+    dataset in ``root`` names or holds, resolved with symbolic links followed, where it lies
+    inside ``root``.
+
+    Every path an importer reads goes through here, so a ``../``, an absolute path or a link can
+    never make an import read outside the folder the user pointed at, nor open a FIFO or a
+    device: the error names the dataset ``file``, the entry in it (``where``) and the offending
+    path, and the whole import stops.
+    """
+    real = path.resolve()
+    if not real.is_relative_to(root.resolve()):
+        shown = f"links to {real}" if Path(file) == path else f"{path} lies"
+        raise DatasetFormatError(file, where, f"{shown} outside the dataset folder {root}", fix)
+    is_file, is_dir = real.is_file(), real.is_dir()
+    if (is_file and kind != "folder") or (is_dir and kind != "file"):
+        return real
+    if not real.exists():
+        raise DatasetFormatError(file, where, f"{path} not found")
+    what = "a folder" if kind == "folder" else "a regular file"
+    raise DatasetFormatError(file, where, f"{path} is not {what}")
+
+
+def log_skip(path: Path, why: str) -> None:
+    """What a reader's folder listing leaves out (``files.walk_files``), logged."""
+    log.warning("%s skipped: %s", path, why)
+
+
+def optional_file(root: Path, path: Path) -> Path | None:
+    """The dataset's own file ``path`` (``inside`` ``root``), or None where there is none."""
+    if not path.exists() and not path.is_symlink():
+        return None
+    return inside(root, path, path, "")
+
+
 def image_size(path: Path) -> tuple[int, int]:
     """(width, height) of the image as displayed (EXIF orientation applied), from its header."""
     try:
@@ -135,8 +196,8 @@ def task_of(images: Iterable[ImportedImage]) -> TaskKind:
 # -- our manifest ------------------------------------------------------------------------------
 def read_manifest(root: Path) -> dict[str, tuple[Provenance, str | None]]:
     """``file`` → (provenance, split) from ``manifest.jsonl`` when the folder has one."""
-    path = root / "manifest.jsonl"
-    if not path.is_file():
+    path = optional_file(root, root / "manifest.jsonl")
+    if path is None:
         return {}
     out: dict[str, tuple[Provenance, str | None]] = {}
     with path.open(encoding="utf-8") as lines:
@@ -222,13 +283,15 @@ def detect_format(root: Path) -> str:
     return "imagefolder"
 
 
-def read_dataset(root: Path, fmt: str | None = None) -> Imported:
-    """Parse the dataset in ``root`` (format ``fmt``, or detected) completely."""
+def read_dataset(root: Path, fmt: str | None = None, *, outside_root: bool = False) -> Imported:
+    """Parse the dataset in ``root`` (format ``fmt``, or detected) completely. Only files inside
+    ``root`` are read (``inside``); ``outside_root`` lets a YOLO ``data.yaml`` name a ``path:``
+    outside it, whose files are then read (and only they)."""
     from datasetagent.sources.formats import coco, hf, tables, voc, yolo
 
     fmt = fmt or detect_format(root)
     readers: dict[str, Callable[[Path], Imported]] = {
-        "yolo": yolo.read_yolo,
+        "yolo": partial(yolo.read_yolo, outside_root=outside_root),
         "coco": coco.read_coco,
         "voc": voc.read_voc,
         "hf": hf.read_hf,

@@ -22,6 +22,7 @@ from datasetagent.sources.formats import (
     Imported,
     ImportedImage,
     box,
+    inside,
     split_of,
     task_of,
     with_manifest,
@@ -100,12 +101,23 @@ def _image_dirs(root: Path, path: Path) -> list[Path]:
     return [d for d in (*dirs, root / "images", root) if d.is_dir()]  # only those that exist
 
 
-def _find_image(dirs: list[Path], name: str) -> Path | None:
+def _find_image(root: Path, dirs: list[Path], name: str, file: Path, where: str) -> Path:
+    """The image ``file_name`` ``name`` names: the first of the image folders that holds it
+    (inside ``root``: see ``inside``)."""
+    top = root.resolve()
+    outside: Path | None = None
     for d in dirs:
         candidate = d / name
-        if candidate.is_file():
-            return candidate
-    return None
+        real = candidate.resolve()
+        if not real.is_relative_to(top):
+            outside = outside or candidate
+        elif real.is_file():
+            return real
+    if outside is not None:
+        inside(root, outside, file, where)  # raises: it lies outside
+    raise DatasetFormatError(
+        file, where, f"image {name} not found in " + ", ".join(str(d) for d in dirs)
+    )
 
 
 def _segmentation(doc: _Doc, seg: Any, where: str, height: int, width: int) -> RLE | None:
@@ -167,12 +179,7 @@ def _read_file(root: Path, path: Path) -> tuple[list[str], list[ImportedImage]]:
         height = int(doc.number(img.get("height"), f"{where}.height", integer=True))
         if width < 1 or height < 1:
             raise doc.fail(where, f"image size {width}x{height} is empty")
-        file = _find_image(dirs, name)
-        if file is None:
-            raise doc.fail(
-                f"{where}.file_name",
-                f"image {name} not found in " + ", ".join(str(d) for d in dirs),
-            )
+        file = _find_image(root, dirs, name, path, f"{where}.file_name")
         images[image_id] = {
             "file": file,
             "width": width,
@@ -213,7 +220,7 @@ def _read_file(root: Path, path: Path) -> tuple[list[str], list[ImportedImage]]:
     split = split_of(path.stem.removeprefix("instances_")) or split_of(path.parent.name)
     out = [
         ImportedImage(
-            location=str(img["file"].resolve()),
+            location=str(img["file"]),
             split=split,
             annotations=tuple(img["anns"]),
             width=img["width"],
@@ -231,6 +238,7 @@ def read_coco(root: Path) -> Imported:
     classes: dict[str, None] = {}
     images: list[ImportedImage] = []
     for path in annotation_files(root):
+        inside(root, path, path, "")  # a link out of the folder is refused
         names, found = _read_file(root, path)
         classes.update(dict.fromkeys(names))
         images += found

@@ -6,6 +6,8 @@ the pictures; a top-level ``ClassLabel`` column (or a column of strings named ``
 classification dataset; an ``objects`` column of dict-of-lists with ``bbox`` and ``category``
 (``ClassLabel``), and ``rle`` for masks, makes a detection or segmentation dataset. Images stay
 inside the Parquet file: their location is ``FILE.parquet#ROW``, read by :class:`RowReader`.
+An image stored as a ``path`` without bytes is read from that file, which must lie inside the
+dataset's folder (``formats.inside``): its location is the file itself.
 
 Boxes are COCO ``[x, y, width, height]`` pixels (ours, and most datasets on the Hub), but some
 datasets store corners ``[x0, y0, x1, y1]`` and the schema does not say which. The whole dataset
@@ -31,6 +33,8 @@ from datasetagent.sources.formats import (
     Imported,
     ImportedImage,
     box,
+    image_size,
+    inside,
     split_of,
     task_of,
     with_manifest,
@@ -232,8 +236,46 @@ def _image_size(f: _File, value: Any, where: str) -> tuple[int, int]:
 _Pending = tuple[ImportedImage, list[Annotation | _RawBox]]
 
 
-def _read_file(path: Path) -> tuple[list[str], list[_Pending]]:
+def external_images(root: Path, f: _File) -> dict[int, Path]:
+    """Row → image file, for the rows whose image is a ``path`` rather than embedded bytes;
+    each file checked to lie inside ``root``. Row groups whose statistics say every image is
+    embedded are not read."""
+    meta = f.parquet.metadata
+    leaves = [meta.schema.column(i).path for i in range(meta.num_columns)]
+    leaf = leaves.index(f"{f.image}.bytes") if f"{f.image}.bytes" in leaves else None
+    out: dict[int, Path] = {}
+    start = 0
+    for group in range(f.parquet.num_row_groups):
+        rows = meta.row_group(group).num_rows
+        stats = meta.row_group(group).column(leaf).statistics if leaf is not None else None
+        if stats is None or not stats.has_null_count or stats.null_count > 0:
+            table = f.parquet.read_row_group(group, columns=[f.image])
+            for i, value in enumerate(table.column(f.image).to_pylist()):
+                if not isinstance(value, dict) or value.get("bytes") is not None:
+                    continue
+                where = f"row {start + i} {f.image}.path"
+                name = value.get("path")
+                if not isinstance(name, str) or not name:
+                    raise DatasetFormatError(
+                        f.path, where, "the image has neither bytes nor a path"
+                    )
+                out[start + i] = inside(root, f.path.parent / name, f.path, where)
+        start += rows
+    return out
+
+
+def is_row(location: str) -> bool:
+    """Whether ``location`` is a ``FILE.parquet#ROW`` (else it is an image file)."""
+    file, sep, row = location.rpartition("#")
+    return bool(sep) and file.endswith(".parquet") and row.isdigit()
+
+
+def _read_file(root: Path, path: Path) -> tuple[list[str], list[_Pending], dict[str, str]]:
+    """The classes and images of one Parquet file, and the ``FILE#ROW`` of each image whose
+    location is a file of its own."""
     f = _File(path)
+    external = external_images(root, f)
+    rows_of: dict[str, str] = {}
     split = split_of(path.stem) or split_of(path.parent.name)
     need_size = f.objects is not None and not {"width", "height"} <= set(f.columns)
     columns = [*f.columns, f.image] if need_size else f.columns
@@ -246,7 +288,11 @@ def _read_file(path: Path) -> tuple[list[str], list[_Pending]]:
             anns: list[Annotation | _RawBox] = []
             size: tuple[int, int] | None = None
             if f.objects is not None:
-                known = _image_size(f, row.get(f.image), where) if need_size else None
+                known = None
+                if need_size:
+                    value = row.get(f.image)
+                    ext = external.get(row_no)
+                    known = image_size(ext) if ext else _image_size(f, value, where)
                 anns, size = _objects(f, f.objects, row, where, known)
                 classes = f.objects[1]
             elif f.label is not None:
@@ -264,8 +310,12 @@ def _read_file(path: Path) -> tuple[list[str], list[_Pending]]:
                 else:
                     raise DatasetFormatError(path, f"{where} {column}", "expected a label")
                 anns = [ClassLabel(label=label, labeler=EXISTING_LABELER)]
+            location = f"{path.resolve()}#{row_no}"
+            if row_no in external:
+                rows_of[str(external[row_no])] = location
+                location = str(external[row_no])
             image = ImportedImage(
-                location=f"{path.resolve()}#{row_no}",
+                location=location,
                 split=split,
                 annotations=(),
                 width=size[0] if size else None,
@@ -279,7 +329,7 @@ def _read_file(path: Path) -> tuple[list[str], list[_Pending]]:
     if not classes:
         named = (a.label for _, anns in images for a in anns if isinstance(a, ClassLabel))
         classes = sorted(set(named))
-    return classes, images
+    return classes, images, rows_of
 
 
 def read_hf(root: Path) -> Imported:
@@ -288,10 +338,13 @@ def read_hf(root: Path) -> Imported:
     files = parquet_files(root)
     if not files:
         raise DatasetFormatError(root, "", "no Parquet files")
+    rows_of: dict[str, str] = {}
     for path in files:
-        names, found = _read_file(path)
+        inside(root, path, path, "")  # a link out of the folder is refused
+        names, found, rows = _read_file(root, path)
         classes.update(dict.fromkeys(names))
         pending += found
+        rows_of.update(rows)
     corners = _corners(
         (a, (img.width or 0, img.height or 0))
         for img, anns in pending
@@ -306,7 +359,7 @@ def read_hf(root: Path) -> Imported:
     top = root.resolve()
 
     def file_of(img: ImportedImage) -> str:
-        path, _, row = img.location.rpartition("#")
+        path, _, row = rows_of.get(img.location, img.location).rpartition("#")
         return f"{Path(path).relative_to(top).as_posix()}#{row}"
 
     images = with_manifest(images, root, file_of)
@@ -348,9 +401,6 @@ class RowReader:
             self._group = (file, group, table.column(column).to_pylist())
         value = self._group[2][row - starts[group]]
         data = value.get("bytes") if isinstance(value, dict) else None
-        if data is None:
-            path = value.get("path") if isinstance(value, dict) else None
-            if not path:
-                raise OSError(f"{location}: the image has neither bytes nor a path")
-            return (Path(file).parent / str(path)).read_bytes()
+        if data is None:  # an image by path has its file as location (``external_images``)
+            raise OSError(f"{location}: the image is not embedded in the Parquet file")
         return bytes(data)

@@ -8,12 +8,15 @@ import csv
 from pathlib import Path
 
 from datasetagent.errors import UsageError
+from datasetagent.export.csvfile import unescape_cell
 from datasetagent.records import EXISTING_LABELER, ClassLabel
 from datasetagent.sources.files import image_files
 from datasetagent.sources.formats import (
     DatasetFormatError,
     Imported,
     ImportedImage,
+    inside,
+    log_skip,
     with_manifest,
 )
 from datasetagent.spec import SPLIT_ALIASES, SplitName
@@ -25,16 +28,16 @@ def _label(name: str) -> tuple[ClassLabel]:
 
 def read_imagefolder(root: Path) -> Imported:
     """``ROOT/CLASS/*`` or ``ROOT/SPLIT/CLASS/*`` (SPLIT among train, val, valid, validation,
-    dev, test): every image file below a class folder."""
-    subdirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    dev, test): every image file below a class folder. A class or split folder that links out
+    of ``root`` stops the import; links out of a class folder and files that are not regular
+    files are skipped (and logged)."""
+    subdirs = _folders(root, root)
     split_dirs = [p for p in subdirs if p.name.lower() in SPLIT_ALIASES]
     class_dirs: list[tuple[Path, str, SplitName | None]] = []
     if split_dirs and len(split_dirs) == len(subdirs):
         for split_dir in split_dirs:
             split = SPLIT_ALIASES[split_dir.name.lower()]
-            for class_dir in sorted(p for p in split_dir.iterdir() if p.is_dir()):
-                if not class_dir.name.startswith("."):
-                    class_dirs.append((class_dir, class_dir.name, split))
+            class_dirs += [(d, d.name, split) for d in _folders(root, split_dir)]
     else:
         class_dirs = [(p, p.name, None) for p in subdirs]
     if not class_dirs:
@@ -43,18 +46,30 @@ def read_imagefolder(root: Path) -> Imported:
             "SPLIT/CLASS/image, or a COCO, YOLO, VOC, Hugging Face Parquet or labels.csv dataset"
         )
     images = [
-        ImportedImage(location=str(path.resolve()), split=split, annotations=_label(name))
+        ImportedImage(
+            location=str(inside(root, path, folder, path.name)),
+            split=split,
+            annotations=_label(name),
+        )
         for folder, name, split in class_dirs
-        for path in image_files(folder)
+        for path in image_files(folder, on_skip=log_skip)
     ]
     classes = tuple(dict.fromkeys(name for _, name, _ in class_dirs))
     images = with_manifest(images, root)
     return Imported("imagefolder", "classification", classes, images)
 
 
+def _folders(root: Path, parent: Path) -> list[Path]:
+    """The non-hidden folders in ``parent``, each checked to lie inside ``root``."""
+    found = sorted(p for p in parent.iterdir() if p.is_dir() and not p.name.startswith("."))
+    for folder in found:
+        inside(root, folder, root, folder.relative_to(root).as_posix(), kind="folder")
+    return found
+
+
 def read_csv(root: Path) -> Imported:
     """``labels.csv``: one row per image, ``file`` relative to the folder."""
-    path = root / "labels.csv"
+    path = inside(root, root / "labels.csv", root / "labels.csv", "")
     try:
         images = _csv_rows(root, path)
     except UnicodeDecodeError as exc:
@@ -82,12 +97,11 @@ def _csv_rows(root: Path, path: Path) -> list[ImportedImage]:
             )
         for row in rows:
             where = f"line {rows.line_num}"
+            row = {k: unescape_cell(v) for k, v in row.items() if isinstance(v, str)}
             file, label = (row.get("file") or "").strip(), (row.get("label") or "").strip()
             if not file or not label:
                 raise DatasetFormatError(path, where, "a row needs a file and a label")
-            image = (root / file).resolve()
-            if not image.is_relative_to(root.resolve()) or not image.is_file():
-                raise DatasetFormatError(path, where, f"image {file} not found in {root}")
+            image = inside(root, root / file, path, f"{where} file")
             split_text = (row.get("split") or "").strip().lower()
             split = SPLIT_ALIASES.get(split_text)
             if split_text and split is None:

@@ -24,6 +24,8 @@ from datasetagent.sources.formats import (
     ImportedImage,
     box,
     image_size,
+    inside,
+    optional_file,
     task_of,
     text_lines,
     with_manifest,
@@ -41,7 +43,7 @@ def _splits(root: Path) -> dict[str, SplitName]:
             split = SPLIT_ALIASES.get(path.stem.lower())
             if split is None:
                 continue
-            for line in text_lines(path):
+            for line in text_lines(inside(root, path, path, "")):
                 if line.split():
                     out.setdefault(line.split()[0], split)
     return out
@@ -67,18 +69,19 @@ def _number(path: Path, parent: ET.Element, tag: str, where: str) -> float:
 
 def _image(root: Path, path: Path, xml: ET.Element) -> Path:
     folder = root / "JPEGImages"
-    name = xml.findtext("filename")
-    if name and (folder / name.strip()).is_file():
-        return folder / name.strip()
+    name = (xml.findtext("filename") or "").strip()
+    named = folder / name
+    if name and (named.exists() or named.is_symlink()):
+        return inside(root, named, path, "filename")
     for ext in sorted(IMAGE_EXTENSIONS):
         for candidate in (folder / f"{path.stem}{ext}", folder / f"{path.stem}{ext.upper()}"):
-            if candidate.is_file():
-                return candidate
+            if candidate.exists() or candidate.is_symlink():
+                return inside(root, candidate, path, "filename")
     raise DatasetFormatError(path, "filename", f"image {name or path.stem} not in {folder}")
 
 
-def _object_masks(path: Path, png: Path, size: tuple[int, int]) -> np.ndarray | None:
-    if not png.is_file():
+def _object_masks(root: Path, path: Path, png: Path, size: tuple[int, int]) -> np.ndarray | None:
+    if optional_file(root, png) is None:
         return None
     try:
         with Image.open(png) as img:
@@ -100,7 +103,7 @@ def read_xml(root: Path, path: Path, split: SplitName | None) -> ImportedImage:
     from datasetagent.tools.masks import mask_to_rle  # pycocotools, loaded when used
 
     try:
-        xml = ET.parse(path).getroot()
+        xml = ET.parse(inside(root, path, path, "")).getroot()
     except ET.ParseError as exc:
         line, col = exc.position
         raise DatasetFormatError(
@@ -115,7 +118,9 @@ def read_xml(root: Path, path: Path, split: SplitName | None) -> ImportedImage:
         height = int(_number(path, size, "height", "size"))
     else:
         width, height = image_size(image)
-    masks = _object_masks(path, root / "SegmentationObject" / f"{path.stem}.png", (width, height))
+    masks = _object_masks(
+        root, path, root / "SegmentationObject" / f"{path.stem}.png", (width, height)
+    )
     anns: list[Annotation] = []
     for k, obj in enumerate(xml.findall("object"), start=1):
         where = f"object[{k}]"
@@ -153,8 +158,8 @@ def read_voc(root: Path) -> Imported:
         for path in sorted((root / "Annotations").glob("*.xml"))
     ]
     classes = dict.fromkeys(a.label for img in images for a in img.annotations)
-    labelmap = root / "labelmap.txt"
-    if labelmap.is_file():  # our labelmap (and CVAT's) gives the class order, unused ones too
+    labelmap = optional_file(root, root / "labelmap.txt")
+    if labelmap is not None:  # our labelmap (and CVAT's) gives the class order, unused ones too
         names = [
             line.split(":", 1)[0]
             for line in text_lines(labelmap)

@@ -9,6 +9,7 @@ Ultralytics does. Errors name the file and line.
 
 from __future__ import annotations
 
+import logging
 import math
 from pathlib import Path
 from typing import Any
@@ -23,12 +24,16 @@ from datasetagent.sources.formats import (
     ImportedImage,
     box,
     image_size,
+    inside,
+    log_skip,
     task_of,
     text_lines,
     with_manifest,
 )
 from datasetagent.spec import SPLIT_NAMES, SplitName
 from datasetagent.tools.boxes import cxcywh_to_xywh
+
+log = logging.getLogger(__name__)
 
 YAML_NAMES = ("data.yaml", "dataset.yaml")
 
@@ -81,27 +86,55 @@ def label_path(image: Path) -> Path:
     return image.with_suffix(".txt")
 
 
-def _split_images(path: Path, data: dict[str, Any], key: str) -> list[Path]:
-    base = path.parent
-    if isinstance(data.get("path"), str):
-        base = (base / data["path"]) if not Path(data["path"]).is_absolute() else Path(data["path"])
-        if not base.is_dir():
-            base = path.parent  # a path written for another machine: folders next to the YAML
+#: How to allow a ``path:`` outside the dataset folder.
+OUTSIDE_PATH_FIX = (
+    "pass --existing-outside-root to read the images there (open_existing(..., "
+    "outside_root=True)), or move them into the dataset folder and drop path:"
+)
+
+
+def _base(root: Path, path: Path, data: dict[str, Any], outside_root: bool) -> Path:
+    """The folder the splits are named relative to: ``path:`` where it is a folder, inside
+    ``root`` unless ``outside_root``; else the folder of the YAML."""
+    value = data.get("path")
+    if not isinstance(value, str):
+        return path.parent
+    base = path.parent / value  # an absolute path stays itself
+    if not base.is_dir():
+        return path.parent  # a path written for another machine: folders next to the YAML
+    if outside_root and not base.resolve().is_relative_to(root.resolve()):
+        log.warning("%s: path: %s lies outside %s; reading the images there", path, value, root)
+        return base.resolve()
+    return inside(root, base, path, "path", kind="folder", fix=OUTSIDE_PATH_FIX)
+
+
+def _split_images(
+    top: Path, base: Path, path: Path, data: dict[str, Any], key: str
+) -> list[tuple[Path, Path]]:
+    """(image as named, real file inside ``top``) for every image of split ``key``."""
     entries = data[key] if isinstance(data[key], list) else [data[key]]
-    out: list[Path] = []
+    out: list[tuple[Path, Path]] = []
     for entry in entries:
         if not isinstance(entry, str):
             raise DatasetFormatError(path, key, "expected a folder or a .txt list of images")
         target = base / entry
-        if not target.exists() and entry.startswith("../"):
+        if entry.startswith("../") and not _inside_existing(top, target):
             target = base / entry[3:]  # Roboflow writes ../train/images beside the YAML
-        if target.is_dir():
-            out += list(image_files(target))
-        elif target.is_file() and target.suffix == ".txt":
-            out += [(target.parent / line.strip()) for line in text_lines(target) if line.strip()]
+        real = inside(top, target, path, key, kind="any")
+        if real.is_dir():
+            out += [(p, inside(top, p, path, key)) for p in image_files(target, log_skip)]
+        elif real.suffix == ".txt":
+            for n, line in enumerate(text_lines(real), start=1):
+                if line.strip():
+                    image = target.parent / line.strip()
+                    out.append((image, inside(top, image, target, f"line {n}")))
         else:
             raise DatasetFormatError(path, key, f"{entry} is neither a folder nor a .txt list")
     return out
+
+
+def _inside_existing(top: Path, path: Path) -> bool:
+    return path.exists() and path.resolve().is_relative_to(top)
 
 
 def parse_labels(
@@ -154,27 +187,31 @@ def parse_labels(
     return out, empty
 
 
-def read_yolo(root: Path) -> Imported:
+def read_yolo(root: Path, *, outside_root: bool = False) -> Imported:
+    """The YOLO dataset in ``root``; ``outside_root`` lets ``data.yaml``'s ``path:`` name a
+    folder outside ``root`` (then every file read lies inside that folder)."""
     path = data_yaml(root)
     if path is None:
         raise DatasetFormatError(root, "", "no data.yaml", "a YOLO dataset names its classes there")
-    data = _load_yaml(path)
+    data = _load_yaml(inside(root, path, path, ""))
     names = class_names(path, data)
+    base = _base(root, path, data, outside_root)
+    top = root.resolve() if base.resolve().is_relative_to(root.resolve()) else base.resolve()
     aliases: dict[str, SplitName] = {"train": "train", "val": "val", "test": "test"}
     images: dict[Path, ImportedImage] = {}
     for key in SPLIT_NAMES:
         if not data.get(key):
             continue
-        for image in _split_images(path, data, key):
-            if image in images:
+        for image, real in _split_images(top, base, path, data, key):
+            if real in images:
                 continue  # one folder named for two splits: the first keeps it
-            width, height = image_size(image)
+            width, height = image_size(real)
             labels = label_path(image)
             anns: list[Annotation] = []
-            if labels.is_file():
-                anns, _ = parse_labels(labels, names, width, height)
-            images[image] = ImportedImage(
-                location=str(image.resolve()),
+            if labels.exists() or labels.is_symlink():
+                anns, _ = parse_labels(inside(top, labels, labels, ""), names, width, height)
+            images[real] = ImportedImage(
+                location=str(real),
                 split=aliases[key],
                 annotations=tuple(anns),
                 width=width,
