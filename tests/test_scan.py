@@ -225,3 +225,66 @@ def test_a_file_that_cannot_be_read_is_reported_in_its_place(tmp_path: Path) -> 
     assert out[0].detail.startswith("cannot read:")
     assert "corrupt" not in out[1].issues
     assert (out[1].width, out[1].height) == (64, 48)
+
+
+def _children(pid: int) -> list[int]:
+    """Live (not zombie) child processes of ``pid``, from /proc."""
+    out = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        state, ppid = stat.rsplit(")", 1)[1].split()[:2]
+        if int(ppid) == pid and state != "Z":
+            out.append(int(entry.name))
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc (Linux)")
+def test_workers_and_fork_server_exit_when_the_run_is_killed(tmp_path: Path) -> None:
+    """kill -9 of a run leaves no pool process behind (they waited for work forever)."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    code = (
+        "import time\n"
+        "from datasetagent.runtime.local import LocalExecutor\n"
+        "with LocalExecutor(2, chunksize=1) as ex:\n"
+        "    list(ex.imap(time.sleep, [30] * 8))\n"
+    )
+    run = subprocess.Popen([sys.executable, "-c", code], env=os.environ.copy())
+    try:
+        deadline = time.monotonic() + 60
+        pool: list[int] = []
+        while time.monotonic() < deadline:
+            direct = _children(run.pid)
+            workers = [w for d in direct for w in _children(d)]
+            if len(workers) >= 2:
+                pool = direct + workers
+                break
+            time.sleep(0.1)
+        assert len(pool) >= 3, "the pool never started"
+        run.send_signal(signal.SIGKILL)
+        run.wait()
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and any(_alive(p) for p in pool):
+            time.sleep(0.1)
+        left = [p for p in pool if _alive(p)]
+        for p in left:  # not to leave them behind if the test fails
+            os.kill(p, signal.SIGKILL)
+        assert left == []
+    finally:
+        run.kill()

@@ -5,6 +5,9 @@ from __future__ import annotations
 import itertools
 import multiprocessing
 import os
+import select
+import threading
+import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -20,17 +23,43 @@ class Executor(Protocol):
     def close(self) -> None: ...
 
 
-def _single_threaded() -> None:
-    """Worker initialiser: one thread per process for BLAS, OpenMP and OpenCV.
+def _worker_init(parent: int) -> None:
+    """Worker initialiser: one thread per process for BLAS, OpenMP and OpenCV, and an exit
+    when the process that started the pool dies.
 
     The pool already uses every core; library thread pools on top of it oversubscribe the CPU,
     and BLAS threads spinning on tiny matrix products made a 2-process scan slower than one.
+
+    A worker's parent is the fork server, and a killed run (``kill -9``) leaves both waiting
+    for work forever (~265 MB): the fork server lives while any worker holds its pipe, and
+    each worker holds its task queue's write end too. So each worker watches ``parent``; the
+    fork server exits on its own once the last worker is gone.
     """
     import cv2
     from threadpoolctl import threadpool_limits
 
     threadpool_limits(1)
     cv2.setNumThreads(1)
+    threading.Thread(target=_exit_with, args=(parent,), daemon=True, name="exit-with").start()
+
+
+def _exit_with(pid: int) -> None:
+    """Exit this process as soon as process ``pid`` has ended."""
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        os._exit(1)
+    except (AttributeError, OSError):  # no pidfd (not Linux 5.3+): poll
+        while True:
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                os._exit(1)
+            except PermissionError:
+                pass
+            time.sleep(0.5)
+    select.select([fd], [], [])  # readable once the process has exited
+    os._exit(1)
 
 
 class _Chunk(Generic[T, R]):
@@ -115,7 +144,10 @@ class LocalExecutor:
             ["numpy", "cv2", "PIL.Image", "datasetagent.scan", "datasetagent.agents.processing"]
         )
         return ProcessPoolExecutor(
-            max_workers=self.workers, mp_context=ctx, initializer=_single_threaded
+            max_workers=self.workers,
+            mp_context=ctx,
+            initializer=_worker_init,
+            initargs=(os.getpid(),),
         )
 
     def close(self) -> None:
