@@ -288,3 +288,19 @@ def test_workers_and_fork_server_exit_when_the_run_is_killed(tmp_path: Path) -> 
         assert left == []
     finally:
         run.kill()
+
+
+@pytest.mark.parametrize("ink", [0, 255])
+def test_pictures_drawn_in_the_alpha_channel_alone_are_told_apart(
+    tmp_path: Path, tiles: list[Image.Image], ink: int
+) -> None:
+    """Two RGBA images with the same colour everywhere and different pictures in their alpha:
+    what a viewer shows differs, so they are neither exact nor near duplicates, and neither
+    is blank."""
+    for k in range(3):
+        rgba = np.full((*tiles[k].size[::-1], 4), ink, np.uint8)
+        rgba[..., 3] = np.asarray(tiles[k].convert("L"))
+        (tmp_path / f"a{k}.png").write_bytes(encode(Image.fromarray(rgba, "RGBA")))
+    got = scan(tmp_path)
+    for k in range(3):
+        assert got[f"a{k}.png"].issues == [], got[f"a{k}.png"]

@@ -354,15 +354,34 @@ def decode_strict(
 
 
 def to_mode(img: Image.Image, mode: str) -> Image.Image:
-    """Convert to ``mode`` (L or RGB): transparency onto white, high bit depths scaled down
-    (not clipped), CMYK and YCbCr through Pillow's converters."""
+    """Convert to ``mode`` (L or RGB): transparency onto a background (``background``), high
+    bit depths scaled down (not clipped), CMYK and YCbCr through Pillow's converters."""
     if img.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
         img = Image.fromarray(scale_to_8bit(np.asarray(img)), mode="L")
-    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+    if img.mode in ("RGBA", "LA", "PA") or "transparency" in img.info:
         rgba = img.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        img = Image.alpha_composite(background, rgba)
+        level = background(np.asarray(rgba))
+        if level is not None:
+            plate = Image.new("RGBA", rgba.size, (level, level, level, 255))
+            img = Image.alpha_composite(plate, rgba)
     return img.convert(mode)
+
+
+def background(rgba: np.ndarray) -> int | None:
+    """The grey level (255 or 0) an H×W×4 image with transparency is shown on, None when it
+    is opaque: white, unless what shows through the alpha is mostly light (white ink on a
+    transparent sheet), then black. What a viewer shows is what is checked and hashed, and a
+    picture drawn in the alpha channel alone must not vanish into its background."""
+    alpha = rgba[..., 3]
+    if alpha.min() == 255:
+        return None
+    step = max(1, int(np.sqrt(alpha.size / 65536)))  # ~64k pixels decide
+    sample = rgba[::step, ::step].astype(np.float32)
+    weight = sample[..., 3]
+    luma = sample[..., :3] @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+    total = float(weight.sum())
+    light = total > 0 and float((luma * weight).sum()) / total > 127.5
+    return 0 if light else 255
 
 
 def scale_to_8bit(arr: np.ndarray) -> np.ndarray:
