@@ -304,3 +304,14 @@ def test_pictures_drawn_in_the_alpha_channel_alone_are_told_apart(
     got = scan(tmp_path)
     for k in range(3):
         assert got[f"a{k}.png"].issues == [], got[f"a{k}.png"]
+
+
+def test_the_reported_sharpness_is_what_min_sharpness_is_compared_to(
+    tmp_path: Path, tiles: list[Image.Image]
+) -> None:
+    (tmp_path / "soft.png").write_bytes(encode(tiles[2].filter(ImageFilter.GaussianBlur(1.5))))
+    (tmp_path / "sharp.png").write_bytes(encode(tiles[3]))
+    for name, line in scan(tmp_path).items():
+        reported = line.scores["sharpness"]
+        assert "blurry" in scan(tmp_path, min_sharpness=reported * 1.01)[name].issues
+        assert "blurry" not in scan(tmp_path, min_sharpness=reported * 0.99)[name].issues

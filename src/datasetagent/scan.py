@@ -158,6 +158,10 @@ def _scanned(
 ) -> Scanned:
     del scores["color_cast"]  # JPEGs are scanned in grey
     width, height = decoded.size
+    issues = quality.mark(width, height, scores, params.checks, min_side=params.min_side)
+    # the line's sharpness is the number min_sharpness is compared to; the raw one goes along
+    scores["laplacian_variance"] = scores["sharpness"]
+    scores["sharpness"] = quality.relative_sharpness(scores)
     notes = []
     suffix = os.path.splitext(path)[1]
     if wrong_extension(decoded.source_format, suffix):
@@ -166,9 +170,9 @@ def _scanned(
         notes.append(f"first of {decoded.frames} frames")
     return Scanned(
         path=path,
-        issues=quality.mark(width, height, scores, params.checks, min_side=params.min_side),
+        issues=issues,
         detail="; ".join(notes),
-        scores={k: round(v, 4) for k, v in scores.items()},
+        scores={k: float(f"{v:.5g}") for k, v in scores.items()},
         width=width,
         height=height,
         fmt=decoded.source_format,
