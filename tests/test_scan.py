@@ -134,34 +134,46 @@ def test_each_defect_type(tmp_path: Path, tiles: list[Image.Image]) -> None:
     assert not strict["blurry.jpg"].ok
 
 
-def test_duplicates_keep_the_first_and_name_it(tmp_path: Path, tiles: list[Image.Image]) -> None:
+@pytest.mark.parametrize("batch", [512, 2])
+def test_duplicates_keep_the_best_copy_and_name_it(
+    tmp_path: Path, tiles: list[Image.Image], batch: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Of a group the copy with the most pixels is kept, then a lossless one, then the least
+    compressed, then the first seen; the others name it, wherever they come in the order and
+    in whichever batch."""
+    import datasetagent.scan
+
+    monkeypatch.setattr(datasetagent.scan, "BATCH", batch)
     a = tiles[0]
     (tmp_path / "a1.jpg").write_bytes(encode(a, "JPEG", quality=90))
     exif = Image.Exif()
     exif[0x0131] = "another camera"
     (tmp_path / "a2.jpg").write_bytes(encode(a, "JPEG", quality=90, exif=exif.tobytes()))
     (tmp_path / "a3.jpg").write_bytes(encode(a.resize((240, 180)), "JPEG", quality=60))
-    (tmp_path / "a4.png").write_bytes(encode(a))
-    (tmp_path / "a5.png").write_bytes(encode(a, optimize=True))
+    (tmp_path / "a4.png").write_bytes(encode(a.resize((240, 180))))
+    (tmp_path / "a5.png").write_bytes(encode(a.resize((240, 180)), optimize=True))
     for k, other in enumerate(tiles[1:6]):
         (tmp_path / f"b{k}.jpg").write_bytes(encode(other, "JPEG"))
     dark = encode(ImageEnhance.Brightness(tiles[8]).enhance(0.1), "JPEG")
     (tmp_path / "c1.jpg").write_bytes(dark)
     (tmp_path / "c2.jpg").write_bytes(dark)
+    (tmp_path / "d1.jpg").write_bytes(encode(tiles[7].resize((120, 90)), "JPEG", quality=95))
+    (tmp_path / "d2.jpg").write_bytes(encode(tiles[7], "JPEG", quality=70))
     got = scan(tmp_path)
-    assert got["c1.jpg"].issues == ["dark"]
+    assert got["c1.jpg"].issues == ["dark"]  # equal copies: the first seen is kept
     assert got["c2.jpg"].issues == ["dark", "exact_duplicate"]  # named even though c1 is out
     assert got["c2.jpg"].duplicate_of == str(tmp_path / "c1.jpg")
-    first = str(tmp_path / "a1.jpg")
-    assert got["a1.jpg"].ok
-    assert got["a1.jpg"].duplicate_of is None
-    assert got["a2.jpg"].issues == ["exact_duplicate"]
-    assert got["a2.jpg"].duplicate_of == first
-    assert got["a3.jpg"].issues == ["near_duplicate"]
-    assert got["a3.jpg"].duplicate_of == first
-    assert got["a4.png"].issues == ["near_duplicate"]
+    best = str(tmp_path / "a4.png")  # largest, lossless, least compressed of the two PNGs
+    assert got["a4.png"].ok
+    assert got["a4.png"].duplicate_of is None
+    for name in ("a1.jpg", "a2.jpg", "a3.jpg"):
+        assert got[name].issues == ["near_duplicate"], name
+        assert got[name].duplicate_of == best, name
     assert got["a5.png"].issues == ["exact_duplicate"]
-    assert got["a5.png"].duplicate_of in (first, str(tmp_path / "a4.png"))
+    assert got["a5.png"].duplicate_of == best
+    assert got["d2.jpg"].ok  # the larger copy, though seen last
+    assert got["d1.jpg"].issues == ["near_duplicate"]
+    assert got["d1.jpg"].duplicate_of == str(tmp_path / "d2.jpg")
     assert all(got[f"b{k}.jpg"].ok for k in range(5))
 
 

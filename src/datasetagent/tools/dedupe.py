@@ -1,5 +1,7 @@
-"""First-seen-kept deduplication: exact keys in a dict, perceptual hashes in a sub-quadratic
+"""Deduplication: exact keys in a dict, perceptual hashes in a sub-quadratic
 near-duplicate index, and hash matches confirmed by comparing small thumbnails.
+``Deduplicator`` decides in arrival order (the first seen of a group is kept); ``BestCopies``
+regroups its verdicts so that each group keeps its best copy.
 
 A 64-bit hash match alone is not enough on small, simple images (two different handwritten
 "5"s at 32×32 often hash within a few bits), so every match is verified: the normalised
@@ -366,3 +368,59 @@ class Deduplicator:
     def memory_bytes(self) -> int:
         per_thumb = THUMB * THUMB + 100
         return self._near.memory_bytes() + 200 * len(self._exact) + per_thumb * len(self._thumbs)
+
+
+#: Formats that store pixels without loss; of two copies of one size, these are kept.
+LOSSLESS = frozenset({"PNG", "BMP", "TIFF", "PPM"})
+
+
+class Quality(NamedTuple):
+    """What ranks the copies of a duplicate group: more pixels, then lossless over lossy,
+    then more bytes a pixel (less compressed)."""
+
+    pixels: int
+    lossless: bool
+    bytes_per_pixel: float
+
+    @classmethod
+    def of(cls, width: int, height: int, fmt: str | None, nbytes: int) -> Quality:
+        pixels = width * height
+        return cls(pixels, fmt in LOSSLESS, nbytes / max(pixels, 1))
+
+
+class BestCopies:
+    """Turns first-seen duplicate verdicts (``Deduplicator.check``, fed in arrival order) into
+    best-copy ones: of each group the best copy (``Quality``, then the smaller key) is kept and
+    every other member names it; of equals, the first seen. A group is its first-seen copy and
+    the items naming it."""
+
+    def __init__(self) -> None:
+        self._quality: dict[str, Quality] = {}
+        self._exact: dict[str, str | None] = {}
+        self._members: dict[str, list[str]] = {}
+
+    def add(self, key: str, verdict: Duplicate | None, quality: Quality, exact: str | None) -> None:
+        """One item's first-seen verdict, its quality and exact key (None: none)."""
+        if verdict is not None:
+            self._members.setdefault(verdict.of, []).append(key)
+        self._quality[key] = quality
+        self._exact[key] = exact
+
+    def changes(self) -> dict[str, Duplicate | None]:
+        """The verdicts that differ from the first-seen ones, by key."""
+        out: dict[str, Duplicate | None] = {}
+        for first, members in self._members.items():
+            group = [first, *members]
+            best = min(group, key=lambda k: _rank(self._quality[k]))  # min: the first of equals
+            if best == first:
+                continue
+            out[best] = None
+            for key in group:
+                if key != best:
+                    same = self._exact[key] is not None and self._exact[key] == self._exact[best]
+                    out[key] = Duplicate("exact_duplicate" if same else "near_duplicate", best)
+        return out
+
+
+def _rank(q: Quality) -> tuple[int, int, float]:
+    return (-q.pixels, -int(q.lossless), -q.bytes_per_pixel)
