@@ -327,3 +327,14 @@ def test_the_reported_sharpness_is_what_min_sharpness_is_compared_to(
         reported = line.scores["sharpness"]
         assert "blurry" in scan(tmp_path, min_sharpness=reported * 1.01)[name].issues
         assert "blurry" not in scan(tmp_path, min_sharpness=reported * 0.99)[name].issues
+
+
+def test_a_few_files_are_scanned_without_starting_a_pool() -> None:
+    """Under two chunks of work run in the calling process: a pool costs more to start."""
+    from datasetagent.runtime.local import LocalExecutor
+
+    with LocalExecutor(2, chunksize=4) as executor:
+        assert list(executor.imap(abs, [-1, -2, -3, -4, -5])) == [1, 2, 3, 4, 5]
+        assert executor._pool is None
+        assert list(executor.imap(abs, range(-9, 0))) == list(range(9, 0, -1))
+        assert executor._pool is not None

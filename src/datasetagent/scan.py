@@ -18,6 +18,7 @@ import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict
@@ -26,27 +27,10 @@ from threadpoolctl import threadpool_limits
 from datasetagent.runtime.local import LocalExecutor
 from datasetagent.sources.files import image_files
 from datasetagent.spec import DEFAULT_MIN_SIDE, ISSUE_NAMES, CheckThresholds
-from datasetagent.tools import quality
-from datasetagent.tools.decode import (
-    Decoded,
-    ImageIssue,
-    decode_strict,
-    orientation_of,
-    sniff,
-    wrong_extension,
-)
-from datasetagent.tools.dedupe import (
-    THUMB,
-    BestCopies,
-    Deduplicator,
-    Duplicate,
-    Quality,
-    Thumb,
-    thumbnail,
-)
-from datasetagent.tools.hashing import jpeg_content_hash, pixel_hash
-from datasetagent.tools.phash import image_hashes
-from datasetagent.tools.ssim import to_gray
+from datasetagent.tools.dedupe import THUMB, BestCopies, Deduplicator, Duplicate, Quality, Thumb
+
+if TYPE_CHECKING:
+    from datasetagent.tools.decode import Decoded
 
 log = logging.getLogger(__name__)
 
@@ -108,6 +92,14 @@ def scan_files(paths: list[str], params: ScanParams) -> list[Scanned]:
     numpy and OpenCV calls, which run faster with their code and tables still hot than
     interleaved with decoding: ~12% for chunks of 32 photos (measured).
     """
+    # The per-image modules load here, in the workers (the fork server preloads them, see
+    # _ScanChunk): the parent only deduplicates, and starts faster without OpenCV.
+    from datasetagent.tools import quality
+    from datasetagent.tools.decode import ImageIssue
+    from datasetagent.tools.dedupe import thumbnail
+    from datasetagent.tools.phash import image_hashes
+    from datasetagent.tools.ssim import to_gray
+
     out: list[Scanned | None] = [None] * len(paths)
     files: dict[int, bytes] = {}
     for i, path in enumerate(paths):
@@ -142,19 +134,25 @@ def scan_files(paths: list[str], params: ScanParams) -> list[Scanned]:
 
 
 def _decode(data: bytes, params: ScanParams) -> Decoded:
+    from datasetagent.tools.decode import decode_strict, sniff
+    from datasetagent.tools.quality import ANALYSIS_SIDE
+
     # Grey is all the checks need, and a reduced grey JPEG decode is the cheapest there is.
     # Other formats decode fully in their own mode, so their exact key sees every colour.
     return decode_strict(
         data,
         max_pixels=params.max_pixels,
         color_mode="L" if sniff(data) == "JPEG" else None,
-        reduce_to=quality.ANALYSIS_SIDE,
+        reduce_to=ANALYSIS_SIDE,
     )
 
 
 def _exact_key(data: bytes, decoded: Decoded) -> str:
     """Equal for the same bytes, or the same JPEG data with other metadata, or (other formats
     and odd JPEGs) the same decoded pixels."""
+    from datasetagent.tools.decode import orientation_of
+    from datasetagent.tools.hashing import jpeg_content_hash, pixel_hash
+
     if decoded.source_format in ("JPEG", "MPO"):
         key = jpeg_content_hash(data, orientation_of(decoded.steps))
         if key is not None:
@@ -171,6 +169,9 @@ def _scanned(
     thumb: bytes,
     params: ScanParams,
 ) -> Scanned:
+    from datasetagent.tools import quality
+    from datasetagent.tools.decode import wrong_extension
+
     del scores["color_cast"]  # JPEGs are scanned in grey
     width, height = decoded.size
     issues = quality.mark(width, height, scores, params.checks, min_side=params.min_side)
@@ -203,6 +204,15 @@ class _ScanChunk:
     """A worker's job: read and scan a chunk of files, one result per file, in order."""
 
     params: ScanParams
+    #: what the fork server imports for the workers (LocalExecutor)
+    preload = (
+        "simplejpeg",
+        "datasetagent.tools.quality",
+        "datasetagent.tools.phash",
+        "datasetagent.tools.decode",
+        "datasetagent.tools.dedupe",
+        "datasetagent.tools.hashing",
+    )
 
     def __call__(self, paths: list[str]) -> list[Scanned]:
         return scan_files(paths, self.params)

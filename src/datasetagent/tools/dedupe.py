@@ -31,7 +31,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
-import cv2
 import numpy as np
 
 from datasetagent.tools.dupindex import NearDuplicateIndex
@@ -68,6 +67,8 @@ def thumbnail(gray: np.ndarray) -> np.ndarray:
     """
     height, width = gray.shape
     if min(height, width) < THUMB:
+        import cv2  # only here: the deduplicating parent of a scan starts faster without it
+
         return np.asarray(cv2.resize(gray, (THUMB, THUMB), interpolation=cv2.INTER_AREA))
     small = _shrink_matrix(height) @ gray.astype(np.float32) @ _shrink_matrix(width).T
     out: np.ndarray = np.rint(small).astype(np.uint8)
