@@ -392,8 +392,8 @@ class Quality(NamedTuple):
 class BestCopies:
     """Turns first-seen duplicate verdicts (``Deduplicator.check``, fed in arrival order) into
     best-copy ones: of each group the best copy (``Quality``, then the smaller key) is kept and
-    every other member names it; of equals, the first seen. A group is its first-seen copy and
-    the items naming it."""
+    every other member names it; of equals (exact copies included), the first seen. A group is
+    its first-seen copy and the items naming it."""
 
     def __init__(self) -> None:
         self._quality: dict[str, Quality] = {}
@@ -412,7 +412,14 @@ class BestCopies:
         out: dict[str, Duplicate | None] = {}
         for first, members in self._members.items():
             group = [first, *members]
-            best = min(group, key=lambda k: _rank(self._quality[k]))  # min: the first of equals
+            # copies with the same pixels (exact key) rank as their first seen: bytes of
+            # metadata do not make a copy better
+            firsts: dict[str, str] = {}
+            ranks = {
+                k: _rank(self._quality[firsts.setdefault(e, k) if (e := self._exact[k]) else k])
+                for k in group
+            }
+            best = min(group, key=ranks.__getitem__)  # min: the first of equals
             if best == first:
                 continue
             out[best] = None
