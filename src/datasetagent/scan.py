@@ -1,4 +1,4 @@
-"""The quality scan on its own (``datasetagent scan``): one result per image, streamed.
+"""The quality scan on its own (``datasetagent scan``): one result per image.
 
 Per-image work (read, strict reduced decode, scores, perceptual hashes, thumbnail) runs in
 worker processes, a chunk of files at a time and a step at a time over the chunk; what comes
