@@ -159,3 +159,33 @@ def test_crop_scores_equal_normalised_views() -> None:
         assert np.allclose(refined, _views(b, off[0], off[0]) @ full, atol=1e-4)
     flat = np.full((THUMB, THUMB), 90, np.uint8)
     assert not _crop_ncc(flat, _full_view(a)).any()  # a flat view correlates with nothing
+
+
+def test_best_copies_keep_the_largest_then_lossless_then_least_compressed() -> None:
+    from datasetagent.tools.dedupe import BestCopies, Duplicate, Quality
+
+    best = BestCopies()
+    items = [
+        ("a", None, Quality.of(100, 100, "JPEG", 5000), "x"),
+        ("b", Duplicate("exact_duplicate", "a"), Quality.of(100, 100, "JPEG", 6000), "x"),
+        ("c", Duplicate("near_duplicate", "a", 4), Quality.of(200, 200, "JPEG", 20000), "y"),
+        ("d", None, Quality.of(100, 100, "JPEG", 5000), "z"),
+        ("e", Duplicate("exact_duplicate", "d"), Quality.of(100, 100, "JPEG", 9000), "z"),
+        ("f", None, Quality.of(100, 100, "JPEG", 9000), "u"),
+        ("g", Duplicate("near_duplicate", "f", 2), Quality.of(100, 100, "PNG", 3000), "v"),
+        ("h", None, Quality.of(100, 100, "JPEG", 4000), "w"),
+        ("i", Duplicate("near_duplicate", "h", 2), Quality.of(100, 100, "JPEG", 8000), "t"),
+        ("j", None, Quality.of(50, 50, "PNG", 4000), None),
+    ]
+    for key, verdict, rank, exact in items:
+        best.add(key, verdict, rank, exact)
+    assert best.changes() == {
+        "c": None,
+        "a": Duplicate("near_duplicate", "c"),
+        "b": Duplicate("near_duplicate", "c"),
+        # d and e hold the same pixels: e's extra bytes are metadata, d stays (first seen)
+        "g": None,
+        "f": Duplicate("near_duplicate", "g"),
+        "i": None,
+        "h": Duplicate("near_duplicate", "i"),
+    }

@@ -134,34 +134,46 @@ def test_each_defect_type(tmp_path: Path, tiles: list[Image.Image]) -> None:
     assert not strict["blurry.jpg"].ok
 
 
-def test_duplicates_keep_the_first_and_name_it(tmp_path: Path, tiles: list[Image.Image]) -> None:
+@pytest.mark.parametrize("batch", [512, 2])
+def test_duplicates_keep_the_best_copy_and_name_it(
+    tmp_path: Path, tiles: list[Image.Image], batch: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Of a group the copy with the most pixels is kept, then a lossless one, then the least
+    compressed, then the first seen; the others name it, wherever they come in the order and
+    in whichever batch."""
+    import datasetagent.scan
+
+    monkeypatch.setattr(datasetagent.scan, "BATCH", batch)
     a = tiles[0]
     (tmp_path / "a1.jpg").write_bytes(encode(a, "JPEG", quality=90))
     exif = Image.Exif()
     exif[0x0131] = "another camera"
     (tmp_path / "a2.jpg").write_bytes(encode(a, "JPEG", quality=90, exif=exif.tobytes()))
     (tmp_path / "a3.jpg").write_bytes(encode(a.resize((240, 180)), "JPEG", quality=60))
-    (tmp_path / "a4.png").write_bytes(encode(a))
-    (tmp_path / "a5.png").write_bytes(encode(a, optimize=True))
+    (tmp_path / "a4.png").write_bytes(encode(a.resize((240, 180))))
+    (tmp_path / "a5.png").write_bytes(encode(a.resize((240, 180)), optimize=True))
     for k, other in enumerate(tiles[1:6]):
         (tmp_path / f"b{k}.jpg").write_bytes(encode(other, "JPEG"))
     dark = encode(ImageEnhance.Brightness(tiles[8]).enhance(0.1), "JPEG")
     (tmp_path / "c1.jpg").write_bytes(dark)
     (tmp_path / "c2.jpg").write_bytes(dark)
+    (tmp_path / "d1.jpg").write_bytes(encode(tiles[7].resize((120, 90)), "JPEG", quality=95))
+    (tmp_path / "d2.jpg").write_bytes(encode(tiles[7], "JPEG", quality=70))
     got = scan(tmp_path)
-    assert got["c1.jpg"].issues == ["dark"]
+    assert got["c1.jpg"].issues == ["dark"]  # equal copies: the first seen is kept
     assert got["c2.jpg"].issues == ["dark", "exact_duplicate"]  # named even though c1 is out
     assert got["c2.jpg"].duplicate_of == str(tmp_path / "c1.jpg")
-    first = str(tmp_path / "a1.jpg")
-    assert got["a1.jpg"].ok
-    assert got["a1.jpg"].duplicate_of is None
-    assert got["a2.jpg"].issues == ["exact_duplicate"]
-    assert got["a2.jpg"].duplicate_of == first
-    assert got["a3.jpg"].issues == ["near_duplicate"]
-    assert got["a3.jpg"].duplicate_of == first
-    assert got["a4.png"].issues == ["near_duplicate"]
+    best = str(tmp_path / "a4.png")  # largest, lossless, least compressed of the two PNGs
+    assert got["a4.png"].ok
+    assert got["a4.png"].duplicate_of is None
+    for name in ("a1.jpg", "a2.jpg", "a3.jpg"):
+        assert got[name].issues == ["near_duplicate"], name
+        assert got[name].duplicate_of == best, name
     assert got["a5.png"].issues == ["exact_duplicate"]
-    assert got["a5.png"].duplicate_of in (first, str(tmp_path / "a4.png"))
+    assert got["a5.png"].duplicate_of == best
+    assert got["d2.jpg"].ok  # the larger copy, though seen last
+    assert got["d1.jpg"].issues == ["near_duplicate"]
+    assert got["d1.jpg"].duplicate_of == str(tmp_path / "d2.jpg")
     assert all(got[f"b{k}.jpg"].ok for k in range(5))
 
 
@@ -225,3 +237,104 @@ def test_a_file_that_cannot_be_read_is_reported_in_its_place(tmp_path: Path) -> 
     assert out[0].detail.startswith("cannot read:")
     assert "corrupt" not in out[1].issues
     assert (out[1].width, out[1].height) == (64, 48)
+
+
+def _children(pid: int) -> list[int]:
+    """Live (not zombie) child processes of ``pid``, from /proc."""
+    out = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        state, ppid = stat.rsplit(")", 1)[1].split()[:2]
+        if int(ppid) == pid and state != "Z":
+            out.append(int(entry.name))
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc (Linux)")
+def test_workers_and_fork_server_exit_when_the_run_is_killed(tmp_path: Path) -> None:
+    """kill -9 of a run leaves no pool process behind (they waited for work forever)."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    code = (
+        "import time\n"
+        "from datasetagent.runtime.local import LocalExecutor\n"
+        "with LocalExecutor(2, chunksize=1) as ex:\n"
+        "    list(ex.imap(time.sleep, [30] * 8))\n"
+    )
+    run = subprocess.Popen([sys.executable, "-c", code], env=os.environ.copy())
+    try:
+        deadline = time.monotonic() + 60
+        pool: list[int] = []
+        while time.monotonic() < deadline:
+            direct = _children(run.pid)
+            workers = [w for d in direct for w in _children(d)]
+            if len(workers) >= 2:
+                pool = direct + workers
+                break
+            time.sleep(0.1)
+        assert len(pool) >= 3, "the pool never started"
+        run.send_signal(signal.SIGKILL)
+        run.wait()
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and any(_alive(p) for p in pool):
+            time.sleep(0.1)
+        left = [p for p in pool if _alive(p)]
+        for p in left:  # not to leave them behind if the test fails
+            os.kill(p, signal.SIGKILL)
+        assert left == []
+    finally:
+        run.kill()
+
+
+@pytest.mark.parametrize("ink", [0, 255])
+def test_pictures_drawn_in_the_alpha_channel_alone_are_told_apart(
+    tmp_path: Path, tiles: list[Image.Image], ink: int
+) -> None:
+    """Two RGBA images with the same colour everywhere and different pictures in their alpha:
+    what a viewer shows differs, so they are neither exact nor near duplicates, and neither
+    is blank."""
+    for k in range(3):
+        rgba = np.full((*tiles[k].size[::-1], 4), ink, np.uint8)
+        rgba[..., 3] = np.asarray(tiles[k].convert("L"))
+        (tmp_path / f"a{k}.png").write_bytes(encode(Image.fromarray(rgba, "RGBA")))
+    got = scan(tmp_path)
+    for k in range(3):
+        assert got[f"a{k}.png"].issues == [], got[f"a{k}.png"]
+
+
+def test_the_reported_sharpness_is_what_min_sharpness_is_compared_to(
+    tmp_path: Path, tiles: list[Image.Image]
+) -> None:
+    (tmp_path / "soft.png").write_bytes(encode(tiles[2].filter(ImageFilter.GaussianBlur(1.5))))
+    (tmp_path / "sharp.png").write_bytes(encode(tiles[3]))
+    for name, line in scan(tmp_path).items():
+        reported = line.scores["sharpness"]
+        assert "blurry" in scan(tmp_path, min_sharpness=reported * 1.01)[name].issues
+        assert "blurry" not in scan(tmp_path, min_sharpness=reported * 0.99)[name].issues
+
+
+def test_a_few_files_are_scanned_without_starting_a_pool() -> None:
+    """Under two chunks of work run in the calling process: a pool costs more to start."""
+    from datasetagent.runtime.local import LocalExecutor
+
+    with LocalExecutor(2, chunksize=4) as executor:
+        assert list(executor.imap(abs, [-1, -2, -3, -4, -5])) == [1, 2, 3, 4, 5]
+        assert executor._pool is None
+        assert list(executor.imap(abs, range(-9, 0))) == list(range(9, 0, -1))
+        assert executor._pool is not None

@@ -508,13 +508,16 @@ def scan(
         with RichReporter(err) as reporter:
             reporter.stage(f"scanning {path}", 0)
             for line in scan_folder(
-                path, params, workers=workers, on_skip=lambda p, why: skipped.update([why])
+                path,
+                params,
+                workers=workers,
+                on_skip=lambda p, why: skipped.update([why]),
+                on_progress=reporter.advance,
             ):
                 out.write(line.model_dump_json(exclude_none=False) + "\n")
                 total += 1
                 ok += line.ok
                 counts.update(line.issues)
-                reporter.advance()
     finally:
         if jsonl is not None:
             out.close()

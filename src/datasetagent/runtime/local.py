@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import itertools
-import multiprocessing
 import os
+import select
+import threading
+import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor
-from typing import Generic, Protocol, TypeVar
+from typing import TYPE_CHECKING, Generic, Protocol, TypeVar
+
+if TYPE_CHECKING:  # the pool's modules load with the pool: a run that needs none starts faster
+    from concurrent.futures import Future, ProcessPoolExecutor
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -20,17 +24,43 @@ class Executor(Protocol):
     def close(self) -> None: ...
 
 
-def _single_threaded() -> None:
-    """Worker initialiser: one thread per process for BLAS, OpenMP and OpenCV.
+def _worker_init(parent: int) -> None:
+    """Worker initialiser: one thread per process for BLAS, OpenMP and OpenCV, and an exit
+    when the process that started the pool dies.
 
     The pool already uses every core; library thread pools on top of it oversubscribe the CPU,
     and BLAS threads spinning on tiny matrix products made a 2-process scan slower than one.
+
+    A worker's parent is the fork server, and a killed run (``kill -9``) leaves both waiting
+    for work forever (~265 MB): the fork server lives while any worker holds its pipe, and
+    each worker holds its task queue's write end too. So each worker watches ``parent``; the
+    fork server exits on its own once the last worker is gone.
     """
     import cv2
     from threadpoolctl import threadpool_limits
 
     threadpool_limits(1)
     cv2.setNumThreads(1)
+    threading.Thread(target=_exit_with, args=(parent,), daemon=True, name="exit-with").start()
+
+
+def _exit_with(pid: int) -> None:
+    """Exit this process as soon as process ``pid`` has ended."""
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        os._exit(1)
+    except (AttributeError, OSError):  # no pidfd (not Linux 5.3+): poll
+        while True:
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                os._exit(1)
+            except PermissionError:
+                pass
+            time.sleep(0.5)
+    select.select([fd], [], [])  # readable once the process has exited
+    os._exit(1)
 
 
 class _Chunk(Generic[T, R]):
@@ -92,30 +122,41 @@ class LocalExecutor:
         window = max(4 * self.workers, -(-(in_flight or 0) // size))
         source = iter(items)
         chunks = iter(lambda: list(itertools.islice(source, size)), [])
-        if self.workers == 1:
-            for part in chunks:
+        head = list(itertools.islice(chunks, 2))
+        if self.workers == 1 or len(head) < 2 or len(head[1]) < size:
+            # one worker, or under two chunks: starting a pool would cost more than it saves
+            for part in itertools.chain(head, chunks):
                 yield from fn(part)
             return
         if self._pool is None:
-            self._pool = self._new_pool()
+            self._pool = self._new_pool(fn)
         pending: deque[Future[list[R]]] = deque()
-        for part in chunks:
+        for part in itertools.chain(head, chunks):
             pending.append(self._pool.submit(fn, part))
             if len(pending) >= window:
                 yield from pending.popleft().result()
         while pending:
             yield from pending.popleft().result()
 
-    def _new_pool(self) -> ProcessPoolExecutor:
+    def _new_pool(self, fn: object) -> ProcessPoolExecutor:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
         # forkserver: workers fork from a clean, single-threaded server, never from a parent
         # whose library threads may hold locks (a plain fork can deadlock on them); the server
-        # imports the heavy modules once, so each worker starts in milliseconds.
+        # imports the modules the work needs once (``fn``'s own, and those it names in a
+        # ``preload`` attribute), so each worker starts in milliseconds.
+        work = getattr(fn, "fn", fn)  # a _Chunk's function
+        module = getattr(work, "__module__", None) or type(work).__module__
         ctx = multiprocessing.get_context("forkserver")
         ctx.set_forkserver_preload(
-            ["numpy", "cv2", "PIL.Image", "datasetagent.scan", "datasetagent.agents.processing"]
+            ["numpy", "cv2", "PIL.Image", module, *getattr(work, "preload", ())]
         )
         return ProcessPoolExecutor(
-            max_workers=self.workers, mp_context=ctx, initializer=_single_threaded
+            max_workers=self.workers,
+            mp_context=ctx,
+            initializer=_worker_init,
+            initargs=(os.getpid(),),
         )
 
     def close(self) -> None:

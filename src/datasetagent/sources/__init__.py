@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from datasetagent.registry import Registry
 from datasetagent.spec import DatasetSpec, SourceSpec
-from datasetagent.store import Candidate
+
+if TYPE_CHECKING:  # the store is not needed to find files (``scan`` starts faster without it)
+    from datasetagent.store import Candidate
 
 
 class Source(Protocol):

@@ -239,31 +239,40 @@ def _request(size: tuple[int, int], reduce_to: int) -> tuple[int, int]:
     return max(1, int(size[0] * scale)), max(1, int(size[1] * scale))
 
 
-def _grey_jpeg(data: bytes, *, max_pixels: int, reduce_to: int) -> Decoded | None:
-    """``decode_strict(color_mode="L", reduce_to=...)`` of a plain, complete JPEG by OpenCV:
-    the DCT scale and pixels of Pillow's ``draft`` (both are libjpeg-turbo), ~20% faster with
-    the header read here. None where it does not apply or OpenCV fails; Pillow decides then.
-
-    Only for streams that end with EOI: OpenCV refuses every truncation we tried, except one
-    that loses no more than the closing marker.
-    """
-    header = jpeg_header(data)
-    if header is None or not data.endswith(b"\xff\xd9"):
-        return None
-    size = (header.width, header.height)
-    if size[0] * size[1] > max_pixels:
-        return None  # the probe refuses it with the usual message
+def _jpeg_scale(size: tuple[int, int], reduce_to: int | None) -> int:
+    """The DCT scale denominator (1, 2, 4 or 8) Pillow's ``draft`` picks for ``reduce_to``."""
+    if reduce_to is None:
+        return 1
     request = _request(size, reduce_to)
     factor = min(size[0] // request[0], size[1] // request[1])
-    scale = next((s for s in (8, 4, 2) if factor >= s), 1)
-    import cv2  # only here: importing the decoder for ``sniff`` stays light
+    return next((s for s in (8, 4, 2) if factor >= s), 1)
 
-    grey = cv2.IMREAD_GRAYSCALE if scale == 1 else getattr(cv2, f"IMREAD_REDUCED_GRAYSCALE_{scale}")
-    flags = grey | cv2.IMREAD_IGNORE_ORIENTATION
-    pixels = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
-    expected = (-(-size[1] // scale), -(-size[0] // scale))
-    if pixels is None or pixels.dtype != np.uint8 or pixels.shape != expected:
-        return None
+
+def _decode_jpeg(data: bytes, size: tuple[int, int], scale: int, colorspace: str) -> np.ndarray:
+    """Pixels of a plain JPEG at 1/``scale`` by libjpeg-turbo in strict mode: every warning
+    (corrupt entropy-coded data, a premature end, extraneous bytes) raises ImageIssue, where
+    Pillow and OpenCV pass most of them over and return damaged pixels."""
+    import simplejpeg  # only here: importing the decoder for ``sniff`` stays light
+
+    width, height = -(-size[0] // scale), -(-size[1] // scale)
+    try:
+        pixels: np.ndarray = simplejpeg.decode_jpeg(
+            data, colorspace=colorspace, strict=True, min_width=width, min_height=height
+        )
+    except ValueError as exc:
+        raise ImageIssue("corrupt", f"damaged image data: {exc}", size) from None
+    if pixels.shape[:2] != (height, width):
+        raise ImageIssue("corrupt", f"damaged image data: decoded {pixels.shape[:2]}", size)
+    return pixels
+
+
+def _grey_jpeg(data: bytes, header: JpegHeader, *, reduce_to: int | None) -> Decoded:
+    """``decode_strict`` of a plain JPEG in grey (``color_mode`` L) by libjpeg-turbo in strict
+    mode, at the DCT scale and with the pixels of Pillow's ``draft`` (both are libjpeg-turbo).
+    """
+    size = (header.width, header.height)
+    pixels = _decode_jpeg(data, size, _jpeg_scale(size, reduce_to), "GRAY")
+    pixels = pixels.reshape(pixels.shape[:2])
     img = Image.fromarray(pixels)
     if header.orientation not in UPRIGHT:
         return Decoded(image=img, source_format="JPEG", size=size, pixels=pixels)
@@ -298,25 +307,28 @@ def decode_strict(
     """Decode every pixel of ``data``; a truncated or damaged file raises ImageIssue.
 
     Pillow's tolerant mode (``LOAD_TRUNCATED_IMAGES``) fills missing data with grey; it is never
-    used here. ``color_mode`` None keeps grey images grey and makes the rest RGB. With
-    ``reduce_to``, JPEGs are decoded at the smallest DCT scale whose sides are still at least
-    that long (the whole stream is still read, so truncation is still caught). The image is
+    used here, and plain JPEGs are also read by libjpeg-turbo in strict mode, which refuses
+    the corrupt entropy-coded data Pillow passes over. ``color_mode`` None keeps grey images
+    grey and makes the rest RGB. With ``reduce_to``, JPEGs are decoded at the smallest DCT
+    scale whose sides are still at least that long (the whole stream is still read, so
+    truncation is still caught). The image is
     rotated upright from its EXIF orientation and converted to the colour mode; both are
     recorded as processing steps when they change anything. Animated images give their first
     frame.
     """
-    if reduce_to is not None and color_mode == "L":
-        fast = _grey_jpeg(data, max_pixels=max_pixels, reduce_to=reduce_to)
-        if fast is not None:
-            return fast
+    header = jpeg_header(data) if data.startswith(b"\xff\xd8") else None
+    if header is not None and header.width * header.height > max_pixels:
+        header = None  # the probe refuses it with the usual message
+    if header is not None and reduce_to is not None and color_mode == "L":
+        return _grey_jpeg(data, header, reduce_to=reduce_to)
     img, fmt = probe(data, max_pixels=max_pixels)
     if color_mode is None:
         color_mode = "L" if img.mode in GREY_MODES else "RGB"
     size = img.size
-    frames = int(getattr(img, "n_frames", 1) or 1)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # palette-transparency notes and the like
+            frames = int(getattr(img, "n_frames", 1) or 1)  # reads every frame's header
             if reduce_to is not None and fmt in ("JPEG", "MPO"):
                 img.draft("L" if color_mode == "L" else "RGB", _request(size, reduce_to))
             img.load()
@@ -324,6 +336,10 @@ def decode_strict(
         raise ImageIssue("too_large", str(exc), size) from None
     except (OSError, ValueError, SyntaxError, EOFError, MemoryError) as exc:
         raise ImageIssue("corrupt", f"damaged image data: {exc}", size) from None
+    if header is not None:
+        # Pillow passes over corrupt entropy-coded data; the strict decoder at its cheapest
+        # scale reads every byte of it (~1/3 of a full decode's time).
+        _decode_jpeg(data, size, 8, "GRAY")
     steps: list[ProcessingStep] = []
     orientation = img.getexif().get(0x0112, 1)
     if orientation in UPRIGHT:
@@ -338,15 +354,34 @@ def decode_strict(
 
 
 def to_mode(img: Image.Image, mode: str) -> Image.Image:
-    """Convert to ``mode`` (L or RGB): transparency onto white, high bit depths scaled down
-    (not clipped), CMYK and YCbCr through Pillow's converters."""
+    """Convert to ``mode`` (L or RGB): transparency onto a background (``background``), high
+    bit depths scaled down (not clipped), CMYK and YCbCr through Pillow's converters."""
     if img.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
         img = Image.fromarray(scale_to_8bit(np.asarray(img)), mode="L")
-    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+    if img.mode in ("RGBA", "LA", "PA") or "transparency" in img.info:
         rgba = img.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        img = Image.alpha_composite(background, rgba)
+        level = background(np.asarray(rgba))
+        if level is not None:
+            plate = Image.new("RGBA", rgba.size, (level, level, level, 255))
+            img = Image.alpha_composite(plate, rgba)
     return img.convert(mode)
+
+
+def background(rgba: np.ndarray) -> int | None:
+    """The grey level (255 or 0) an H×W×4 image with transparency is shown on, None when it
+    is opaque: white, unless what shows through the alpha is mostly light (white ink on a
+    transparent sheet), then black. What a viewer shows is what is checked and hashed, and a
+    picture drawn in the alpha channel alone must not vanish into its background."""
+    alpha = rgba[..., 3]
+    if alpha.min() == 255:
+        return None
+    step = max(1, int(np.sqrt(alpha.size / 65536)))  # ~64k pixels decide
+    sample = rgba[::step, ::step].astype(np.float32)
+    weight = sample[..., 3]
+    luma = sample[..., :3] @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+    total = float(weight.sum())
+    light = total > 0 and float((luma * weight).sum()) / total > 127.5
+    return 0 if light else 255
 
 
 def scale_to_8bit(arr: np.ndarray) -> np.ndarray:

@@ -1,5 +1,7 @@
-"""First-seen-kept deduplication: exact keys in a dict, perceptual hashes in a sub-quadratic
+"""Deduplication: exact keys in a dict, perceptual hashes in a sub-quadratic
 near-duplicate index, and hash matches confirmed by comparing small thumbnails.
+``Deduplicator`` decides in arrival order (the first seen of a group is kept); ``BestCopies``
+regroups its verdicts so that each group keeps its best copy.
 
 A 64-bit hash match alone is not enough on small, simple images (two different handwritten
 "5"s at 32×32 often hash within a few bits), so every match is verified: the normalised
@@ -29,7 +31,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
-import cv2
 import numpy as np
 
 from datasetagent.tools.dupindex import NearDuplicateIndex
@@ -66,6 +67,8 @@ def thumbnail(gray: np.ndarray) -> np.ndarray:
     """
     height, width = gray.shape
     if min(height, width) < THUMB:
+        import cv2  # only here: the deduplicating parent of a scan starts faster without it
+
         return np.asarray(cv2.resize(gray, (THUMB, THUMB), interpolation=cv2.INTER_AREA))
     small = _shrink_matrix(height) @ gray.astype(np.float32) @ _shrink_matrix(width).T
     out: np.ndarray = np.rint(small).astype(np.uint8)
@@ -366,3 +369,66 @@ class Deduplicator:
     def memory_bytes(self) -> int:
         per_thumb = THUMB * THUMB + 100
         return self._near.memory_bytes() + 200 * len(self._exact) + per_thumb * len(self._thumbs)
+
+
+#: Formats that store pixels without loss; of two copies of one size, these are kept.
+LOSSLESS = frozenset({"PNG", "BMP", "TIFF", "PPM"})
+
+
+class Quality(NamedTuple):
+    """What ranks the copies of a duplicate group: more pixels, then lossless over lossy,
+    then more bytes a pixel (less compressed)."""
+
+    pixels: int
+    lossless: bool
+    bytes_per_pixel: float
+
+    @classmethod
+    def of(cls, width: int, height: int, fmt: str | None, nbytes: int) -> Quality:
+        pixels = width * height
+        return cls(pixels, fmt in LOSSLESS, nbytes / max(pixels, 1))
+
+
+class BestCopies:
+    """Turns first-seen duplicate verdicts (``Deduplicator.check``, fed in arrival order) into
+    best-copy ones: of each group the best copy (``Quality``, then the smaller key) is kept and
+    every other member names it; of equals (exact copies included), the first seen. A group is
+    its first-seen copy and the items naming it."""
+
+    def __init__(self) -> None:
+        self._quality: dict[str, Quality] = {}
+        self._exact: dict[str, str | None] = {}
+        self._members: dict[str, list[str]] = {}
+
+    def add(self, key: str, verdict: Duplicate | None, quality: Quality, exact: str | None) -> None:
+        """One item's first-seen verdict, its quality and exact key (None: none)."""
+        if verdict is not None:
+            self._members.setdefault(verdict.of, []).append(key)
+        self._quality[key] = quality
+        self._exact[key] = exact
+
+    def changes(self) -> dict[str, Duplicate | None]:
+        """The verdicts that differ from the first-seen ones, by key."""
+        out: dict[str, Duplicate | None] = {}
+        for first, members in self._members.items():
+            group = [first, *members]
+            # copies with the same pixels (exact key) rank as their first seen: bytes of
+            # metadata do not make a copy better
+            firsts: dict[str, str] = {}
+            ranks = {
+                k: _rank(self._quality[firsts.setdefault(e, k) if (e := self._exact[k]) else k])
+                for k in group
+            }
+            best = min(group, key=ranks.__getitem__)  # min: the first of equals
+            if best == first:
+                continue
+            out[best] = None
+            for key in group:
+                if key != best:
+                    same = self._exact[key] is not None and self._exact[key] == self._exact[best]
+                    out[key] = Duplicate("exact_duplicate" if same else "near_duplicate", best)
+        return out
+
+
+def _rank(q: Quality) -> tuple[int, int, float]:
+    return (-q.pixels, -int(q.lossless), -q.bytes_per_pixel)

@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import functools
 
-import cv2
 import numpy as np
 import numpy.typing as npt
 
@@ -96,6 +95,8 @@ def _area_dct(n_src: int) -> npt.NDArray[np.float32]:
 
 def _low_blocks_cv2(gray: np.ndarray, bounds: list[tuple[int, int, int, int]]) -> np.ndarray:
     """Reference path (and the one for windows under 32 px): cv2 INTER_AREA + cv2.dct."""
+    import cv2  # only here: the index (dupindex imports popcount) stays light
+
     img = gray.astype(np.float32)
     blocks = []
     for r0, r1, c0, c1 in bounds:

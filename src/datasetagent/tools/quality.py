@@ -92,6 +92,12 @@ def score_array(img: np.ndarray, gray: np.ndarray | None = None) -> dict[str, fl
     return scores
 
 
+def relative_sharpness(scores: dict[str, float]) -> float:
+    """Variance of the Laplacian over the variance of grey levels: the number
+    ``CheckThresholds.min_sharpness`` is compared to (it does not change with exposure)."""
+    return scores["sharpness"] / max(scores["contrast"] ** 2, 1.0)
+
+
 def mark(
     width: int, height: int, scores: dict[str, float], t: CheckThresholds, *, min_side: int
 ) -> list[str]:
@@ -104,8 +110,7 @@ def mark(
     if scores["shadows"] > t.bright_shadows:
         issues.append("bright")
     near_constant = scores["contrast"] < t.min_contrast or scores["entropy"] < t.min_entropy
-    relative_sharpness = scores["sharpness"] / max(scores["contrast"] ** 2, 1.0)
-    if relative_sharpness < t.min_sharpness and not near_constant:
+    if relative_sharpness(scores) < t.min_sharpness and not near_constant:
         issues.append("blurry")
     if near_constant:
         issues.append("low_information")
