@@ -55,7 +55,7 @@ def reply(classes: list[dict[str, Any]], **fields: Any) -> dict[str, Any]:
     plan_ = {
         "task": None, "classes": classes, "images_per_class": None, "total_images": None,
         "counts_add_to_existing": False, "formats": [], "licence": "any", "split": None,
-        "min_side": None, "size": None, "color_mode": None,
+        "min_side": None, "size": None, "color_mode": None, "enhance": None,
     }  # fmt: skip
     plan_.update(fields)
     return plan_
