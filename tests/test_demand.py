@@ -345,3 +345,24 @@ def test_a_request_with_a_next_line_character_round_trips() -> None:
     spec = parse_request("cats and dogs\x85")  # PyYAML writes U+0085 raw unless told not to
     assert spec.class_names == ("cats", "dogs")
     assert DatasetSpec.from_yaml(spec.to_yaml()) == spec
+
+
+@pytest.mark.parametrize(
+    ("name", "fragment"),
+    [("a\x00b", "holds the control character"), ("é" * 150, "300 bytes long in UTF-8")],
+)
+def test_existing_class_names_are_checked_and_the_dataset_named(name: str, fragment: str) -> None:
+    prof = DatasetProfile(
+        path="/data/coco", class_counts={"dog": 3, name: 2}, min_side=9, color_mode="RGB"
+    )
+    with pytest.raises(SpecError) as info:
+        parse_request("add 10 per class", existing=prof)
+    message = str(info.value)
+    assert message.startswith("existing dataset /data/coco: class name ")
+    assert fragment in message
+    assert "rename the class there" in message
+
+
+def test_request_class_names_are_checked_where_the_spec_is_made() -> None:
+    with pytest.raises(SpecError, match=r"^request: class name .* bytes long in UTF-8"):
+        parse_request(f'cats and "{"ü" * 120}"')

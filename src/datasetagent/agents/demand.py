@@ -334,8 +334,7 @@ def plan_reading(
             f"{show(listed)}"
         )
     if not phrases and not old:
-        unused = f" (did not use: {show(', '.join(reading.unused))})" * bool(reading.unused)
-        raise fail(f"could not find any classes in {show(text)}{unused}; name them")
+        raise fail(f"could not find any classes in {show(text)}; name them")
     task = _resolve_task(reading, existing)
     formats = tuple(reading.formats) or DEFAULT_FORMATS[task]
     _check_formats(formats, task, bool(reading.tasks) or existing is not None)

@@ -140,7 +140,9 @@ _DETECT = re.compile(
 )
 _QUOTED = re.compile(r'"([^"]*)"|“([^”]*)”')
 _QREF = re.compile("\ue000(.)\ue001")
-_MARKER = re.compile(r"\b(?:classes|categories|labels|class\s+names)\s*(?:are\s*)?:")
+_MARKER = re.compile(
+    r"\b(?:class(?:es)?|categor(?:y|ies)|labels|class\s+names)\s*(?:are\s*|is\s*)?:"
+)
 _COLON = re.compile(r":(?!\s*[0-9])")
 _SENTENCE_END = re.compile(r"[.!?\n](?=\s|$)")
 #: What a pass leaves in place of the phrase it read: a list separator that also ends a run of
@@ -185,7 +187,7 @@ _LEAD = _ADD_WORDS | _words(
     several of with between among for from in on at into as by only just also around about
     approximately roughly up least most total overall and or e.g eg i.e ie etc format formats
     export exported split splits licensed licenced license licence licenses licences annotated
-    labelled labeled real real-world across samples examples balance rebalance"""
+    labelled labeled real real-world across samples examples balance rebalance called named"""
 )
 _TRAIL = _IMG_WORDS | _words(
     """dataset datasets data class classes category categories labels label each only please in
@@ -338,7 +340,8 @@ class RequestReading:
                 listed = marker or adding
                 for piece in (piece for part in _SEP.split(run) for piece in _AND.split(part)):
                     found = self._piece(piece, marker, listed)
-                    listed = listed or any(p.explicit for p in found)
+                    intro = any(w.strip(_PUNCT) in _NEW_WORDS for w in piece.split())
+                    listed = listed or intro or any(p.explicit for p in found)
                     out += found
         return out
 
@@ -415,7 +418,7 @@ class RequestReading:
                 raise fail("the request asks for both colour and greyscale", "cats, greyscale")
             self.color = mode
             self.note(m.group(0), f"image.color_mode: {mode}")
-            return _BREAK
+            return " "  # an adjective: "500 greyscale images of cats" stays one phrase
 
         return handler
 
@@ -498,7 +501,8 @@ class RequestReading:
         joined = " ".join(tokens)
         cut = _CUT.search(joined)
         if cut is not None:  # "cats in the wild": the clause is not part of the name
-            self.unused.append(cut.group(0).strip())
+            if self._leftover(cut.group(0)):  # worth reporting: not only filler words
+                self.unused.append(cut.group(0).strip())
             joined = joined[: cut.start()]
         tokens = joined.split()
         tokens, trail = _strip_trail(tokens), tokens
