@@ -165,6 +165,10 @@ EXPAND: list[tuple[str, dict[str, Any]]] = [
     ('add "Hats & Caps"',
      {"classes": [*CLOTHES, "Hats & Caps"], "targets": {**OLD["targets"], "Hats & Caps": 4}}),
     ("10 more shirts and 5 more shoes", {"targets": {"shirt": 12, "shoe": 8, "trousers": 4}}),
+    ("expand it with zebras",
+     {"classes": [*CLOTHES, "zebras"], "targets": each("shirt shoe trousers zebras", 4)}),
+    ("extend the dataset with hats and caps, 10 each",
+     {"classes": [*CLOTHES, "hats", "caps"], "targets": each("shirt shoe trousers hats caps", 10)}),
     ("expand with 100 more shirts", {"targets": {"shirt": 102, "shoe": 4, "trousers": 4}}),
     # settings, which are never classes
     ("no enhancement, resize to 128", {"size": (128, 128)}),

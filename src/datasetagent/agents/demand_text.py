@@ -1,13 +1,16 @@
 """Reading a dataset request: the phrase passes and the class names left after them.
 
 :func:`read_request` runs a row of regular-expression passes over the lowercased text. Each pass
-recognises one kind of phrase (a split, an image size, colour, counts, formats, licences, task
-words), records what it means on the :class:`RequestReading` and cuts the phrase out. What is
+recognises one kind of phrase (a split, an image size or minimum side, colour, enhancement,
+counts, formats, licences, task words), records what it means on the :class:`RequestReading`
+(and, as a :class:`Reading`, how the phrase was read) and cuts the phrase out. What is
 left is split on list separators (commas, "and", "or", "vs", "/", "&") into class names, after
 filler words ("a dataset of", "images", "please") are trimmed from both ends of each piece and
 trailing clauses ("in the wild", "for my thesis") are dropped. When a colon is followed by a
 list ("dog breeds: beagle, poodle"), the list is the classes. A name in double quotes is taken
-verbatim, case included. :mod:`datasetagent.agents.demand` turns the reading into a spec.
+verbatim, case included. Dropped clauses and words outside a class list are kept in
+``unused``; each name records whether the request introduced it as a class (``explicit``).
+:mod:`datasetagent.agents.demand` turns the reading into a spec.
 """
 
 from __future__ import annotations
@@ -173,6 +176,7 @@ _ADD_WORDS = _words("add another extra more additional")
 #: names, names with a count and names in a class list become new classes).
 _NEW_WORDS = _ADD_WORDS | _words("new include including includes plus")
 _CLASS_WORDS = _words("class classes category categories label labels")
+_GROW_WORDS = _words("expand extend grow enlarge augment")  # "expand it with zebras"
 _IMG_WORDS = _words("image images photo photos photograph photographs picture pictures pic pics")
 _LINK = _words("of with showing containing featuring depicting from for that in")
 _LEAD = _ADD_WORDS | _words(
@@ -340,7 +344,7 @@ class RequestReading:
                 listed = marker or adding
                 for piece in (piece for part in _SEP.split(run) for piece in _AND.split(part)):
                     found = self._piece(piece, marker, listed)
-                    intro = any(w.strip(_PUNCT) in _NEW_WORDS for w in piece.split())
+                    intro = _introduces([w.strip(_PUNCT) for w in piece.split()])
                     listed = listed or intro or any(p.explicit for p in found)
                     out += found
         return out
@@ -488,7 +492,8 @@ class RequestReading:
         ``listed``: the item stands in a list of names introduced as classes."""
         words = [t for t in (w.strip(_PUNCT) for w in piece.split()) if t]
         add, tokens = _strip_lead(words)
-        new = any(t in _NEW_WORDS for t in words[: len(words) - len(tokens)])
+        lead = words[: len(words) - len(tokens)]
+        new = _introduces(lead)
         if marker and _PURE_NUMBER.fullmatch(" ".join(tokens)):  # "classes: 0, 1, 2"
             return [Phrase(tokens[0], None, False)]
         count, m = None, _SEG_COUNT.match(" ".join(tokens))
@@ -496,7 +501,7 @@ class RequestReading:
             count = _number(m)
             rest = m.group("rest").split()
             more, tokens = _strip_lead(rest)
-            new = new or any(t in _NEW_WORDS for t in rest[: len(rest) - len(tokens)])
+            new = new or _introduces(rest[: len(rest) - len(tokens)])
             add = add or more or bool(m.group("more"))
         joined = " ".join(tokens)
         cut = _CUT.search(joined)
@@ -527,6 +532,12 @@ class RequestReading:
                 'commas, or put each in double quotes like "red fox"'
             )
         return [Phrase(name, count, add, explicit)]
+
+
+def _introduces(words: Sequence[str]) -> bool:
+    """True when ``words`` introduce new classes: "add", "new", "more", "expand ... with"."""
+    found = set(words)
+    return bool(found & _NEW_WORDS) or ("with" in found and bool(found & _GROW_WORDS))
 
 
 def _strip_lead(tokens: list[str]) -> tuple[bool, list[str]]:
