@@ -76,6 +76,11 @@ NEW: list[tuple[str, dict[str, Any]]] = [
     ("cats and dogs scaled down to 96 pixels", {"size": (96, 96)}),
     ("cats and dogs, cropped to 200 by 100", {"size": (200, 100)}),
     ("resize the images to 512px: cats, dogs", {"size": (512, 512)}),
+    ("cats and dogs, images should be 256x256", {"size": (256, 256)}),
+    ("cats and dogs, 256 x 256 px, export to hugging face",
+     {"size": (256, 256), "formats": ["hf"]}),
+    ("cats and dogs, resize all images to 300x200 and save as parquet",
+     {"size": (300, 200), "formats": ["hf"]}),
     ("cats and dogs, at least 224 px", {"min_side": 224}),
     ("cats and dogs no smaller than 300x200", {"min_side": 200}),
     # colour
@@ -93,6 +98,7 @@ NEW: list[tuple[str, dict[str, Any]]] = [
     ("unenhanced cats and dogs", {"enhance": "off"}),
     ("cats and dogs, skip enhancement", {"enhance": "off"}),
     ("cats and dogs with enhancement", {}),
+    ("cats and dogs, keep the original pixels", {"enhance": "off"}),
     # formats (and the task they need, said in words)
     ("detect cats and dogs in COCO format", {"task": "detection", "formats": ["coco"]}),
     ("bounding boxes around cats and dogs, as YOLO", {"task": "detection", "formats": ["yolo"]}),
@@ -142,6 +148,8 @@ EXPAND: list[tuple[str, dict[str, Any]]] = [
     ("50 more per class", {"targets": {"shirt": 52, "shoe": 53, "trousers": 54}}),
     ("add 100 images", {"targets": {"shirt": 36, "shoe": 36, "trousers": 37}}),
     ("600 images in total", {"targets": each("shirt shoe trousers", 200)}),
+    ("top up every class to 100", {"targets": each("shirt shoe trousers", 100)}),
+    ("each class up to 50 images", {"targets": each("shirt shoe trousers", 50)}),
     ("add 20 images of hats",
      {"classes": [*CLOTHES, "hats"], "targets": {**OLD["targets"], "hats": 20}}),
     ("add 60 images of hats and caps",

@@ -63,11 +63,13 @@ _MIN_KW = (
 )
 _MIN_SIDE = re.compile(
     rf"(?<!\w)(?:{_MIN_KW}(?P<w>[0-9]+)\s*(?:x|×|by)\s*(?P<h>[0-9]+)(?:\s*(?:px|pixels?))?"
-    rf"|(?:{_MIN_KW})?(?<![\w.])(?P<s>[0-9]+)\s*(?:px|pixels?)\b)"
+    # "256 px" (not the height of "256 x 256 px")
+    rf"|(?:{_MIN_KW})?(?<![\w.])(?<![x×]\s)(?<!\sby\s)(?P<s>[0-9]+)\s*(?:px|pixels?)\b)"
 )
 _RESIZE = (
     r"\b(?:resiz(?:e|ed|ing)|(?:down)?scal(?:e|ed|ing)|fit(?:ted|ting)?|crop(?:ped|ping)?"
-    r"|shrunk|shrink)\s+(?:(?:them|it|all|every(?:thing)?|the\s+images|images)\s+)?"
+    r"|shrunk|shrink)\s+(?:(?:all|every|each)\s+)?(?:(?:of\s+)?the\s+)?"
+    r"(?:(?:images|photos|pictures|them|it|everything)\s+)?"
     r"(?:down\s+)?(?:to\s+)?(?:be\s+)?"
 )
 _SIZE = re.compile(
@@ -85,6 +87,8 @@ _ENHANCE_OFF = re.compile(
     r"|\b(?:do\s+not|don't|dont|never|not)\s+(?:to\s+)?enhanc(?:e|ed|ing)\b"
     r"(?:\s+(?:them|it|the\s+images|the\s+photos|images|photos|anything))?"
     r"|\bun[\s-]?enhanced\b|\benhance(?:ment)?\s*(?:[:=]\s*|\s)(?:off|no|none|false)\b"
+    r"|\bkeep\s+(?:the\s+)?(?:original\s+)?(?:pixels|images|photos)\s+(?:as\s+they\s+are|untouched"
+    r"|unchanged|unmodified)\b|\b(?:keep\s+)?(?:the\s+)?original\s+pixels\b"
 )
 _ENHANCE_ON = re.compile(
     r"\b(?:with\s+(?:image\s+)?enhancements?|auto[\s-]?enhanc(?:e|ed|ement)"
@@ -98,7 +102,8 @@ _PER_CLASS = tuple(
     for p in (
         rf"{_ADD}{_NUM}\s*{_MORE}(?:{_IMG}\s+)?(?:(?:per|a)\s+{_UNIT}\b"
         rf"|(?:for\s+|of\s+|in\s+)?(?:each|every)\b(?:\s+(?:of\s+the\s+)?{_UNIT}\b)?)",
-        rf"\b(?:each|every|per)\s+{_UNIT}\s*(?::|should\s+have|will\s+have|with|has|having|gets?)?"
+        rf"\b(?:each|every|per)\s+{_UNIT}\s*"
+        rf"(?::|(?:up\s+)?to|should\s+have|will\s+have|with|has|having|gets?)?"
         rf"\s*{_ADD}{_NUM}(?:\s+{_MORE}{_IMG}\b)?",
     )
 )
@@ -191,12 +196,13 @@ _LEAD = _ADD_WORDS | _words(
     several of with between among for from in on at into as by only just also around about
     approximately roughly up least most total overall and or e.g eg i.e ie etc format formats
     export exported split splits licensed licenced license licence licenses licences annotated
-    labelled labeled real real-world across samples examples balance rebalance called named"""
+    labelled labeled real real-world across samples examples balance rebalance called named top
+    fill bring"""
 )
 _TRAIL = _IMG_WORDS | _words(
     """dataset datasets data class classes category categories labels label each only please in
     as with for from of to on and or the a an format formats etc vs too also split splits total
-    overall altogether set samples examples"""
+    overall altogether set samples examples at be should must will is are all"""
 )
 _IRREGULAR = {
     "people": "person", "men": "man", "women": "woman", "children": "child", "mice": "mouse",
