@@ -10,6 +10,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from PIL import Image
 
 from datasetagent.agents.demand import Planned, read_and_plan
@@ -290,3 +292,37 @@ def test_expansion_shows_existing_and_new_classes(clothes: DatasetProfile) -> No
         ("hats", "class: hats"),
     ]
     assert planned.unused == ("clothing",)
+
+
+NAMES = ["cats", "dogs", "red foxes", "tulips", "fire trucks", "owls", "bicycles", "cups"]
+#: setting phrases, each with a field it must set, in any order among class names
+SETTINGS: list[tuple[str, str, Any]] = [
+    ("300 each", "targets", 300), ("300 images per class", "targets", 300),
+    ("resize to 128", "size", (128, 128)), ("resized to 256 px", "size", (256, 256)),
+    ("at 224x224", "size", (224, 224)), ("greyscale", "colour", "L"),
+    ("in grayscale", "colour", "L"), ("black and white", "colour", "L"),
+    ("no enhancement", "enhance", "off"), ("don't enhance", "enhance", "off"),
+    ("without enhancement", "enhance", "off"), ("as parquet", "formats", ["hf"]),
+    ("export to CSV", "formats", ["csv"]), ("for commercial use", "licence", "permissive"),
+    ("openly licensed", "licence", "open"),
+]  # fmt: skip
+
+
+@given(
+    names=st.lists(st.sampled_from(NAMES), min_size=2, max_size=4, unique=True),
+    settings=st.lists(st.sampled_from(SETTINGS), max_size=4, unique_by=lambda s: s[1]),
+    order=st.randoms(use_true_random=False),
+)
+def test_setting_phrases_anywhere_never_become_classes(
+    names: list[str], settings: list[tuple[str, str, Any]], order: Any
+) -> None:
+    parts = [*names[:-1], f"and {names[-1]}", *(phrase for phrase, _, _ in settings)]
+    order.shuffle(parts)
+    text = ", ".join(parts)
+    got = fields(read_and_plan(text))
+    assert sorted(got["classes"]) == sorted(names), text
+    assert got["unused"] == [], text
+    for _, field, value in settings:
+        assert (set(got[field].values()) if field == "targets" else got[field]) == (
+            {value} if field == "targets" else value
+        ), text
