@@ -234,6 +234,7 @@ def test_build_with_an_llm_labeler_through_a_local_endpoint(tmp_path: Path) -> N
                 "min_side": None,
                 "size": None,
                 "color_mode": None,
+                "enhance": None,
             }
             return Reply.json(plan)
         data = base64.b64decode(url.split(",", 1)[1])
@@ -287,7 +288,7 @@ def test_plan_with_an_llm_and_without(tmp_path: Path) -> None:
         ],
         "images_per_class": 500, "total_images": None, "counts_add_to_existing": False,
         "formats": [], "licence": "open", "split": None, "min_side": None, "size": None,
-        "color_mode": None,
+        "color_mode": None, "enhance": None,
     }  # fmt: skip
     request = "a detection dataset of bicycles and scooters, 500 images each, openly licensed"
     with StubServer() as stub:
@@ -367,3 +368,65 @@ def test_build_parses_the_existing_dataset_once(
     result = CliRunner().invoke(main, [*args, "--source", str(pool), "-o", str(tmp_path / "run")])
     assert result.exit_code == 0, result.output
     assert reads == [tmp_path / "seed"]
+
+
+def test_plan_shows_how_each_phrase_was_read_and_what_was_not_used(tmp_path: Path) -> None:
+    write_class_folders(tmp_path / "clothes", digit_images(6, classes=(3, 4)))
+    out = run(
+        "plan",
+        "expand this clothing classification dataset to 30 images per class, no enhancement, "
+        "resized to 64 px",
+        "--existing",
+        str(tmp_path / "clothes"),
+    )
+    assert out.returncode == 0, out.stderr
+    spec = DatasetSpec.model_validate(__import__("yaml").safe_load(out.stdout))
+    assert spec.class_names == ("3", "4")  # "clothing" is not made a class
+    assert spec.targets() == {"3": 30, "4": 30}
+    assert (spec.image.size, spec.image.enhance) == ((64, 64), "off")
+    for line in (
+        'read "30 images per class" as per class: 30',
+        'read "no enhancement" as image.enhance: off',
+        'read "resized to 64 px" as image.size: 64x64',
+        'read "classification" as task: classification',
+    ):
+        assert line in out.stderr
+    assert 'warning: the request\'s "clothing" was not used' in out.stderr
+
+
+def test_plan_and_build_take_set_and_check_it(tmp_path: Path) -> None:
+    out = run(
+        "plan", "cats and dogs", "--set", "quality.min_confidence=0.8",
+        "--set", "image.size=128,128", "--set", "enhance=off",
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    spec = DatasetSpec.model_validate(__import__("yaml").safe_load(out.stdout))
+    assert spec.quality.min_confidence == 0.8
+    assert spec.image.size == (128, 128)
+    assert spec.image.enhance == "off"
+    bad = run("build", "cats and dogs", "-o", str(tmp_path / "r"), "--set", "min_confidenc=1")
+    assert bad.returncode == 2
+    assert bad.stderr.strip().splitlines()[-1] == (
+        "error: --set min_confidenc: no such setting in the spec; did you mean "
+        "quality.min_confidence or image.min_side?"
+    )
+    huge = run("build", "cats and dogs", "-o", str(tmp_path / "r"), "--set", "image.size=0,0")
+    assert huge.returncode == 2
+    assert "image size 0x0 is too small" in huge.stderr
+    assert not (tmp_path / "r").exists()  # refused before any work
+
+
+def test_build_warns_about_unused_words_and_keeps_the_task(tmp_path: Path) -> None:
+    args = ["-o", str(tmp_path / "r"), "--source", str(tmp_path / "nowhere")]
+    out = run("build", "cats and dogs in the wild", *args)
+    assert 'warning: the request\'s "in the wild" was not used' in out.stderr
+    coco = run("build", "cats and dogs in COCO format", *args)
+    assert coco.returncode == 2
+    assert "the coco format holds boxes or masks, but the request asks for no" in coco.stderr
+    spec_file = tmp_path / "spec.yaml"
+    spec_file.write_text("classes: [{name: cat}, {name: dog}]\nimage: {enhance: off}\n")
+    ok = run("plan", "cats and dogs", "--set", "image.enhance=off")
+    assert ok.returncode == 0, ok.stderr
+    loaded = run("build", str(spec_file), "--set", "formats=coco", *args)
+    assert loaded.returncode == 2
+    assert "the coco format cannot hold classification labels" in loaded.stderr

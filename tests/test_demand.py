@@ -68,8 +68,8 @@ GOOD: list[tuple[str, dict[str, Any]]] = [
      {"classes": ["cats", "dogs"], "task": "segmentation", "formats": ["coco"]}),
     ("detect and segment cats and dogs",
      {"classes": ["cats", "dogs"], "task": "segmentation", "formats": ["coco"]}),
-    ("cats and dogs in COCO format", {"classes": ["cats", "dogs"], "task": "detection",
-                                      "formats": ["coco"]}),
+    ("detect cats and dogs in COCO format", {"classes": ["cats", "dogs"], "task": "detection",
+                                             "formats": ["coco"]}),
     ("object detection of cats and dogs, pascal voc and coco",
      {"classes": ["cats", "dogs"], "task": "detection", "formats": ["voc", "coco"]}),
     ("image classification of cats and dogs as imagefolder and hugging face parquet",
@@ -117,6 +117,9 @@ def test_request_table(request_text: str, expected: dict[str, Any]) -> None:
 
 
 BAD: list[tuple[str, str]] = [
+    # a format never changes the task the request asks for (here: none, so classification)
+    ("cats and dogs in COCO format", "the coco format holds boxes or masks, but the request"),
+    ("cats and dogs, YOLO", "the yolo format holds boxes or masks"),
     ("", "could not find any classes"),
     ("top 5 dog breeds", "needs at least two classes"),
     ("bicycles", 'ask for detection ("detect bicycles")'),
@@ -139,9 +142,9 @@ BAD: list[tuple[str, str]] = [
     ("cats and dogs, greyscale, in colour", "both colour and greyscale"),
     ("cats and dogs, 3 classes", "says 3 classes but names 2"),
     ("cats and dogs, 200", "could not tell what 200 counts"),
-    ('cats, "a/b"', "cannot be a class name"),
+    ('cats, "a/b"', "cannot be used as a folder name"),
     ("cats and dogs, at least 0 px", "minimum image size"),
-    ('cats, ".."', "cannot be a class name"),
+    ('cats, ".."', "cannot be used as a folder name"),
 ]
 
 
@@ -342,3 +345,24 @@ def test_a_request_with_a_next_line_character_round_trips() -> None:
     spec = parse_request("cats and dogs\x85")  # PyYAML writes U+0085 raw unless told not to
     assert spec.class_names == ("cats", "dogs")
     assert DatasetSpec.from_yaml(spec.to_yaml()) == spec
+
+
+@pytest.mark.parametrize(
+    ("name", "fragment"),
+    [("a\x00b", "holds the control character"), ("é" * 150, "300 bytes long in UTF-8")],
+)
+def test_existing_class_names_are_checked_and_the_dataset_named(name: str, fragment: str) -> None:
+    prof = DatasetProfile(
+        path="/data/coco", class_counts={"dog": 3, name: 2}, min_side=9, color_mode="RGB"
+    )
+    with pytest.raises(SpecError) as info:
+        parse_request("add 10 per class", existing=prof)
+    message = str(info.value)
+    assert message.startswith("existing dataset /data/coco: class name ")
+    assert fragment in message
+    assert "rename the class there" in message
+
+
+def test_request_class_names_are_checked_where_the_spec_is_made() -> None:
+    with pytest.raises(SpecError, match=r"^request: class name .* bytes long in UTF-8"):
+        parse_request(f'cats and "{"ü" * 120}"')

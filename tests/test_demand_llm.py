@@ -55,7 +55,7 @@ def reply(classes: list[dict[str, Any]], **fields: Any) -> dict[str, Any]:
     plan_ = {
         "task": None, "classes": classes, "images_per_class": None, "total_images": None,
         "counts_add_to_existing": False, "formats": [], "licence": "any", "split": None,
-        "min_side": None, "size": None, "color_mode": None,
+        "min_side": None, "size": None, "color_mode": None, "enhance": None,
     }  # fmt: skip
     plan_.update(fields)
     return plan_
@@ -149,6 +149,17 @@ CONTRADICTORY = [
     pytest.param(reply([]), "could not find any classes", id="no-classes"),
     pytest.param(reply([cls("cat"), cls("dog")], split={"train": 0.8, "val": 0.3, "test": 0.1}),
                  "add up to 1.2", id="split"),
+    # the checks of issue 10 hold for a plan as for a request
+    pytest.param(reply([cls("ca\x00t"), cls("dog")]), "holds the control character",
+                 id="nul-in-class-name"),
+    pytest.param(reply([cls("x" * 300), cls("dog")]), "300 bytes long in UTF-8; at most 200",
+                 id="class-name-too-long"),
+    pytest.param(reply([cls("cat"), cls("dog")], size={"width": 100000, "height": 100000}),
+                 "more than max_pixels", id="size-too-large"),
+    pytest.param(reply([cls("cat"), cls("dog")], size={"width": 4, "height": 4}),
+                 "image size 4x4 is too small", id="size-too-small"),
+    pytest.param(reply([cls("cat"), cls("dog")], formats=["coco"]),
+                 "the coco format holds boxes or masks", id="format-does-not-change-task"),
 ]  # fmt: skip
 
 
@@ -276,3 +287,15 @@ def test_a_count_for_the_first_class_only_is_that_class_s_count(stub: StubServer
     spec, _ = plan_with_llm("40 cats, and dogs", llm="m", options=options(stub))
     assert spec.targets() == {"cat": 40, "dog": 100}
     assert parse_request("40 cats and dogs").targets() == {"cats": 20, "dogs": 20}
+
+
+def test_a_plan_can_turn_enhancement_off_and_its_fields_are_shown(stub: StubServer) -> None:
+    plan_ = reply([cls("cat"), cls("dog")], enhance="off", images_per_class=30)
+    stub.script(Reply.json(plan_))
+    planned = LLMPlanner("m", options=options(stub)).explain("cats and dogs, 30 each, raw pixels")
+    assert planned.spec.image.enhance == "off"
+    assert planned.spec.target_per_class == 30
+    shown = [(r.phrase, r.setting) for r in planned.readings]
+    assert ("plan.enhance", "enhance: off") in shown
+    assert ("plan.images_per_class", "images_per_class: 30") in shown
+    assert ("cat", "class: cat") in shown

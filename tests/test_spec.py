@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
@@ -12,6 +15,7 @@ from datasetagent.spec import (
     LicencePolicy,
     SourceSpec,
     SplitSpec,
+    class_name_problem,
     normalise_name,
     same_name,
 )
@@ -148,3 +152,104 @@ def test_sample_with_every_annotation_kind_round_trips() -> None:
     assert sample.provenance.steps[0].params == {"orientation": 6}
     with pytest.raises(ValueError, match="confidence"):
         ClassLabel(label="cat", confidence=1.5, labeler="seed")
+
+
+# -- issue 10: YAML switches, size bounds, class names, --set -----------------------------------
+@pytest.mark.parametrize(
+    ("word", "mode"),
+    [("off", "off"), ("no", "off"), ("false", "off"), ("on", "auto"), ("true", "auto"),
+     ("auto", "auto")],
+)  # fmt: skip
+def test_enhance_switch_words_in_yaml(word: str, mode: str) -> None:
+    text = f"classes: [{{name: cat}}, {{name: dog}}]\nimage:\n  enhance: {word}\n"
+    spec = DatasetSpec.from_yaml(text, origin="spec.yaml")
+    assert spec.image.enhance == mode
+    assert DatasetSpec.from_yaml(spec.to_yaml()) == spec  # written back as the word
+
+
+@pytest.mark.parametrize(
+    ("size", "fragment"),
+    [
+        ([0, 0], "image size 0x0 is too small"),
+        ([224, 4], "image size 224x4 is too small"),
+        ([100000, 100000], "more than max_pixels (100000000)"),
+    ],
+)
+def test_image_size_is_bounded_up_front(size: list[int], fragment: str) -> None:
+    with pytest.raises(SpecError) as info:
+        DatasetSpec.validated(
+            {"classes": [{"name": "cat"}, {"name": "dog"}], "image": {"size": size}},
+            origin="spec.yaml",
+        )
+    message = str(info.value)
+    assert message.startswith("spec.yaml: image: ")
+    assert fragment in message
+    assert "\n" not in message
+
+
+def test_image_size_bound_follows_max_pixels() -> None:
+    image = {"size": [4000, 3000], "max_pixels": 12_000_000}
+    assert make(image=image).image.size == (4000, 3000)
+    with pytest.raises(SpecError, match="more than max_pixels"):
+        DatasetSpec.validated({"classes": [{"name": "a"}], "image": {**image, "max_pixels": 10}})
+
+
+@pytest.mark.parametrize(
+    ("name", "fragment"),
+    [
+        ("ca\x00t", "control character '\\x00'"),
+        ("a\tb", "control character '\\t'"),
+        ("x" * 201, "201 bytes long in UTF-8; at most 200"),
+        ("é" * 101, "202 bytes long in UTF-8"),  # 101 characters, but 202 bytes
+        ("a/b", "cannot be used as a folder name"),
+        ("..", "cannot be used as a folder name"),
+        ("  ", "cannot be empty"),
+    ],
+)
+def test_class_names_must_make_file_names(name: str, fragment: str, tmp_path: Path) -> None:
+    path = tmp_path / "spec.json"
+    path.write_text(json.dumps({"classes": [{"name": "dog"}, {"name": name}]}), encoding="utf-8")
+    with pytest.raises(SpecError) as info:
+        DatasetSpec.load(path)
+    assert str(info.value).startswith(f"{path}: classes.1.name: ")
+    assert fragment in str(info.value)
+    assert class_name_problem(name.strip()) is not None
+    assert class_name_problem("é" * 100) is None  # 200 bytes: the longest allowed
+
+
+def test_with_settings_sets_dotted_paths_and_checks_them() -> None:
+    spec = make()
+    out = spec.with_settings(
+        ["quality.min_confidence=0.8", "image.size=128,128", "enhance=off", "formats=hf,csv",
+         "flag_only=blurry,dark", "budget.max_seconds=60"]
+    )  # fmt: skip
+    assert out.quality.min_confidence == 0.8
+    assert out.image.size == (128, 128)
+    assert out.image.enhance == "off"
+    assert out.formats == ("hf", "csv")
+    assert out.image.checks.flag_only == ("blurry", "dark")
+    assert out.budget.max_seconds == 60
+    assert out.classes == spec.classes
+    assert spec.with_settings(["image.size=64x48"]).image.size == (64, 48)
+    assert spec.with_settings(["image.size=96"]).image.size == (96, 96)
+    assert spec.with_settings(["image.size=null"]).image.size is None
+
+
+@pytest.mark.parametrize(
+    ("setting", "fragment"),
+    [
+        ("quality.min_confidenc=0.8", "no such setting in the spec; did you mean quality.min_conf"),
+        ("colour=L", "--set colour: no such setting"),
+        ("classes=a,b", "--set classes: no such setting"),
+        ("min_confidence", "--set takes KEY=VALUE"),
+        ("image.size=0,0", "image size 0x0 is too small"),
+        ("image.size=100000x100000", "more than max_pixels"),
+        ("quality.min_confidence=2", "quality.min_confidence: Input should be less than"),
+        ("formats=coco", "the coco format cannot hold classification labels"),
+    ],
+)
+def test_with_settings_errors_are_one_line(setting: str, fragment: str) -> None:
+    with pytest.raises(SpecError) as info:
+        make().with_settings([setting])
+    assert fragment in str(info.value)
+    assert "\n" not in str(info.value)

@@ -22,6 +22,7 @@ from datasetagent import __version__
 from datasetagent.errors import DatasetAgentError, UsageError
 
 if TYPE_CHECKING:
+    from datasetagent.agents.demand import Planned
     from datasetagent.spec import DatasetSpec
     from datasetagent.store import RunStore
 
@@ -112,6 +113,16 @@ def existing_option(fn: Callable[P, R]) -> Callable[P, R]:
     )(fn)
 
 
+spec_set_option = click.option(
+    "--set",
+    "settings",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Set a spec field after planning, by its dotted path (repeatable), e.g. --set "
+    "quality.min_confidence=0.8 --set image.size=128,128 --set enhance=off.",
+)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="datasetagent")
 @click.option("--debug", is_flag=True, help="Show tracebacks and debug logs.")
@@ -153,6 +164,7 @@ def _open_existing(existing: str | None, outside_root: bool = False) -> Any:
     help="Plan with an LLM, e.g. openai:gpt-4o-mini or ollama:qwen2.5:7b (default: by rule).",
 )
 @click.option("--llm-base-url", metavar="URL", help="OpenAI-compatible endpoint for --llm.")
+@spec_set_option
 @handle_errors
 def plan(
     request: str,
@@ -162,10 +174,14 @@ def plan(
     sources: tuple[str, ...],
     llm: str | None,
     llm_base_url: str | None,
+    settings: tuple[str, ...],
 ) -> None:
-    """Turn REQUEST into a dataset spec (Demand Analysis only)."""
+    """Turn REQUEST into a dataset spec (Demand Analysis only); how each phrase was read, and
+    the words not used, go to stderr."""
     dataset = _open_existing(existing, existing_outside_root)
-    spec = _plan(request, dataset, sources, llm, llm_base_url)
+    planned = _plan(request, dataset, sources, llm, llm_base_url)
+    _show_reading(planned, every=True)
+    spec = planned.spec.with_settings(settings) if settings else planned.spec
     text = spec.to_yaml()
     if output is None:
         click.echo(text, nl=False)
@@ -180,7 +196,7 @@ def _plan(
     sources: tuple[str, ...],
     llm: str | None,
     base_url: str | None,
-) -> Any:
+) -> Planned:
     """Demand Analysis: by LLM when one is named, by rule otherwise."""
     from datasetagent.agents.demand import DemandAnalyst
     from datasetagent.spec import SourceSpec
@@ -188,7 +204,7 @@ def _plan(
     if base_url and not llm:
         raise UsageError("--llm-base-url needs --llm MODEL (the model name the server serves)")
     analyst = DemandAnalyst(llm, options={"base_url": base_url} if base_url else None)
-    spec = analyst.plan(
+    planned = analyst.explain(
         request,
         existing=existing.profile() if existing is not None else None,
         sources=[SourceSpec.parse(s) for s in sources],
@@ -196,7 +212,20 @@ def _plan(
     if llm:
         usage = analyst.usage
         err.print(f"planned with {llm}: {usage.calls} call(s), {usage.retries} retried")
-    return spec
+    return planned
+
+
+def _show_reading(planned: Planned, *, every: bool) -> None:
+    """On stderr: how each phrase was read (``every``), and a warning naming unused words."""
+    if every:
+        for reading in planned.readings:
+            err.print(f'read "{escape(reading.phrase)}" as {escape(reading.setting)}')
+    if planned.unused:
+        words = ", ".join(f'"{escape(w)}"' for w in planned.unused)
+        err.print(
+            f"[yellow]warning:[/yellow] the request's {words} was not used (neither a setting "
+            "nor a class); check the spec (datasetagent plan shows how each phrase was read)"
+        )
 
 
 def _load_or_plan(
@@ -205,7 +234,10 @@ def _load_or_plan(
     sources: tuple[str, ...],
     llm: str | None = None,
     base_url: str | None = None,
-) -> Any:
+    settings: tuple[str, ...] = (),
+) -> DatasetSpec:
+    """The spec of a spec file (with ``sources``/``existing`` added) or of a request (unused
+    words warned about on stderr), with ``settings`` (``--set KEY=VALUE``) applied."""
     from datasetagent.spec import DatasetSpec, SourceSpec
 
     srcs = [SourceSpec.parse(s) for s in sources]
@@ -219,8 +251,12 @@ def _load_or_plan(
             update["sources"] = (*spec.sources, *srcs)
         if existing is not None:
             update["existing"] = str(existing.root)
-        return spec.model_copy(update=update) if update else spec
-    return _plan(spec_or_request, existing, sources, llm, base_url)
+        spec = spec.model_copy(update=update) if update else spec
+    else:
+        planned = _plan(spec_or_request, existing, sources, llm, base_url)
+        _show_reading(planned, every=False)
+        spec = planned.spec
+    return spec.with_settings(settings) if settings else spec
 
 
 def _print_summary(summary: dict[str, Any]) -> None:
@@ -338,6 +374,7 @@ def _print_summary(summary: dict[str, Any]) -> None:
     metavar="NAME.KEY=VALUE",
     help="Backend setting, e.g. --labeler-option owlv2.score_threshold=0.2 (repeatable).",
 )
+@spec_set_option
 @click.option("--device", help="Device for local models: cuda, mps or cpu (default: the best).")
 @click.option("--workers", type=click.IntRange(1), help="Worker processes (default: all cores).")
 @click.option("--resume", is_flag=True, help="Continue the run stored in the run folder.")
@@ -356,6 +393,7 @@ def build(
     llm_base_url: str | None,
     llm_tools: bool,
     labeler_options: tuple[str, ...],
+    settings: tuple[str, ...],
     device: str | None,
     workers: int | None,
     resume: bool,
@@ -366,9 +404,11 @@ def build(
 
     spec, dataset = None, _open_existing(existing, existing_outside_root)
     if spec_or_request is not None:
-        spec = _load_or_plan(spec_or_request, dataset, sources, llm, llm_base_url)
-        if formats:
-            spec = spec.model_copy(update={"formats": tuple(formats)})
+        if formats:  # checked like any other setting (a format that cannot hold the task)
+            settings = (*settings, f"formats={','.join(formats)}")
+        spec = _load_or_plan(spec_or_request, dataset, sources, llm, llm_base_url, settings)
+    elif settings:
+        raise UsageError("--set needs a request or spec file; a resumed run keeps its spec")
     elif not resume:
         raise UsageError(
             'give a request or a spec file, e.g. datasetagent build "cats and dogs, '

@@ -6,10 +6,12 @@ run actually used. It round-trips through JSON and YAML without loss.
 
 from __future__ import annotations
 
+import difflib
 import json
 import math
 import re
-from collections.abc import Mapping
+import unicodedata
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -71,6 +73,33 @@ DEFAULT_MIN_SIDE = 32
 
 #: Licence recorded for files the user supplies from their own disk.
 USER_SUPPLIED = "user-supplied"
+#: Longest class name, in UTF-8 bytes. Exporters make file and folder names from class names
+#: (a folder per class, ``NAME.txt``-style files, suffixes such as ``_000001``); file systems
+#: allow 255 bytes a name, so 200 leaves room for what exporters add.
+MAX_CLASS_NAME_BYTES = 200
+#: Smallest width or height images may be fitted to (``image.size``).
+MIN_FIT_SIDE = 8
+
+
+def class_name_problem(name: str) -> str | None:
+    """Why ``name`` (already stripped) cannot be a class name, or None when it can.
+
+    Class names become folder and file names in every export, so they must be usable as one.
+    """
+    if not name:
+        return "a class name cannot be empty"
+    control = next((c for c in name if unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp")), None)
+    if control is not None:
+        return f"class name {name!r} holds the control character {control!r}; remove it"
+    if "/" in name or "\\" in name or name in {".", ".."}:
+        return f"class name {name!r} cannot be used as a folder name (no / or \\, not . or ..)"
+    size = len(name.encode("utf-8", "surrogatepass"))
+    if size > MAX_CLASS_NAME_BYTES:
+        return (
+            f"class name {name[:40]!r}… is {size} bytes long in UTF-8; at most "
+            f"{MAX_CLASS_NAME_BYTES} fit in a file name, shorten it"
+        )
+    return None
 
 
 class _Model(BaseModel):
@@ -80,7 +109,7 @@ class _Model(BaseModel):
 class ClassSpec(_Model):
     """One class: its name, the text a model or search engine is given, and its target."""
 
-    name: Annotated[str, Field(min_length=1, max_length=200)]
+    name: str
     prompt: str = ""
     synonyms: tuple[str, ...] = ()
     target: Annotated[int, Field(ge=1)] | None = None
@@ -89,8 +118,9 @@ class ClassSpec(_Model):
     @classmethod
     def _strip(cls, value: str) -> str:
         value = value.strip()
-        if not value or "/" in value or "\\" in value or value in {".", ".."}:
-            raise ValueError(f"class name {value!r} cannot be used as a folder name")
+        problem = class_name_problem(value)
+        if problem is not None:
+            raise ValueError(problem)
         return value
 
     def all_names(self) -> tuple[str, ...]:
@@ -157,6 +187,12 @@ class CheckThresholds(_Model):
         return any(i not in self.flag_only for i in issues)
 
 
+_SWITCH_WORDS: dict[str, Literal["auto", "off"]] = {
+    **dict.fromkeys(("off", "no", "false", "none", "0"), "off"),
+    **dict.fromkeys(("on", "yes", "true", "1"), "auto"),
+}
+
+
 class ImageConstraints(_Model):
     """What every image of the dataset must satisfy, and the form it is stored in."""
 
@@ -174,6 +210,32 @@ class ImageConstraints(_Model):
     enhance: Literal["auto", "off"] = "auto"
     #: An enhanced image whose SSIM to its input falls below this is restored to the input.
     ssim_floor: Annotated[float, Field(ge=0, le=1)] = 0.80
+
+    @field_validator("enhance", mode="before")
+    @classmethod
+    def _enhance_words(cls, value: object) -> object:
+        # YAML 1.1 reads ``enhance: off`` as false (and ``on``/``yes`` as true)
+        if isinstance(value, bool):
+            return "auto" if value else "off"
+        if isinstance(value, str) and value.strip().lower() in _SWITCH_WORDS:
+            return _SWITCH_WORDS[value.strip().lower()]
+        return value
+
+    @model_validator(mode="after")
+    def _size_fits(self) -> ImageConstraints:
+        if self.size is not None:
+            width, height = self.size
+            if min(width, height) < MIN_FIT_SIDE:
+                raise ValueError(
+                    f"image size {width}x{height} is too small: width and height must each be "
+                    f"at least {MIN_FIT_SIDE} px (e.g. 224x224), or leave size empty"
+                )
+            if width * height > self.max_pixels:
+                raise ValueError(
+                    f"image size {width}x{height} is {width * height} pixels, more than "
+                    f"max_pixels ({self.max_pixels}); ask for a smaller size (e.g. 1024x1024)"
+                )
+        return self
 
 
 class QualityTargets(_Model):
@@ -342,6 +404,30 @@ class DatasetSpec(_Model):
         except ValidationError as exc:
             raise SpecError(f"{origin}: {describe_validation_error(exc)}") from None
 
+    def with_settings(self, settings: Sequence[str]) -> DatasetSpec:
+        """This spec with ``KEY=VALUE`` settings applied (``quality.min_confidence=0.8``,
+        ``image.size=128,128``, ``enhance=off``), validated like a spec file.
+
+        KEY is a dotted path of the spec (a leaf name such as ``enhance`` alone where only one
+        part of the spec has it); VALUE is read as YAML, with commas making a list and
+        ``WxH`` a size. Raises :class:`SpecError` naming close keys for an unknown one.
+        """
+        data = self.model_dump(mode="json")
+        for pair in settings:
+            key, sep, raw = pair.partition("=")
+            if not sep or not key.strip():
+                raise SpecError(f"--set takes KEY=VALUE, got {pair!r} (e.g. --set enhance=off)")
+            path = setting_path(key.strip())
+            value = _setting_value(raw, tuple_field=path in _TUPLE_SETTINGS)
+            if path == "image.size" and isinstance(value, int) and not isinstance(value, bool):
+                value = [value, value]
+            node = data
+            *parents, leaf = path.split(".")
+            for part in parents:
+                node = node[part]
+            node[leaf] = value
+        return DatasetSpec.validated(data, origin="--set")
+
     @classmethod
     def load(cls, path: str | Path) -> DatasetSpec:
         path = Path(path)
@@ -393,6 +479,62 @@ def same_name(a: str, b: str) -> bool:
     return ka in fb or kb in fa
 
 
+def _setting_paths(model: type[BaseModel], prefix: str = "") -> dict[str, bool]:
+    """Every leaf setting of ``model`` as a dotted path -> whether its value is a tuple."""
+    out: dict[str, bool] = {}
+    for name, field in model.model_fields.items():
+        kind = field.annotation
+        if isinstance(kind, type) and issubclass(kind, BaseModel):
+            out.update(_setting_paths(kind, f"{prefix}{name}."))
+        elif name not in _NOT_SETTINGS:
+            out[prefix + name] = getattr(kind, "__origin__", None) is tuple
+    return out
+
+
+#: Spec fields ``--set`` leaves alone: they have flags (``--source``, ``--existing``) or
+#: belong in the request or a spec file.
+_NOT_SETTINGS = frozenset({"classes", "sources", "existing", "request"})
+
+
+def setting_path(key: str) -> str:
+    """The dotted spec path ``key`` names (a full path, or a leaf name unique in the spec)."""
+    paths = _SETTINGS
+    if key in paths:
+        return key
+    leaf = [p for p in paths if p.rsplit(".", 1)[-1] == key]
+    if len(leaf) == 1:
+        return leaf[0]
+    if len(leaf) > 1:
+        raise SpecError(f"--set {key} is ambiguous; name one of {', '.join(leaf)}")
+    close = difflib.get_close_matches(key, list(paths), n=3, cutoff=0.6)
+    for name in difflib.get_close_matches(key, [p.rsplit(".", 1)[-1] for p in paths], n=3):
+        close += [p for p in paths if p.rsplit(".", 1)[-1] == name]
+    hint = (
+        f"did you mean {' or '.join(dict.fromkeys(close))}?"
+        if close
+        else "settings are dotted spec paths such as quality.min_confidence or image.size"
+    )
+    raise SpecError(f"--set {key}: no such setting in the spec; {hint}")
+
+
+def _setting_value(raw: str, *, tuple_field: bool) -> object:
+    text = raw.strip()
+    size = re.fullmatch(r"([0-9]+)\s*[x×]\s*([0-9]+)", text)
+    if size is not None:
+        return [int(size[1]), int(size[2])]
+    if "," in text and not text.startswith(("[", "{")):
+        return [_yaml_scalar(p) for p in text.split(",") if p.strip()]
+    value = _yaml_scalar(text)
+    return [value] if tuple_field and value is not None and not isinstance(value, list) else value
+
+
+def _yaml_scalar(text: str) -> object:
+    try:
+        return yaml.safe_load(text.strip())
+    except yaml.YAMLError:
+        return text.strip()
+
+
 def describe_validation_error(exc: ValidationError) -> str:
     """One line naming the first offending field and what is wrong with it."""
     first = exc.errors()[0]
@@ -400,3 +542,7 @@ def describe_validation_error(exc: ValidationError) -> str:
     msg = first["msg"].removeprefix("Value error, ")
     more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
     return f"{where}: {msg}{more}"
+
+
+_SETTINGS: dict[str, bool] = _setting_paths(DatasetSpec)
+_TUPLE_SETTINGS = frozenset(p for p, is_tuple in _SETTINGS.items() if is_tuple)

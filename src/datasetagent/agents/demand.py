@@ -10,11 +10,19 @@ module turns that reading, plus an optional existing dataset, into the spec. Cho
   dogs") is a total for them; counts before several ("100 cats and 50 dogs") are per class.
   A per-class count and a total that disagree are an error.
 * Detection and segmentation words together mean segmentation (COCO masks carry boxes too);
-  classification with either is a contradiction. A box/mask format (COCO, YOLO, VOC) and no task
-  word means detection. "WxH" alone is the size images are fitted to; "N px", "at least N px"
-  and "min WxH" set the minimum side. Of several licence words the strictest wins.
+  classification with either is a contradiction. The task is never changed by a format: a
+  box/mask format (COCO, YOLO, VOC) with no task word is an error that says to name the task
+  or a classification format. "WxH", "resize to N" and "resized to N px" are the size images
+  are fitted to; "N px", "at least N px" and "min WxH" set the minimum side. Of several
+  licence words the strictest wins. "no enhancement" / "don't enhance" keep pixels as they come.
+* Every phrase read as a setting is recorded (:class:`Planned` ``readings``), and words that
+  are neither a setting nor a class (a trailing clause such as "in the wild", the domain in
+  "dog breeds: ...") are reported as ``unused``.
 * Expanding ``existing``: what the request leaves out is inherited (classes, task, colour mode,
-  common size, split shares; the minimum side drops to the existing images'). "N per class" and
+  common size, split shares; the minimum side drops to the existing images'). The classes are
+  the dataset's: a name the request gives becomes a new class only when it is introduced as one
+  (a count, "add"/"new"/"more", a class list, quotes, "a zebra class"); other words ("this
+  clothing dataset") are reported as unused, never made into classes. "N per class" and
   "to N per class" give the final count per class; "add N per class" / "N more per class" give
   each class its current count + N; "add N images" spreads N over the newly named classes, or
   over all classes when none is named. With no count, every class is balanced up to the largest.
@@ -25,6 +33,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from datasetagent.agents.demand_text import (
@@ -33,6 +42,7 @@ from datasetagent.agents.demand_text import (
     SPLIT_ALIASES,
     Count,
     Phrase,
+    Reading,
     RequestReading,
     fail,
     read_request,
@@ -50,13 +60,17 @@ from datasetagent.spec import (
     DatasetSpec,
     SourceSpec,
     TaskKind,
+    class_name_problem,
     same_name,
 )
 
 if TYPE_CHECKING:
     from datasetagent.agents.demand_llm import LLMPlanner
 
-__all__ = ["DemandAnalyst", "existing_match", "parse_request", "spec_from_reading"]
+__all__ = [
+    "DemandAnalyst", "Planned", "existing_match", "parse_request", "plan_reading",
+    "read_and_plan", "spec_from_reading",
+]  # fmt: skip
 
 _TASK_EXAMPLES: dict[TaskKind, str] = {
     "classification": EXAMPLE,
@@ -82,13 +96,29 @@ def _slug(words: Sequence[str]) -> str:
     return "-".join(parts)[:80].strip("-") or "dataset"
 
 
-def _check_names(phrases: Sequence[Phrase]) -> None:
+@dataclass(frozen=True)
+class Planned:
+    """A planned spec with how the request was read: each phrase read as a setting or a class
+    (in order), and the words that were neither."""
+
+    spec: DatasetSpec
+    readings: tuple[Reading, ...] = ()
+    unused: tuple[str, ...] = ()
+
+
+def _check_names(phrases: Sequence[Phrase], existing: DatasetProfile | None) -> None:
+    if existing is not None:  # the names came from the dataset's folders or label files
+        for name in existing.class_counts:
+            problem = class_name_problem(name.strip())
+            if problem is not None:
+                raise SpecError(
+                    f"existing dataset {existing.path}: {problem} (the name comes from its "
+                    "class folders or label file; rename the class there)"
+                )
     for i, p in enumerate(phrases):
-        if {"/", "\\"} & set(p.name) or p.name in {".", ".."} or len(p.name) > 200:
-            raise fail(
-                f"{show(p.name)} cannot be a class name: it becomes a folder name, so "
-                "no / or \\, not . or .., and at most 200 characters"
-            )
+        problem = class_name_problem(p.name)
+        if problem is not None:
+            raise fail(f"request: {problem}")
         clash = next((q.name for q in phrases[:i] if _same(q.name, p.name)), None)
         if clash is not None:
             same = f": {show(clash)} and {show(p.name)} name the same class" * (clash != p.name)
@@ -201,10 +231,7 @@ def _resolve_task(reading: RequestReading, existing: DatasetProfile | None) -> T
             what = f"the existing dataset is for {existing.task} but the request asks for {stated}"
             raise fail(what, "add 100 images per class")
         return existing.task
-    boxes = reading.formats and all(
-        "classification" not in FORMAT_TASKS[f] for f in reading.formats
-    )
-    return stated or ("detection" if boxes else "classification")
+    return stated or "classification"  # a format never changes the task: see _check_formats
 
 
 def _profile_splits(counts: dict[str, int]) -> dict[str, float] | None:
@@ -222,6 +249,25 @@ def _profile_splits(counts: dict[str, int]) -> dict[str, float] | None:
     return {k: hundredths.get(k, 0) / 100 for k in ("train", "val", "test")}
 
 
+def _check_formats(formats: Sequence[str], task: TaskKind, stated: bool) -> None:
+    for fmt in formats:
+        if task in FORMAT_TASKS[fmt]:
+            continue
+        fits = ", ".join(f for f, tasks in FORMAT_TASKS.items() if task in tasks)
+        if not stated and task == "classification":  # "cats and dogs in COCO format"
+            raise fail(
+                f"the {fmt} format holds boxes or masks, but the request asks for no "
+                f'detection or segmentation; say "detect ..." (boxes) or "segment ..." '
+                f"(masks), or export classification as {fits}",
+                _TASK_EXAMPLES["detection"],
+            )
+        hint = " (YOLO classification reads the imagefolder layout)" if fmt == "yolo" else ""
+        raise fail(
+            f"the {fmt} format cannot hold {task} labels; use {fits}{hint}",
+            _TASK_EXAMPLES[task],
+        )
+
+
 def parse_request(
     text: str, *, existing: DatasetProfile | None = None, sources: Sequence[SourceSpec] = ()
 ) -> DatasetSpec:
@@ -231,7 +277,14 @@ def parse_request(
     :class:`SpecError` (one line, with an example that works) for a request that names no
     classes or contradicts itself.
     """
-    return spec_from_reading(read_request(text), existing=existing, sources=sources)
+    return read_and_plan(text, existing=existing, sources=sources).spec
+
+
+def read_and_plan(
+    text: str, *, existing: DatasetProfile | None = None, sources: Sequence[SourceSpec] = ()
+) -> Planned:
+    """:func:`parse_request` with how each phrase was read and the words left unused."""
+    return plan_reading(read_request(text), existing=existing, sources=sources)
 
 
 def spec_from_reading(
@@ -241,34 +294,50 @@ def spec_from_reading(
     sources: Sequence[SourceSpec] = (),
     leading_total: bool = True,
 ) -> DatasetSpec:
+    """The spec of a request already read (see :func:`plan_reading`)."""
+    return plan_reading(
+        reading, existing=existing, sources=sources, leading_total=leading_total
+    ).spec
+
+
+def plan_reading(
+    reading: RequestReading,
+    *,
+    existing: DatasetProfile | None = None,
+    sources: Sequence[SourceSpec] = (),
+    leading_total: bool = True,
+) -> Planned:
     """The spec of a request already read: checks, inheritance from ``existing``, defaults.
 
     :func:`parse_request` reads the text by rule; an LLM planner fills a
     :class:`RequestReading` from its structured answer (with ``leading_total=False``, as it
-    gives counts per class) and gets the same checks, messages and inheritance.
+    gives counts per class) and gets the same checks, messages and inheritance. With
+    ``existing``, names the request mentions only in passing move from ``reading.phrases`` to
+    ``reading.unused``.
     """
     text = reading.request
+    old = dict(existing.class_counts) if existing is not None else {}
+    if existing is not None:
+        kept = []
+        for p in reading.phrases:
+            if p.explicit or existing_match(p.name, old) is not None:
+                kept.append(p)
+            else:
+                reading.unused.append(p.name)
+        reading.phrases = kept
     phrases = reading.phrases
-    _check_names(phrases)
+    _check_names(phrases, existing)
     if reading.class_count is not None and phrases and reading.class_count != len(phrases):
         listed = ", ".join(p.name for p in phrases)
         raise fail(
             f"the request says {reading.class_count} classes but names {len(phrases)}: "
             f"{show(listed)}"
         )
-    old = dict(existing.class_counts) if existing is not None else {}
     if not phrases and not old:
         raise fail(f"could not find any classes in {show(text)}; name them")
     task = _resolve_task(reading, existing)
     formats = tuple(reading.formats) or DEFAULT_FORMATS[task]
-    for fmt in formats:
-        if task not in FORMAT_TASKS[fmt]:
-            fits = ", ".join(f for f, tasks in FORMAT_TASKS.items() if task in tasks)
-            hint = " (YOLO classification reads the imagefolder layout)" if fmt == "yolo" else ""
-            raise fail(
-                f"the {fmt} format cannot hold {task} labels; use {fits}{hint}",
-                _TASK_EXAMPLES[task],
-            )
+    _check_formats(formats, task, bool(reading.tasks) or existing is not None)
     if task == "classification" and len(phrases) + len(old) == 1:
         only = phrases[0].name if phrases else next(iter(old))
         raise fail(
@@ -291,7 +360,7 @@ def spec_from_reading(
         "size": reading.size or (existing.common_size if existing is not None else None),
         "color_mode": reading.color or (existing.color_mode if existing is not None else None),
         # new images should look like the existing ones, which were not enhanced
-        "enhance": "off" if existing is not None else None,
+        "enhance": reading.enhance or ("off" if existing is not None else None),
     }
     data: dict[str, object] = {
         "name": _slug([word_forms(n)[0] for n in names]),
@@ -308,7 +377,12 @@ def spec_from_reading(
     splits = reading.split or (_profile_splits(existing.split_counts) if existing else None)
     if splits is not None:
         data["splits"] = splits
-    return DatasetSpec.validated(data, origin="request")
+    spec = DatasetSpec.validated(data, origin="request")
+    classes = [
+        Reading(p.name, f"existing class: {r}" if r in old else f"class: {r}")
+        for p, r in zip(phrases, resolved, strict=True)
+    ]
+    return Planned(spec, (*reading.readings, *classes), tuple(reading.unused))
 
 
 class DemandAnalyst:
@@ -344,6 +418,16 @@ class DemandAnalyst:
         sources: Sequence[SourceSpec] = (),
     ) -> DatasetSpec:
         """Plan with the LLM if there is one, else by rule (see :func:`parse_request`)."""
+        return self.explain(request, existing=existing, sources=sources).spec
+
+    def explain(
+        self,
+        request: str,
+        *,
+        existing: DatasetProfile | None = None,
+        sources: Sequence[SourceSpec] = (),
+    ) -> Planned:
+        """:meth:`plan`, with how each phrase (or LLM plan field) was read and unused words."""
         if self._planner is None:
-            return parse_request(request, existing=existing, sources=sources)
-        return self._planner.plan(request, existing=existing, sources=sources)
+            return read_and_plan(request, existing=existing, sources=sources)
+        return self._planner.explain(request, existing=existing, sources=sources)

@@ -24,7 +24,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from datasetagent.agents.demand import existing_match, spec_from_reading
+from datasetagent.agents.demand import Planned, existing_match, plan_reading
 from datasetagent.agents.demand_text import (
     LICENCE_MODES,
     MAX_COUNT,
@@ -48,10 +48,10 @@ from datasetagent.spec import (
 
 __all__ = [
     "DatasetPlan", "LLMPlanner", "PlannedClass", "describe_existing",
-    "planning_prompt", "spec_from_plan",
+    "planned_from_plan", "planning_prompt", "spec_from_plan",
 ]  # fmt: skip
 
-FormatName = Literal["imagefolder", "coco", "yolo", "voc", "hf"]
+FormatName = Literal["imagefolder", "coco", "yolo", "voc", "hf", "csv"]
 LicenceMode = Literal["any", "open", "permissive"]
 _Count = Annotated[int, Field(ge=1, le=MAX_COUNT)]
 _Side = Annotated[int, Field(ge=1, le=MAX_SIDE)]
@@ -127,6 +127,10 @@ class DatasetPlan(_Reply):
     color_mode: ColorMode | None = Field(
         description='"L" for greyscale, "RGB" for colour, null if not said'
     )
+    enhance: Literal["auto", "off"] | None = Field(
+        description='"off" when the request asks to keep pixels as they are (no enhancement), '
+        '"auto" when it asks for enhancement, null if not said'
+    )
 
 
 INSTRUCTIONS = """\
@@ -181,7 +185,7 @@ def _reading(plan: DatasetPlan, request: str, existing: DatasetProfile | None) -
     old = existing.class_counts if existing is not None else {}
     reading = RequestReading(request)
     reading.phrases = [
-        Phrase(" ".join(c.name.split()), c.count, add)
+        Phrase(" ".join(c.name.split()), c.count, add, explicit=True)
         for c in plan.classes
         # an existing class the request asks nothing of is inherited, as by the rule parser
         if c.count is not None or existing_match(c.name, old) is None
@@ -189,6 +193,7 @@ def _reading(plan: DatasetPlan, request: str, existing: DatasetProfile | None) -
     reading.tasks = {plan.task} if plan.task else set()
     reading.formats = list(dict.fromkeys(plan.formats))
     reading.licence = LICENCE_MODES.index(plan.licence)
+    reading.enhance = plan.enhance
     if plan.split is not None:
         shares = plan.split.model_dump()
         total = sum(shares.values())
@@ -202,6 +207,9 @@ def _reading(plan: DatasetPlan, request: str, existing: DatasetProfile | None) -
         reading.per_class = Count(plan.images_per_class, add)
     if plan.total_images is not None:
         reading.total = Count(plan.total_images, add)
+    for field, value in plan.model_dump(exclude={"classes"}).items():
+        if value not in (None, [], "any", False):
+            reading.note(f"plan.{field}", f"{field}: {value}")
     return reading
 
 
@@ -213,9 +221,21 @@ def spec_from_plan(
     sources: Sequence[SourceSpec] = (),
 ) -> DatasetSpec:
     """Build and check the spec of a plan; :class:`SpecError` (one line) if it is unusable."""
-    spec = spec_from_reading(
+    return planned_from_plan(plan, request, existing=existing, sources=sources).spec
+
+
+def planned_from_plan(
+    plan: DatasetPlan,
+    request: str,
+    *,
+    existing: DatasetProfile | None = None,
+    sources: Sequence[SourceSpec] = (),
+) -> Planned:
+    """:func:`spec_from_plan` with the plan's fields as the readings (``plan.FIELD``)."""
+    result = plan_reading(
         _reading(plan, request, existing), existing=existing, sources=sources, leading_total=False
     )
+    spec = result.spec
     described: dict[str, PlannedClass] = {}
     for planned in plan.classes:
         name = spec.resolve_class(" ".join(planned.name.split()))
@@ -234,7 +254,8 @@ def spec_from_plan(
             entry["prompt"] = " ".join(planned_cls.prompt.split()) or cls.prompt
             entry["synonyms"] = synonyms
         classes.append(entry)
-    return DatasetSpec.validated({**spec.model_dump(), "classes": classes}, origin="plan")
+    final = DatasetSpec.validated({**spec.model_dump(), "classes": classes}, origin="plan")
+    return Planned(final, result.readings, result.unused)
 
 
 class LLMPlanner:
@@ -264,6 +285,16 @@ class LLMPlanner:
         sources: Sequence[SourceSpec] = (),
     ) -> DatasetSpec:
         """One planning call (plus the retries of plans that fail the checks)."""
+        return self.explain(request, existing=existing, sources=sources).spec
+
+    def explain(
+        self,
+        request: str,
+        *,
+        existing: DatasetProfile | None = None,
+        sources: Sequence[SourceSpec] = (),
+    ) -> Planned:
+        """:meth:`plan`, with the plan's fields as the readings."""
         from pydantic_ai import ModelRetry
 
         agent = self.client.agent(DatasetPlan, instructions=INSTRUCTIONS)
@@ -293,4 +324,4 @@ class LLMPlanner:
             )
         if not isinstance(out, DatasetPlan):
             raise BackendError(f"llm model {label} answered {type(out).__name__}, not a plan")
-        return spec_from_plan(out, request, existing=existing, sources=sources)
+        return planned_from_plan(out, request, existing=existing, sources=sources)

@@ -1,13 +1,16 @@
 """Reading a dataset request: the phrase passes and the class names left after them.
 
 :func:`read_request` runs a row of regular-expression passes over the lowercased text. Each pass
-recognises one kind of phrase (a split, an image size, colour, counts, formats, licences, task
-words), records what it means on the :class:`RequestReading` and cuts the phrase out. What is
+recognises one kind of phrase (a split, an image size or minimum side, colour, enhancement,
+counts, formats, licences, task words), records what it means on the :class:`RequestReading`
+(and, as a :class:`Reading`, how the phrase was read) and cuts the phrase out. What is
 left is split on list separators (commas, "and", "or", "vs", "/", "&") into class names, after
 filler words ("a dataset of", "images", "please") are trimmed from both ends of each piece and
 trailing clauses ("in the wild", "for my thesis") are dropped. When a colon is followed by a
 list ("dog breeds: beagle, poodle"), the list is the classes. A name in double quotes is taken
-verbatim, case included. :mod:`datasetagent.agents.demand` turns the reading into a spec.
+verbatim, case included. Dropped clauses and words outside a class list are kept in
+``unused``; each name records whether the request introduced it as a class (``explicit``).
+:mod:`datasetagent.agents.demand` turns the reading into a spec.
 """
 
 from __future__ import annotations
@@ -17,14 +20,14 @@ import unicodedata
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import TypeAlias
+from typing import Literal, TypeAlias
 
 from datasetagent.errors import SpecError
 from datasetagent.spec import SPLIT_ALIASES, ColorMode, TaskKind
 
 __all__ = [
-    "EXAMPLE", "LICENCE_MODES", "SPLIT_ALIASES", "Count", "Phrase", "RequestReading", "fail",
-    "read_request", "show", "word_forms",
+    "EXAMPLE", "LICENCE_MODES", "SPLIT_ALIASES", "Count", "Phrase", "Reading", "RequestReading",
+    "fail", "read_request", "show", "word_forms",
 ]  # fmt: skip
 
 EXAMPLE = "cats, dogs and horses, 200 images per class"
@@ -60,11 +63,37 @@ _MIN_KW = (
 )
 _MIN_SIDE = re.compile(
     rf"(?<!\w)(?:{_MIN_KW}(?P<w>[0-9]+)\s*(?:x|×|by)\s*(?P<h>[0-9]+)(?:\s*(?:px|pixels?))?"
-    rf"|(?:{_MIN_KW})?(?<![\w.])(?P<s>[0-9]+)\s*(?:px|pixels?)\b)"
+    # "256 px" (not the height of "256 x 256 px")
+    rf"|(?:{_MIN_KW})?(?<![\w.])(?<![x×]\s)(?<!\sby\s)(?P<s>[0-9]+)\s*(?:px|pixels?)\b)"
+)
+_RESIZE = (
+    r"\b(?:resiz(?:e|ed|ing)|(?:down)?scal(?:e|ed|ing)|fit(?:ted|ting)?|crop(?:ped|ping)?"
+    r"|shrunk|shrink)\s+(?:(?:all|every|each)\s+)?(?:(?:of\s+)?the\s+)?"
+    r"(?:(?:images|photos|pictures|them|it|everything)\s+)?"
+    r"(?:down\s+)?(?:to\s+)?(?:be\s+)?"
 )
 _SIZE = re.compile(
-    r"(?:\b(?:resized?|scaled?|fit(?:ted)?)\s+(?:to\s+)?)?(?<![\w.])(?P<w>[0-9]+)\s*[x×]\s*"
+    rf"(?:{_RESIZE}|\b(?:at|of|size|sized)\s+)?(?<![\w.])(?P<w>[0-9]+)\s*(?:[x×]|by)\s*"
     r"(?P<h>[0-9]+)(?:\s*(?:px|pixels?))?(?![\w.])"
+)
+#: "resize to 128", "resized to 256 px": a square size
+_SQUARE = re.compile(
+    rf"{_RESIZE}(?<![\w.])(?P<s>[0-9]+)(?:\s*(?:px|pixels?))?(?:\s+squares?)?(?![\w.×])"
+    r"(?!\s*(?:x|×|by)\s*[0-9])"
+)
+_ENHANCE_OFF = re.compile(
+    r"\b(?:no|without|skip(?:ping)?|disabled?|turn\s+off)\s+(?:any\s+|the\s+|image\s+)*"
+    r"(?:enhancements?|enhancing|enhance|enhancer)\b"
+    r"|\b(?:do\s+not|don't|dont|never|not)\s+(?:to\s+)?enhanc(?:e|ed|ing)\b"
+    r"(?:\s+(?:them|it|the\s+images|the\s+photos|images|photos|anything))?"
+    r"|\bun[\s-]?enhanced\b|\benhance(?:ment)?\s*(?:[:=]\s*|\s)(?:off|no|none|false)\b"
+    r"|\bkeep\s+(?:the\s+)?(?:original\s+)?(?:pixels|images|photos)\s+(?:as\s+they\s+are|untouched"
+    r"|unchanged|unmodified)\b|\b(?:keep\s+)?(?:the\s+)?original\s+pixels\b"
+)
+_ENHANCE_ON = re.compile(
+    r"\b(?:with\s+(?:image\s+)?enhancements?|auto[\s-]?enhanc(?:e|ed|ement)"
+    r"|enhance(?:d)?\s+(?:the\s+)?(?:images|photos|pictures|them)"
+    r"|enhance(?:ment)?\s*(?:[:=]\s*|\s)(?:on|auto|yes|true))\b"
 )
 _GREY = re.compile(r"\b(?:gr[ae]y[\s-]*scale|black[\s-]+and[\s-]+white|b\s*&\s*w|monochrome)\b")
 _COLOUR = re.compile(r"\b(?:in\s+(?:full\s+)?colou?r|full[\s-]colou?r|rgb)\b")
@@ -73,7 +102,8 @@ _PER_CLASS = tuple(
     for p in (
         rf"{_ADD}{_NUM}\s*{_MORE}(?:{_IMG}\s+)?(?:(?:per|a)\s+{_UNIT}\b"
         rf"|(?:for\s+|of\s+|in\s+)?(?:each|every)\b(?:\s+(?:of\s+the\s+)?{_UNIT}\b)?)",
-        rf"\b(?:each|every|per)\s+{_UNIT}\s*(?::|should\s+have|will\s+have|with|has|having|gets?)?"
+        rf"\b(?:each|every|per)\s+{_UNIT}\s*"
+        rf"(?::|(?:up\s+)?to|should\s+have|will\s+have|with|has|having|gets?)?"
         rf"\s*{_ADD}{_NUM}(?:\s+{_MORE}{_IMG}\b)?",
     )
 )
@@ -88,8 +118,11 @@ _TOTALS = tuple(
     )
 )
 _FORMAT = re.compile(
-    r"\b(?:coco|yolo(?:v?[0-9]+)?|pascal[\s-]*voc|voc|image[\s-]*folders?|hugging[\s-]*face"
-    r"|hf|parquet)\b"
+    r"(?:\b(?:export(?:ed)?|sav(?:e|ed)|output|writ(?:e|ten)|deliver(?:ed)?|stored?)"
+    r"(?:\s+(?:it|them|the\s+(?:dataset|data|labels|annotations|images)))?\s+)?"
+    r"(?:\b(?:in|as|to|into)\s+)?(?:(?:the|a)\s+)?"
+    r"\b(?P<fmt>coco|yolo(?:v?[0-9]+)?|pascal[\s-]*voc|voc|image[\s-]*folders?"
+    r"|hugging[\s-]*face|hf|parquet|csv)\b(?:\s+(?:format|layout|style|files?))?"
 )
 _NONCOMMERCIAL = re.compile(r"\bnon[\s-]?commercial(?:\s+use)?\b")
 _PERMISSIVE = re.compile(
@@ -115,10 +148,19 @@ _DETECT = re.compile(
 )
 _QUOTED = re.compile(r'"([^"]*)"|“([^”]*)”')
 _QREF = re.compile("\ue000(.)\ue001")
-_MARKER = re.compile(r"\b(?:classes|categories|labels|class\s+names)\s*(?:are\s*)?:")
+_MARKER = re.compile(
+    r"\b(?:class(?:es)?|categor(?:y|ies)|labels|class\s+names)\s*(?:are\s*|is\s*)?:"
+)
 _COLON = re.compile(r":(?!\s*[0-9])")
 _SENTENCE_END = re.compile(r"[.!?\n](?=\s|$)")
-_SEP = re.compile(r"[,;:!?\n()\[\]{}|/\\&+<>]|\.(?=\s|$)")
+#: What a pass leaves in place of the phrase it read: a list separator that also ends a run of
+#: class names (see ``RequestReading._phrases``).
+_BREAK = " \ue002 "
+#: ... left by a count that adds to a dataset ("add 50 per class"): the names after it in the
+#: same sentence are new classes ("add 50 per class, and horses").
+_ADDING = " \ue003 "
+_RUN = re.compile(r"(\ue002|\ue003)")
+_SEP = re.compile(r"[,;:!?\n()\[\]{}|/\\&+<>\ue002\ue003]|\.(?=\s|$)")
 _AND = re.compile(r"\s+(?:and|or|vs\.?|versus|plus|as\s+well\s+as|along\s+with)\s+")
 _CUT = re.compile(r"\s(?:in|on|at|from|for|taken|found|during|under|that|which|who|where)\s.*$")
 _SEG_COUNT = re.compile(
@@ -135,6 +177,11 @@ def _words(text: str) -> frozenset[str]:
 
 
 _ADD_WORDS = _words("add another extra more additional")
+#: Lead words that introduce a new class explicitly (when expanding a dataset, only such
+#: names, names with a count and names in a class list become new classes).
+_NEW_WORDS = _ADD_WORDS | _words("new include including includes plus")
+_CLASS_WORDS = _words("class classes category categories label labels")
+_GROW_WORDS = _words("expand extend grow enlarge augment")  # "expand it with zebras"
 _IMG_WORDS = _words("image images photo photos photograph photographs picture pictures pic pics")
 _LINK = _words("of with showing containing featuring depicting from for that in")
 _LEAD = _ADD_WORDS | _words(
@@ -149,12 +196,13 @@ _LEAD = _ADD_WORDS | _words(
     several of with between among for from in on at into as by only just also around about
     approximately roughly up least most total overall and or e.g eg i.e ie etc format formats
     export exported split splits licensed licenced license licence licenses licences annotated
-    labelled labeled real real-world across samples examples"""
+    labelled labeled real real-world across samples examples balance rebalance called named top
+    fill bring"""
 )
 _TRAIL = _IMG_WORDS | _words(
     """dataset datasets data class classes category categories labels label each only please in
     as with for from of to on and or the a an format formats etc vs too also split splits total
-    overall altogether set samples examples"""
+    overall altogether set samples examples at be should must will is are all"""
 )
 _IRREGULAR = {
     "people": "person", "men": "man", "women": "woman", "children": "child", "mice": "mouse",
@@ -199,11 +247,24 @@ class Count:
 
 @dataclass(frozen=True)
 class Phrase:
-    """One class name as the request gives it, with the count written in front of it, if any."""
+    """One class name as the request gives it, with the count written in front of it, if any.
+
+    ``explicit``: the request names it as a class (with a count, after "add"/"new", in a class
+    list, quoted, or followed by "class"), not only in passing ("this clothing dataset").
+    """
 
     name: str
     count: int | None
     add: bool
+    explicit: bool = True
+
+
+@dataclass(frozen=True)
+class Reading:
+    """How one phrase of a request was read: the phrase, and the setting it gives."""
+
+    phrase: str
+    setting: str
 
 
 def read_request(text: str) -> RequestReading:
@@ -228,9 +289,18 @@ class RequestReading:
         self.min_side: int | None = None
         self.size: tuple[int, int] | None = None
         self.color: ColorMode | None = None
+        self.enhance: Literal["auto", "off"] | None = None
         self.per_class: Count | None = None
         self.total: Count | None = None
         self.class_count: int | None = None
+        #: each phrase read as a setting, in the order read
+        self.readings: list[Reading] = []
+        #: words of the request that were neither a setting nor a class name
+        self.unused: list[str] = []
+
+    def note(self, phrase: str, setting: str) -> None:
+        """Record that ``phrase`` was read as ``setting`` (``key: value`` of the spec)."""
+        self.readings.append(Reading(" ".join(phrase.split()).strip(" ,;"), setting))
 
     def parse(self) -> list[Phrase]:
         """Run the passes; return the class phrases of what is left."""
@@ -241,8 +311,9 @@ class RequestReading:
         work = _THOUSANDS.sub("", work)  # "1,000" -> "1000" before commas separate classes
         passes: list[tuple[re.Pattern[str], _Handler]] = [
             (_SPLIT, self._on_split), (_NAMED_SPLIT, self._on_named_split),
-            (_MIN_SIDE, self._on_min_side), (_SIZE, self._on_size),
+            (_SQUARE, self._on_size), (_MIN_SIDE, self._on_min_side), (_SIZE, self._on_size),
             (_GREY, self._colour("L")), (_COLOUR, self._colour("RGB")),
+            (_ENHANCE_OFF, self._enhance("off")), (_ENHANCE_ON, self._enhance("auto")),
             *((p, self._on_per_class) for p in _PER_CLASS), (_CLASS_COUNT, self._on_class_count),
             *((p, self._on_total) for p in _TOTALS), (_FORMAT, self._on_format),
             (_NONCOMMERCIAL, self._licence(0)), (_PERMISSIVE, self._licence(2)),
@@ -259,15 +330,41 @@ class RequestReading:
         marker = _MARKER.search(work)
         colon = marker or _COLON.search(work)
         if colon is not None:
-            region = _SENTENCE_END.split(work[colon.end() :], maxsplit=1)[0]
+            unused = len(self.unused)
+            region, *after = _SENTENCE_END.split(work[colon.end() :], maxsplit=1)
             phrases = self._phrases(region, marker is not None)
             if marker is not None or len(phrases) > 1:
+                self.unused += self._leftover(f"{work[: colon.start()]} {_BREAK} {' '.join(after)}")
                 return phrases
+            del self.unused[unused:]
         return self._phrases(work, False)
 
     def _phrases(self, text: str, marker: bool) -> list[Phrase]:
-        pieces = (piece for part in _SEP.split(text) for piece in _AND.split(part))
-        return [phrase for piece in pieces for phrase in self._piece(piece, marker)]
+        """The class phrases of ``text``. In a run of names (up to a setting or sentence end),
+        the names after one introduced as a class ("add zebras, okapis") are introduced too."""
+        out: list[Phrase] = []
+        for sentence in _SENTENCE_END.split(text):
+            adding = False
+            for run in _RUN.split(sentence):
+                adding = adding or run == _ADDING.strip()
+                listed = marker or adding
+                for piece in (piece for part in _SEP.split(run) for piece in _AND.split(part)):
+                    found = self._piece(piece, marker, listed)
+                    intro = _introduces([w.strip(_PUNCT) for w in piece.split()])
+                    listed = listed or intro or any(p.explicit for p in found)
+                    out += found
+        return out
+
+    def _leftover(self, text: str) -> list[str]:
+        """The words of ``text`` (outside the class list) that are not filler."""
+        out = []
+        for piece in (piece for part in _SEP.split(text) for piece in _AND.split(part)):
+            words = [t for t in (w.strip(_PUNCT) for w in piece.split()) if t]
+            name = " ".join(_strip_trail(_strip_lead(words)[1]))
+            name = _QREF.sub(lambda m: f'"{self.quotes[ord(m[1]) - 0xE100]}"', name)
+            if _HAS_ALNUM.search(name):
+                out.append(name)
+        return out
 
     def _on_quote(self, m: re.Match[str]) -> str:
         text = " ".join((m.group(1) or m.group(2) or "").split())
@@ -281,11 +378,11 @@ class RequestReading:
         named = m.group("names") or m.group("names2")
         names = [SPLIT_ALIASES[n] for n in re.split(r"\s*/\s*", named)] if named else None
         self._set_split(names or ["train", "val", "test"][: len(values)], values, m.group(0))
-        return " , "
+        return _BREAK
 
     def _on_named_split(self, m: re.Match[str]) -> str:  # "80% train", "test: 10%"
         self.named_split.append((SPLIT_ALIASES[m.group("n") or m.group("n2")], m["v"] or m["v2"]))
-        return " , "
+        return _BREAK
 
     def _set_split(self, names: Sequence[str], values: list[str], shown: str) -> None:
         example = "cats and dogs, 80/10/10 split"
@@ -298,6 +395,8 @@ class RequestReading:
         if total not in (1, 100) or any(len(v) > 12 for v in values):
             raise fail(f"the split {show(shown)} adds up to {total}, not 100", example)
         self.split = {k: float(shares.get(k, Decimal(0)) / total) for k in ("train", "val", "test")}
+        parts = ", ".join(f"{k} {v:.4g}" for k, v in self.split.items())
+        self.note(shown, f"splits: {parts}")
 
     def _on_min_side(self, m: re.Match[str]) -> str:
         side = int(m.group("s")) if m.group("s") else min(int(m.group("w")), int(m.group("h")))
@@ -307,24 +406,42 @@ class RequestReading:
                 "cats and dogs, at least 224 px",
             )
         self.min_side = side
-        return " , "
+        self.note(m.group(0), f"image.min_side: {side}")
+        return _BREAK
 
     def _on_size(self, m: re.Match[str]) -> str:
-        size = (int(m.group("w")), int(m.group("h")))
+        fields = m.groupdict()
+        side = fields.get("s")
+        size = (int(side), int(side)) if side else (int(m.group("w")), int(m.group("h")))
         if not all(1 <= s <= MAX_SIDE for s in size) or self.size not in (None, size):
             raise fail(
                 f"cannot use {show(m.group(0))} as the one image size",
                 "cats and dogs, resized to 224x224",
             )
         self.size = size
-        return " , "
+        self.note(m.group(0), f"image.size: {size[0]}x{size[1]}")
+        return _BREAK
 
     def _colour(self, mode: ColorMode) -> _Handler:
         def handler(m: re.Match[str]) -> str:
             if self.color not in (None, mode):
                 raise fail("the request asks for both colour and greyscale", "cats, greyscale")
             self.color = mode
-            return " , "
+            self.note(m.group(0), f"image.color_mode: {mode}")
+            return " "  # an adjective: "500 greyscale images of cats" stays one phrase
+
+        return handler
+
+    def _enhance(self, mode: Literal["auto", "off"]) -> _Handler:
+        def handler(m: re.Match[str]) -> str:
+            if self.enhance not in (None, mode):
+                raise fail(
+                    "the request asks both to enhance images and not to; say one",
+                    "cats and dogs, no enhancement",
+                )
+            self.enhance = mode
+            self.note(m.group(0), f"image.enhance: {mode}")
+            return _BREAK
 
         return handler
 
@@ -333,51 +450,77 @@ class RequestReading:
         if self.per_class not in (None, count):
             raise fail("the request gives two different counts per class; give one")
         self.per_class = count
-        return " , "
+        shown = f"each class: {count.value} more" if count.add else f"per class: {count.value}"
+        self.note(m.group(0), shown)
+        return _ADDING if count.add else _BREAK
 
     def _on_class_count(self, m: re.Match[str]) -> str:
         self.class_count = _number(m)
-        return " , classes "  # keeps the marker of "3 classes: a, b, c"
+        self.note(m.group(0), f"number of classes: {self.class_count}")
+        return f"{_BREAK} classes "  # keeps the marker of "3 classes: a, b, c"
 
     def _on_total(self, m: re.Match[str]) -> str:
         count = Count(_number(m), bool(m.group("add") or m.groupdict().get("more")))
         if self.total not in (None, count):
             raise fail("the request gives two different totals; give one, or counts per class")
         self.total = count
-        return " , "
+        self.note(m.group(0), f"total: {count.value}{' more' * count.add} images")
+        return _ADDING if count.add else _BREAK
 
     def _on_format(self, m: re.Match[str]) -> str:
-        word = m.group(0)
-        fmt = next((f for f in ("coco", "yolo", "voc", "imagefolder") if f[:5] in word), "hf")
+        word = m.group("fmt")
+        names = ("coco", "yolo", "voc", "imagefolder", "csv")
+        fmt = next((f for f in names if f[:5] in word.replace(" ", "")), "hf")
         if fmt not in self.formats:
             self.formats.append(fmt)
-        return " , "
+        self.note(m.group(0), f"formats: {fmt}")
+        return _BREAK
 
     def _licence(self, level: int) -> _Handler:
         def handler(m: re.Match[str]) -> str:
             self.licence = max(self.licence, level)
-            return " , "
+            self.note(m.group(0), f"licences.mode: {LICENCE_MODES[level]}")
+            return _BREAK
 
         return handler
 
     def _task(self, task: TaskKind) -> _Handler:
         def handler(m: re.Match[str]) -> str:
             self.tasks.add(task)
-            return " , "
+            self.note(m.group(0), f"task: {task}")
+            return _BREAK
 
         return handler
 
-    def _piece(self, piece: str, marker: bool) -> list[Phrase]:
-        """The class name(s) in one list item, with a count in front of it if there is one."""
-        add, tokens = _strip_lead([t for t in (w.strip(_PUNCT) for w in piece.split()) if t])
+    def _piece(self, piece: str, marker: bool, listed: bool = False) -> list[Phrase]:
+        """The class name(s) in one list item, with a count in front of it if there is one.
+
+        ``listed``: the item stands in a list of names introduced as classes."""
+        words = [t for t in (w.strip(_PUNCT) for w in piece.split()) if t]
+        add, tokens = _strip_lead(words)
+        lead = words[: len(words) - len(tokens)]
+        new = _introduces(lead)
         if marker and _PURE_NUMBER.fullmatch(" ".join(tokens)):  # "classes: 0, 1, 2"
             return [Phrase(tokens[0], None, False)]
         count, m = None, _SEG_COUNT.match(" ".join(tokens))
         if m is not None:
             count = _number(m)
-            more, tokens = _strip_lead(m.group("rest").split())
+            rest = m.group("rest").split()
+            more, tokens = _strip_lead(rest)
+            new = new or _introduces(rest[: len(rest) - len(tokens)])
             add = add or more or bool(m.group("more"))
-        tokens = _strip_trail(_CUT.sub("", " ".join(tokens)).split())
+        joined = " ".join(tokens)
+        cut = _CUT.search(joined)
+        if cut is not None:  # "cats in the wild": the clause is not part of the name
+            if self._leftover(cut.group(0)):  # worth reporting: not only filler words
+                self.unused.append(cut.group(0).strip())
+            joined = joined[: cut.start()]
+        tokens = joined.split()
+        tokens, trail = _strip_trail(tokens), tokens
+        named = trail[len(tokens) : len(tokens) + 1] in (
+            [w] for w in _CLASS_WORDS
+        )  # "a zebra class"
+        explicit = marker or listed or new or named or count is not None
         name = " ".join(tokens)
         quoted = [self.quotes[ord(c) - 0xE100] for c in _QREF.findall(name)]
         if quoted:
@@ -394,7 +537,13 @@ class RequestReading:
                 f"{show(name)} does not look like a class name; separate names with "
                 'commas, or put each in double quotes like "red fox"'
             )
-        return [Phrase(name, count, add)]
+        return [Phrase(name, count, add, explicit)]
+
+
+def _introduces(words: Sequence[str]) -> bool:
+    """True when ``words`` introduce new classes: "add", "new", "more", "expand ... with"."""
+    found = set(words)
+    return bool(found & _NEW_WORDS) or ("with" in found and bool(found & _GROW_WORDS))
 
 
 def _strip_lead(tokens: list[str]) -> tuple[bool, list[str]]:
