@@ -613,3 +613,43 @@ def test_judge(stub: StubServer) -> None:
     [failed] = backend.judge([photo()])
     assert failed.usable
     assert failed.reason.startswith("not judged")
+
+
+# -- reply size cap and the run's call budget ---------------------------------------------------
+
+
+@pytest.mark.parametrize("length", [True, False])
+def test_a_huge_reply_is_not_read_past_the_cap(
+    stub: StubServer, length: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A 64 MB reply (with or without Content-Length) fails its image, not retried, with one
+    line naming the cap; the client stops reading there, so the server cannot send it all."""
+    total = 64 * 2**20
+    stub.script(Reply(huge=total, length=length), Reply.json(CAT))
+    backend = make(stub, max_reply_mb=1, concurrency=1)
+    with caplog.at_level("WARNING"):
+        preds = backend.predict([photo(), photo()])
+    assert [p.label for p in preds] == [NONE_LABEL, "cat"]
+    assert backend.usage.failures == 1
+    assert len(stub.requests) == 2  # the huge one was not asked for again
+    assert stub.state.huge_sent < total
+    (line,) = [r.getMessage() for r in caplog.records if "failed" in r.getMessage()]
+    assert "over 1 MB and was not read" in line
+    assert "max_reply_mb" in line
+    assert "\n" not in line
+
+
+def test_the_call_gate_bounds_requests_inside_a_batch(stub: StubServer) -> None:
+    """A budget of 3 requests lets 3 out of a batch of 8 and ends the batch with
+    ``BudgetSpent``, whatever the concurrency."""
+    from datasetagent.models.llm_call import BudgetSpent, CallGate
+
+    stub.responder = lambda body: Reply.json(CAT)
+    backend = make(stub, concurrency=4)
+    gate = CallGate()
+    gate.allow(3, None, "budget spent: 3 model calls of 3")
+    backend.limit(gate)
+    with pytest.raises(BudgetSpent, match="3 model calls of 3"):
+        backend.predict([photo() for _ in range(8)])
+    assert len(stub.requests) == 3
+    assert backend.usage.calls == 3

@@ -42,6 +42,7 @@ from datasetagent.models import (
     load_builtin_backends,
     parse_labeler,
 )
+from datasetagent.models.llm_call import CallGate
 from datasetagent.models.seed import SeedClassifier
 from datasetagent.records import QualityReport, Sample
 from datasetagent.runtime.local import LocalExecutor
@@ -179,6 +180,8 @@ class Pipeline:
         self.classifier: ImageClassifier | None = None
         self.backends: list[Backend] = []
         self._usage_base: dict[str, dict[str, int]] | None = None
+        #: Every LLM request of the run passes it (the budget per request).
+        self._gate = CallGate()
         self._opened: list[Source] = []
         self._sources: dict[str, Source] = {}
         self._existing = existing  # opened when first needed where not given
@@ -216,6 +219,8 @@ class Pipeline:
             verification = Verification(
                 self.store, self.spec, self._load, self.checkers, self.auditors
             )
+            verification.budget = lambda: self._budget_spent(start)
+            verification.progress = self.reporter.advance
             if self.checkers and self._stage(0, "calibrate"):
                 self.reporter.stage("calibrating checkers", 0)
                 verification.calibrate()
@@ -293,19 +298,32 @@ class Pipeline:
                 options=self.backend_options.get(name, {}),
             )
             backend = build_backend(name, config)
+            limit = getattr(backend, "limit", None)
+            if callable(limit):  # a backend that makes model requests over the network
+                limit(self._gate)
             self.reporter.note(f"{backend.name} ready")
             self._built[text] = backend
             out.append(backend)
         return out
 
     def _budget_spent(self, start: float) -> str | None:
-        """Why the budget ends the run now (time, model calls), or None."""
+        """Why the budget ends the run now (time, model calls), or None.
+
+        Asked before each batch of model work; it also tells the LLM backends' gate how many
+        requests may still go out and until when, so that the budget holds per request inside
+        a batch too (``llm_call.CallGate``)."""
         budget = self.spec.budget
-        if budget.max_seconds is not None and time.monotonic() - start > budget.max_seconds:
-            return f"time budget spent ({budget.max_seconds:g} s)"
         calls = sum(u.get("calls", 0) for u in self._save_usage().values())
-        if budget.max_model_calls is not None and calls >= budget.max_model_calls:
-            return f"model-call budget spent ({calls} of {budget.max_model_calls} calls)"
+        limit = budget.max_model_calls
+        time_spent = f"budget spent: {budget.max_seconds:g} s of time"
+        calls_spent = f"budget spent: {limit} model calls of {limit}"
+        if budget.max_seconds is not None and time.monotonic() - start >= budget.max_seconds:
+            return time_spent
+        if limit is not None and calls >= limit:
+            return f"budget spent: {calls} model calls of {limit}"
+        deadline = None if budget.max_seconds is None else start + budget.max_seconds
+        left = None if limit is None else limit - calls
+        self._gate.allow(left, deadline, calls_spent if left is not None else time_spent)
         return None
 
     def _save_usage(self) -> dict[str, dict[str, int]]:
@@ -445,20 +463,30 @@ class Pipeline:
                 self.reporter.stage("processing", round_, todo)
                 counts = processing.run_round(round_, self.reporter.advance, self._save_usage)
                 self._finish(round_, "process", _describe(counts))
+            cut: str | None = None  # why a stage of this round stopped early (budget)
             if self._stage(round_, "label"):
-                self.reporter.stage("labelling", round_)
-                counts = labeling.run_round(round_, self._save_usage)
+                todo = len(self.store.samples(status=["processed"], round_=round_))
+                self.reporter.stage("labelling", round_, todo)
+                counts = labeling.run_round(
+                    round_,
+                    self._save_usage,
+                    progress=self.reporter.advance,
+                    budget=lambda: self._budget_spent(start),
+                )
+                cut = labeling.stopped
                 self._finish(round_, "label", _describe(counts))
             if verification.active and self._stage(round_, "verify"):
-                self.reporter.stage("verifying labels", round_)
+                todo = len(self.store.samples(status=["labelled"], round_=round_))
+                self.reporter.stage("verifying labels", round_, todo)
                 checked = verification.verify_round(round_)
+                cut = cut or verification.stopped
                 audited = verification.audit_round(round_)
                 self._save_usage()
                 self._finish(round_, "verify", f"{_describe(Counter(checked))}, audited {audited}")
             if self._stage(round_, "supervise"):
                 report = supervision.assess(round_)
-                spent = self._budget_spent(start)
-                if report.verdict == "continue" and spent:
+                spent = self._budget_spent(start) or cut
+                if spent and (report.verdict == "continue" or (cut and not report.targets_met)):
                     report = report.model_copy(update={"verdict": "done", "reason": spent})
                 self.store.save_report(report)
                 self._finish(round_, "supervise", f"{report.verdict}: {report.reason}")

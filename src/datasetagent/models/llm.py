@@ -61,7 +61,13 @@ from datasetagent.models import (
     boxparse,
     llm_schema,
 )
-from datasetagent.models.llm_call import EXTRA_MESSAGE, Failed, LLMClient, LLMOptions
+from datasetagent.models.llm_call import (
+    EXTRA_MESSAGE,
+    CallGate,
+    Failed,
+    LLMClient,
+    LLMOptions,
+)
 from datasetagent.models.llm_endpoint import PROVIDERS, Endpoint
 
 if TYPE_CHECKING:
@@ -157,6 +163,11 @@ class LLMBackend:
     @property
     def classes(self) -> tuple[str, ...]:
         return llm_schema.class_names(self._classes)
+
+    def limit(self, gate: CallGate) -> None:
+        """Send every request through ``gate`` (the run's budget); a request it refuses ends
+        the batch with ``BudgetSpent``."""
+        self._client.gate = gate
 
     # -- roles -------------------------------------------------------------------------------
 
