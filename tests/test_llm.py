@@ -647,9 +647,24 @@ def test_the_call_gate_bounds_requests_inside_a_batch(stub: StubServer) -> None:
     stub.responder = lambda body: Reply.json(CAT)
     backend = make(stub, concurrency=4)
     gate = CallGate()
-    gate.allow(3, None, "budget spent: 3 model calls of 3")
+    gate.allow(3, calls_reason="budget spent: 3 model calls of 3")
     backend.limit(gate)
     with pytest.raises(BudgetSpent, match="3 model calls of 3"):
         backend.predict([photo() for _ in range(8)])
     assert len(stub.requests) == 3
     assert backend.usage.calls == 3
+
+
+def test_the_call_gate_refuses_requests_past_the_deadline(stub: StubServer) -> None:
+    import time
+
+    from datasetagent.models.llm_call import BudgetSpent, CallGate
+
+    stub.responder = lambda body: Reply.json(CAT)
+    backend = make(stub)
+    gate = CallGate()
+    gate.allow(None, time.monotonic(), time_reason="budget spent: 5 s of time")
+    backend.limit(gate)
+    with pytest.raises(BudgetSpent, match="5 s of time"):
+        backend.predict([photo()])
+    assert stub.requests == []

@@ -315,15 +315,19 @@ class Pipeline:
         budget = self.spec.budget
         calls = sum(u.get("calls", 0) for u in self._save_usage().values())
         limit = budget.max_model_calls
-        time_spent = f"budget spent: {budget.max_seconds:g} s of time"
-        calls_spent = f"budget spent: {limit} model calls of {limit}"
-        if budget.max_seconds is not None and time.monotonic() - start >= budget.max_seconds:
+        seconds = budget.max_seconds
+        time_spent = f"budget spent: {seconds:g} s of time" if seconds is not None else ""
+        if seconds is not None and time.monotonic() - start >= seconds:
             return time_spent
         if limit is not None and calls >= limit:
             return f"budget spent: {calls} model calls of {limit}"
-        deadline = None if budget.max_seconds is None else start + budget.max_seconds
         left = None if limit is None else limit - calls
-        self._gate.allow(left, deadline, calls_spent if left is not None else time_spent)
+        self._gate.allow(
+            left,
+            None if seconds is None else start + seconds,
+            calls_reason=f"budget spent: {limit} model calls of {limit}",
+            time_reason=time_spent,
+        )
         return None
 
     def _save_usage(self) -> dict[str, dict[str, int]]:

@@ -107,26 +107,35 @@ class CallGate:
     """The run's budget as every model request sees it: thread-safe, one ``take`` per request.
 
     ``allow(calls, deadline)`` sets how many more requests may go out (None: no limit) and the
-    ``time.monotonic()`` after which none may; ``take`` counts one or raises ``BudgetSpent``.
+    ``time.monotonic()`` after which none may, with the reason each refusal gives; ``take``
+    counts one request or raises ``BudgetSpent``.
     """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._calls: int | None = None
         self._deadline: float | None = None
-        self._why = ""
+        self._reasons = ("budget spent: model calls", "budget spent: time")
 
-    def allow(self, calls: int | None, deadline: float | None, why: str = "") -> None:
+    def allow(
+        self,
+        calls: int | None,
+        deadline: float | None = None,
+        *,
+        calls_reason: str = "budget spent: model calls",
+        time_reason: str = "budget spent: time",
+    ) -> None:
         with self._lock:
-            self._calls, self._deadline, self._why = calls, deadline, why
+            self._calls, self._deadline = calls, deadline
+            self._reasons = (calls_reason, time_reason)
 
     def take(self) -> None:
         with self._lock:
-            if self._deadline is not None and time.monotonic() > self._deadline:
-                raise BudgetSpent(self._why or "time budget spent")
+            if self._deadline is not None and time.monotonic() >= self._deadline:
+                raise BudgetSpent(self._reasons[1])
             if self._calls is not None:
                 if self._calls <= 0:
-                    raise BudgetSpent(self._why or "model-call budget spent")
+                    raise BudgetSpent(self._reasons[0])
                 self._calls -= 1
 
 

@@ -1,0 +1,179 @@
+"""What a run reports: held-back counts, budgets, progress, numbers next to thresholds,
+one-line failures and credentials kept out of everything the run writes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from datasetagent.pipeline import build
+from datasetagent.spec import Budget, ClassSpec, DatasetSpec, ImageConstraints, SourceSpec
+from datasetagent.store import RunStore
+from helpers import digit_images, encode, write_class_folders
+from llm_stub import Reply, StubServer
+
+CLASSES = ("0", "1", "2")
+FAST = {"backoff": 0.001, "max_backoff": 0.005, "timeout": 5.0, "max_retries": 0}
+
+
+def _pool(folder: Path, per_class: int = 12, *, by_class: bool = False) -> Path:
+    """Digits of CLASSES: flat, or one folder per class (labelled without any model)."""
+    items = digit_images(per_class, classes=tuple(map(int, CLASSES)))
+    if by_class:
+        write_class_folders(folder, items)
+        return folder
+    folder.mkdir()
+    for k, (img, _) in enumerate(items):
+        (folder / f"x{k:03d}.png").write_bytes(encode(img))
+    return folder
+
+
+def _spec(pool: Path, **budget: Any) -> DatasetSpec:
+    return DatasetSpec(
+        classes=tuple(ClassSpec(name=c) for c in CLASSES),
+        target_per_class=10,
+        image=ImageConstraints(min_side=16, color_mode="L", enhance="off"),
+        sources=(SourceSpec(location=str(pool)),),
+        budget=Budget(**budget),
+    )
+
+
+def _llm(stub: StubServer, **more: Any) -> dict[str, dict[str, str | int | float | bool]]:
+    return {"llm": {"base_url": stub.base_url, **FAST, **more}}
+
+
+def test_every_held_sample_is_counted_when_every_llm_call_fails(tmp_path: Path) -> None:
+    """No proposed class is still held back: the summary, summary.json and the data card count
+    every sample in review, not only those with a class."""
+    pool = _pool(tmp_path / "pool", 4)
+    with StubServer(lambda body: Reply.error(400)) as stub:
+        result = build(
+            _spec(pool), tmp_path / "run", labelers=["llm:m"], backend_options=_llm(stub)
+        )
+    with RunStore(tmp_path / "run" / "run.db") as store:
+        held = len(store.samples(status=["review"]))
+    assert held == 12
+    assert result.summary()["review"] == held
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["review"] == held
+    card = (tmp_path / "run" / "export" / "imagefolder" / "README.md").read_text()
+    assert f"Samples held back for human review: {held}" in card
+
+
+def test_the_call_budget_holds_per_request_and_is_the_stop_reason(tmp_path: Path) -> None:
+    """max_model_calls 4 with a 36-image batch: exactly 4 requests reach the server, the
+    round stops with "budget spent", and nothing unlabelled is exported."""
+    pool = _pool(tmp_path / "pool")
+    reply = Reply.json({"label": "1", "confidence": 0.99})
+    with StubServer(lambda body: reply) as stub:
+        result = build(
+            _spec(pool, max_model_calls=4),
+            tmp_path / "run",
+            labelers=["llm:m"],
+            backend_options=_llm(stub, concurrency=4),
+        )
+        sent = len(stub.requests)
+    assert sent == 4
+    assert result.usage["llm:m"]["calls"] == 4
+    assert result.report.verdict == "done"
+    assert result.report.reason == "budget spent: 4 model calls of 4"
+    assert result.report.round == 1
+    with RunStore(tmp_path / "run" / "run.db") as store:
+        assert len(store.samples(status=["processed"])) == 36  # left unlabelled, not guessed
+    assert result.exported == []
+
+
+def test_the_time_budget_is_checked_per_batch_and_is_the_stop_reason(tmp_path: Path) -> None:
+    """A time budget that runs out while labelling stops the stage at the next batch."""
+    pool = _pool(tmp_path / "pool")
+    reply = Reply(data={"label": "1", "confidence": 0.99}, delay=0.3)
+    with StubServer(lambda body: reply) as stub:
+        result = build(
+            _spec(pool, max_seconds=1.0),
+            tmp_path / "run",
+            labelers=["llm:m"],
+            backend_options=_llm(stub, concurrency=1),
+        )
+        sent = len(stub.requests)
+    assert result.report.reason == "budget spent: 1 s of time"
+    assert sent < 36
+
+
+# -- one-line failures ----------------------------------------------------------------------------
+
+
+def _cli(*args: str) -> tuple[int, str]:
+    from click.testing import CliRunner
+
+    from datasetagent.cli import main
+
+    result = CliRunner().invoke(main, list(args))
+    return result.exit_code, result.output
+
+
+def _one_error_line(output: str) -> str:
+    lines = [line for line in output.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1, output
+    assert "Traceback" not in output
+    return lines[0]
+
+
+def test_a_damaged_run_database_is_one_line(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "run.db").write_bytes(b"not a database, just bytes " * 200)
+    code, out = _cli("export", str(run), "-o", str(tmp_path / "out"))
+    assert code == 1
+    line = _one_error_line(out)
+    assert str(run / "run.db") in line
+    assert "damaged" in line
+
+
+def _limit_store(monkeypatch: pytest.MonkeyPatch, pragma: str) -> None:
+    """Every RunStore opened from now on runs ``pragma`` (a full disk, a read-only file)."""
+    original = RunStore.__init__
+
+    def init(self: RunStore, path: Path) -> None:
+        original(self, path)
+        if "{pages}" in pragma:
+            pages = self._db.execute("PRAGMA page_count").fetchone()[0]
+            self._db.execute(pragma.format(pages=pages + 4))
+        else:
+            self._db.execute(pragma)
+
+    monkeypatch.setattr(RunStore, "__init__", init)
+
+
+def test_a_read_only_run_database_is_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pool = _pool(tmp_path / "pool", 2, by_class=True)
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(_spec(pool).to_yaml())
+    assert _cli("build", str(spec), "-o", str(tmp_path / "run"))[0] == 0
+    _limit_store(monkeypatch, "PRAGMA query_only=ON")
+    code, out = _cli("build", "--resume", "-o", str(tmp_path / "run"))
+    assert code == 1
+    line = _one_error_line(out)
+    assert "cannot be written" in line
+
+
+def test_a_full_disk_is_one_line_and_resume_finishes_the_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pool = _pool(tmp_path / "pool", by_class=True)
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(_spec(pool).to_yaml())
+    with monkeypatch.context() as patch:
+        _limit_store(patch, "PRAGMA max_page_count={pages}")
+        code, out = _cli("build", str(spec), "-o", str(tmp_path / "run"))
+    assert code == 1
+    line = _one_error_line(out)
+    assert "disk is full" in line
+    assert "--resume" in line
+    code, out = _cli("build", "--resume", "-o", str(tmp_path / "run"), "--json")
+    assert code == 0, out
+    summary = json.loads(out.splitlines()[-1])
+    assert summary["exported"] == 30
