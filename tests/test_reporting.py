@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from datasetagent.pipeline import build
+from datasetagent.records import Box, Provenance, Sample
 from datasetagent.spec import Budget, ClassSpec, DatasetSpec, ImageConstraints, SourceSpec
 from datasetagent.store import RunStore
 from helpers import digit_images, encode, write_class_folders
@@ -177,3 +178,60 @@ def test_a_full_disk_is_one_line_and_resume_finishes_the_run(
     assert code == 0, out
     summary = json.loads(out.splitlines()[-1])
     assert summary["exported"] == 30
+
+
+# -- exports --------------------------------------------------------------------------------------
+
+
+def _boxes_sample(*boxes: Box) -> Sample:
+    return Sample(
+        id="a" * 64,
+        blob="images/aa/x.png",
+        width=40,
+        height=30,
+        mode="RGB",
+        origin="collected",
+        provenance=Provenance(source_kind="local", location="/x.png", licence="user-supplied"),
+        annotations=boxes,
+        status="labelled",
+        split="train",
+    )
+
+
+def test_boxes_that_clipping_makes_identical_are_exported_once() -> None:
+    """Two cat boxes past the right edge become the same box once clipped: one is kept (the
+    surer), the other is listed as dropped; a dog box at the same place stays."""
+    from datasetagent.export.prepare import ExportStats, prepare
+
+    low = Box(label="cat", confidence=0.6, labeler="m", x=10, y=5, w=40, h=10)
+    high = Box(label="cat", confidence=0.8, labeler="m", x=10, y=5, w=35, h=10)
+    dog = Box(label="dog", confidence=0.7, labeler="m", x=10, y=5, w=40, h=10)
+    stats = ExportStats()
+    out, dropped = prepare(_boxes_sample(low, high, dog), stats, {"cat", "dog"})
+    assert [(a.label, a.confidence, a.x, a.w) for a in out.annotations if isinstance(a, Box)] == [
+        ("cat", 0.8, 10, 30),
+        ("dog", 0.7, 10, 30),
+    ]
+    assert [(d.label, d.reason) for d in dropped] == [("cat", "duplicate_after_clipping")]
+    assert stats.objects[("train", "cat")] == 1
+    assert stats.dropped == {"duplicate_after_clipping": 1}
+
+
+def test_the_data_card_states_the_confidence_rule_that_applies_to_objects() -> None:
+    """Object scores under min_confidence are exported: the card says so, with their range,
+    instead of claiming that labels under the threshold were held back."""
+    from datasetagent.export.datacard import render_datacard
+
+    spec = DatasetSpec(
+        task="detection", classes=(ClassSpec(name="cat"), ClassSpec(name="dog")), formats=("coco",)
+    )
+    sample = _boxes_sample(
+        Box(label="cat", confidence=0.76, labeler="m", x=1, y=1, w=5, h=5),
+        Box(label="dog", confidence=0.95, labeler="m", x=9, y=1, w=5, h=5),
+    )
+    card = render_datacard(spec, [sample], None, "coco")
+    assert "were held back for review, not exported" not in card
+    assert "applies to class labels only" in card
+    assert "runs from 0.76 to 0.95" in card
+    classification = render_datacard(DatasetSpec(classes=spec.classes), [], None, "imagefolder")
+    assert "New class labels below confidence 0.9 were held back" in classification
