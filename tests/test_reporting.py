@@ -235,3 +235,49 @@ def test_the_data_card_states_the_confidence_rule_that_applies_to_objects() -> N
     assert "runs from 0.76 to 0.95" in card
     classification = render_datacard(DatasetSpec(classes=spec.classes), [], None, "imagefolder")
     assert "New class labels below confidence 0.9 were held back" in classification
+
+
+# -- progress -------------------------------------------------------------------------------------
+
+
+def test_progress_off_a_terminal_prints_plain_lines_per_stage(tmp_path: Path) -> None:
+    """stderr to a pipe (logs, CI): each stage that did work ends with a plain count line."""
+    import os
+    import subprocess
+    import sys
+
+    pool = _pool(tmp_path / "pool", 4, by_class=True)
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(_spec(pool).to_yaml())
+    out = subprocess.run(
+        [sys.executable, "-m", "datasetagent", "build", str(spec), "-o", str(tmp_path / "run")],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "NO_COLOR": "1", "COLUMNS": "200"},
+        timeout=300,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr
+    lines = out.stderr.splitlines()
+    assert "round 1 · processing 12/12" in lines
+    assert "round 1 · labelling 12/12" in lines
+
+
+def test_progress_off_a_terminal_prints_a_line_every_interval() -> None:
+    import io
+
+    from rich.console import Console
+
+    from datasetagent.cli import RichReporter
+
+    buf = io.StringIO()
+    with RichReporter(Console(file=buf, width=200), every=0.0) as reporter:
+        reporter.stage("processing", 1, 3)
+        for _ in range(3):
+            reporter.advance()
+        reporter.stage("labelling", 1, 3)  # no work done: no line
+    assert buf.getvalue().splitlines() == [
+        "round 1 · processing 1/3",
+        "round 1 · processing 2/3",
+        "round 1 · processing 3/3",
+    ]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import wraps
@@ -32,11 +33,15 @@ err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 class RichReporter:
-    """Renders pipeline progress on stderr."""
+    """Renders pipeline progress on stderr: a live bar on a terminal; elsewhere (logs, CI)
+    plain lines such as ``round 1 · processing 120/300``, one every ``every`` seconds while a
+    stage runs and one when it ends."""
 
-    def __init__(self, console: Console, enabled: bool = True) -> None:
+    def __init__(self, console: Console, enabled: bool = True, every: float = 10.0) -> None:
         self.console = console
-        self.enabled = enabled and console.is_terminal
+        self.live = enabled and console.is_terminal
+        self.plain = enabled and not console.is_terminal
+        self.every = every
         self.progress = Progress(
             TextColumn("{task.description}"),
             BarColumn(),
@@ -45,28 +50,51 @@ class RichReporter:
             transient=True,
         )
         self._task: TaskID | None = None
+        self._label = ""
+        self._done = self._shown = 0
+        self._total: int | None = None
+        self._printed = 0.0
 
     def __enter__(self) -> RichReporter:
-        if self.enabled:
+        if self.live:
             self.progress.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self.enabled:
+        if self.live:
             self.progress.stop()
+        self._line(final=True)
 
     def stage(self, name: str, round_: int, total: int | None = None) -> None:
+        self._line(final=True)
         label = f"round {round_} · {name}" if round_ > 0 else name
-        if self._task is not None:
-            self.progress.remove_task(self._task)
-        self._task = self.progress.add_task(label, total=total)
+        self._label, self._done, self._shown, self._total = label, 0, 0, total
+        self._printed = time.monotonic()
+        if self.live:
+            if self._task is not None:
+                self.progress.remove_task(self._task)
+            self._task = self.progress.add_task(label, total=total)
 
     def advance(self, n: int = 1) -> None:
-        if self._task is not None:
+        self._done += n
+        if self.live and self._task is not None:
             self.progress.advance(self._task, n)
+        elif self.plain and time.monotonic() - self._printed >= self.every:
+            self._line()
 
     def note(self, message: str) -> None:
         self.console.print(message)
+
+    def _line(self, final: bool = False) -> None:
+        """The plain progress line of the current stage (at its end: once, if it did work)."""
+        if not self.plain or not self._label:
+            return
+        if not final or self._done != self._shown:
+            of = f"/{self._total}" if self._total is not None else ""
+            self.console.print(f"{self._label} {self._done}{of}", markup=False, highlight=False)
+            self._printed, self._shown = time.monotonic(), self._done
+        if final:
+            self._label = ""
 
 
 def handle_errors(fn: Callable[P, R]) -> Callable[P, R]:
