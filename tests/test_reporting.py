@@ -3,6 +3,7 @@ one-line failures and credentials kept out of everything the run writes."""
 
 from __future__ import annotations
 
+import base64
 import json
 from pathlib import Path
 from typing import Any
@@ -281,3 +282,70 @@ def test_progress_off_a_terminal_prints_a_line_every_interval() -> None:
         "round 1 · processing 2/3",
         "round 1 · processing 3/3",
     ]
+
+
+# -- credentials ----------------------------------------------------------------------------------
+
+SECRET = "sk-in-the-url-0123456789"
+
+
+def test_credentials_in_the_base_url_are_used_but_never_written(tmp_path: Path) -> None:
+    """``http://user:key@host``: the request is sent with them; nothing the run writes or
+    prints holds the key, and a resume asks for the URL again."""
+    import os
+    import subprocess
+    import sys
+
+    pool = _pool(tmp_path / "pool", 2)
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(_spec(pool).to_yaml())
+    reply = Reply.json({"label": "1", "confidence": 0.99})
+    with StubServer(lambda body: reply) as stub:
+        host = stub.base_url.removeprefix("http://")
+        url = f"http://user:{SECRET}@{host}"
+        out = subprocess.run(
+            [
+                *(sys.executable, "-m", "datasetagent", "build", str(spec)),
+                *("-o", str(tmp_path / "run"), "--llm", "m", "--llm-base-url", url),
+                *("--labeler-option", "llm.max_retries=0"),
+            ],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "NO_COLOR": "1"},
+            timeout=300,
+            check=False,
+        )
+        sent = stub.requests
+    assert out.returncode == 0, out.stderr
+    assert len(sent) == 6
+    assert (
+        "user:" + SECRET
+        in base64.b64decode(  # the full URL was used
+            sent[0].headers["Authorization"].split()[-1]
+        ).decode()
+    )
+    assert SECRET not in out.stderr + out.stdout
+    for path in (tmp_path / "run").rglob("*"):
+        if path.is_file() and path.suffix in {".db", ".yaml", ".json", ".md", ".jsonl", ""}:
+            assert SECRET.encode() not in path.read_bytes(), path
+    with RunStore(tmp_path / "run" / "run.db") as store:
+        stored = json.loads(store.get_meta("labelers") or "{}")
+    assert "***" in stored["options"]["llm"]["base_url"]
+    code, text = _cli("build", "--resume", "-o", str(tmp_path / "run"))
+    assert code == 2
+    assert "--llm-base-url URL" in _one_error_line(text)
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("http://u:k@host:8000/v1", "http://***@host:8000/v1"),
+        ("http://host/v1?key=abc&model=x", "http://host/v1?key=***&model=x"),
+        ("https://host/v1?api_key=abc", "https://host/v1?api_key=***"),
+        ("http://localhost:11434/v1", "http://localhost:11434/v1"),
+    ],
+)
+def test_redact_url(url: str, shown: str) -> None:
+    from datasetagent.models.llm_endpoint import redact_url
+
+    assert redact_url(url) == shown

@@ -43,6 +43,7 @@ from datasetagent.models import (
     parse_labeler,
 )
 from datasetagent.models.llm_call import CallGate
+from datasetagent.models.llm_endpoint import redact_url
 from datasetagent.models.seed import SeedClassifier
 from datasetagent.records import QualityReport, Sample
 from datasetagent.runtime.local import LocalExecutor
@@ -658,15 +659,32 @@ def _labeler_config(
     verifiers: Sequence[str] | None,
     options: BackendOptions | None,
 ) -> tuple[Sequence[str] | None, Sequence[str] | None, BackendOptions | None]:
-    """The models given now, stored for a resume; or, when none are given, the stored ones."""
+    """The models given now, stored for a resume; or, when none are given, the stored ones.
+    A ``base_url`` is stored without the credentials it may hold (``redact_url``): a resume
+    needs it given again then."""
     raw = store.get_meta("labelers")
     if labelers is None and verifiers is None and options is None and raw is not None:
         saved = json.loads(raw)
+        for name, opts in (saved["options"] or {}).items():
+            if "***" in str(opts.get("base_url", "")):
+                raise UsageError(
+                    f"the {name} base URL of this run held credentials, which are not stored: "
+                    f"resume with the same --llm MODEL --llm-base-url URL (or --labeler-option "
+                    f"{name}.base_url=URL) again"
+                )
         return saved["labelers"], saved.get("verifiers"), saved["options"]
     saved = {
         "labelers": list(labelers or ()) or None,
         "verifiers": list(verifiers or ()) or None,
-        "options": options,
+        "options": {
+            name: {
+                k: redact_url(v) if k == "base_url" and isinstance(v, str) else v
+                for k, v in opts.items()
+            }
+            for name, opts in options.items()
+        }
+        if options
+        else options,
     }
     store.set_meta("labelers", json.dumps(saved))
     return labelers, verifiers, options
