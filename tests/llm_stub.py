@@ -189,6 +189,9 @@ class _Handler(BaseHTTPRequestHandler):
             pass
 
     def do_GET(self) -> None:
+        if self.path.rstrip("/") == "/v1/models":  # what `models check` asks
+            self._send(200, {"object": "list", "data": [{"id": "stub", "object": "model"}]})
+            return
         self._send(404, {"error": {"message": "not found", "type": "invalid_request_error"}})
 
     def do_POST(self) -> None:

@@ -192,9 +192,27 @@ def test_check_reports_keys_without_the_network() -> None:
     assert rows["openai:MODEL"]["detail"] == "set OPENAI_API_KEY"
     assert not rows["openai:MODEL"]["ready"]
     assert rows["gemini:MODEL"]["ready"]
-    assert rows["ollama:MODEL"]["ready"]
+    assert not rows["ollama:MODEL"]["ready"]  # not asked, so not claimed ready
+    assert str(rows["ollama:MODEL"]["detail"]).startswith("not checked")
     assert "localhost:11434" in str(rows["ollama:MODEL"]["detail"])
     assert SECRET not in json.dumps(list(rows.values()))
+
+
+def test_check_asks_local_servers_and_says_ready_only_when_they_answer(stub: StubServer) -> None:
+    from datasetagent.models.llm import probe_server
+
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        nobody = f"http://127.0.0.1:{free.getsockname()[1]}/v1"
+    root = stub.base_url.removesuffix("/v1")
+    servers = {"ollama": stub.base_url, "vllm": nobody, "lmstudio": root}
+    rows = {r["model"]: r for r in check({}, probe=probe_server, servers=servers)}
+    assert rows["ollama:MODEL"]["ready"]
+    assert rows["ollama:MODEL"]["detail"] == f"ready: {stub.base_url} answers"
+    assert not rows["vllm:MODEL"]["ready"]
+    assert str(rows["vllm:MODEL"]["detail"]).startswith(f"no server answers at {nobody}")
+    assert not rows["lmstudio:MODEL"]["ready"]
+    assert "answers HTTP 404 to GET /models" in str(rows["lmstudio:MODEL"]["detail"])
 
 
 def test_import_needs_no_extra_and_building_names_it() -> None:

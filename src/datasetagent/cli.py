@@ -738,11 +738,13 @@ def models_list() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
 @handle_errors
 def models_check(as_json: bool) -> None:
-    """Which backends can run here: libraries installed, default weights cached (no network)."""
+    """Which backends can run here: libraries installed, default weights cached, hosted keys
+    set, local LLM servers answering (asked at their default URLs; nothing else is contacted)."""
     from datasetagent.models.hf import check as check_vision
     from datasetagent.models.llm import check as check_llm
+    from datasetagent.models.llm import probe_server
 
-    rows = [*check_vision(), *check_llm()]
+    rows = [*check_vision(), *check_llm(probe=probe_server)]
     if as_json:
         click.echo(json.dumps(rows))
         return
