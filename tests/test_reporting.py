@@ -349,3 +349,58 @@ def test_redact_url(url: str, shown: str) -> None:
     from datasetagent.models.llm_endpoint import redact_url
 
     assert redact_url(url) == shown
+
+
+def test_a_spec_nested_thousands_deep_is_one_line(tmp_path: Path) -> None:
+    spec = tmp_path / "deep.yaml"
+    spec.write_text("classes: " + "[" * 10_000 + "]" * 10_000 + "\n")
+    code, out = _cli("build", str(spec), "-o", str(tmp_path / "run"))
+    assert code == 2
+    line = _one_error_line(out)
+    assert str(spec) in line
+    assert "nested too deeply" in line
+
+
+def test_a_review_line_nested_thousands_deep_is_one_line(tmp_path: Path) -> None:
+    pool = _pool(tmp_path / "pool", 2, by_class=True)
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(_spec(pool).to_yaml())
+    assert _cli("build", str(spec), "-o", str(tmp_path / "run"))[0] == 0
+    lines = tmp_path / "review.jsonl"
+    lines.write_text('{"id": "x"}\n' + "[" * 10_000 + "]" * 10_000 + "\n")
+    code, out = _cli("review", str(tmp_path / "run"), "--apply", str(lines))
+    assert code == 2
+    line = _one_error_line(out)
+    assert f"{lines}:2" in line
+    assert "nested too deeply" in line
+
+
+def test_a_full_disk_while_writing_images_is_one_line_and_resume_finishes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+
+    from datasetagent.store import BlobStore
+
+    pool = _pool(tmp_path / "pool", by_class=True)
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(_spec(pool).to_yaml())
+    real = BlobStore.put
+    written: list[str] = []
+
+    def put(self: BlobStore, digest: str, ext: str, data: bytes) -> str:
+        if len(written) == 5:
+            raise OSError(errno.ENOSPC, "No space left on device", str(self.root / digest))
+        written.append(digest)
+        return real(self, digest, ext, data)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(BlobStore, "put", put)
+        code, out = _cli("build", str(spec), "-o", str(tmp_path / "run"), "--workers", "1")
+    assert code == 1
+    line = _one_error_line(out)
+    assert "No space left on device" in line
+    assert "--resume" in line
+    code, out = _cli("build", "--resume", "-o", str(tmp_path / "run"), "--json")
+    assert code == 0, out
+    assert json.loads(out.splitlines()[-1])["exported"] == 30

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import sys
@@ -10,7 +11,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import wraps
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, ParamSpec, TypeVar
 
 import click
 from pydantic import ValidationError
@@ -97,6 +98,18 @@ class RichReporter:
             self._label = ""
 
 
+#: Failures of the disk rather than of the program: a full disk, a quota, a read-only one.
+_DISK_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS}
+
+
+def _fail(message: str, code: int) -> NoReturn:
+    """Print the one-line error and exit (``--debug``: raise it with its traceback)."""
+    if click.get_current_context().find_root().params.get("debug"):
+        raise
+    err.print(f"[red]error:[/red] {escape(message)}", soft_wrap=True)
+    sys.exit(code)
+
+
 def handle_errors(fn: Callable[P, R]) -> Callable[P, R]:
     """Turn library errors into one line and an exit code (``--debug`` shows the traceback)."""
 
@@ -105,11 +118,18 @@ def handle_errors(fn: Callable[P, R]) -> Callable[P, R]:
         try:
             return fn(*args, **kwargs)
         except DatasetAgentError as exc:
-            ctx = click.get_current_context()
-            if ctx.find_root().params.get("debug"):
+            _fail(str(exc), exc.exit_code)
+        except RecursionError:  # input nested past what any reader handles
+            _fail("an input file is nested too deeply to read; check the files given", 2)
+        except OSError as exc:
+            if exc.errno not in _DISK_ERRORS:
                 raise
-            err.print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True)
-            sys.exit(exc.exit_code)
+            where = f" writing {exc.filename}" if exc.filename else ""
+            _fail(
+                f"{exc.strerror or exc}{where}: free some space (or make the folder "
+                "writable), then continue a build with datasetagent build --resume -o RUN",
+                1,
+            )
 
     return wrapper
 
