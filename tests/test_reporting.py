@@ -59,6 +59,7 @@ def test_every_held_sample_is_counted_when_every_llm_call_fails(tmp_path: Path) 
         held = len(store.samples(status=["review"]))
     assert held == 12
     assert result.summary()["review"] == held
+    assert result.summary()["review_no_class"] == held
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["review"] == held
     card = (tmp_path / "run" / "export" / "imagefolder" / "README.md").read_text()
     assert f"Samples held back for human review: {held}" in card

@@ -265,9 +265,11 @@ def _print_summary(summary: dict[str, Any]) -> None:
         table.add_row(name, *(str(row[k]) for k in ("target", "accepted", "exported", "review")))
     err.print(table)
     rejected = ", ".join(f"{k} {v}" for k, v in summary["rejected"].items()) or "none"
+    no_class = summary.get("review_no_class") or 0
     err.print(
         f"exported {summary['exported']} images {summary['splits']}; "
         f"CBI {summary['cbi']:.4f}; held for review {summary['review']}"
+        + (f" ({no_class} with no proposed class)" if no_class else "")
     )
     err.print(f"rejected: {rejected}")
     if summary.get("alr") is not None:

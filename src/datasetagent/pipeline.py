@@ -133,6 +133,8 @@ class BuildResult:
                 else {}
             ),
             "review": self.report.review,
+            #: Of those, the samples with no proposed class of the spec (none fitted, or failed).
+            "review_no_class": self.report.review - sum(c.review for c in self.report.classes),
             "rounds": self.report.round,
             "stop_reason": self.report.reason,
             "targets_met": self.report.targets_met,
