@@ -66,8 +66,9 @@ def test_every_held_sample_is_counted_when_every_llm_call_fails(tmp_path: Path) 
 
 
 def test_the_call_budget_holds_per_request_and_is_the_stop_reason(tmp_path: Path) -> None:
-    """max_model_calls 4 with a 36-image batch: exactly 4 requests reach the server, the
-    round stops with "budget spent", and nothing unlabelled is exported."""
+    """max_model_calls 4 with a 36-image batch: exactly 4 requests reach the server (the
+    batch is cut to the 4 images they pay for), the round stops with "budget spent", and the
+    rest is left unlabelled, never guessed."""
     pool = _pool(tmp_path / "pool")
     reply = Reply.json({"label": "1", "confidence": 0.99})
     with StubServer(lambda body: reply) as stub:
@@ -84,8 +85,9 @@ def test_the_call_budget_holds_per_request_and_is_the_stop_reason(tmp_path: Path
     assert result.report.reason == "budget spent: 4 model calls of 4"
     assert result.report.round == 1
     with RunStore(tmp_path / "run" / "run.db") as store:
-        assert len(store.samples(status=["processed"])) == 36  # left unlabelled, not guessed
-    assert result.exported == []
+        assert len(store.samples(status=["processed"])) == 32
+        assert len(store.samples(status=["labelled"])) == 4
+    assert len(result.exported) == 4
 
 
 def test_the_time_budget_is_checked_per_batch_and_is_the_stop_reason(tmp_path: Path) -> None:
@@ -405,3 +407,60 @@ def test_a_full_disk_while_writing_images_is_one_line_and_resume_finishes(
     code, out = _cli("build", "--resume", "-o", str(tmp_path / "run"), "--json")
     assert code == 0, out
     assert json.loads(out.splitlines()[-1])["exported"] == 30
+
+
+def test_processing_progress_moves_as_each_image_arrives(tmp_path: Path) -> None:
+    """Progress advances per image as results come in, not once a batch of 256 is stored:
+    the first advance comes before anything of the round is stored."""
+    import sqlite3
+
+    pool = _pool(tmp_path / "pool", 4, by_class=True)
+    run = tmp_path / "run"
+
+    class Recorder:
+        def __init__(self) -> None:
+            self.current = ""
+            self.seen: list[tuple[str, int]] = []
+
+        def stage(self, name: str, round_: int, total: int | None = None) -> None:
+            self.current = f"{round_}:{name}"
+
+        def advance(self, n: int = 1) -> None:
+            with sqlite3.connect(run / "run.db") as db:
+                stored = db.execute("SELECT COUNT(*) FROM samples").fetchone()[0]
+            self.seen.append((self.current, stored))
+
+        def note(self, message: str) -> None:
+            return None
+
+    recorder = Recorder()
+    build(_spec(pool), run, workers=1, reporter=recorder)
+    processing = [stored for stage, stored in recorder.seen if stage == "1:processing"]
+    assert len(processing) == 12
+    assert processing[0] == 0
+    labelling = [stage for stage, _ in recorder.seen if stage == "1:labelling"]
+    assert labelling  # labelling reports progress too
+
+
+def test_verification_stops_at_the_budget_and_holds_what_it_did_not_check(
+    tmp_path: Path,
+) -> None:
+    """Folder labels cost nothing; an LLM verifier with a budget of 3 calls checks 3 labels,
+    and the labels it never saw are held back (never exported unverified)."""
+    pool = _pool(tmp_path / "pool", 4, by_class=True)
+    agree = {"agree": True, "confidence": 0.99, "suggested": None, "reason": "it is"}
+    with StubServer(lambda body: Reply.json(agree)) as stub:
+        result = build(
+            _spec(pool, max_model_calls=3),
+            tmp_path / "run",
+            verifiers=["llm:m"],
+            backend_options=_llm(stub, concurrency=1),
+        )
+        sent = len(stub.requests)
+    assert sent == 3
+    assert result.report.reason == "budget spent: 3 model calls of 3"
+    with RunStore(tmp_path / "run" / "run.db") as store:
+        held = store.samples(status=["review"])
+    assert len(held) == 9
+    assert all(s.review_reasons[-1].startswith("unverified: llm:m not asked") for s in held)
+    assert len(result.exported) == 3

@@ -185,6 +185,8 @@ class Pipeline:
         self._usage_base: dict[str, dict[str, int]] | None = None
         #: Every LLM request of the run passes it (the budget per request).
         self._gate = CallGate()
+        #: Model calls the budget still pays for, as of the last ``_budget_spent``.
+        self._calls_left: int | None = None
         self._opened: list[Source] = []
         self._sources: dict[str, Source] = {}
         self._existing = existing  # opened when first needed where not given
@@ -224,6 +226,7 @@ class Pipeline:
             )
             verification.budget = lambda: self._budget_spent(start)
             verification.progress = self.reporter.advance
+            verification.calls_left = lambda: self._calls_left
             if self.checkers and self._stage(0, "calibrate"):
                 self.reporter.stage("calibrating checkers", 0)
                 verification.calibrate()
@@ -323,8 +326,10 @@ class Pipeline:
         if seconds is not None and time.monotonic() - start >= seconds:
             return time_spent
         if limit is not None and calls >= limit:
+            self._calls_left = 0
             return f"budget spent: {calls} model calls of {limit}"
         left = None if limit is None else limit - calls
+        self._calls_left = left
         self._gate.allow(
             left,
             None if seconds is None else start + seconds,
@@ -479,6 +484,7 @@ class Pipeline:
                     self._save_usage,
                     progress=self.reporter.advance,
                     budget=lambda: self._budget_spent(start),
+                    calls_left=lambda: self._calls_left,
                 )
                 cut = labeling.stopped
                 self._finish(round_, "label", _describe(counts))

@@ -202,6 +202,7 @@ class DataLabelAgent:
         *,
         progress: Callable[[int], object] | None = None,
         budget: Callable[[], str | None] | None = None,
+        calls_left: Callable[[], int | None] | None = None,
     ) -> Counter[str]:
         """Label every processed, unlabelled sample of ``round_``; returns status counts.
         ``after_batch`` runs after each batch is stored (the pipeline saves model usage, so
@@ -209,7 +210,10 @@ class DataLabelAgent:
         ``progress(n)`` after each batch with its size. ``budget()`` is asked before each
         batch and says why the budget is spent (or None); a spent budget, or a model request
         the budget refuses (``BudgetSpent``), ends the stage: the samples not labelled yet stay
-        unlabelled (counted as ``budget_spent``) and ``stopped`` says why."""
+        unlabelled (counted as ``budget_spent``) and ``stopped`` says why. ``calls_left()``
+        (asked next) is how many more requests the budget pays for: with models that make a
+        request per image (LLMs), a batch is cut to what that pays for, and the stage stops
+        after it."""
         self.stopped = None
         todo = self.store.samples(status=["processed"], round_=round_)
         counts: Counter[str] = Counter()
@@ -222,13 +226,14 @@ class DataLabelAgent:
         for batch in prefetch(chunks, self._load_batch):
             try:
                 self.stopped = budget() if budget is not None else None
-                done = [] if self.stopped else self._label(batch)
+                cut = self._affordable(batch, calls_left() if calls_left is not None else None)
+                done = [] if self.stopped or not cut.samples else self._label(cut)
+                if cut is not batch:
+                    self.stopped = (budget() if budget is not None else None) or (
+                        "budget spent: model calls"
+                    )
             except BudgetSpent as exc:
-                self.stopped = str(exc)
-            if self.stopped:
-                counts["budget_spent"] += left
-                log.info("labelling stopped with %d samples left: %s", left, self.stopped)
-                break
+                self.stopped, done = str(exc), []
             self.store.update_samples(done)
             counts.update(s.status for s in done)
             left -= len(done)
@@ -236,7 +241,25 @@ class DataLabelAgent:
                 after_batch()
             if progress is not None:
                 progress(len(done))
+            if self.stopped:
+                counts["budget_spent"] += left
+                log.info("labelling stopped with %d samples left: %s", left, self.stopped)
+                break
         return counts
+
+    def _affordable(self, batch: _Batch, calls: int | None) -> _Batch:
+        """``batch``, or its first samples when its models make a request per image (those the
+        run's budget gates: ``limit``) and ``calls`` would not pay for all of them."""
+        per_image = sum(callable(getattr(m, "limit", None)) for m in self.labelers.models)
+        if calls is None or not per_image or not batch.images:
+            return batch
+        todo = [s for s in batch.samples if self._needs_models(s)]
+        k = calls // per_image
+        if k >= len(todo):
+            return batch
+        keep = {s.id for s in todo[:k]}
+        samples = [s for s in batch.samples if not self._needs_models(s) or s.id in keep]
+        return _Batch(samples, batch.images[:k])  # models prepare the fewer images again
 
     def _needs_models(self, sample: Sample) -> bool:
         return sample.origin != "existing"

@@ -85,6 +85,9 @@ class Verification:
         self.budget: Callable[[], str | None] = lambda: None
         #: Why the last stage stopped before every check was made (budget), or None.
         self.stopped: str | None = None
+        #: How many more model requests the budget pays for (None: no limit); a checker that
+        #: makes one per image (an LLM) is asked about no more images than that.
+        self.calls_left: Callable[[], int | None] = lambda: None
         #: Called with the number of labels checked after each batch.
         self.progress: Callable[[int], object] = lambda n: None
 
@@ -102,6 +105,8 @@ class Verification:
             if verdicts is None:
                 break
             out.extend((v.agree, v.suggested, v.confidence) for v in verdicts)
+            if self.stopped:
+                break
         return out
 
     def _verify(
@@ -117,8 +122,15 @@ class Verification:
             return list(checker.verify(images, list(labels)))
         try:
             self.stopped = self.stopped or self.budget()
-            if self.stopped is None:
+            if self.stopped is not None:
+                return None
+            left = self.calls_left() if callable(getattr(checker, "limit", None)) else None
+            if left is None or left >= len(images):
                 return list(checker.verify(images, list(labels)))
+            # a request per image: ask only as many as the budget pays for, then stop
+            verdicts = list(checker.verify(images[:left], list(labels[:left])))
+            self.stopped = self.budget() or "budget spent: model calls"
+            return verdicts
         except BudgetSpent as exc:
             self.stopped = str(exc)
         return None
@@ -209,6 +221,7 @@ class Verification:
                 )
                 if verdicts is None:
                     return out
+                asked = asked[: len(verdicts)]  # fewer where the budget ran out
                 self.store.add_audits(
                     Audit(
                         sample_id=s.id,
