@@ -265,6 +265,9 @@ def test_progress_off_a_terminal_prints_plain_lines_per_stage(tmp_path: Path) ->
     lines = out.stderr.splitlines()
     assert "round 1 · processing 12/12" in lines
     assert "round 1 · labelling 12/12" in lines
+    # the stage's line comes before the round's note, not after it
+    note = next(i for i, line in enumerate(lines) if line.startswith("round 1: "))
+    assert lines.index("round 1 · labelling 12/12") < note
 
 
 def test_progress_off_a_terminal_prints_a_line_every_interval() -> None:

@@ -84,6 +84,8 @@ class RichReporter:
             self._line()
 
     def note(self, message: str) -> None:
+        if self._total is not None and self._done >= self._total:  # the stage is over
+            self._line(final=True)
         self.console.print(message)
 
     def _line(self, final: bool = False) -> None:
