@@ -297,7 +297,8 @@ SECRET = "sk-in-the-url-0123456789"
 
 def test_credentials_in_the_base_url_are_used_but_never_written(tmp_path: Path) -> None:
     """``http://user:key@host``: the request is sent with them; nothing the run writes or
-    prints holds the key, and a resume asks for the URL again."""
+    prints (debug logs of the HTTP libraries included) holds the key, and a resume asks for
+    the URL again."""
     import os
     import subprocess
     import sys
@@ -311,7 +312,7 @@ def test_credentials_in_the_base_url_are_used_but_never_written(tmp_path: Path) 
         url = f"http://user:{SECRET}@{host}"
         out = subprocess.run(
             [
-                *(sys.executable, "-m", "datasetagent", "build", str(spec)),
+                *(sys.executable, "-m", "datasetagent", "--debug", "build", str(spec)),
                 *("-o", str(tmp_path / "run"), "--llm", "m", "--llm-base-url", url),
                 *("--labeler-option", "llm.max_retries=0"),
             ],

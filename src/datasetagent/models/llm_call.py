@@ -23,6 +23,7 @@ is built, never at import.
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
 import os
 import random
@@ -32,6 +33,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -405,11 +407,28 @@ def _run_sync(coro: Awaitable[T]) -> T:
         return pool.submit(asyncio.run, main()).result()
 
 
+def _split_credentials(url: str) -> tuple[str, str | None]:
+    """``url`` without its ``user:password@`` part, and the Basic ``Authorization`` header
+    value that part stands for (None without one): sent as a header, the credentials never
+    appear in a URL that the HTTP libraries log."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url, None
+    userinfo, _, host = parts.netloc.rpartition("@")
+    user, _, password = userinfo.partition(":")
+    token = base64.b64encode(f"{unquote(user)}:{unquote(password)}".encode()).decode()
+    return urlunsplit(parts._replace(netloc=host)), f"Basic {token}"
+
+
 def _guard_transport(
-    inner: httpx2.AsyncBaseTransport, max_bytes: int, gate: Callable[[], CallGate | None]
+    inner: httpx2.AsyncBaseTransport,
+    max_bytes: int,
+    gate: Callable[[], CallGate | None],
+    authorization: str | None = None,
 ) -> httpx2.AsyncBaseTransport:
-    """A transport that asks ``gate`` before each request and stops reading a reply body at
-    ``max_bytes`` (``ReplyTooLarge``), so a huge or endless reply never fills memory."""
+    """A transport that asks ``gate`` before each request, sends ``authorization`` (the
+    credentials of the base URL) and stops reading a reply body at ``max_bytes``
+    (``ReplyTooLarge``), so a huge or endless reply never fills memory."""
     import httpx2
 
     class Capped(httpx2.AsyncByteStream):
@@ -432,6 +451,8 @@ def _guard_transport(
             g = gate()
             if g is not None:
                 g.take()
+            if authorization is not None:
+                request.headers["Authorization"] = authorization
             response = await inner.handle_async_request(request)
             where = redact_url(str(request.url))
             length = response.headers.get("content-length", "")
@@ -483,11 +504,14 @@ def _connect(
         settings["temperature"] = options.temperature
     max_bytes = int(options.max_reply_mb * 2**20)
 
+    base_url, authorization = _split_credentials(endpoint.base_url)
+
     def client() -> httpx2.AsyncClient:
-        transport = _guard_transport(httpx2.AsyncHTTPTransport(), max_bytes, gate)
+        inner = httpx2.AsyncHTTPTransport()
+        transport = _guard_transport(inner, max_bytes, gate, authorization)
         return create_async_httpx2_client(transport=transport)
 
-    provider = OpenAIProvider(base_url=endpoint.base_url, api_key=key)
+    provider = OpenAIProvider(base_url=base_url, api_key=key)
     # The provider makes a client per event loop with its factory (each batch runs on a fresh
     # loop); a client passed in would be bound to the first loop, so the factory is replaced.
     provider._http_client_factory = client
