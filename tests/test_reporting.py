@@ -62,7 +62,7 @@ def test_every_held_sample_is_counted_when_every_llm_call_fails(tmp_path: Path) 
     assert result.summary()["review_no_class"] == held
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["review"] == held
     card = (tmp_path / "run" / "export" / "imagefolder" / "README.md").read_text()
-    assert f"Samples held back for human review: {held}" in card
+    assert f"Samples held back for human review: {held} ({held} with no proposed class)" in card
 
 
 def test_the_call_budget_holds_per_request_and_is_the_stop_reason(tmp_path: Path) -> None:

@@ -111,7 +111,11 @@ def render_datacard(
         )
         rejected = ", ".join(f"{k} {v}" for k, v in report.rejected_by_reason.items()) or "none"
         lines.append(f"* Candidates rejected, by reason: {rejected}")
-        lines.append(f"* Samples held back for human review: {report.review}")
+        no_class = report.review - sum(c.review for c in report.classes)
+        lines.append(
+            f"* Samples held back for human review: {report.review}"
+            + (f" ({no_class} with no proposed class)" if no_class > 0 else "")
+        )
         if report.ssim_mean is not None:
             lines.append(
                 f"* Images enhanced: {report.enhanced}; SSIM to their input: mean "
