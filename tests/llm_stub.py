@@ -46,6 +46,10 @@ class Reply:
     delay: float = 0.0
     prompt_tokens: int = PROMPT_TOKENS
     completion_tokens: int = COMPLETION_TOKENS
+    #: A reply body of this many bytes (JSON padded with spaces), streamed 1 MB at a time;
+    #: with ``length`` False it has no Content-Length (read until the connection closes).
+    huge: int = 0
+    length: bool = True
 
     @classmethod
     def json(cls, data: Any) -> Reply:
@@ -106,6 +110,7 @@ class _State:
     requests: list[Recorded] = field(default_factory=list)
     in_flight: int = 0
     max_in_flight: int = 0
+    huge_sent: int = 0
     closing: threading.Event = field(default_factory=threading.Event)
 
 
@@ -160,7 +165,33 @@ class _Handler(BaseHTTPRequestHandler):
         except (BrokenPipeError, ConnectionResetError):  # the client gave up (timeout)
             pass
 
+    def _send_huge(self, reply: Reply) -> None:
+        """Stream ``reply.huge`` bytes; ``huge_sent`` says how many the client took."""
+        state = self.server.stub.state
+        chunk = b" " * 2**20
+        try:
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            if reply.length:
+                self.send_header("Content-Length", str(reply.huge))
+            else:
+                self.send_header("Connection", "close")
+                self.close_connection = True
+            self.end_headers()
+            left = reply.huge
+            while left > 0:
+                part = chunk[: min(left, len(chunk))]
+                self.wfile.write(part)
+                left -= len(part)
+                with state.lock:
+                    state.huge_sent += len(part)
+        except (BrokenPipeError, ConnectionResetError):  # the client stopped reading
+            pass
+
     def do_GET(self) -> None:
+        if self.path.rstrip("/") == "/v1/models":  # what `models check` asks
+            self._send(200, {"object": "list", "data": [{"id": "stub", "object": "model"}]})
+            return
         self._send(404, {"error": {"message": "not found", "type": "invalid_request_error"}})
 
     def do_POST(self) -> None:
@@ -180,6 +211,8 @@ class _Handler(BaseHTTPRequestHandler):
                 state.closing.wait(reply.delay)
             if not self.path.rstrip("/").endswith("/chat/completions"):
                 self._send(404, {"error": {"message": f"no route {self.path}"}})
+            elif reply.huge:
+                self._send_huge(reply)
             elif reply.status != 200:
                 error = {
                     "message": f"stub error {reply.status}",

@@ -293,3 +293,32 @@ def test_detection_policy(tmp_path: object) -> None:
     assert out[2].review_reasons == ("folder says bus, no bus found",)
     assert out[3].review_reasons[0].startswith("no_object")
     store.close()
+
+
+def test_a_confidence_just_under_the_threshold_reads_as_under_it(tmp_path: object) -> None:
+    """0.8994 against 0.9 prints "0.899 < 0.900", never "0.90 < 0.90"."""
+    spec = DatasetSpec(classes=(ClassSpec(name="cat"), ClassSpec(name="dog")))
+    store, blobs, samples = _store_with(tmp_path, [None])
+    clf = FixedClassifier([Prediction("cat", 0.8994, {"cat": 0.8994, "dog": 0.1006})])
+    [out] = DataLabelAgent(store, blobs, spec, LabelerSet((clf,))).label_batch(samples)
+    assert out.status == "review"
+    assert out.review_reasons == ("confidence 0.899 < 0.900",)
+    store.close()
+
+
+@pytest.mark.parametrize(
+    ("value", "threshold", "digits", "expected"),
+    [
+        (0.8994, 0.9, 2, ("0.899", "0.900")),
+        (0.6, 0.9, 2, ("0.60", "0.90")),
+        (0.89999999, 0.9, 2, ("0.89999999", "0.90000000")),
+        (0.9, 0.9, 2, ("0.90", "0.90")),
+        (0.02104, 0.021, 4, ("0.02104", "0.02100")),
+    ],
+)
+def test_compared_prints_digits_enough_to_differ(
+    value: float, threshold: float, digits: int, expected: tuple[str, str]
+) -> None:
+    from datasetagent.metrics import compared
+
+    assert compared(value, threshold, digits) == expected

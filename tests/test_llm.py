@@ -192,9 +192,27 @@ def test_check_reports_keys_without_the_network() -> None:
     assert rows["openai:MODEL"]["detail"] == "set OPENAI_API_KEY"
     assert not rows["openai:MODEL"]["ready"]
     assert rows["gemini:MODEL"]["ready"]
-    assert rows["ollama:MODEL"]["ready"]
+    assert not rows["ollama:MODEL"]["ready"]  # not asked, so not claimed ready
+    assert str(rows["ollama:MODEL"]["detail"]).startswith("not checked")
     assert "localhost:11434" in str(rows["ollama:MODEL"]["detail"])
     assert SECRET not in json.dumps(list(rows.values()))
+
+
+def test_check_asks_local_servers_and_says_ready_only_when_they_answer(stub: StubServer) -> None:
+    from datasetagent.models.llm import probe_server
+
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        nobody = f"http://127.0.0.1:{free.getsockname()[1]}/v1"
+    root = stub.base_url.removesuffix("/v1")
+    servers = {"ollama": stub.base_url, "vllm": nobody, "lmstudio": root}
+    rows = {r["model"]: r for r in check({}, probe=probe_server, servers=servers)}
+    assert rows["ollama:MODEL"]["ready"]
+    assert rows["ollama:MODEL"]["detail"] == f"ready: {stub.base_url} answers"
+    assert not rows["vllm:MODEL"]["ready"]
+    assert str(rows["vllm:MODEL"]["detail"]).startswith(f"no server answers at {nobody}")
+    assert not rows["lmstudio:MODEL"]["ready"]
+    assert "answers HTTP 404 to GET /models" in str(rows["lmstudio:MODEL"]["detail"])
 
 
 def test_import_needs_no_extra_and_building_names_it() -> None:
@@ -613,3 +631,58 @@ def test_judge(stub: StubServer) -> None:
     [failed] = backend.judge([photo()])
     assert failed.usable
     assert failed.reason.startswith("not judged")
+
+
+# -- reply size cap and the run's call budget ---------------------------------------------------
+
+
+@pytest.mark.parametrize("length", [True, False])
+def test_a_huge_reply_is_not_read_past_the_cap(
+    stub: StubServer, length: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A 64 MB reply (with or without Content-Length) fails its image, not retried, with one
+    line naming the cap; the client stops reading there, so the server cannot send it all."""
+    total = 64 * 2**20
+    stub.script(Reply(huge=total, length=length), Reply.json(CAT))
+    backend = make(stub, max_reply_mb=1, concurrency=1)
+    with caplog.at_level("WARNING"):
+        preds = backend.predict([photo(), photo()])
+    assert [p.label for p in preds] == [NONE_LABEL, "cat"]
+    assert backend.usage.failures == 1
+    assert len(stub.requests) == 2  # the huge one was not asked for again
+    assert stub.state.huge_sent < total
+    (line,) = [r.getMessage() for r in caplog.records if "failed" in r.getMessage()]
+    assert "over 1 MB and was not read" in line
+    assert "max_reply_mb" in line
+    assert "\n" not in line
+
+
+def test_the_call_gate_bounds_requests_inside_a_batch(stub: StubServer) -> None:
+    """A budget of 3 requests lets 3 out of a batch of 8 and ends the batch with
+    ``BudgetSpent``, whatever the concurrency."""
+    from datasetagent.models.llm_call import BudgetSpent, CallGate
+
+    stub.responder = lambda body: Reply.json(CAT)
+    backend = make(stub, concurrency=4)
+    gate = CallGate()
+    gate.allow(3, calls_reason="budget spent: 3 model calls of 3")
+    backend.limit(gate)
+    with pytest.raises(BudgetSpent, match="3 model calls of 3"):
+        backend.predict([photo() for _ in range(8)])
+    assert len(stub.requests) == 3
+    assert backend.usage.calls == 3
+
+
+def test_the_call_gate_refuses_requests_past_the_deadline(stub: StubServer) -> None:
+    import time
+
+    from datasetagent.models.llm_call import BudgetSpent, CallGate
+
+    stub.responder = lambda body: Reply.json(CAT)
+    backend = make(stub)
+    gate = CallGate()
+    gate.allow(None, time.monotonic(), time_reason="budget spent: 5 s of time")
+    backend.limit(gate)
+    with pytest.raises(BudgetSpent, match="5 s of time"):
+        backend.predict([photo()])
+    assert stub.requests == []

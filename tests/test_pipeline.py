@@ -141,10 +141,12 @@ def test_resume_after_crash_between_stages(
 
     original = DataLabelAgent.run_round
 
-    def crash_on_round_1(self: DataLabelAgent, round_: int, *args: object) -> object:
+    def crash_on_round_1(
+        self: DataLabelAgent, round_: int, *args: object, **kwargs: object
+    ) -> object:
         if round_ == 1:
             raise Crash
-        return original(self, round_, *args)  # type: ignore[arg-type]
+        return original(self, round_, *args, **kwargs)  # type: ignore[arg-type]
 
     monkeypatch.setattr(DataLabelAgent, "run_round", crash_on_round_1)
     with pytest.raises(Crash):

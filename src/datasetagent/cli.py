@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import sys
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import wraps
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, ParamSpec, TypeVar
 
 import click
 from pydantic import ValidationError
@@ -33,11 +35,15 @@ err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 class RichReporter:
-    """Renders pipeline progress on stderr."""
+    """Renders pipeline progress on stderr: a live bar on a terminal; elsewhere (logs, CI)
+    plain lines such as ``round 1 · processing 120/300``, one every ``every`` seconds while a
+    stage runs and one when it ends."""
 
-    def __init__(self, console: Console, enabled: bool = True) -> None:
+    def __init__(self, console: Console, enabled: bool = True, every: float = 10.0) -> None:
         self.console = console
-        self.enabled = enabled and console.is_terminal
+        self.live = enabled and console.is_terminal
+        self.plain = enabled and not console.is_terminal
+        self.every = every
         self.progress = Progress(
             TextColumn("{task.description}"),
             BarColumn(),
@@ -46,28 +52,65 @@ class RichReporter:
             transient=True,
         )
         self._task: TaskID | None = None
+        self._label = ""
+        self._done = self._shown = 0
+        self._total: int | None = None
+        self._printed = 0.0
 
     def __enter__(self) -> RichReporter:
-        if self.enabled:
+        if self.live:
             self.progress.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self.enabled:
+        if self.live:
             self.progress.stop()
+        self._line(final=True)
 
     def stage(self, name: str, round_: int, total: int | None = None) -> None:
+        self._line(final=True)
         label = f"round {round_} · {name}" if round_ > 0 else name
-        if self._task is not None:
-            self.progress.remove_task(self._task)
-        self._task = self.progress.add_task(label, total=total)
+        self._label, self._done, self._shown, self._total = label, 0, 0, total
+        self._printed = time.monotonic()
+        if self.live:
+            if self._task is not None:
+                self.progress.remove_task(self._task)
+            self._task = self.progress.add_task(label, total=total)
 
     def advance(self, n: int = 1) -> None:
-        if self._task is not None:
+        self._done += n
+        if self.live and self._task is not None:
             self.progress.advance(self._task, n)
+        elif self.plain and time.monotonic() - self._printed >= self.every:
+            self._line()
 
     def note(self, message: str) -> None:
+        if self._total is not None and self._done >= self._total:  # the stage is over
+            self._line(final=True)
         self.console.print(message)
+
+    def _line(self, final: bool = False) -> None:
+        """The plain progress line of the current stage (at its end: once, if it did work)."""
+        if not self.plain or not self._label:
+            return
+        if not final or self._done != self._shown:
+            of = f"/{self._total}" if self._total is not None else ""
+            self.console.print(f"{self._label} {self._done}{of}", markup=False, highlight=False)
+            self._printed, self._shown = time.monotonic(), self._done
+        if final:
+            self._label = ""
+
+
+#: Failures of the disk rather than of the program: a full disk, a quota, a read-only one.
+_DISK_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS}
+
+
+def _fail(message: str, code: int) -> NoReturn:
+    """Print the one-line error and exit (``--debug``: raise it with its traceback)."""
+    if click.get_current_context().find_root().params.get("debug"):
+        raise
+    err.print(f"[red]error:[/red] {escape(message)}", soft_wrap=True)
+    sys.exit(code)
 
 
 def handle_errors(fn: Callable[P, R]) -> Callable[P, R]:
@@ -78,11 +121,18 @@ def handle_errors(fn: Callable[P, R]) -> Callable[P, R]:
         try:
             return fn(*args, **kwargs)
         except DatasetAgentError as exc:
-            ctx = click.get_current_context()
-            if ctx.find_root().params.get("debug"):
+            _fail(str(exc), exc.exit_code)
+        except RecursionError:  # input nested past what any reader handles
+            _fail("an input file is nested too deeply to read; check the files given", 2)
+        except OSError as exc:
+            if exc.errno not in _DISK_ERRORS:
                 raise
-            err.print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True)
-            sys.exit(exc.exit_code)
+            where = f" writing {exc.filename}" if exc.filename else ""
+            _fail(
+                f"{exc.strerror or exc}{where}: free some space (or make the folder "
+                "writable), then continue a build with datasetagent build --resume -o RUN",
+                1,
+            )
 
     return wrapper
 
@@ -268,9 +318,11 @@ def _print_summary(summary: dict[str, Any]) -> None:
         table.add_row(name, *(str(row[k]) for k in ("target", "accepted", "exported", "review")))
     err.print(table)
     rejected = ", ".join(f"{k} {v}" for k, v in summary["rejected"].items()) or "none"
+    no_class = summary.get("review_no_class") or 0
     err.print(
         f"exported {summary['exported']} images {summary['splits']}; "
         f"CBI {summary['cbi']:.4f}; held for review {summary['review']}"
+        + (f" ({no_class} with no proposed class)" if no_class else "")
     )
     err.print(f"rejected: {rejected}")
     if summary.get("alr") is not None:
@@ -795,11 +847,13 @@ def models_list() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
 @handle_errors
 def models_check(as_json: bool) -> None:
-    """Which backends can run here: libraries installed, default weights cached (no network)."""
+    """Which backends can run here: libraries installed, default weights cached, hosted keys
+    set, local LLM servers answering (asked at their default URLs; nothing else is contacted)."""
     from datasetagent.models.hf import check as check_vision
     from datasetagent.models.llm import check as check_llm
+    from datasetagent.models.llm import probe_server
 
-    rows = [*check_vision(), *check_llm()]
+    rows = [*check_vision(), *check_llm(probe=probe_server)]
     if as_json:
         click.echo(json.dumps(rows))
         return

@@ -23,6 +23,17 @@ def cbi(counts: Mapping[str, int]) -> float:
     return max(0.0, 1.0 - h / math.log(k))
 
 
+def compared(value: float, threshold: float, digits: int = 2) -> tuple[str, str]:
+    """``value`` and ``threshold`` as text with at least ``digits`` decimals and as many more
+    as it takes for the two to read as different when they are (0.8994 against 0.9 gives
+    "0.899" and "0.900", never "0.90 < 0.90")."""
+    for d in range(digits, 17):
+        a, b = f"{value:.{d}f}", f"{threshold:.{d}f}"
+        if a != b or value == threshold:
+            return a, b
+    return repr(value), repr(threshold)
+
+
 def wilson_interval(successes: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
     """95% Wilson score interval for a proportion."""
     if n == 0:

@@ -42,6 +42,8 @@ from datasetagent.models import (
     load_builtin_backends,
     parse_labeler,
 )
+from datasetagent.models.llm_call import CallGate
+from datasetagent.models.llm_endpoint import redact_url
 from datasetagent.models.seed import SeedClassifier
 from datasetagent.records import QualityReport, Sample
 from datasetagent.runtime.local import LocalExecutor
@@ -131,6 +133,8 @@ class BuildResult:
                 else {}
             ),
             "review": self.report.review,
+            #: Of those, the samples with no proposed class of the spec (none fitted, or failed).
+            "review_no_class": self.report.review - sum(c.review for c in self.report.classes),
             "rounds": self.report.round,
             "stop_reason": self.report.reason,
             "targets_met": self.report.targets_met,
@@ -179,6 +183,10 @@ class Pipeline:
         self.classifier: ImageClassifier | None = None
         self.backends: list[Backend] = []
         self._usage_base: dict[str, dict[str, int]] | None = None
+        #: Every LLM request of the run passes it (the budget per request).
+        self._gate = CallGate()
+        #: Model calls the budget still pays for, as of the last ``_budget_spent``.
+        self._calls_left: int | None = None
         self._opened: list[Source] = []
         self._sources: dict[str, Source] = {}
         self._existing = existing  # opened when first needed where not given
@@ -216,6 +224,9 @@ class Pipeline:
             verification = Verification(
                 self.store, self.spec, self._load, self.checkers, self.auditors
             )
+            verification.budget = lambda: self._budget_spent(start)
+            verification.progress = self.reporter.advance
+            verification.calls_left = lambda: self._calls_left
             if self.checkers and self._stage(0, "calibrate"):
                 self.reporter.stage("calibrating checkers", 0)
                 verification.calibrate()
@@ -295,19 +306,38 @@ class Pipeline:
                 options=self.backend_options.get(name, {}),
             )
             backend = build_backend(name, config)
+            limit = getattr(backend, "limit", None)
+            if callable(limit):  # a backend that makes model requests over the network
+                limit(self._gate)
             self.reporter.note(f"{backend.name} ready")
             self._built[text] = backend
             out.append(backend)
         return out
 
     def _budget_spent(self, start: float) -> str | None:
-        """Why the budget ends the run now (time, model calls), or None."""
+        """Why the budget ends the run now (time, model calls), or None.
+
+        Asked before each batch of model work; it also tells the LLM backends' gate how many
+        requests may still go out and until when, so that the budget holds per request inside
+        a batch too (``llm_call.CallGate``)."""
         budget = self.spec.budget
-        if budget.max_seconds is not None and time.monotonic() - start > budget.max_seconds:
-            return f"time budget spent ({budget.max_seconds:g} s)"
         calls = sum(u.get("calls", 0) for u in self._save_usage().values())
-        if budget.max_model_calls is not None and calls >= budget.max_model_calls:
-            return f"model-call budget spent ({calls} of {budget.max_model_calls} calls)"
+        limit = budget.max_model_calls
+        seconds = budget.max_seconds
+        time_spent = f"budget spent: {seconds:g} s of time" if seconds is not None else ""
+        if seconds is not None and time.monotonic() - start >= seconds:
+            return time_spent
+        if limit is not None and calls >= limit:
+            self._calls_left = 0
+            return f"budget spent: {calls} model calls of {limit}"
+        left = None if limit is None else limit - calls
+        self._calls_left = left
+        self._gate.allow(
+            left,
+            None if seconds is None else start + seconds,
+            calls_reason=f"budget spent: {limit} model calls of {limit}",
+            time_reason=time_spent,
+        )
         return None
 
     def _save_usage(self) -> dict[str, dict[str, int]]:
@@ -447,20 +477,31 @@ class Pipeline:
                 self.reporter.stage("processing", round_, todo)
                 counts = processing.run_round(round_, self.reporter.advance, self._save_usage)
                 self._finish(round_, "process", _describe(counts))
+            cut: str | None = None  # why a stage of this round stopped early (budget)
             if self._stage(round_, "label"):
-                self.reporter.stage("labelling", round_)
-                counts = labeling.run_round(round_, self._save_usage)
+                todo = len(self.store.samples(status=["processed"], round_=round_))
+                self.reporter.stage("labelling", round_, todo)
+                counts = labeling.run_round(
+                    round_,
+                    self._save_usage,
+                    progress=self.reporter.advance,
+                    budget=lambda: self._budget_spent(start),
+                    calls_left=lambda: self._calls_left,
+                )
+                cut = labeling.stopped
                 self._finish(round_, "label", _describe(counts))
             if verification.active and self._stage(round_, "verify"):
-                self.reporter.stage("verifying labels", round_)
+                todo = len(self.store.samples(status=["labelled"], round_=round_))
+                self.reporter.stage("verifying labels", round_, todo)
                 checked = verification.verify_round(round_)
+                cut = cut or verification.stopped
                 audited = verification.audit_round(round_)
                 self._save_usage()
                 self._finish(round_, "verify", f"{_describe(Counter(checked))}, audited {audited}")
             if self._stage(round_, "supervise"):
                 report = supervision.assess(round_)
-                spent = self._budget_spent(start)
-                if report.verdict == "continue" and spent:
+                spent = self._budget_spent(start) or cut
+                if spent and (report.verdict == "continue" or (cut and not report.targets_met)):
                     report = report.model_copy(update={"verdict": "done", "reason": spent})
                 self.store.save_report(report)
                 self._finish(round_, "supervise", f"{report.verdict}: {report.reason}")
@@ -680,15 +721,32 @@ def _labeler_config(
     verifiers: Sequence[str] | None,
     options: BackendOptions | None,
 ) -> tuple[Sequence[str] | None, Sequence[str] | None, BackendOptions | None]:
-    """The models given now, stored for a resume; or, when none are given, the stored ones."""
+    """The models given now, stored for a resume; or, when none are given, the stored ones.
+    A ``base_url`` is stored without the credentials it may hold (``redact_url``): a resume
+    needs it given again then."""
     raw = store.get_meta("labelers")
     if labelers is None and verifiers is None and options is None and raw is not None:
         saved = json.loads(raw)
+        for name, opts in (saved["options"] or {}).items():
+            if "***" in str(opts.get("base_url", "")):
+                raise UsageError(
+                    f"the {name} base URL of this run held credentials, which are not stored: "
+                    f"resume with the same --llm MODEL --llm-base-url URL (or --labeler-option "
+                    f"{name}.base_url=URL) again"
+                )
         return saved["labelers"], saved.get("verifiers"), saved["options"]
     saved = {
         "labelers": list(labelers or ()) or None,
         "verifiers": list(verifiers or ()) or None,
-        "options": options,
+        "options": {
+            name: {
+                k: redact_url(v) if k == "base_url" and isinstance(v, str) else v
+                for k, v in opts.items()
+            }
+            for name, opts in options.items()
+        }
+        if options
+        else options,
     }
     store.set_meta("labelers", json.dumps(saved))
     return labelers, verifiers, options

@@ -383,6 +383,8 @@ class DatasetSpec(_Model):
             where = f" line {mark.line + 1}" if mark is not None else ""
             problem = getattr(exc, "problem", None) or exc.__class__.__name__
             raise SpecError(f"{origin}{where}: not valid YAML ({problem})") from None
+        except RecursionError:
+            raise SpecError(f"{origin}: nested too deeply to be a spec") from None
         if not isinstance(data, dict):
             raise SpecError(
                 f"{origin}: expected a mapping with at least 'classes', got {data!r:.60}"
@@ -395,6 +397,8 @@ class DatasetSpec(_Model):
             data = json.loads(text)
         except json.JSONDecodeError as exc:
             raise SpecError(f"{origin} line {exc.lineno}: not valid JSON ({exc.msg})") from None
+        except RecursionError:
+            raise SpecError(f"{origin}: nested too deeply to be a spec") from None
         return cls.validated(data, origin=origin)
 
     @classmethod

@@ -39,6 +39,7 @@ from typing import Any, TypeVar
 import numpy as np
 from PIL import Image
 
+from datasetagent.metrics import compared
 from datasetagent.models import (
     NONE_LABEL,
     Adapting,
@@ -50,6 +51,7 @@ from datasetagent.models import (
     Prepared,
     Preparing,
 )
+from datasetagent.models.llm_call import BudgetSpent
 from datasetagent.records import EXISTING_LABELER, Box, ClassLabel, Mask, Sample
 from datasetagent.spec import DatasetSpec
 from datasetagent.store import BlobStore, RunStore
@@ -187,16 +189,32 @@ class DataLabelAgent:
         self.batch_size = batch_size
         #: Gives an existing dataset's sample the labels (and source) the dataset has for it.
         self.imported = imported
+        #: Why the last ``run_round`` stopped before labelling everything (budget), or None.
+        self.stopped: str | None = None
 
     def load(self, sample: Sample) -> Image.Image:
         return self.blobs.open_image(sample.blob)
 
     def run_round(
-        self, round_: int, after_batch: Callable[[], object] | None = None
+        self,
+        round_: int,
+        after_batch: Callable[[], object] | None = None,
+        *,
+        progress: Callable[[int], object] | None = None,
+        budget: Callable[[], str | None] | None = None,
+        calls_left: Callable[[], int | None] | None = None,
     ) -> Counter[str]:
         """Label every processed, unlabelled sample of ``round_``; returns status counts.
         ``after_batch`` runs after each batch is stored (the pipeline saves model usage, so
-        that a run killed mid-stage still counts the calls its stored labels cost)."""
+        that a run killed mid-stage still counts the calls its stored labels cost);
+        ``progress(n)`` after each batch with its size. ``budget()`` is asked before each
+        batch and says why the budget is spent (or None); a spent budget, or a model request
+        the budget refuses (``BudgetSpent``), ends the stage: the samples not labelled yet stay
+        unlabelled (counted as ``budget_spent``) and ``stopped`` says why. ``calls_left()``
+        (asked next) is how many more requests the budget pays for: with models that make a
+        request per image (LLMs), a batch is cut to what that pays for, and the stage stops
+        after it."""
+        self.stopped = None
         todo = self.store.samples(status=["processed"], round_=round_)
         counts: Counter[str] = Counter()
         chunks = [todo[i : i + self.batch_size] for i in range(0, len(todo), self.batch_size)]
@@ -204,13 +222,44 @@ class DataLabelAgent:
         for model in self.labelers.classifiers:
             if isinstance(model, Adapting) and any(pool):
                 model.adapt(prefetch(pool, lambda chunk: [self.load(s) for s in chunk]))
+        left = len(todo)
         for batch in prefetch(chunks, self._load_batch):
-            done = self._label(batch)
+            try:
+                self.stopped = budget() if budget is not None else None
+                cut = self._affordable(batch, calls_left() if calls_left is not None else None)
+                done = [] if self.stopped or not cut.samples else self._label(cut)
+                if cut is not batch:
+                    self.stopped = (budget() if budget is not None else None) or (
+                        "budget spent: model calls"
+                    )
+            except BudgetSpent as exc:
+                self.stopped, done = str(exc), []
             self.store.update_samples(done)
             counts.update(s.status for s in done)
+            left -= len(done)
             if after_batch is not None:
                 after_batch()
+            if progress is not None:
+                progress(len(done))
+            if self.stopped:
+                counts["budget_spent"] += left
+                log.info("labelling stopped with %d samples left: %s", left, self.stopped)
+                break
         return counts
+
+    def _affordable(self, batch: _Batch, calls: int | None) -> _Batch:
+        """``batch``, or its first samples when its models make a request per image (those the
+        run's budget gates: ``limit``) and ``calls`` would not pay for all of them."""
+        per_image = sum(callable(getattr(m, "limit", None)) for m in self.labelers.models)
+        if calls is None or not per_image or not batch.images:
+            return batch
+        todo = [s for s in batch.samples if self._needs_models(s)]
+        k = calls // per_image
+        if k >= len(todo):
+            return batch
+        keep = {s.id for s in todo[:k]}
+        samples = [s for s in batch.samples if not self._needs_models(s) or s.id in keep]
+        return _Batch(samples, batch.images[:k])  # models prepare the fewer images again
 
     def _needs_models(self, sample: Sample) -> bool:
         return sample.origin != "existing"
@@ -285,9 +334,8 @@ class DataLabelAgent:
             return self._uncertain(s, [f"no class fits ({conf:.2f})"], agreement)
         ann = ClassLabel(label=top, confidence=conf, labeler="+".join(names))
         if conf < min_conf:
-            return self._uncertain(
-                s, [f"confidence {conf:.2f} < {min_conf:.2f}"], agreement, (ann,)
-            )
+            shown, floor = compared(conf, min_conf)
+            return self._uncertain(s, [f"confidence {shown} < {floor}"], agreement, (ann,))
         return self._with(s, (ann,), [], agreement=agreement)
 
     # -- detection and segmentation ------------------------------------------------------------

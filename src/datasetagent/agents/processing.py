@@ -6,9 +6,9 @@ import io
 import itertools
 import logging
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from datasetagent.agents.processing_llm import ToolDecision
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 #: Source formats whose bytes are kept as they are when processing changed no pixel.
 _KEEP_AS_IS = {"JPEG": "jpg", "PNG": "png"}
@@ -242,7 +243,7 @@ class ImageProcessingAgent:
             by_source.setdefault(cand.source_kind, []).append(cand)
         for kind, cands in by_source.items():
             job = _Job(self.sources[kind], self.params)
-            results = zip(cands, self.executor.map(job, cands), strict=True)
+            results = zip(cands, _counted(self.executor.map(job, cands), progress), strict=True)
             while batch := list(itertools.islice(results, DEDUP_BATCH)):
                 near = self._near_duplicates([result for _, result in batch])
                 for (cand, result), dup in zip(batch, near, strict=True):
@@ -254,8 +255,6 @@ class ImageProcessingAgent:
                         outcomes["kept"] += 1
                     else:
                         outcomes.update(outcome.reasons)
-                    if progress is not None:
-                        progress(1)
                 if after_batch is not None:
                     after_batch()
         return outcomes
@@ -342,3 +341,11 @@ class ImageProcessingAgent:
             thumb=result.thumb,
             ssim=result.ssim,
         )
+
+
+def _counted(items: Iterable[T], progress: Callable[[int], None] | None) -> Iterator[T]:
+    """``items``, calling ``progress(1)`` as each arrives (a batch is stored only once full)."""
+    for item in items:
+        if progress is not None:
+            progress(1)
+        yield item

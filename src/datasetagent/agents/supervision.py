@@ -20,7 +20,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from datasetagent.agents.verification import DISPUTED, RELABELLED, Verification
-from datasetagent.metrics import cbi
+from datasetagent.metrics import cbi, compared
 from datasetagent.records import Box, ClassFill, Mask, QualityReport, Sample
 from datasetagent.spec import DatasetSpec
 from datasetagent.store import RunStore
@@ -142,10 +142,12 @@ class SupervisionAgent:
         ssims = np.array([1.0 if s.ssim is None else s.ssim for s in chosen])
         enhanced = sum(1 for s in chosen if s.ssim is not None)
         if verdict == "done" and balance > spec.quality.cbi_max:
-            reason += f"; CBI {balance:.4f} is over the target {spec.quality.cbi_max}"
+            shown, target = compared(balance, spec.quality.cbi_max, 4)
+            reason += f"; CBI {shown} is over the target {target}"
         alr = self.verification.alr(chosen) if self.verification is not None else None
         if verdict == "done" and alr is not None and alr.interval[1] < spec.quality.alr_min:
-            reason += f"; ALR {alr.value:.3f} is under the target {spec.quality.alr_min}"
+            shown, target = compared(alr.value, spec.quality.alr_min, 3)
+            reason += f"; ALR {shown} is under the target {target}"
         rejected = dict(self.store.rejection_counts())
         for s in by_status.get("rejected", []):
             key = (s.review_reasons[0].split(":")[0] if s.review_reasons else "") or "uncertain"
@@ -179,7 +181,7 @@ class SupervisionAgent:
             box_sizes=boxes[2],
             candidates_seen=seen,
             candidates_left=usable,
-            review=sum(review.values()),
+            review=len(by_status.get("review", [])),
             verdict=verdict,
             reason=reason,
         )

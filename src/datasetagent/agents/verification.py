@@ -31,7 +31,8 @@ from typing import Literal
 from PIL import Image
 
 from datasetagent.metrics import CheckerRates, alr_after_check, wilson_interval
-from datasetagent.models import LabelVerifier
+from datasetagent.models import LabelVerifier, Verdict
+from datasetagent.models.llm_call import BudgetSpent
 from datasetagent.records import Audit, ClassLabel, Sample
 from datasetagent.spec import DatasetSpec
 from datasetagent.store import RunStore
@@ -50,6 +51,8 @@ RELABEL_CHECKERS = 2
 #: Prefixes of the review reasons verification writes, which the Supervision agent counts.
 DISPUTED = "disputed"
 RELABELLED = "relabelled"
+#: Prefix of the review reason of a new label the budget left unchecked.
+UNVERIFIED = "unverified"
 
 
 @dataclass(frozen=True)
@@ -78,6 +81,15 @@ class Verification:
         self.load = load
         self.checkers = tuple(checkers)
         self.auditors = tuple(auditors)
+        #: Asked before each batch of checks: why the run's budget is spent, or None.
+        self.budget: Callable[[], str | None] = lambda: None
+        #: Why the last stage stopped before every check was made (budget), or None.
+        self.stopped: str | None = None
+        #: How many more model requests the budget pays for (None: no limit); a checker that
+        #: makes one per image (an LLM) is asked about no more images than that.
+        self.calls_left: Callable[[], int | None] = lambda: None
+        #: Called with the number of labels checked after each batch.
+        self.progress: Callable[[int], object] = lambda n: None
 
     @property
     def active(self) -> bool:
@@ -89,9 +101,39 @@ class Verification:
         out: list[tuple[bool, str | None, float]] = []
         for i in range(0, len(samples), BATCH):
             chunk = samples[i : i + BATCH]
-            verdicts = checker.verify([self.load(s) for s in chunk], list(labels[i : i + BATCH]))
+            verdicts = self._verify(checker, [self.load(s) for s in chunk], labels[i : i + BATCH])
+            if verdicts is None:
+                break
             out.extend((v.agree, v.suggested, v.confidence) for v in verdicts)
+            if self.stopped:
+                break
         return out
+
+    def _verify(
+        self,
+        checker: LabelVerifier,
+        images: list[Image.Image],
+        labels: Sequence[str],
+        budgeted: bool = True,
+    ) -> list[Verdict] | None:
+        """``checker``'s verdicts, or None once the budget is spent (``stopped`` says why).
+        Auditors (a person's decisions, ground truth) are not ``budgeted``: they cost nothing."""
+        if not budgeted:
+            return list(checker.verify(images, list(labels)))
+        try:
+            self.stopped = self.stopped or self.budget()
+            if self.stopped is not None:
+                return None
+            left = self.calls_left() if callable(getattr(checker, "limit", None)) else None
+            if left is None or left >= len(images):
+                return list(checker.verify(images, list(labels)))
+            # a request per image: ask only as many as the budget pays for, then stop
+            verdicts = list(checker.verify(images[:left], list(labels[:left])))
+            self.stopped = self.budget() or "budget spent: model calls"
+            return verdicts
+        except BudgetSpent as exc:
+            self.stopped = str(exc)
+        return None
 
     # -- calibration ---------------------------------------------------------------------------
     def calibrate(self) -> None:
@@ -114,10 +156,13 @@ class Verification:
                 labels.append(rng.choice([c for c in classes if c != true]))
                 correct.append(False)
         done = {(a.checker, a.sample_id) for a in self.store.audits("calibrate")}
+        self.stopped = None
         for checker in self.checkers:
             if any((checker.name, s.id) in done for s in picked):
                 continue  # calibrated before a resume
             answers = self._ask(checker, picked, labels)
+            if self.stopped:
+                return  # a partial calibration is not stored: it would bias the rates
             self.store.add_audits(
                 Audit(
                     sample_id=s.id,
@@ -168,7 +213,15 @@ class Verification:
                 if not mine:
                     continue
                 asked = [chunk[k] for k in mine]
-                verdicts = checker.verify([images[k] for k in mine], [s.label or "" for s in asked])
+                verdicts = self._verify(
+                    checker,
+                    [images[k] for k in mine],
+                    [s.label or "" for s in asked],
+                    budgeted=kind == "verify",
+                )
+                if verdicts is None:
+                    return out
+                asked = asked[: len(verdicts)]  # fewer where the budget ran out
                 self.store.add_audits(
                     Audit(
                         sample_id=s.id,
@@ -186,6 +239,7 @@ class Verification:
                     (s, v.agree, v.suggested, v.confidence)
                     for s, v in zip(asked, verdicts, strict=True)
                 ]
+            self.progress(len(chunk))
         return out
 
     def verify_round(self, round_: int) -> dict[str, int]:
@@ -196,6 +250,7 @@ class Verification:
             return {}
         todo = self.store.samples(status=["labelled"], origin="collected", round_=round_)
         counts = {"verified": 0, "disputed": 0, RELABELLED: 0}
+        self.stopped = None
         said: dict[str, list[tuple[str, bool, str | None, float]]] = {}
         for name, answers in self._check(self.checkers, todo, "verify", round_).items():
             for s, agree, suggested, conf in answers:
@@ -205,6 +260,18 @@ class Verification:
         changed = []
         for s in todo:
             views = said.get(s.id, [])
+            unasked = self.stopped and {
+                c.name for c in self.checkers if c.name not in _labelers(s)
+            } - {name for name, _, _, _ in views}
+            if unasked:  # the budget ran out first: never exported on the labeler's word alone
+                why = f"{UNVERIFIED}: {' and '.join(sorted(unasked))} not asked ({self.stopped})"
+                changed.append(
+                    s.model_copy(
+                        update={"status": status, "review_reasons": (*s.review_reasons, why)}
+                    )
+                )
+                counts[UNVERIFIED] = counts.get(UNVERIFIED, 0) + 1
+                continue
             if all(agree for _, agree, _, _ in views):
                 continue
             relabelled = self._relabel(s, views)

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 from datasetagent import __version__
 from datasetagent.export.prepare import ExportStats
-from datasetagent.records import QualityReport, Sample
+from datasetagent.records import Box, Mask, QualityReport, Sample
 from datasetagent.spec import SPLIT_NAMES, DatasetSpec
 
 
@@ -42,6 +42,38 @@ def _objects(spec: DatasetSpec, stats: ExportStats) -> list[str]:
     for note, n in sorted(stats.notes.items()):
         lines.append(f"* {note}: {n}")
     return lines
+
+
+def _confidence_rule(spec: DatasetSpec, samples: Sequence[Sample]) -> list[str]:
+    """The rule that decided which labels were exported, as it applies to this task."""
+    floor = spec.quality.min_confidence
+    where = "`manifest.jsonl` gives every image's labels with their confidence."
+    if spec.task == "classification":
+        return [
+            f"New class labels below confidence {floor} were held back for review, not "
+            f"exported; labels of the existing dataset count as given (1.0). {where}"
+        ]
+    scores = [
+        a.confidence
+        for s in samples
+        if s.origin != "existing"
+        for a in s.annotations
+        if isinstance(a, Box | Mask)
+    ]
+    spread = (
+        f" The new objects' confidence in this export runs from {min(scores):.2f} to "
+        f"{max(scores):.2f}."
+        if scores
+        else ""
+    )
+    return [
+        "An object is kept when a majority of the detectors found it at or above each "
+        "detector's own score threshold (a labeler option, e.g. `owlv2.score_threshold`); "
+        "an image with an object only a minority found, or with none, is held back for "
+        f"review. `quality.min_confidence` ({floor}) applies to class labels only: detector "
+        f"scores are not calibrated probabilities, so objects below it are exported.{spread} "
+        + where
+    ]
 
 
 def render_datacard(
@@ -79,7 +111,11 @@ def render_datacard(
         )
         rejected = ", ".join(f"{k} {v}" for k, v in report.rejected_by_reason.items()) or "none"
         lines.append(f"* Candidates rejected, by reason: {rejected}")
-        lines.append(f"* Samples held back for human review: {report.review}")
+        no_class = report.review - sum(c.review for c in report.classes)
+        lines.append(
+            f"* Samples held back for human review: {report.review}"
+            + (f" ({no_class} with no proposed class)" if no_class > 0 else "")
+        )
         if report.ssim_mean is not None:
             lines.append(
                 f"* Images enhanced: {report.enhanced}; SSIM to their input: mean "
@@ -116,11 +152,7 @@ def render_datacard(
     labelers = Counter(a.labeler for s in samples for a in s.annotations)
     lines += ["", "## How labels were made", ""]
     lines += _table(["labeler", "images"], sorted(labelers.items()))
-    lines += [
-        "",
-        f"Labels below confidence {spec.quality.min_confidence} were held back for review, "
-        "not exported. `manifest.jsonl` gives every image's labels with their confidence.",
-    ]
+    lines += ["", *_confidence_rule(spec, samples)]
     sources = Counter((s.provenance.source_kind, s.provenance.licence) for s in samples)
     lines += ["", "## Sources and licences", ""]
     lines += _table(

@@ -1,6 +1,7 @@
 """What every exporter is given: a sample whose annotations all fit its image.
 
-Boxes are clipped to the image and snapped (``tools.boxes``); a box with nothing left, a mask of
+Boxes are clipped to the image and snapped (``tools.boxes``); boxes of one class that clipping
+makes identical are merged into one (the surer kept); a box with nothing left, a mask of
 another size than its image, an empty mask and an object of a class the spec does not list are
 dropped with a reason, which the manifest
 (per sample) and the data card (counts) record. Exporters never see them.
@@ -12,7 +13,7 @@ from collections import Counter
 from collections.abc import Collection
 from dataclasses import dataclass, field
 
-from datasetagent.records import Box, Mask, Sample
+from datasetagent.records import Annotation, Box, Mask, Sample
 from datasetagent.tools.boxes import check_box
 
 
@@ -60,8 +61,9 @@ def prepare(
 ) -> tuple[Sample, list[Dropped]]:
     """``sample`` with every box clipped and snapped, and the annotations that cannot be
     exported removed (returned with their reasons); ``stats`` is updated."""
-    kept = []
+    kept: list[Annotation] = []
     dropped: list[Dropped] = []
+    boxes: dict[tuple[str, float, float, float, float], int] = {}  # clipped box -> index in kept
     for ann in sample.annotations:
         if isinstance(ann, Box | Mask) and ann.label not in classes:
             dropped.append(Dropped(ann.label, ann.kind, "unknown_class", "not a class of the spec"))
@@ -76,6 +78,14 @@ def prepare(
             stats.clipped += check.clipped
             if (x, y, w, h) != box:
                 ann = ann.model_copy(update={"x": x, "y": y, "w": w, "h": h})
+            same = boxes.get((ann.label, x, y, w, h))
+            if same is not None:  # two boxes that clipping made one: keep the surer
+                why = f"xywh {box}: the same {ann.label} box as another once clipped"
+                if ann.confidence > kept[same].confidence:
+                    kept[same], ann = ann, kept[same]
+                dropped.append(Dropped(ann.label, "box", "duplicate_after_clipping", why))
+                continue
+            boxes[(ann.label, x, y, w, h)] = len(kept)
         elif isinstance(ann, Mask):
             reason = _check_mask(ann, sample)
             if reason is not None:

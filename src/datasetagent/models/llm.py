@@ -61,15 +61,21 @@ from datasetagent.models import (
     boxparse,
     llm_schema,
 )
-from datasetagent.models.llm_call import EXTRA_MESSAGE, Failed, LLMClient, LLMOptions
-from datasetagent.models.llm_endpoint import PROVIDERS, Endpoint
+from datasetagent.models.llm_call import (
+    EXTRA_MESSAGE,
+    CallGate,
+    Failed,
+    LLMClient,
+    LLMOptions,
+)
+from datasetagent.models.llm_endpoint import PROVIDERS, Endpoint, redact_url
 
 if TYPE_CHECKING:
     from pydantic_ai import Agent
 
 __all__ = [
     "EXTRA_MESSAGE", "EncodedImage", "Failed", "LLMBackend", "LLMOptions", "check",
-    "encode_image", "llm_backend",
+    "encode_image", "llm_backend", "probe_server",
 ]  # fmt: skip
 
 log = logging.getLogger(__name__)
@@ -157,6 +163,11 @@ class LLMBackend:
     @property
     def classes(self) -> tuple[str, ...]:
         return llm_schema.class_names(self._classes)
+
+    def limit(self, gate: CallGate) -> None:
+        """Send every request through ``gate`` (the run's budget); a request it refuses ends
+        the batch with ``BudgetSpent``."""
+        self._client.gate = gate
 
     # -- roles -------------------------------------------------------------------------------
 
@@ -329,28 +340,65 @@ def llm_backend(config: BackendConfig) -> LLMBackend:
     return LLMBackend.from_config(config)
 
 
-def check(environ: Mapping[str, str] | None = None) -> list[dict[str, str | bool]]:
+def probe_server(base_url: str, timeout: float = 2.0) -> str | None:
+    """Ask an OpenAI-compatible server for its models (``GET BASE_URL/models``): None when it
+    answers, else why not in words. The only network call ``models check`` makes."""
+    import urllib.error
+    import urllib.request
+
+    shown = redact_url(base_url)
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(f"{base_url.rstrip('/')}/models", timeout=timeout) as reply:
+            reply.read(2**16)
+    except urllib.error.HTTPError as exc:
+        if exc.code in (401, 403):
+            return f"{shown} answers but refuses the request (HTTP {exc.code}): check its key"
+        return (
+            f"{shown} answers HTTP {exc.code} to GET /models: is it an OpenAI-compatible "
+            "server, and is the URL its /v1 root?"
+        )
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", exc)
+        return f"no server answers at {shown} ({reason}): start it, or set the base_url option"
+    return None
+
+
+def check(
+    environ: Mapping[str, str] | None = None,
+    *,
+    probe: Callable[[str], str | None] | None = None,
+    servers: Mapping[str, str] | None = None,
+) -> list[dict[str, str | bool]]:
     """Can the llm labeler run here? One row per provider: does the llm extra import, and is
-    the hosted provider's key set. Local servers are not contacted: nothing reaches the
-    network, so their readiness is only that of the libraries."""
+    the hosted provider's key set (hosted servers are not contacted). A local server (at its
+    default URL, or ``servers[provider]``) is asked with ``probe`` (e.g. :func:`probe_server`)
+    and is ready only if it answers; without ``probe`` nothing reaches the network and its row
+    says "not checked"."""
     env = os.environ if environ is None else environ
     missing = [m for m in ("pydantic_ai", "openai") if importlib.util.find_spec(m) is None]
     rows: list[dict[str, str | bool]] = []
     for provider, info in PROVIDERS.items():
+        url = (servers or {}).get(provider, info.base_url)
+        ready = False
         if missing:
             detail = f"{', '.join(missing)} not installed: {EXTRA_MESSAGE}"
         elif info.key_env and not env.get(info.key_env, "").strip():
             detail = f"set {info.key_env}"
         elif info.hosted:
-            detail = "ready"
+            ready, detail = True, f"ready: {info.key_env} is set (the server is not contacted)"
+        elif probe is None:
+            detail = f"not checked: a server at {redact_url(url)} (or set the base_url option)"
         else:
-            detail = f"ready if a server listens at {info.base_url} (or set the base_url option)"
+            problem = probe(url)
+            ready = problem is None
+            detail = f"ready: {redact_url(url)} answers" if problem is None else problem
         rows.append(
             {
                 "backend": "llm",
                 "model": f"{provider}:MODEL",
                 "libraries": not missing,
-                "ready": detail.startswith("ready"),
+                "ready": ready,
                 "detail": detail,
             }
         )

@@ -10,7 +10,10 @@ pydantic-ai provider and model, and runs pydantic-ai agents with
   a reply that fails validation is asked for again with the error (``output_retries``);
 * every request and token counted in ``usage``;
 * a one-line ``BackendError`` for what no retry fixes (key refused, model not found, quota
-  used up, server unreachable) naming the model, the URL and the fix.
+  used up, server unreachable) naming the model, the URL and the fix;
+* reply bodies read up to ``max_reply_mb`` only: a longer one fails that call, unread;
+* an optional :class:`CallGate` that every HTTP request must pass, so a run's model-call and
+  time budget holds per request: a refused request ends the batch with :class:`BudgetSpent`.
 
 A call that still fails (no valid reply, a rejected request, retries used up) returns
 :class:`Failed`; what to do then is the caller's choice. pydantic-ai is imported when a client
@@ -20,21 +23,26 @@ is built, never at import.
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
 import os
 import random
-from collections.abc import Awaitable, Callable, Mapping
+import threading
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from datasetagent.errors import BackendError, ConfigError
 from datasetagent.models import Usage, boxparse
-from datasetagent.models.llm_endpoint import Endpoint, OutputMode, api_key, parse_model
+from datasetagent.models.llm_endpoint import Endpoint, OutputMode, api_key, parse_model, redact_url
 
 if TYPE_CHECKING:
+    import httpx2
     from pydantic_ai import Agent
     from pydantic_ai.models.openai import OpenAIChatModel
     from pydantic_ai.providers.openai import OpenAIProvider
@@ -62,6 +70,8 @@ class LLMOptions(BaseModel):
     output_retries: int = Field(2, ge=0, le=10)
     box_coords: boxparse.Coords = "auto"
     temperature: float | None = Field(None, ge=0)
+    #: Reply bodies longer than this many megabytes are not read: that call fails.
+    max_reply_mb: float = Field(8.0, gt=0)
 
     @classmethod
     def parse(cls, options: Mapping[str, object] | LLMOptions | None) -> LLMOptions:
@@ -85,6 +95,50 @@ class LLMOptions(BaseModel):
             api_key_env=self.api_key_env,
             output_mode=self.output_mode,
         )
+
+
+class BudgetSpent(Exception):
+    """A model request was refused because the run's budget is spent (see :class:`CallGate`)."""
+
+
+class ReplyTooLarge(Exception):
+    """A reply body went past ``max_reply_mb``; reading stopped there."""
+
+
+class CallGate:
+    """The run's budget as every model request sees it: thread-safe, one ``take`` per request.
+
+    ``allow(calls, deadline)`` sets how many more requests may go out (None: no limit) and the
+    ``time.monotonic()`` after which none may, with the reason each refusal gives; ``take``
+    counts one request or raises ``BudgetSpent``.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._calls: int | None = None
+        self._deadline: float | None = None
+        self._reasons = ("budget spent: model calls", "budget spent: time")
+
+    def allow(
+        self,
+        calls: int | None,
+        deadline: float | None = None,
+        *,
+        calls_reason: str = "budget spent: model calls",
+        time_reason: str = "budget spent: time",
+    ) -> None:
+        with self._lock:
+            self._calls, self._deadline = calls, deadline
+            self._reasons = (calls_reason, time_reason)
+
+    def take(self) -> None:
+        with self._lock:
+            if self._deadline is not None and time.monotonic() >= self._deadline:
+                raise BudgetSpent(self._reasons[1])
+            if self._calls is not None:
+                if self._calls <= 0:
+                    raise BudgetSpent(self._reasons[0])
+                self._calls -= 1
 
 
 @dataclass(frozen=True)
@@ -117,8 +171,13 @@ class LLMClient:
         self.endpoint = endpoint
         self.options = options
         self.usage = Usage()
+        #: Every request passes it (set by the run that owns the budget); None: no budget.
+        self.gate: CallGate | None = None
         self.provider, self.model = _connect(
-            endpoint, api_key(endpoint, os.environ if environ is None else environ), options
+            endpoint,
+            api_key(endpoint, os.environ if environ is None else environ),
+            options,
+            lambda: self.gate,
         )
 
     @classmethod
@@ -171,10 +230,17 @@ class LLMClient:
 
     async def _gather(self, jobs: list[Callable[[], Awaitable[T]]]) -> list[T]:
         limit = asyncio.Semaphore(self.options.concurrency)
+        refused: list[BudgetSpent] = []
 
-        async def one(job: Callable[[], Awaitable[T]]) -> T:
+        async def one(job: Callable[[], Awaitable[T]]) -> T | None:
             async with limit:
-                return await job()
+                if refused:
+                    return None
+                try:
+                    return await job()
+                except BudgetSpent as exc:  # the requests in flight still finish and count
+                    refused.append(exc)
+                    return None
 
         async with self.provider:  # one HTTP client per batch, closed with its event loop
             try:
@@ -183,9 +249,16 @@ class LLMClient:
             except BaseExceptionGroup as group_error:  # a configuration error ends the batch
                 first = group_error.exceptions[0]
                 raise next(
-                    (e for e in group_error.exceptions if isinstance(e, BackendError)), first
+                    (
+                        e
+                        for e in group_error.exceptions
+                        if isinstance(e, BackendError | BudgetSpent)
+                    ),
+                    first,
                 ) from None
-        return [t.result() for t in tasks]
+        if refused:
+            raise refused[0]
+        return [t.result() for t in tasks]  # type: ignore[misc]
 
     async def ask(self, agent: Agent[None, Any], parts: list[Any]) -> Any:
         """One request with retries; the validated output or ``Failed``."""
@@ -217,7 +290,13 @@ class LLMClient:
                 await asyncio.sleep(self._delay(attempt - 1, last))
             run_usage = RunUsage()
             try:
-                result = await agent.run(parts, usage=run_usage)
+                result = await _guarded(agent.run(parts, usage=run_usage))
+            except BudgetSpent:
+                self._account(run_usage, failed_request=False)
+                raise
+            except ReplyTooLarge as exc:  # no retry: the same request would get it again
+                self._account(run_usage, failed_request=True)
+                return Failed(str(exc))
             except (ModelAuthenticationError, ModelNotFoundError, ModelQuotaExceededError) as exc:
                 self._account(run_usage, failed_request=True)
                 raise BackendError(self._refused(exc)) from None
@@ -265,13 +344,13 @@ class LLMClient:
         code = f" (HTTP {status})" if status else ""
         if isinstance(exc, ModelQuotaExceededError):
             return (
-                f"{e.base_url} refused llm model {e.label}{code}: the account's quota or "
+                f"{e.shown_url} refused llm model {e.label}{code}: the account's quota or "
                 "credits are used up; top them up or choose another model"
             )
         if isinstance(exc, ModelNotFoundError):
             pull = f" or pull it (ollama pull {e.model})" if e.provider == "ollama" else ""
             return (
-                f"llm model {e.model!r} was not found at {e.base_url}{code}: check the model "
+                f"llm model {e.model!r} was not found at {e.shown_url}{code}: check the model "
                 f"name{pull} and the base_url"
             )
         fix = (
@@ -279,15 +358,33 @@ class LLMClient:
             if e.key_env
             else "set the api_key_env option to the variable that holds its key"
         )
-        return f"{e.base_url} refused the request for llm model {e.label}{code}: {fix}"
+        return f"{e.shown_url} refused the request for llm model {e.label}{code}: {fix}"
 
     def _unreachable(self, exc: Exception) -> str:
         e = self.endpoint
         start = " (start it with: ollama serve)" if e.provider == "ollama" else ""
         return (
-            f"cannot reach {e.base_url} for llm model {e.label}: {one_line(exc)}; is the server "
+            f"cannot reach {e.shown_url} for llm model {e.label}: {one_line(exc)}; is the server "
             f"running{start}? Set the base_url option if it listens elsewhere"
         )
+
+
+async def _guarded(run: Awaitable[T]) -> T:
+    """``await run``, with ``BudgetSpent`` and ``ReplyTooLarge`` raised as themselves however
+    the HTTP client and pydantic-ai wrapped them."""
+    try:
+        return await run
+    except (BudgetSpent, ReplyTooLarge):
+        raise
+    except Exception as exc:
+        seen: set[int] = set()
+        cause: BaseException | None = exc
+        while cause is not None and id(cause) not in seen:
+            if isinstance(cause, BudgetSpent | ReplyTooLarge):
+                raise cause from None
+            seen.add(id(cause))
+            cause = cause.__cause__ or cause.__context__
+        raise
 
 
 def one_line(exc: BaseException | None) -> str:
@@ -310,19 +407,114 @@ def _run_sync(coro: Awaitable[T]) -> T:
         return pool.submit(asyncio.run, main()).result()
 
 
+def _split_credentials(url: str) -> tuple[str, str | None]:
+    """``url`` without its ``user:password@`` part, and the Basic ``Authorization`` header
+    value that part stands for (None without one): sent as a header, the credentials never
+    appear in a URL that the HTTP libraries log."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url, None
+    userinfo, _, host = parts.netloc.rpartition("@")
+    user, _, password = userinfo.partition(":")
+    token = base64.b64encode(f"{unquote(user)}:{unquote(password)}".encode()).decode()
+    return urlunsplit(parts._replace(netloc=host)), f"Basic {token}"
+
+
+def _guard_transport(
+    inner: httpx2.AsyncBaseTransport,
+    max_bytes: int,
+    gate: Callable[[], CallGate | None],
+    authorization: str | None = None,
+) -> httpx2.AsyncBaseTransport:
+    """A transport that asks ``gate`` before each request, sends ``authorization`` (the
+    credentials of the base URL) and stops reading a reply body at ``max_bytes``
+    (``ReplyTooLarge``), so a huge or endless reply never fills memory."""
+    import httpx2
+
+    class Capped(httpx2.AsyncByteStream):
+        def __init__(self, stream: httpx2.AsyncByteStream, where: str) -> None:
+            self.stream, self.where = stream, where
+
+        async def __aiter__(self) -> AsyncIterator[bytes]:
+            read = 0
+            async for chunk in self.stream:
+                read += len(chunk)
+                if read > max_bytes:
+                    raise ReplyTooLarge(_too_large(self.where, max_bytes))
+                yield chunk
+
+        async def aclose(self) -> None:
+            await self.stream.aclose()
+
+    class Guarded(httpx2.AsyncBaseTransport):
+        async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
+            g = gate()
+            if g is not None:
+                g.take()
+            if authorization is not None:
+                request.headers["Authorization"] = authorization
+            response = await inner.handle_async_request(request)
+            where = redact_url(str(request.url))
+            length = response.headers.get("content-length", "")
+            if length.isdigit() and int(length) > max_bytes:
+                await response.aclose()
+                raise ReplyTooLarge(_too_large(where, max_bytes))
+            assert isinstance(response.stream, httpx2.AsyncByteStream)
+            return httpx2.Response(
+                response.status_code,
+                headers=response.headers,
+                stream=Capped(response.stream, where),
+                extensions=response.extensions,
+                request=request,
+            )
+
+        async def aclose(self) -> None:
+            await inner.aclose()
+
+    return Guarded()
+
+
+def _too_large(where: str, max_bytes: int) -> str:
+    return (
+        f"the reply from {where} is over {max_bytes / 2**20:g} MB and was not read; raise the "
+        "llm option max_reply_mb if the server really answers that much"
+    )
+
+
 def _connect(
-    endpoint: Endpoint, key: str, options: LLMOptions
+    endpoint: Endpoint,
+    key: str,
+    options: LLMOptions,
+    gate: Callable[[], CallGate | None] = lambda: None,
 ) -> tuple[OpenAIProvider, OpenAIChatModel]:
     """The pydantic-ai provider and model; no request is made. The SDK's own retries are off
-    because ``ask`` retries with its own backoff and counts every attempt."""
+    because ``ask`` retries with its own backoff and counts every attempt. Its HTTP clients
+    (one per event loop, made by the provider as needed) send through ``_guard_transport``."""
     try:
+        import httpx2
         from pydantic_ai.models.openai import OpenAIChatModel
         from pydantic_ai.providers.openai import OpenAIProvider
         from pydantic_ai.settings import ModelSettings
     except ImportError:
         raise BackendError(EXTRA_MESSAGE) from None
+    from pydantic_ai.models import create_async_httpx2_client
+
     settings = ModelSettings(timeout=options.timeout, max_retries=0)
     if options.temperature is not None:
         settings["temperature"] = options.temperature
-    provider = OpenAIProvider(base_url=endpoint.base_url, api_key=key)
+    max_bytes = int(options.max_reply_mb * 2**20)
+
+    base_url, authorization = _split_credentials(endpoint.base_url)
+
+    def client() -> httpx2.AsyncClient:
+        inner = httpx2.AsyncHTTPTransport()
+        transport = _guard_transport(inner, max_bytes, gate, authorization)
+        return create_async_httpx2_client(transport=transport)
+
+    provider = OpenAIProvider(base_url=base_url, api_key=key)
+    # The provider makes a client per event loop with its factory (each batch runs on a fresh
+    # loop); a client passed in would be bound to the first loop, so the factory is replaced.
+    provider._http_client_factory = client
+    provider._own_http_client = own = client()
+    provider._set_http_client(own)
     return provider, OpenAIChatModel(endpoint.model, provider=provider, settings=settings)

@@ -16,9 +16,11 @@ accepted strings is tested without a server. Nothing here imports the ``llm`` ex
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from datasetagent.errors import BackendError, ConfigError
 
@@ -55,6 +57,27 @@ PROVIDERS: dict[str, ProviderInfo] = {
 }
 
 EXAMPLES = "llm:ollama:qwen2.5vl:7b or llm:openai:gpt-4o-mini"
+#: Query parameters whose values are secrets (``?key=…``, ``api_key=…``, ``token=…``).
+_SECRET_PARAM = re.compile(r"(key|token|secret|password|passwd|auth|signature|sig)", re.I)
+
+
+def redact_url(url: str) -> str:
+    """``url`` fit to store, log and print: credentials in it (``user:key@``, secret query
+    parameters) replaced by ``***``. The request itself still uses the full URL."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "***"
+    netloc = parts.netloc
+    if "@" in netloc:
+        netloc = "***@" + netloc.rpartition("@")[2]
+    query = parts.query
+    if query:
+        pairs = parse_qsl(query, keep_blank_values=True)
+        query = urlencode(
+            [(k, "***" if _SECRET_PARAM.search(k) else v) for k, v in pairs], safe="*"
+        )
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
 @dataclass(frozen=True)
@@ -67,6 +90,11 @@ class Endpoint:
     key_env: str | None
     hosted: bool
     output_mode: OutputMode
+
+    @property
+    def shown_url(self) -> str:
+        """``base_url`` without the credentials it may hold, for messages."""
+        return redact_url(self.base_url)
 
     @property
     def label(self) -> str:

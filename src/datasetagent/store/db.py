@@ -5,9 +5,9 @@ from __future__ import annotations
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
@@ -92,20 +92,76 @@ class Candidate(BaseModel):
     round: int | None = None
 
 
+def store_error(path: Path, exc: sqlite3.Error) -> StoreError:
+    """The one-line error for a failed database operation: what, why and the fix."""
+    text = str(exc)
+    low = text.lower()
+    if "full" in low:
+        why = "the disk is full; free some space, then continue with datasetagent build --resume"
+    elif "readonly" in low or "read-only" in low or "unable to open" in low:
+        why = (
+            "it cannot be written here (a read-only file or folder?); make it writable, or "
+            "copy the run folder somewhere writable"
+        )
+    elif "not a database" in low or "malformed" in low or "corrupt" in low:
+        why = "the file is damaged or is not a run database; start a new run folder"
+    elif "locked" in low or "busy" in low:
+        why = "another process is using the run; wait for it to finish, or stop it"
+    else:
+        why = "see the message; start a new run folder if it persists"
+    return StoreError(f"run database {path}: {text}: {why}")
+
+
+class _Connection(sqlite3.Connection):
+    """A connection whose failures are ``StoreError``s naming the file and the fix."""
+
+    path = Path()
+
+    def execute(self, *args: Any, **kwargs: Any) -> sqlite3.Cursor:
+        try:
+            return super().execute(*args, **kwargs)
+        except sqlite3.Error as exc:
+            raise store_error(self.path, exc) from None
+
+    def executemany(self, *args: Any, **kwargs: Any) -> sqlite3.Cursor:
+        try:
+            return super().executemany(*args, **kwargs)
+        except sqlite3.Error as exc:
+            raise store_error(self.path, exc) from None
+
+    def executescript(self, *args: Any, **kwargs: Any) -> sqlite3.Cursor:
+        try:
+            return super().executescript(*args, **kwargs)
+        except sqlite3.Error as exc:
+            raise store_error(self.path, exc) from None
+
+
 class RunStore:
-    """One run's database (``RUN/run.db``). Use as a context manager or call ``close``."""
+    """One run's database (``RUN/run.db``). Use as a context manager or call ``close``.
+
+    Every SQLite failure (a damaged or read-only file, a full disk, a lock held too long) is
+    raised as a one-line ``StoreError``; a write that failed leaves the stored run as it was
+    (each stage's writes are transactions), so ``--resume`` continues once the cause is fixed.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = path
         try:
-            self._db = sqlite3.connect(path, isolation_level=None, timeout=30)
+            db = sqlite3.connect(path, isolation_level=None, timeout=30, factory=_Connection)
         except sqlite3.Error as exc:
-            raise StoreError(f"cannot open run database {path}: {exc}") from None
+            raise store_error(path, exc) from None
+        assert isinstance(db, _Connection)
+        db.path = path
+        self._db = db
         self._db.row_factory = sqlite3.Row
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute("PRAGMA foreign_keys=ON")
-        self._db.executescript(_SCHEMA)
+        try:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute("PRAGMA foreign_keys=ON")
+            self._db.executescript(_SCHEMA)
+        except StoreError:
+            self._db.close()
+            raise
         version = self.get_meta("schema_version")
         if version is None:
             self.set_meta("schema_version", str(SCHEMA_VERSION))
@@ -129,10 +185,12 @@ class RunStore:
         self._db.execute("BEGIN IMMEDIATE")
         try:
             yield self._db
+            self._db.execute("COMMIT")
         except BaseException:
-            self._db.execute("ROLLBACK")
+            if self._db.in_transaction:  # SQLite may have rolled back itself (disk full)
+                with suppress(StoreError):
+                    self._db.execute("ROLLBACK")
             raise
-        self._db.execute("COMMIT")
 
     # -- meta and spec -------------------------------------------------------------------------
     def get_meta(self, key: str) -> str | None:
