@@ -99,7 +99,12 @@ def process_bytes(data: bytes, params: ProcessParams) -> Processed:
     except ImageIssue as issue:
         return Processed(issues=[issue.issue], detail=issue.detail)
     img = decoded.image
-    small = quality.analysis_image(img)
+    pixels = np.asarray(img)  # one copy out of Pillow serves every measurement below
+    small = (
+        img
+        if max(img.size) <= quality.ANALYSIS_SIDE
+        else Image.fromarray(quality.analysis_array(pixels), mode=img.mode)
+    )
     scores = quality.score(small)
     issues = quality.mark(img.width, img.height, scores, c.checks, min_side=c.min_side)
     if c.checks.rejects(issues):
@@ -119,10 +124,11 @@ def process_bytes(data: bytes, params: ProcessParams) -> Processed:
     ssim_value = None
     usage: dict[str, int] = {}
     if c.enhance == "auto" or params.policy is not None:
-        look = quality.analysis_image(img, POLICY_SIDE)
-        scores_at_policy_side = policy_scores(np.asarray(look))
+        look = quality.analysis_array(pixels, POLICY_SIDE)
+        scores_at_policy_side = policy_scores(look)
         if params.policy is not None:
-            decision = params.policy.decide(scores_at_policy_side, img.mode, image=look)
+            image = Image.fromarray(look, mode=img.mode)
+            decision = params.policy.decide(scores_at_policy_side, img.mode, image=image)
             usage = decision.usage.as_dict()
             steps.append(decision.step())
             if not decision.usable:
@@ -135,7 +141,7 @@ def process_bytes(data: bytes, params: ProcessParams) -> Processed:
         else:
             calls = RulePolicy().choose(scores_at_policy_side, img.mode)
         if calls:
-            enhanced = enhance(np.asarray(img), calls, ssim_floor=c.ssim_floor)
+            enhanced = enhance(pixels, calls, ssim_floor=c.ssim_floor)
             steps.extend(enhanced.steps)  # an undone change is recorded, with its SSIM
             if not enhanced.undone:
                 ssim_value = enhanced.ssim
