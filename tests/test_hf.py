@@ -48,8 +48,15 @@ pytest.importorskip("torch")
 
 import torch
 
-from datasetagent.models import hf_detect, hf_zeroshot
-from datasetagent.models.hf_base import class_prompts, pick_device, read_options
+from datasetagent.models import hf_base, hf_detect, hf_zeroshot
+from datasetagent.models.hf_base import (
+    class_prompts,
+    cpu_quota,
+    cpu_threads,
+    pick_device,
+    read_options,
+    usable_cores,
+)
 from datasetagent.models.hf_boxes import detections, nms, phrase_to_class
 from datasetagent.models.hf_prep import image_prep
 from tiny_models import BUILDERS
@@ -612,6 +619,50 @@ def test_device_is_chosen_and_checked(tiny: dict[str, Path]) -> None:
     b = _build("clip", tiny["clip"], device="cpu")
     assert b.dtype == torch.float32  # half precision only on a GPU
     assert next(b.model.parameters()).device.type == "cpu"
+
+
+def test_usable_cores_follow_affinity_and_the_cgroup_quota(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)
+    assert (cpu_quota(tmp_path), usable_cores(tmp_path)) == (None, 4)  # no cgroup files
+    (tmp_path / "cpu.max").write_text("max 100000\n")
+    assert (cpu_quota(tmp_path), usable_cores(tmp_path)) == (None, 4)  # unlimited
+    (tmp_path / "cpu.max").write_text("150000 100000\n")
+    assert (cpu_quota(tmp_path), usable_cores(tmp_path)) == (1.5, 2)
+    (tmp_path / "cpu.max").write_text("800000 100000\n")
+    assert usable_cores(tmp_path) == 4  # a quota above the affinity does not add cores
+    (tmp_path / "cpu.max").unlink()
+    (tmp_path / "cpu").mkdir()
+    (tmp_path / "cpu" / "cpu.cfs_quota_us").write_text("100000\n")  # cgroup v1
+    (tmp_path / "cpu" / "cpu.cfs_period_us").write_text("100000\n")
+    assert (cpu_quota(tmp_path), usable_cores(tmp_path)) == (1.0, 1)
+    (tmp_path / "cpu" / "cpu.cfs_quota_us").write_text("-1\n")
+    assert usable_cores(tmp_path) == 4
+
+
+def test_cpu_backends_choose_torch_threads_by_the_cores_they_may_use(
+    tiny: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """By default a CPU model gets every usable core (the labelling path's preparation thread
+    needs little); torch's own default is capped at the usable cores, which it does not see
+    (a container's quota); the ``threads`` option decides when given."""
+    before = torch.get_num_threads()
+    monkeypatch.setattr(hf_base, "usable_cores", lambda root=hf_base.CGROUP: 2)
+    try:
+        torch.set_num_threads(8)  # as torch starts on a big host, inside a 2-core container
+        assert cpu_threads(0) == 2
+        _build("clip", tiny["clip"], device="cpu")
+        assert torch.get_num_threads() == 2
+        torch.set_num_threads(1)  # chosen by the application (these tests): kept
+        _build("clip", tiny["clip"], device="cpu")
+        assert torch.get_num_threads() == 1
+        _build("clip", tiny["clip"], device="cpu", options={"threads": 3})
+        assert torch.get_num_threads() == 3
+        with pytest.raises(ConfigError, match="threads=-1 is negative"):
+            _build("clip", tiny["clip"], device="cpu", options={"threads": -1})
+    finally:
+        torch.set_num_threads(before)
 
 
 @pytest.mark.gpu

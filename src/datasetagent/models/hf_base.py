@@ -8,6 +8,8 @@ from __future__ import annotations
 import difflib
 import json
 import logging
+import math
+import os
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
@@ -96,6 +98,62 @@ def pick_device(requested: str | None) -> torch.device:
     return torch.device("cpu")
 
 
+#: Where Linux mounts the cgroup CPU controller (v2: ``cpu.max``; v1: ``cpu/cpu.cfs_*``).
+CGROUP = Path("/sys/fs/cgroup")
+
+
+def cpu_quota(root: Path = CGROUP) -> float | None:
+    """The CPU time this process's cgroup may use, in cores (``1.5``: one and a half), or None
+    when unlimited or unknown. A container limited this way still sees every core of its
+    host, so a thread pool sized from the core count would oversubscribe it."""
+    for quota_file, period_file in (
+        ("cpu.max", None),
+        ("cpu/cpu.cfs_quota_us", "cpu/cpu.cfs_period_us"),
+    ):
+        try:
+            text = (root / quota_file).read_text().split()
+            if period_file is not None:
+                text.append((root / period_file).read_text().strip())
+            quota, period = text[0], text[1]
+            if quota in ("max", "-1"):
+                return None
+            cores = int(quota) / int(period)
+        except (OSError, ValueError, IndexError, ZeroDivisionError):
+            continue
+        return cores if cores > 0 else None
+    return None
+
+
+def usable_cores(root: Path = CGROUP) -> int:
+    """Cores this process may run on: its CPU affinity, capped by its cgroup's CPU quota
+    (rounded up: a quota of 1.5 cores keeps two threads busy part of the time)."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    quota = cpu_quota(root)
+    if quota is not None:
+        cores = min(cores, math.ceil(quota))
+    return max(1, cores)
+
+
+def cpu_threads(requested: int, root: Path = CGROUP) -> int:
+    """torch's intra-op thread count for a model on the CPU.
+
+    ``requested`` (the backend option ``threads``) when above 0. Otherwise the model gets
+    every core: the labelling path's other work, preparing the next batch on one background
+    thread (``run_overlapped``), is a small share of a forward pass and mostly in OpenCV and
+    Pillow, which release the GIL. Measured on 2 cores with CLIP ViT-B/32 (benchmarks/
+    label_bench.py): the path gives 16.7 images/s with 2 threads, the bare forward's best,
+    and 10.1 with 1 (one core left to the preparation). torch's own default (one thread per
+    physical core) is kept when lower, and capped at the usable cores (affinity, cgroup
+    quota), which torch does not look at.
+    """
+    if requested > 0:
+        return requested
+    return max(1, min(torch.get_num_threads(), usable_cores(root)))
+
+
 def features(output: Any) -> torch.Tensor:
     """The tensor of ``get_image_features``/``get_text_features``: transformers 4 returns it,
     transformers 5 returns an output whose ``pooler_output`` holds it."""
@@ -119,7 +177,9 @@ class HFBackend:
     """Base of the transformers backends: name, usage, options, device, dtype, batching.
 
     Subclasses set ``option_defaults``, load their model in ``__init__`` and call
-    ``_set_prep`` with their processor and how it fits images (see ``hf_prep``).
+    ``_set_prep`` with their processor and how it fits images (see ``hf_prep``). Options every
+    backend takes: ``half`` (float16 on a GPU) and ``threads`` (torch's CPU threads; 0, the
+    default, chooses by :func:`cpu_threads`).
     """
 
     option_defaults: ClassVar[Mapping[str, OptionValue]] = {}
@@ -131,8 +191,18 @@ class HFBackend:
         self.name = f"{backend}:{model_id}"
         self.usage = Usage()
         self.config = config
-        self.options = read_options(backend, config.options, {"half": True, **self.option_defaults})
+        defaults = {"half": True, "threads": 0, **self.option_defaults}
+        self.options = read_options(backend, config.options, defaults)
         self.device = pick_device(config.device)
+        if int(self.options["threads"]) < 0:
+            raise ConfigError(
+                f"{backend} option threads={self.options['threads']} is negative: give a "
+                "thread count, or 0 to use every usable core"
+            )
+        if self.device.type == "cpu":
+            threads = cpu_threads(int(self.options["threads"]))
+            if threads != torch.get_num_threads():
+                torch.set_num_threads(threads)  # the process's pool: torch has no other
         gpu = self.device.type in ("cuda", "mps")
         self.dtype = torch.float16 if gpu and bool(self.options["half"]) else torch.float32
         self.batch_size = max(1, config.batch_size)
