@@ -50,6 +50,7 @@ import torch
 
 from datasetagent.models import hf_base, hf_detect, hf_zeroshot
 from datasetagent.models.hf_base import (
+    ThreadChooser,
     class_prompts,
     cpu_quota,
     cpu_threads,
@@ -661,6 +662,48 @@ def test_cpu_backends_choose_torch_threads_by_the_cores_they_may_use(
         assert torch.get_num_threads() == 3
         with pytest.raises(ConfigError, match="threads=-1 is negative"):
             _build("clip", tiny["clip"], device="cpu", options={"threads": -1})
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_thread_chooser_keeps_the_fastest_count_and_follows_the_load() -> None:
+    assert ThreadChooser(2).candidates == (2, 1)
+    assert ThreadChooser(8).candidates == (8, 4, 2, 1)
+    assert ThreadChooser(6).candidates == (6, 3, 1)
+    chooser = ThreadChooser(2, retry=8)
+    assert chooser.next() == 2
+    chooser.record(2, 32, 30.0)  # the warm-up batch, slow for reasons of its own: not counted
+    assert chooser.rates == {}
+    assert chooser.next() == 2
+    chooser.record(2, 32, 4.0)  # 8 images/s: another program shares the cores
+    assert chooser.next() == 1
+    chooser.record(1, 32, 2.0)  # 16 images/s
+    assert chooser.next() == 1
+    for _ in range(3):  # the load changes: one thread now gets 4 images/s
+        chooser.record(1, 32, 8.0)
+    assert chooser.rates[1] < chooser.rates[2]
+    assert chooser.next() == 2  # the count that has become faster
+    chooser.record(2, 32, 4.0)
+    chooser.record(2, 32, 4.0)  # the eighth batch: every count is tried afresh
+    assert chooser.rates == {}
+    assert chooser.next() == 2
+    chooser.record(2, 32, 1.0)
+    assert chooser.next() == 1
+
+
+def test_a_cpu_backend_times_its_batches_at_each_thread_count(
+    tiny: dict[str, Path], images: list[Image.Image], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    before = torch.get_num_threads()
+    monkeypatch.setattr(hf_base, "usable_cores", lambda root=hf_base.CGROUP: 2)
+    try:
+        torch.set_num_threads(2)
+        b = _build("clip", tiny["clip"], device="cpu", batch_size=1)
+        assert b.threads is not None
+        b.predict(images)  # three batches of one: warm-up, 2 threads, 1 thread
+        assert set(b.threads.rates) == {1, 2}
+        fixed = _build("clip", tiny["clip"], device="cpu", options={"threads": 2})
+        assert fixed.threads is None  # the option decides
     finally:
         torch.set_num_threads(before)
 
