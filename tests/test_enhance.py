@@ -19,6 +19,7 @@ from datasetagent.tools.enhance import (
     enhance,
     letterbox,
     letterbox_geometry,
+    policy_scores,
     resize_to,
 )
 from datasetagent.tools.quality import score_array
@@ -97,7 +98,7 @@ def test_to_gray_is_itu_601_luma(rgbs: list[np.ndarray]) -> None:
 
 def test_good_photos_get_no_tools(rgbs: list[np.ndarray]) -> None:
     for img in rgbs:
-        assert choose_tools(score_array(img), "RGB") == []
+        assert choose_tools(policy_scores(img), "RGB") == []
         result = enhance(img, [])
         assert result.image is img
         assert result.steps == ()
@@ -108,8 +109,9 @@ def test_good_photos_get_no_tools(rgbs: list[np.ndarray]) -> None:
 def test_darkened_photo_is_brightened_towards_the_original(rgbs: list[np.ndarray]) -> None:
     original = rgbs[0]
     dark = (original * 0.3).astype(np.uint8)
-    scores = score_array(dark)
+    scores = policy_scores(dark)
     assert scores["brightness"] < RuleThresholds().dark_brightness
+    assert scores["highlights"] < RuleThresholds().dark_highlights
     calls = choose_tools(scores, "RGB")
     assert [c.name for c in calls] == ["gamma"]
     assert 0 < float(calls[0].params["gamma"]) < 1
@@ -126,7 +128,7 @@ def test_darkened_photo_is_brightened_towards_the_original(rgbs: list[np.ndarray
 def test_noisy_photo_is_denoised_first_and_noise_drops(rgbs: list[np.ndarray]) -> None:
     clean = rgbs[0]
     noisy = _noisy(clean, 15)
-    scores = score_array(noisy)
+    scores = policy_scores(noisy)
     calls = choose_tools(scores, "RGB")
     assert calls[0].name == "denoise"
     assert "sharpen" not in [c.name for c in calls]
@@ -137,10 +139,23 @@ def test_noisy_photo_is_denoised_first_and_noise_drops(rgbs: list[np.ndarray]) -
     assert ssim(g0, to_gray(result.image)) > ssim(g0, to_gray(noisy)) + 0.1
 
 
+def test_dense_texture_is_not_noise(rgbs: list[np.ndarray]) -> None:
+    """Foliage and tiles read as noisy as real noise does; only real noise also fills the
+    flattest parts, so only the noised copy of the same crop is denoised."""
+    texture = rgbs[0][187:, :320]  # trees and roofs at full resolution
+    scores = policy_scores(texture)
+    assert scores["noise"] >= RuleThresholds().noise  # the plain σ estimate cannot tell
+    assert scores["flat_noise"] < RuleThresholds().flat_noise
+    assert choose_tools(scores, "RGB") == []
+    noised = policy_scores(_noisy(texture, 15))
+    assert noised["flat_noise"] > RuleThresholds().flat_noise
+    assert [c.name for c in choose_tools(noised, "RGB")] == ["denoise"]
+
+
 def test_colour_cast_is_balanced(rgbs: list[np.ndarray]) -> None:
-    for gains in ((1.25, 1.0, 0.75), (0.8, 1.0, 1.3)):
+    for gains in ((1.25, 1.0, 0.75), (0.7, 1.0, 1.4)):  # tungsten-like, daylight-in-shade-like
         cast = np.clip(rgbs[0] * np.array(gains), 0, 255).astype(np.uint8)
-        scores = score_array(cast)
+        scores = policy_scores(cast)
         calls = choose_tools(scores, "RGB")
         assert [c.name for c in calls] == ["white_balance"]
         result = enhance(cast, calls)
@@ -151,13 +166,32 @@ def test_colour_cast_is_balanced(rgbs: list[np.ndarray]) -> None:
         mean_before, mean_after = cast.reshape(-1, 3).mean(0), result.image.reshape(-1, 3).mean(0)
         assert np.argmax(mean_after) == np.argmax(mean_before)
         # a grey image of the same scene never gets a white balance
-        assert choose_tools(score_array(to_gray(cast)), "L") == []
+        assert choose_tools(policy_scores(to_gray(cast)), "L") == []
+        # the channel means alone do not make a cast: without the edges' reading, no change
+        means_only = {k: v for k, v in scores.items() if k != "edge_cast"}
+        assert choose_tools(means_only, "RGB") == []
+
+
+def test_a_colourful_subject_is_not_a_cast(rgbs: list[np.ndarray]) -> None:
+    """A smooth orange subject filling much of a photo tilts the channel means like a cast,
+    but the photo's edges around it do not lean orange: no white balance."""
+    img = rgbs[0].copy()
+    h, w = img.shape[:2]
+    yy, xx = np.mgrid[:h, :w]
+    r = np.hypot(yy - h / 2, xx - w / 2) / (0.45 * min(h, w))
+    subject = r < 1
+    shade = (1.0 - 0.3 * r[subject] ** 2)[:, None]  # a lit sphere, brighter in the middle
+    img[subject] = (np.array([235.0, 120.0, 25.0]) * shade).astype(np.uint8)
+    scores = policy_scores(img)
+    assert scores["color_cast"] > RuleThresholds().color_cast  # the means do tilt
+    assert scores["edge_cast"] < RuleThresholds().edge_cast
+    assert choose_tools(scores, "RGB") == []
 
 
 def test_blurred_photo_is_sharpened_mildly(rgbs: list[np.ndarray]) -> None:
     for img in rgbs:
         soft = _blurred(img, 1.0)
-        calls = choose_tools(score_array(soft), "RGB")
+        calls = choose_tools(policy_scores(soft), "RGB")
         assert [c.name for c in calls] == ["sharpen"]
         result = enhance(soft, calls)
         assert not result.undone
@@ -169,7 +203,7 @@ def test_blurred_photo_is_sharpened_mildly(rgbs: list[np.ndarray]) -> None:
 
 def test_flat_photo_gets_a_capped_contrast_stretch(rgbs: list[np.ndarray]) -> None:
     flat = (rgbs[1] * 0.4 + 90).astype(np.uint8)
-    scores = score_array(flat)
+    scores = policy_scores(flat)
     calls = choose_tools(scores, "RGB")
     assert [c.name for c in calls] == ["auto_contrast"]
     result = enhance(flat, calls)
@@ -180,34 +214,45 @@ def test_flat_photo_gets_a_capped_contrast_stretch(rgbs: list[np.ndarray]) -> No
 
 GOOD = {
     "brightness": 0.5,
+    "shadows": 0.05,
+    "highlights": 0.95,
     "contrast": 60.0,
     "noise": 3.0,
+    "flat_noise": 1.0,
     "sharpness": 1500.0,
     "color_cast": 0.01,
+    "edge_cast": 0.01,
     "entropy": 7.0,
 }
+DARK = {"brightness": 0.1, "highlights": 0.3}
+FLAT = {"contrast": 20.0, "sharpness": 1000.0, "shadows": 0.3, "highlights": 0.6}
+CAST = {"color_cast": 0.12, "edge_cast": 0.3}
+NOISY = {"noise": 14.0, "flat_noise": 10.0}
 
 
 @pytest.mark.parametrize(
     ("change", "mode", "expected"),
     [
         ({}, "RGB", []),
-        ({"brightness": 0.1}, "RGB", ["gamma"]),
-        ({"brightness": 0.95}, "RGB", ["gamma"]),
-        ({"noise": 14.0}, "RGB", ["denoise"]),
-        ({"noise": 14.0, "sharpness": 10.0}, "RGB", ["denoise"]),  # never sharpen noise
+        (DARK, "RGB", ["gamma"]),
+        ({"brightness": 0.1}, "RGB", []),  # a night scene: dark, but its lights reach white
+        ({"brightness": 0.95, "shadows": 0.6}, "RGB", ["gamma"]),
+        ({"brightness": 0.95, "shadows": 0.1}, "RGB", []),  # bright, but with real shadows
+        (NOISY, "RGB", ["denoise"]),
+        ({"noise": 14.0}, "RGB", []),  # texture: its flattest parts are clean
+        ({**NOISY, "noise": 11.0}, "RGB", []),
+        ({**NOISY, "sharpness": 10.0}, "RGB", ["denoise"]),  # never sharpen noise
         ({"sharpness": 10.0}, "RGB", ["sharpen"]),
-        ({"color_cast": 0.12}, "RGB", ["white_balance"]),
-        ({"color_cast": 0.12}, "L", []),
-        ({"contrast": 20.0, "sharpness": 1000.0}, "RGB", ["auto_contrast"]),
-        ({"contrast": 20.0, "sharpness": 1000.0, "brightness": 0.1}, "RGB", ["gamma"]),
-        (
-            {"noise": 14.0, "color_cast": 0.12, "brightness": 0.1},
-            "RGB",
-            ["denoise", "white_balance", "gamma"],
-        ),
-        ({"contrast": 1.0, "brightness": 0.05}, "RGB", []),
-        ({"entropy": 0.5, "brightness": 0.05}, "RGB", []),
+        (CAST, "RGB", ["white_balance"]),
+        (CAST, "L", []),
+        ({"color_cast": 0.12}, "RGB", []),  # the means tilt but the edges do not: a subject
+        ({"color_cast": 0.05, "edge_cast": 0.3}, "RGB", []),
+        (FLAT, "RGB", ["auto_contrast"]),
+        ({**FLAT, "shadows": 0.05, "highlights": 0.9}, "RGB", []),  # soft, but full range
+        ({**FLAT, **DARK, "shadows": 0.0}, "RGB", ["gamma"]),
+        ({**NOISY, **CAST, **DARK}, "RGB", ["denoise", "white_balance", "gamma"]),
+        ({"contrast": 1.0, **DARK}, "RGB", []),
+        ({"entropy": 0.5, **DARK}, "RGB", []),
     ],
 )
 def test_rule_table(change: dict[str, float], mode: str, expected: list[str]) -> None:
@@ -307,12 +352,12 @@ def test_low_light_tools_brighten_colour_photos(rgbs: list[np.ndarray]) -> None:
 
 
 def test_policy_checks_mode_and_scores(rgbs: list[np.ndarray]) -> None:
-    scores = score_array(rgbs[0])
+    scores = policy_scores(rgbs[0])
     with pytest.raises(ConfigError, match="colour mode"):
         choose_tools(scores, "CMYK")
     with pytest.raises(ConfigError, match="noise"):
         choose_tools({k: v for k, v in scores.items() if k != "noise"}, "RGB")
-    strict = RulePolicy(RuleThresholds(noise=5.0))
+    strict = RulePolicy(RuleThresholds(noise=5.0, flat_noise=0.1))
     assert [c.name for c in strict.choose(scores, "RGB")] == ["denoise"]
 
 

@@ -48,8 +48,16 @@ pytest.importorskip("torch")
 
 import torch
 
-from datasetagent.models import hf_detect, hf_zeroshot
-from datasetagent.models.hf_base import class_prompts, pick_device, read_options
+from datasetagent.models import hf_base, hf_detect, hf_zeroshot
+from datasetagent.models.hf_base import (
+    ThreadChooser,
+    class_prompts,
+    cpu_quota,
+    cpu_threads,
+    pick_device,
+    read_options,
+    usable_cores,
+)
 from datasetagent.models.hf_boxes import detections, nms, phrase_to_class
 from datasetagent.models.hf_prep import image_prep
 from tiny_models import BUILDERS
@@ -612,6 +620,92 @@ def test_device_is_chosen_and_checked(tiny: dict[str, Path]) -> None:
     b = _build("clip", tiny["clip"], device="cpu")
     assert b.dtype == torch.float32  # half precision only on a GPU
     assert next(b.model.parameters()).device.type == "cpu"
+
+
+def test_usable_cores_follow_affinity_and_the_cgroup_quota(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)
+    assert (cpu_quota(tmp_path), usable_cores(tmp_path)) == (None, 4)  # no cgroup files
+    (tmp_path / "cpu.max").write_text("max 100000\n")
+    assert (cpu_quota(tmp_path), usable_cores(tmp_path)) == (None, 4)  # unlimited
+    (tmp_path / "cpu.max").write_text("150000 100000\n")
+    assert (cpu_quota(tmp_path), usable_cores(tmp_path)) == (1.5, 2)
+    (tmp_path / "cpu.max").write_text("800000 100000\n")
+    assert usable_cores(tmp_path) == 4  # a quota above the affinity does not add cores
+    (tmp_path / "cpu.max").unlink()
+    (tmp_path / "cpu").mkdir()
+    (tmp_path / "cpu" / "cpu.cfs_quota_us").write_text("100000\n")  # cgroup v1
+    (tmp_path / "cpu" / "cpu.cfs_period_us").write_text("100000\n")
+    assert (cpu_quota(tmp_path), usable_cores(tmp_path)) == (1.0, 1)
+    (tmp_path / "cpu" / "cpu.cfs_quota_us").write_text("-1\n")
+    assert usable_cores(tmp_path) == 4
+
+
+def test_cpu_backends_choose_torch_threads_by_the_cores_they_may_use(
+    tiny: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """By default a CPU model gets every usable core (the labelling path's preparation thread
+    needs little); torch's own default is capped at the usable cores, which it does not see
+    (a container's quota); the ``threads`` option decides when given."""
+    before = torch.get_num_threads()
+    monkeypatch.setattr(hf_base, "usable_cores", lambda root=hf_base.CGROUP: 2)
+    try:
+        torch.set_num_threads(8)  # as torch starts on a big host, inside a 2-core container
+        assert cpu_threads(0) == 2
+        _build("clip", tiny["clip"], device="cpu")
+        assert torch.get_num_threads() == 2
+        torch.set_num_threads(1)  # chosen by the application (these tests): kept
+        _build("clip", tiny["clip"], device="cpu")
+        assert torch.get_num_threads() == 1
+        _build("clip", tiny["clip"], device="cpu", options={"threads": 3})
+        assert torch.get_num_threads() == 3
+        with pytest.raises(ConfigError, match="threads=-1 is negative"):
+            _build("clip", tiny["clip"], device="cpu", options={"threads": -1})
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_thread_chooser_keeps_the_fastest_count_and_follows_the_load() -> None:
+    assert ThreadChooser(2).candidates == (2, 1)
+    assert ThreadChooser(8).candidates == (8, 4, 2, 1)
+    assert ThreadChooser(6).candidates == (6, 3, 1)
+    chooser = ThreadChooser(2, retry=8)
+    assert chooser.next() == 2
+    chooser.record(2, 32, 30.0)  # the warm-up batch, slow for reasons of its own: not counted
+    assert chooser.rates == {}
+    assert chooser.next() == 2
+    chooser.record(2, 32, 4.0)  # 8 images/s: another program shares the cores
+    assert chooser.next() == 1
+    chooser.record(1, 32, 2.0)  # 16 images/s
+    assert chooser.next() == 1
+    for _ in range(3):  # the load changes: one thread now gets 4 images/s
+        chooser.record(1, 32, 8.0)
+    assert chooser.rates[1] < chooser.rates[2]
+    assert chooser.next() == 2  # the count that has become faster
+    chooser.record(2, 32, 4.0)
+    chooser.record(2, 32, 4.0)  # the eighth batch: every count is tried afresh
+    assert chooser.rates == {}
+    assert chooser.next() == 2
+    chooser.record(2, 32, 1.0)
+    assert chooser.next() == 1
+
+
+def test_a_cpu_backend_times_its_batches_at_each_thread_count(
+    tiny: dict[str, Path], images: list[Image.Image], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    before = torch.get_num_threads()
+    monkeypatch.setattr(hf_base, "usable_cores", lambda root=hf_base.CGROUP: 2)
+    try:
+        torch.set_num_threads(2)
+        b = _build("clip", tiny["clip"], device="cpu", batch_size=1)
+        assert b.threads is not None
+        b.predict(images)  # three batches of one: warm-up, 2 threads, 1 thread
+        assert set(b.threads.rates) == {1, 2}
+        fixed = _build("clip", tiny["clip"], device="cpu", options={"threads": 2})
+        assert fixed.threads is None  # the option decides
+    finally:
+        torch.set_num_threads(before)
 
 
 @pytest.mark.gpu

@@ -189,7 +189,7 @@ def test_process_keeps_original_bytes_when_nothing_changes(photo_images: list[Im
 def test_process_fits_to_inherited_size_and_mode(photo_images: list[Image.Image]) -> None:
     params = ProcessParams(ImageConstraints(min_side=28, color_mode="L", size=(28, 28)))
     out = process_bytes(encode(photo_images[1], "JPEG"), params)
-    assert (out.width, out.height, out.mode, out.ext) == (28, 28, "L", "png")
+    assert (out.width, out.height, out.mode, out.ext) == (28, 28, "L", "jpg")
     assert [s.name for s in out.steps] == ["color_mode", "fit_crop"]
     tiny = process_bytes(encode(photo_images[1].resize((20, 20))), params)
     assert tiny.issues == ["tiny"]

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol, TypeVar
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, JpegImagePlugin
 
 from datasetagent.models import Usage
 from datasetagent.records import ProcessingStep, Provenance, Rejection, Sample
@@ -29,7 +29,14 @@ from datasetagent.tools.dedupe import (
     encode_thumb,
     thumbnail,
 )
-from datasetagent.tools.enhance import POLICY_SIDE, RulePolicy, enhance, letterbox, resize_to
+from datasetagent.tools.enhance import (
+    POLICY_SIDE,
+    RulePolicy,
+    enhance,
+    letterbox,
+    policy_scores,
+    resize_to,
+)
 from datasetagent.tools.hashing import pixel_hash
 from datasetagent.tools.phash import image_hashes
 
@@ -41,6 +48,8 @@ T = TypeVar("T")
 
 #: Source formats whose bytes are kept as they are when processing changed no pixel.
 _KEEP_AS_IS = {"JPEG": "jpg", "PNG": "png"}
+#: JPEG quality of a changed JPEG (or MPO) source; its chroma subsampling is kept.
+JPEG_QUALITY = 95
 #: Results deduplicated together: one near-duplicate query a batch, not one a result.
 DEDUP_BATCH = 256
 
@@ -91,7 +100,12 @@ def process_bytes(data: bytes, params: ProcessParams) -> Processed:
     except ImageIssue as issue:
         return Processed(issues=[issue.issue], detail=issue.detail)
     img = decoded.image
-    small = quality.analysis_image(img)
+    pixels = np.asarray(img)  # one copy out of Pillow serves every measurement below
+    small = (
+        img
+        if max(img.size) <= quality.ANALYSIS_SIDE
+        else Image.fromarray(quality.analysis_array(pixels), mode=img.mode)
+    )
     scores = quality.score(small)
     issues = quality.mark(img.width, img.height, scores, c.checks, min_side=c.min_side)
     if c.checks.rejects(issues):
@@ -106,13 +120,16 @@ def process_bytes(data: bytes, params: ProcessParams) -> Processed:
     gray = quality.gray_of(small)
     hashes = tuple(int(h) for h in image_hashes(gray))
     steps = list(decoded.steps)
+    #: whether the pixels differ from what the source file decodes to (then it is re-encoded)
+    changed = bool(decoded.steps)
     ssim_value = None
     usage: dict[str, int] = {}
     if c.enhance == "auto" or params.policy is not None:
-        look = quality.analysis_image(img, POLICY_SIDE)
-        policy_scores = quality.score(look)
+        look = quality.analysis_array(pixels, POLICY_SIDE)
+        scores_at_policy_side = policy_scores(look)
         if params.policy is not None:
-            decision = params.policy.decide(policy_scores, img.mode, image=look)
+            image = Image.fromarray(look, mode=img.mode)
+            decision = params.policy.decide(scores_at_policy_side, img.mode, image=image)
             usage = decision.usage.as_dict()
             steps.append(decision.step())
             if not decision.usable:
@@ -123,23 +140,19 @@ def process_bytes(data: bytes, params: ProcessParams) -> Processed:
                 )
             calls = list(decision.calls) if c.enhance == "auto" else []
         else:
-            calls = RulePolicy().choose(policy_scores, img.mode)
+            calls = RulePolicy().choose(scores_at_policy_side, img.mode)
         if calls:
-            enhanced = enhance(np.asarray(img), calls, ssim_floor=c.ssim_floor)
+            enhanced = enhance(pixels, calls, ssim_floor=c.ssim_floor)
             steps.extend(enhanced.steps)  # an undone change is recorded, with its SSIM
             if not enhanced.undone:
                 ssim_value = enhanced.ssim
                 img = Image.fromarray(enhanced.image, mode=img.mode)
+                changed = True
     if c.size is not None and img.size != tuple(c.size):
         img, step = fit_to(img, c.size, c.resize)
         steps.append(step)
-    ext = _KEEP_AS_IS.get(decoded.source_format)
-    if steps or ext is None:
-        buf = io.BytesIO()
-        img.save(buf, format="PNG", optimize=False)
-        out, ext = buf.getvalue(), "png"
-    else:
-        out = data
+        changed = True
+    out, ext = stored_bytes(data, decoded.source_format, img, changed=changed)
     return Processed(
         digest=pixel_hash(img),
         ext=ext,
@@ -155,6 +168,34 @@ def process_bytes(data: bytes, params: ProcessParams) -> Processed:
         ssim=ssim_value,
         usage=usage,
     )
+
+
+def stored_bytes(
+    data: bytes, source_format: str, img: Image.Image, *, changed: bool
+) -> tuple[bytes, str]:
+    """What a sample's blob holds, and its extension: the source file's own bytes when no pixel
+    changed and it is a JPEG or PNG; otherwise ``img`` encoded in the source's kind of format —
+    a JPEG (or MPO) source as a JPEG at quality ``JPEG_QUALITY`` with its chroma subsampling, a
+    PNG source as a PNG, and the rest (BMP, GIF, TIFF, WebP, PPM) as PNG."""
+    keep = _KEEP_AS_IS.get(source_format)
+    if not changed and keep is not None:
+        return data, keep
+    buf = io.BytesIO()
+    if source_format in ("JPEG", "MPO"):
+        img.save(buf, format="JPEG", quality=JPEG_QUALITY, **_jpeg_sampling(data, img.mode))
+        return buf.getvalue(), "jpg"
+    img.save(buf, format="PNG", optimize=False)
+    return buf.getvalue(), "png"
+
+
+def _jpeg_sampling(data: bytes, mode: str) -> dict[str, int]:
+    """Pillow's ``subsampling`` argument that keeps the source JPEG's chroma subsampling
+    (nothing for grey output or a layout Pillow cannot write)."""
+    if mode != "RGB":
+        return {}
+    with Image.open(io.BytesIO(data)) as src:  # reads the header only
+        sampling = JpegImagePlugin.get_sampling(src)
+    return {"subsampling": sampling} if sampling in (0, 1, 2) else {}
 
 
 def fit_to(img: Image.Image, size: tuple[int, int], how: str) -> tuple[Image.Image, ProcessingStep]:

@@ -5,7 +5,7 @@
 a thumbnail and returns the whole :class:`ToolDecision`: the calls, whether the image can serve
 the spec at all, which policy chose, and what the call cost.
 
-What the model is given: the image's scores (``tools.quality.score_array`` at ``POLICY_SIDE``)
+What the model is given: the image's scores (``tools.enhance.policy_scores`` at ``POLICY_SIDE``)
 with the rule policy's thresholds for scale, the spec's task and classes, the photometric tools
 registered in ``ENHANCERS`` with each parameter's default and allowed range, what the rule
 policy would do, and the SSIM floor. Geometric tools are never offered: fitting to the spec
@@ -238,13 +238,20 @@ def policy_prompt(
     contrast = max(scores.get("contrast", 0.0), 1e-6)
     blur = scores.get("sharpness", 0.0) / contrast**2
     notes = {
-        "brightness": f"mean grey 0-1; dark below {t.dark_brightness}, over-exposed above "
-        f"{t.bright_brightness}",
-        "contrast": f"grey std in grey levels; flat below {t.contrast}",
+        "brightness": f"mean grey 0-1; under-exposed below {t.dark_brightness} with highlights "
+        f"below {t.dark_highlights}, over-exposed above {t.bright_brightness} with shadows "
+        f"above {t.bright_shadows}",
+        "shadows": "1st percentile of grey, 0-1",
+        "highlights": "99th percentile of grey, 0-1",
+        "contrast": f"grey std in grey levels; flat below {t.contrast} with highlights - "
+        f"shadows below {t.tonal_range}",
         "noise": f"noise sigma estimate in grey levels; noisy above {t.noise}",
         "sharpness": f"Laplacian variance; sharpness/contrast^2 = {blur:.4f}, blurry below "
         f"{t.blur_ratio}",
-        "color_cast": f"channel imbalance 0-1; a cast above {t.color_cast}",
+        "color_cast": f"channel-mean imbalance 0-1; a cast above {t.color_cast} only if "
+        f"edge_cast is above {t.edge_cast}",
+        "edge_cast": "how far the colour edges lean the same way as the channel means; low "
+        "means a colourful subject, not a cast",
         "entropy": f"grey histogram entropy in bits; near-blank below {t.min_entropy}",
     }
     score_lines = [

@@ -67,13 +67,38 @@ def known_formats() -> list[str]:
     return EXPORTERS.names()
 
 
-def copy_image(out: Path, folder: Path, sample: Sample, image: Path) -> Path:
-    """Copy ``image`` to ``out/folder/<id>.<ext>``; returns the path relative to ``out``."""
-    rel = folder / f"{sample.id[:16]}{image.suffix}"
+#: JPEG quality of an image an export must convert to JPEG (VOC's ``JPEGImages``).
+JPEG_QUALITY = 95
+
+
+def copy_image(out: Path, folder: Path, sample: Sample, image: Path, *, jpeg: bool = False) -> Path:
+    """Copy ``image`` to ``out/folder/<id>.<ext>``; returns the path relative to ``out``.
+
+    With ``jpeg``, an image that is not a JPEG (:func:`is_jpeg`) is written as one, at quality
+    ``JPEG_QUALITY`` with the extension ``.jpg``; a JPEG, and every image without ``jpeg``, is
+    copied byte for byte."""
+    convert = jpeg and not is_jpeg(image)
+    rel = folder / f"{sample.id[:16]}{'.jpg' if convert else image.suffix}"
     dest = out / rel
     dest.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(image, dest)
+    if not convert:
+        shutil.copyfile(image, dest)
+        return rel
+    from PIL import Image
+
+    from datasetagent.tools.decode import to_mode
+
+    with Image.open(image) as img:
+        img.load()
+        pixels = img if img.mode in ("RGB", "L") else to_mode(img, "RGB")
+        pixels.save(dest, format="JPEG", quality=JPEG_QUALITY)
     return rel
+
+
+def is_jpeg(image: Path) -> bool:
+    """Whether the file at ``image`` is a JPEG (by its first bytes, not its name)."""
+    with image.open("rb") as fh:
+        return fh.read(3) == b"\xff\xd8\xff"
 
 
 def manifest_line(sample: Sample, file: str, dropped: Sequence[Dropped] = ()) -> str:

@@ -9,7 +9,8 @@ accept. The segmentation PNGs are palette images with the VOC colour map: in
 ``SegmentationObject`` the 1-based index of its object in the XML. A pixel holds one object:
 where masks overlap the later object keeps it, and the data card counts such masks; the XML
 box of a segmented object is that of its visible pixels, as VOC's guidelines ask.
-Images keep their own format (a PNG stays a PNG) under ``JPEGImages``.
+``JPEGImages`` holds JPEGs, as VOC readers expect: a JPEG is copied byte for byte, any other
+image is converted to a JPEG at quality 95 (the data card counts them).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import numpy as np
 from PIL import Image
 
 from datasetagent.errors import ExportError
-from datasetagent.export import EXPORTERS, copy_image
+from datasetagent.export import EXPORTERS, copy_image, is_jpeg
 from datasetagent.records import Box, Mask, Sample
 from datasetagent.spec import DatasetSpec
 from datasetagent.tools.boxes import XYWH, format_px, xywh_to_voc
@@ -31,6 +32,7 @@ from datasetagent.tools.boxes import XYWH, format_px, xywh_to_voc
 #: Palette indices 1..254 hold classes or objects; 255 is VOC's "void" border.
 MAX_INDEX = 254
 OVERLAP_NOTE = "masks partly covered by a later object in the VOC PNGs"
+CONVERTED_NOTE = "images converted to JPEG (quality 95) for JPEGImages"
 
 
 def voc_palette() -> list[int]:
@@ -138,7 +140,9 @@ class VocExporter:
 
         if sample.split is None:
             raise ExportError(f"sample {sample.id[:12]} has no split")
-        rel = copy_image(self.out, Path("JPEGImages"), sample, image)
+        if not is_jpeg(image):
+            self.notes[CONVERTED_NOTE] += 1
+        rel = copy_image(self.out, Path("JPEGImages"), sample, image, jpeg=True)
         visible = self._write_pngs(sample, rel.stem) if self.spec.task == "segmentation" else {}
         objects: list[tuple[str, XYWH]] = []
         for k, ann in enumerate(a for a in sample.annotations if isinstance(a, Box | Mask)):

@@ -8,6 +8,9 @@ from __future__ import annotations
 import difflib
 import json
 import logging
+import math
+import os
+import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
@@ -96,6 +99,101 @@ def pick_device(requested: str | None) -> torch.device:
     return torch.device("cpu")
 
 
+#: Where Linux mounts the cgroup CPU controller (v2: ``cpu.max``; v1: ``cpu/cpu.cfs_*``).
+CGROUP = Path("/sys/fs/cgroup")
+
+
+def cpu_quota(root: Path = CGROUP) -> float | None:
+    """The CPU time this process's cgroup may use, in cores (``1.5``: one and a half), or None
+    when unlimited or unknown. A container limited this way still sees every core of its
+    host, so a thread pool sized from the core count would oversubscribe it."""
+    for quota_file, period_file in (
+        ("cpu.max", None),
+        ("cpu/cpu.cfs_quota_us", "cpu/cpu.cfs_period_us"),
+    ):
+        try:
+            text = (root / quota_file).read_text().split()
+            if period_file is not None:
+                text.append((root / period_file).read_text().strip())
+            quota, period = text[0], text[1]
+            if quota in ("max", "-1"):
+                return None
+            cores = int(quota) / int(period)
+        except (OSError, ValueError, IndexError, ZeroDivisionError):
+            continue
+        return cores if cores > 0 else None
+    return None
+
+
+def usable_cores(root: Path = CGROUP) -> int:
+    """Cores this process may run on: its CPU affinity, capped by its cgroup's CPU quota
+    (rounded up: a quota of 1.5 cores keeps two threads busy part of the time)."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    quota = cpu_quota(root)
+    if quota is not None:
+        cores = min(cores, math.ceil(quota))
+    return max(1, cores)
+
+
+def cpu_threads(requested: int, root: Path = CGROUP) -> int:
+    """torch's intra-op thread count for a model on the CPU.
+
+    ``requested`` (the backend option ``threads``) when above 0. Otherwise the model gets
+    every core: the labelling path's other work, preparing the next batch on one background
+    thread (``run_overlapped``), is a small share of a forward pass and mostly in OpenCV and
+    Pillow, which release the GIL. Measured on 2 cores with CLIP ViT-B/32 (benchmarks/
+    label_bench.py): the path gives 16.7 images/s with 2 threads, the bare forward's best,
+    and 10.1 with 1 (one core left to the preparation). torch's own default (one thread per
+    physical core) is kept when lower, and capped at the usable cores (affinity, cgroup
+    quota), which torch does not look at.
+    """
+    if requested > 0:
+        return requested
+    return max(1, min(torch.get_num_threads(), usable_cores(root)))
+
+
+class ThreadChooser:
+    """torch's CPU thread count for each batch, chosen by timing the real batches.
+
+    Which count is fastest depends on what else the machine runs, not only on its cores: on
+    an idle 2-core machine a CLIP ViT-B/32 forward pass gives 16.7 images/s with 2 threads and
+    10.2 with 1, but with other work on both cores 2 threads gave 4.0 and 1 gave 8.0 (an
+    OpenMP pool waits at every operation for its slowest thread). So after one warm-up batch
+    (first calls allocate and pick kernels), one batch runs at each candidate (``most``
+    threads, then halving down to 1), and the rest at the fastest per image so far. Each
+    timing updates its count's rate (a moving average), so a count that slows down is dropped
+    for a faster one; every ``retry`` batches the candidates are tried afresh, as the load
+    changes. Measuring costs nothing but the trial batches run at the slower counts.
+    """
+
+    def __init__(self, most: int, *, retry: int = 64) -> None:
+        self.candidates = tuple(sorted({most >> k for k in range(most.bit_length())}, reverse=True))
+        self.retry = retry
+        self.rates: dict[int, float] = {}
+        self.batches = 0
+
+    def next(self) -> int:
+        """The thread count for the next batch."""
+        if self.batches == 0:
+            return self.candidates[0]
+        untried = [n for n in self.candidates if n not in self.rates]
+        return untried[0] if untried else max(self.rates, key=lambda n: self.rates[n])
+
+    def record(self, threads: int, images: int, seconds: float) -> None:
+        """A batch of ``images`` ran in ``seconds`` with ``threads``."""
+        self.batches += 1
+        if self.batches == 1 or images < 1:
+            return  # the warm-up batch
+        rate = images / max(seconds, 1e-9)
+        old = self.rates.get(threads)
+        self.rates[threads] = rate if old is None else (old + rate) / 2
+        if self.batches % self.retry == 0:
+            self.rates.clear()
+
+
 def features(output: Any) -> torch.Tensor:
     """The tensor of ``get_image_features``/``get_text_features``: transformers 4 returns it,
     transformers 5 returns an output whose ``pooler_output`` holds it."""
@@ -119,7 +217,9 @@ class HFBackend:
     """Base of the transformers backends: name, usage, options, device, dtype, batching.
 
     Subclasses set ``option_defaults``, load their model in ``__init__`` and call
-    ``_set_prep`` with their processor and how it fits images (see ``hf_prep``).
+    ``_set_prep`` with their processor and how it fits images (see ``hf_prep``). Options every
+    backend takes: ``half`` (float16 on a GPU) and ``threads`` (torch's CPU threads; 0, the
+    default, tries up to :func:`cpu_threads` and keeps the fastest, see :class:`ThreadChooser`).
     """
 
     option_defaults: ClassVar[Mapping[str, OptionValue]] = {}
@@ -131,8 +231,22 @@ class HFBackend:
         self.name = f"{backend}:{model_id}"
         self.usage = Usage()
         self.config = config
-        self.options = read_options(backend, config.options, {"half": True, **self.option_defaults})
+        defaults = {"half": True, "threads": 0, **self.option_defaults}
+        self.options = read_options(backend, config.options, defaults)
         self.device = pick_device(config.device)
+        if int(self.options["threads"]) < 0:
+            raise ConfigError(
+                f"{backend} option threads={self.options['threads']} is negative: give a "
+                "thread count, or 0 to use every usable core"
+            )
+        #: Times the batches to choose torch's thread count (CPU, no ``threads`` option).
+        self.threads: ThreadChooser | None = None
+        if self.device.type == "cpu":
+            threads = cpu_threads(int(self.options["threads"]))
+            if threads != torch.get_num_threads():
+                torch.set_num_threads(threads)  # the process's pool: torch has no other
+            if int(self.options["threads"]) == 0 and threads > 1:
+                self.threads = ThreadChooser(threads)
         gpu = self.device.type in ("cuda", "mps")
         self.dtype = torch.float16 if gpu and bool(self.options["half"]) else torch.float32
         self.batch_size = max(1, config.batch_size)
@@ -198,6 +312,23 @@ class HFBackend:
         self.usage.calls += 1
         self.usage.images += images
 
+    @staticmethod
+    def _timed(
+        infer: Callable[[Prepared], list[X]], chooser: ThreadChooser
+    ) -> Callable[[Prepared], list[X]]:
+        """``infer`` run at the chooser's thread count and timed for it."""
+
+        def run(prepared: Prepared) -> list[X]:
+            threads = chooser.next()
+            if threads != torch.get_num_threads():
+                torch.set_num_threads(threads)
+            start = time.perf_counter()
+            out = infer(prepared)
+            chooser.record(threads, len(prepared.sizes), time.perf_counter() - start)
+            return out
+
+        return run
+
     def _batched(
         self,
         images: list[Image.Image] | Prepared,
@@ -205,6 +336,8 @@ class HFBackend:
     ) -> list[X]:
         """Run ``infer`` over ``images``: a ``Prepared`` batch as it is (one forward pass);
         a list in chunks of ``batch_size``, preparing the next chunk while one runs."""
+        if self.threads is not None:
+            infer = self._timed(infer, self.threads)
         if isinstance(images, Prepared):
             return infer(images)
         if not images:

@@ -3,9 +3,10 @@
 * **Tools** — pure functions on uint8 arrays (H×W×3 RGB or H×W grey; the same mode comes
   out), each registered in ``ENHANCERS`` as an :class:`EnhanceTool` with default parameters.
 * **Policy** — :class:`RulePolicy` turns an image's scores (``SCORE_NAMES``, measured by
-  :func:`datasetagent.tools.quality.score_array` on a copy whose longer side is at most
-  ``POLICY_SIDE``) into an ordered list of :class:`ToolCall`. It is the offline default of the
-  :class:`EnhancePolicy` protocol, which an LLM-backed policy can implement as well.
+  :func:`policy_scores` on a copy whose longer side is at most ``POLICY_SIDE``) into an
+  ordered list of :class:`ToolCall`, and only for a measured defect: a good photo gets none.
+  It is the offline default of the :class:`EnhancePolicy` protocol, which an LLM-backed
+  policy can implement as well.
 * **Guard** — :func:`enhance` applies the calls and undoes them when the greyscale SSIM of the
   result against the input falls below a floor.
 
@@ -29,6 +30,7 @@ import numpy as np
 from datasetagent.errors import ConfigError
 from datasetagent.records import ProcessingStep
 from datasetagent.registry import Registry
+from datasetagent.tools.quality import _NOISE_TAPS, score_array
 from datasetagent.tools.ssim import ssim, to_gray
 
 ParamValue = float | int | str
@@ -46,8 +48,14 @@ DEFAULT_SSIM_FLOOR = 0.80
 #: Longer side of the copy the policy's scores are measured on (the thresholds were calibrated
 #: on photos of this size; noise and sharpness readings depend on scale).
 POLICY_SIDE = 640
-#: Scores the policy reads (see datasetagent.tools.quality.score_array).
-SCORE_NAMES = ("brightness", "contrast", "noise", "sharpness", "color_cast", "entropy")
+#: Scores the policy reads (see :func:`policy_scores`); the colour ones only for RGB images.
+SCORE_NAMES = (
+    "brightness", "shadows", "highlights", "contrast", "noise", "sharpness", "entropy",
+    "flat_noise", "color_cast", "edge_cast",
+)  # fmt: skip
+#: Scores the policy can do without: the colour ones (a grey image has none) and
+#: ``flat_noise``; a rule whose second reading is missing does not fire.
+OPTIONAL_SCORES = ("flat_noise", "color_cast", "edge_cast")
 MODES = ("RGB", "L")
 
 
@@ -314,19 +322,32 @@ class EnhancePolicy(Protocol):
 
 @dataclass(frozen=True)
 class RuleThresholds:
-    """Where the rule policy acts; calibrated for ``quality.score_array`` at POLICY_SIDE."""
+    """Where the rule policy acts; calibrated for :func:`policy_scores` at POLICY_SIDE.
 
-    dark_brightness: float = 0.25  # below: low light, brighten with gamma < 1
-    bright_brightness: float = 0.85  # above: over-exposed, darken mid-tones with gamma > 1
+    Each correction needs a measured defect: a score past its threshold *and* a second reading
+    that tells the defect from a picture that merely looks that way (a night scene is dark but
+    its lights reach white; an orange filling the frame has a grey-world "cast" its edges do not
+    share). Calibrated on the 48 photos of benchmarks/enhance_bench.py, of which it changes two
+    (an abstract rendered wallpaper and a close-up of a sign, both flat), and on photos
+    darkened, flattened, tinted, blurred and noised (tests/test_enhance.py).
+    """
+
+    dark_brightness: float = 0.25  # below, with highlights below dark_highlights: low light
+    dark_highlights: float = 0.50  # … even the brightest 1 % is at most mid-grey
+    bright_brightness: float = 0.85  # above, with shadows above bright_shadows: over-exposed
+    bright_shadows: float = 0.50  # … even the darkest 1 % is lighter than mid-grey
     max_brightening: float = 1.5  # most a gamma may multiply mean brightness by
     max_darkening: float = 1.3  # most a gamma may divide mean brightness by
     target_brightness: float = 0.40  # what a low-light fix aims at, within the cap
-    noise: float = 10.0  # above: denoise first (clean, detailed photos read 5–9)
+    noise: float = 12.0  # above, with flat_noise above flat_noise: denoise first
+    flat_noise: float = 8.5  # σ where the image is flattest (texture reads up to ~7.5 there)
     denoise_factor: float = 0.25  # h = noise × this, clipped to [h_min, h_max]
     denoise_h_min: float = 3.0
     denoise_h_max: float = 10.0
-    color_cast: float = 0.08  # above: grey-world white balance (RGB only)
-    contrast: float = 30.0  # below (and no gamma): capped percentile stretch
+    color_cast: float = 0.08  # above, with edge_cast above edge_cast: a colour cast (RGB)
+    edge_cast: float = 0.22  # the edges' imbalance along the grey-world cast's direction
+    contrast: float = 30.0  # below, with a narrow tonal range (and no gamma): stretch
+    tonal_range: float = 0.40  # highlights − shadows below this: the range is narrow
     target_contrast: float = 45.0
     max_contrast_gain: float = 1.5
     blur_ratio: float = 0.02  # sharpness / contrast² below: sharpen, if not noisy
@@ -341,28 +362,39 @@ WB_STRENGTH = 0.5
 
 
 class RulePolicy:
-    """The offline default policy: documented thresholds, corrections sized for the guard.
+    """The offline default policy: a tool only for a measured defect, sized for the guard.
 
-    Rules, in the order of the calls they return:
+    Rules, in the order of the calls they return (thresholds from :class:`RuleThresholds`):
 
     1. Near-blank images (contrast < 2 or entropy < 1 bit) get nothing: nothing to fix.
-    2. ``denoise`` when noise σ > 10, h = 0.25·σ clipped to [3, 10]. First, because every
-       later step amplifies noise. Texture inflates σ, and a larger h is undone by the guard.
-    3. ``white_balance`` (grey-world) at half strength when color_cast > 0.08, RGB only.
-       Half, because a frame filled by a coloured subject (grass, sky, a red car) reads as a
-       cast too, and a full correction would grey out the very colour that may define its
-       class; the SSIM guard, which compares grey images, cannot see that. Before any tone
-       curve, which would change the channel means unevenly.
-    4. ``gamma`` < 1 when brightness < 0.25, raising mean brightness by at most 1.5× (towards
-       0.40); ``gamma`` > 1 when brightness > 0.85, lowering it by at most 1.3×.
-    5. ``auto_contrast`` when contrast (grey std) < 30 and no gamma was chosen (dark images are
-       low-contrast because they are dark), gain capped at min(45 / contrast, 1.5).
+    2. ``denoise`` when noise σ > 12 and the flattest quarter of the image is noisy too
+       (flat_noise > 8.5), h = 0.25·σ clipped to [3, 10]. Fine texture (foliage, fur, gravel)
+       inflates σ as much as noise does, but only noise fills the flat parts as well. First,
+       because every later step amplifies noise. A larger h is undone by the guard.
+    3. ``white_balance`` (grey-world) at half strength, RGB only, when the channel means are
+       off balance (color_cast > 0.08) *and* the edges agree (edge_cast > 0.22): a cast tints
+       every edge the same way, while a frame filled by a coloured subject (an orange, grass,
+       a sunset) has edges of other colours, and correcting it would grey out the very colour
+       that may define its class (the SSIM guard, which compares grey images, cannot see
+       that). Half, because even then the scene may be warm by nature. Before any tone curve,
+       which would change the channel means unevenly.
+    4. ``gamma`` < 1 when the image is under-exposed: brightness < 0.25 and its highlights
+       (99th percentile) below 0.5, raising mean brightness by at most 1.5× (towards 0.40). A
+       dark scene whose lights reach white is not under-exposed. ``gamma`` > 1 when it is
+       over-exposed: brightness > 0.85 and shadows (1st percentile) above 0.5, lowering it by
+       at most 1.3×.
+    5. ``auto_contrast`` when the image is flat: contrast (grey std) < 30 and its tonal range
+       (highlights − shadows) < 0.4, and no gamma was chosen (dark images are flat because
+       they are dark); gain capped at min(45 / contrast, 1.5).
     6. ``sharpen`` (amount 0.6, σ 1 px, or 2 px when sharpness / contrast² < 0.004) when
        sharpness / contrast² < 0.02 and the image is not noisy. Dividing by contrast² makes the
        Laplacian variance independent of exposure. Last, so nothing amplifies its halo.
 
     ``clahe`` is registered but not chosen: on the test photos even a mild CLAHE costs
-    0.15–0.25 SSIM against the input, so the guard would almost always undo it.
+    0.15–0.25 SSIM against the input, so the guard would almost always undo it. The colour
+    scores are optional (a grey image has none), and so is ``flat_noise``: without
+    ``edge_cast`` there is no white balance, without ``flat_noise`` no denoising, since the
+    first reading alone cannot tell the defect from a colourful or detailed subject.
     """
 
     def __init__(self, thresholds: RuleThresholds | None = None) -> None:
@@ -371,27 +403,28 @@ class RulePolicy:
     def choose(self, scores: Mapping[str, float], mode: str) -> list[ToolCall]:
         if mode not in MODES:
             raise ConfigError(f"unknown colour mode {mode!r}: expected one of {', '.join(MODES)}")
-        missing = [n for n in SCORE_NAMES if n != "color_cast" and n not in scores]
+        missing = [n for n in SCORE_NAMES if n not in OPTIONAL_SCORES and n not in scores]
         if missing:
             raise ConfigError(
                 f"the enhancement policy needs the scores {', '.join(missing)}; "
-                "compute them with datasetagent.tools.quality.score_array()"
+                "compute them with datasetagent.tools.enhance.policy_scores()"
             )
         t = self.t
         contrast, noise = scores["contrast"], scores["noise"]
         if contrast < t.min_contrast or scores["entropy"] < t.min_entropy:
             return []
         calls: list[ToolCall] = []
-        noisy = noise > t.noise
+        noisy = noise > t.noise and scores.get("flat_noise", 0.0) > t.flat_noise
         if noisy:
             h = min(max(noise * t.denoise_factor, t.denoise_h_min), t.denoise_h_max)
             calls.append(ToolCall("denoise", {"h": round(h, 2)}))
-        if mode == "RGB" and scores.get("color_cast", 0.0) > t.color_cast:
+        cast = scores.get("color_cast", 0.0) > t.color_cast
+        if mode == "RGB" and cast and scores.get("edge_cast", 0.0) > t.edge_cast:
             calls.append(ToolCall("white_balance", {"strength": WB_STRENGTH}))
-        tone = self._gamma(scores["brightness"])
+        tone = self._gamma(scores)
         if tone is not None:
             calls.append(ToolCall("gamma", {"gamma": tone}))
-        elif contrast < t.contrast:
+        elif contrast < t.contrast and scores["highlights"] - scores["shadows"] < t.tonal_range:
             gain = min(max(t.target_contrast / contrast, 1.0), t.max_contrast_gain)
             calls.append(ToolCall("auto_contrast", {"max_gain": round(gain, 3)}))
         ratio = scores["sharpness"] / (contrast * contrast)
@@ -400,17 +433,86 @@ class RulePolicy:
             calls.append(ToolCall("sharpen", {"amount": t.sharpen_amount, "sigma": sigma}))
         return calls
 
-    def _gamma(self, brightness: float) -> float | None:
-        """The gamma of the tone correction for this mean brightness, or None for none."""
+    def _gamma(self, scores: Mapping[str, float]) -> float | None:
+        """The gamma of the tone correction for an under- or over-exposed image, or None."""
         t = self.t
-        b = min(max(brightness, 1e-3), 1 - 1e-3)
-        if b < t.dark_brightness:
+        b = min(max(scores["brightness"], 1e-3), 1 - 1e-3)
+        if b < t.dark_brightness and scores["highlights"] < t.dark_highlights:
             target = min(t.target_brightness, b * t.max_brightening)
-        elif b > t.bright_brightness:
+        elif b > t.bright_brightness and scores["shadows"] > t.bright_shadows:
             target = b / t.max_darkening
         else:
             return None
         return round(math.log(target) / math.log(b), 3)
+
+
+def edge_cast(img: np.ndarray) -> float:
+    """How far the colour edges of an RGB uint8 image agree with its grey-world cast (0-1+).
+
+    Grey-world reads the channel means, grey-edge (van de Weijer et al., 2007) the channels'
+    mean gradient magnitudes; both are ≈ equal across channels for a neutral scene. A cast
+    scales every channel, so it shifts both estimates the same way; a large coloured subject
+    shifts the means but not its edges (or the other way). The score is the grey-edge
+    imbalance (largest relative deviation of a channel) times the cosine between the two
+    estimates' relative deviations, floored at 0: high only when both point the same way.
+    Gradients are Sobel's, their magnitude |gx| + |gy| (integer arithmetic, ~1 ms at 640 px).
+    """
+    if img.ndim != 3:
+        return 0.0
+    means = np.array(cv2.mean(img)[:3])
+    edges = np.array([_mean_gradient(channel) for channel in cv2.split(img)])
+    if means.mean() < 1e-6 or edges.mean() < 1e-6:
+        return 0.0
+    world, edge = means / means.mean() - 1.0, edges / edges.mean() - 1.0
+    norms = float(np.linalg.norm(world) * np.linalg.norm(edge))
+    if norms < 1e-12:
+        return 0.0
+    agreement = float(world @ edge) / norms
+    return max(agreement, 0.0) * float(np.abs(edge).max())
+
+
+#: Share of the image, its least structured pixels, that ``flat_noise`` is measured on.
+FLAT_SHARE = 0.25
+
+
+def flat_noise(gray: np.ndarray) -> float:
+    """Immerkær's noise σ (as ``quality.score_array``'s ``noise``) measured only where the
+    image is flattest: the ``FLAT_SHARE`` of pixels with the weakest gradient after a 1 px
+    Gaussian blur (which the noise itself hardly moves). Noise fills flat areas; texture
+    does not."""
+    if min(gray.shape) < 3:
+        return 0.0
+    conv = cv2.sepFilter2D(gray, cv2.CV_16S, _NOISE_TAPS, _NOISE_TAPS)[1:-1, 1:-1]
+    smooth = cv2.GaussianBlur(gray, (0, 0), 1.0)
+    gradient = _gradient(smooth)[1:-1, 1:-1]
+    # the FLAT_SHARE quantile of the integer gradient, from its histogram
+    counts = np.bincount(gradient.ravel())
+    cut = int(np.searchsorted(np.cumsum(counts), FLAT_SHARE * gradient.size))
+    flat = (gradient <= cut).astype(np.uint8)
+    return float(cv2.mean(np.abs(conv), mask=flat)[0] * math.sqrt(math.pi / 2) / 6)
+
+
+def _gradient(gray: np.ndarray) -> np.ndarray:
+    """|∂x| + |∂y| of a uint8 plane by Sobel, as uint16."""
+    gx = cv2.Sobel(gray, cv2.CV_16S, 1, 0)
+    gy = cv2.Sobel(gray, cv2.CV_16S, 0, 1)
+    return np.asarray(cv2.add(np.abs(gx), np.abs(gy), dtype=cv2.CV_16U))
+
+
+def _mean_gradient(gray: np.ndarray) -> float:
+    return float(cv2.mean(_gradient(gray))[0])
+
+
+def policy_scores(img: np.ndarray) -> dict[str, float]:
+    """The scores the policy reads, of a uint8 image reduced to at most POLICY_SIDE: those of
+    :func:`datasetagent.tools.quality.score_array`, plus ``flat_noise`` and, for RGB images,
+    ``edge_cast``."""
+    gray = to_gray(img)
+    scores = score_array(img, gray)
+    scores["flat_noise"] = flat_noise(gray)
+    if img.ndim == 3:
+        scores["edge_cast"] = edge_cast(img)
+    return scores
 
 
 def choose_tools(scores: Mapping[str, float], mode: str) -> list[ToolCall]:
