@@ -589,7 +589,7 @@ def scan(
     try:
         checks = CheckThresholds.model_validate(_parse_settings(settings))
     except ValidationError as exc:
-        raise UsageError(f"--set {describe_validation_error(exc)}") from None
+        raise UsageError(f"--set {describe_validation_error(exc)}") from exc
     params = ScanParams(checks=checks, min_side=min_side, max_pixels=max_pixels)
     skipped: Counter[str] = Counter()
     counts: Counter[str] = Counter()
