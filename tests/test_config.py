@@ -275,6 +275,22 @@ def test_seed_and_folder_name_are_registered_like_every_labeler(
     assert list(rows).index("folder-name") < list(rows).index("clip")
 
 
+def test_labeler_names_are_checked_against_the_builtins_in_a_fresh_process() -> None:
+    code = (
+        "from datasetagent.config import check_labelers\n"
+        "check_labelers(['clip', 'llm:m', 'seed', 'folder-name'])\n"
+        "try:\n"
+        "    check_labelers(['seed:x'])\n"
+        "except Exception as exc:\n"
+        "    print(exc)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "labeler 'seed' takes no model (got 'seed:x')"
+
+
 # -- assemble ------------------------------------------------------------------------------------
 
 

@@ -26,6 +26,7 @@ from datasetagent.agents.labeling import DataLabelAgent, LabelerSet, no_labeler_
 from datasetagent.agents.verification import Verification
 from datasetagent.errors import NoLabelerError, UsageError
 from datasetagent.models import (
+    BACKENDS,
     Backend,
     BackendConfig,
     BoxSegmenter,
@@ -39,6 +40,8 @@ from datasetagent.models import (
     class_queries,
     default_labelers,
     factory_flag,
+    known_labelers,
+    load_builtin_backends,
     parse_labeler,
 )
 from datasetagent.models.llm_call import CallGate
@@ -179,8 +182,7 @@ def run_options(store: RunStore, given: BuildOptions) -> BuildOptions:
 
 def check_labelers(names: Sequence[str]) -> None:
     """Refuse unknown labeler names, and a model given to a labeler that takes none."""
-    from datasetagent.models import BACKENDS, known_labelers
-
+    load_builtin_backends()
     for text in names:
         name, model = parse_labeler(text)
         if name not in BACKENDS:

@@ -1,5 +1,8 @@
 """The orchestrator: an explicit, persisted state machine over the four agents.
 
+``build`` claims the run folder, stores (or loads) the spec and the ``BuildOptions``, wires
+the run with ``config.assemble`` and runs a ``Pipeline`` over the agents that assembly makes.
+
 Stages, each recorded in the run store when finished so that a killed run resumes where it
 stopped with nothing done twice::
 
