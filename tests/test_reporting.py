@@ -336,8 +336,8 @@ def test_credentials_in_the_base_url_are_used_but_never_written(tmp_path: Path) 
         if path.is_file() and path.suffix in {".db", ".yaml", ".json", ".md", ".jsonl", ""}:
             assert SECRET.encode() not in path.read_bytes(), path
     with RunStore(tmp_path / "run" / "run.db") as store:
-        stored = json.loads(store.get_meta("labelers") or "{}")
-    assert "***" in stored["options"]["llm"]["base_url"]
+        stored = json.loads(store.get_meta("options") or "{}")
+    assert "***" in stored["backend_options"]["llm"]["base_url"]
     code, text = _cli("build", "--resume", "-o", str(tmp_path / "run"))
     assert code == 2
     assert "--llm-base-url URL" in _one_error_line(text)

@@ -429,6 +429,13 @@ def _print_summary(summary: dict[str, Any]) -> None:
 @spec_set_option
 @click.option("--device", help="Device for local models: cuda, mps or cpu (default: the best).")
 @click.option("--workers", type=click.IntRange(1), help="Worker processes (default: all cores).")
+@click.option(
+    "--executor",
+    type=click.Choice(["local", "ray"]),
+    default="local",
+    show_default=True,
+    help="Where the per-image stages run: local worker processes (ray: a later release).",
+)
 @click.option("--resume", is_flag=True, help="Continue the run stored in the run folder.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary on stdout.")
 @handle_errors
@@ -448,12 +455,26 @@ def build(
     settings: tuple[str, ...],
     device: str | None,
     workers: int | None,
+    executor: str,
     resume: bool,
     as_json: bool,
 ) -> None:
     """Build a dataset from SPEC_OR_REQUEST (a spec YAML file or a request in words)."""
-    from datasetagent.pipeline import build as run_build
+    from datasetagent.config import BuildOptions
+    from datasetagent.pipeline import build_run
 
+    if llm_tools and not llm:
+        raise UsageError("--llm-tools needs --llm MODEL")
+    names, backend_settings = _labeler_settings(labelers, llm, llm_base_url, labeler_options)
+    options = BuildOptions.parse(  # checked before a request is planned
+        labelers=None if names is None else tuple(names),
+        verifiers=tuple(verifiers) or None,
+        backend_options=backend_settings,
+        tool_llm=llm if llm_tools else None,
+        executor=executor,
+        device=device,
+        workers=workers,
+    )
     spec, dataset = None, _open_existing(existing, existing_outside_root)
     if spec_or_request is not None:
         if formats:  # checked like any other setting (a format that cannot hold the task)
@@ -466,22 +487,9 @@ def build(
             'give a request or a spec file, e.g. datasetagent build "cats and dogs, '
             '50 each" --source photos/ -o run/'
         )
-    if llm_tools and not llm:
-        raise UsageError("--llm-tools needs --llm MODEL")
-    names, options = _labeler_settings(labelers, llm, llm_base_url, labeler_options)
     with RichReporter(err) as reporter:
-        result = run_build(
-            spec,
-            run_dir,
-            resume=resume,
-            labelers=names,
-            workers=workers,
-            reporter=reporter,
-            backend_options=options,
-            device=device,
-            verifiers=list(verifiers) or None,
-            tool_llm=llm if llm_tools else None,
-            existing=dataset,
+        result = build_run(
+            spec, run_dir, options, resume=resume, reporter=reporter, existing=dataset
         )
     summary = result.summary()
     _print_summary(summary)
@@ -496,13 +504,15 @@ def _labeler_settings(
     pairs: tuple[str, ...],
 ) -> tuple[list[str] | None, dict[str, dict[str, str | int | float | bool]] | None]:
     """The labeler list and backend options the build options describe (None: not given)."""
+    from datasetagent.models import default_labelers
+
     names = list(labelers)
     options: dict[str, dict[str, str | int | float | bool]] = {}
     if base_url and not llm:
         raise UsageError("--llm-base-url needs --llm MODEL (the model name the server serves)")
     if llm:
         if not names:
-            names = ["folder-name", "seed"]  # the LLM joins the offline labelers
+            names = list(default_labelers())  # the LLM joins the offline labelers
         names.append(f"llm:{llm}")
     if base_url:
         options.setdefault("llm", {})["base_url"] = base_url
@@ -589,7 +599,7 @@ def scan(
     try:
         checks = CheckThresholds.model_validate(_parse_settings(settings))
     except ValidationError as exc:
-        raise UsageError(f"--set {describe_validation_error(exc)}") from None
+        raise UsageError(f"--set {describe_validation_error(exc)}") from exc
     params = ScanParams(checks=checks, min_side=min_side, max_pixels=max_pixels)
     skipped: Counter[str] = Counter()
     counts: Counter[str] = Counter()
@@ -825,18 +835,12 @@ def models() -> None:
 @handle_errors
 def models_list() -> None:
     """Every labeler, the roles it can play and its default model."""
-    from datasetagent.models import BACKENDS, load_builtin_backends
-    from datasetagent.pipeline import LABELER_NAMES
+    from datasetagent.models import BACKENDS, known_labelers
 
-    load_builtin_backends()
     table = Table(show_edge=False)
     for col in ("labeler", "what it does", "default model"):
         table.add_column(col)
-    table.add_row("folder-name", "classification: the class folder an image came from", "-")
-    table.add_row("seed", "classification: learned from --existing examples", "-")
-    for name in BACKENDS.names():
-        if name in LABELER_NAMES:
-            continue
+    for name in known_labelers():
         factory = BACKENDS.get(name)
         doc = (factory.__doc__ or "").strip().splitlines()
         table.add_row(name, doc[0] if doc else "", str(getattr(factory, "default_model", "-")))

@@ -1,5 +1,8 @@
 """The orchestrator: an explicit, persisted state machine over the four agents.
 
+``build`` claims the run folder, stores (or loads) the spec and the ``BuildOptions``, wires
+the run with ``config.assemble`` and runs a ``Pipeline`` over the agents that assembly makes.
+
 Stages, each recorded in the run store when finished so that a killed run resumes where it
 stopped with nothing done twice::
 
@@ -17,36 +20,30 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
 
 from PIL import Image
 
-from datasetagent.agents.labeling import DataLabelAgent, LabelerSet, no_labeler_message
-from datasetagent.agents.processing import ImageProcessingAgent, ToolPolicy
+from datasetagent.agents.labeling import DataLabelAgent
+from datasetagent.agents.processing import ImageProcessingAgent
 from datasetagent.agents.supervision import SupervisionAgent, select_for_export
 from datasetagent.agents.verification import Verification
-from datasetagent.errors import NoLabelerError, StoreError, UsageError
+from datasetagent.config import (
+    Assembly,
+    BackendOptions,
+    BuildOptions,
+    NullReporter,
+    Reporter,
+    assemble,
+    check_labelers,
+    open_executor,
+    run_options,
+)
+from datasetagent.errors import StoreError, UsageError
 from datasetagent.export import export_samples, known_formats
 from datasetagent.export.splits import assign_splits
-from datasetagent.models import (
-    BACKENDS,
-    Backend,
-    BackendConfig,
-    BoxSegmenter,
-    ImageClassifier,
-    ImageEmbedder,
-    LabelVerifier,
-    ObjectDetector,
-    build_backend,
-    class_queries,
-    load_builtin_backends,
-    parse_labeler,
-)
-from datasetagent.models.llm_call import CallGate
-from datasetagent.models.llm_endpoint import redact_url
+from datasetagent.models import ImageClassifier, LabelVerifier
 from datasetagent.models.seed import SeedClassifier
 from datasetagent.records import QualityReport, Sample
-from datasetagent.runtime.local import LocalExecutor
 from datasetagent.sources import Source, open_source, skip_messages
 from datasetagent.sources.existing import ExistingDataset, open_existing
 from datasetagent.spec import DatasetSpec
@@ -55,31 +52,19 @@ from datasetagent.store import BlobStore, RunStore
 log = logging.getLogger(__name__)
 
 FINAL = -1
-#: Labelers that need no model weights.
-LABELER_NAMES = ("folder-name", "seed")
-#: Backend settings by labeler name, e.g. ``{"llm": {"base_url": "http://..."}}``.
-BackendOptions = dict[str, dict[str, str | int | float | bool]]
-
-
-class Reporter(Protocol):
-    """Receives progress; the CLI renders it, the library never prints."""
-
-    def stage(self, name: str, round_: int, total: int | None = None) -> None: ...
-
-    def advance(self, n: int = 1) -> None: ...
-
-    def note(self, message: str) -> None: ...
-
-
-class NullReporter:
-    def stage(self, name: str, round_: int, total: int | None = None) -> None:
-        return None
-
-    def advance(self, n: int = 1) -> None:
-        return None
-
-    def note(self, message: str) -> None:
-        return None
+__all__ = [
+    "FINAL",
+    "BackendOptions",
+    "BuildOptions",
+    "BuildResult",
+    "NullReporter",
+    "Pipeline",
+    "Reporter",
+    "build",
+    "build_run",
+    "check_spec",
+    "final_samples",
+]
 
 
 @dataclass
@@ -146,7 +131,8 @@ class BuildResult:
 
 
 class Pipeline:
-    """One build of one run folder. ``run()`` is safe to call again after a crash."""
+    """The persisted state machine of one run folder over the agents an ``Assembly`` makes.
+    ``run()`` is safe to call again after a crash."""
 
     def __init__(
         self,
@@ -154,37 +140,22 @@ class Pipeline:
         run_dir: Path,
         *,
         store: RunStore,
-        labelers: Sequence[str] | None = None,
-        workers: int | None = None,
+        assembly: Assembly,
+        options: BuildOptions,
         reporter: Reporter | None = None,
-        backend_options: BackendOptions | None = None,
-        device: str | None = None,
-        verifiers: Sequence[str] | None = None,
-        auditors: Sequence[LabelVerifier] = (),
-        tool_llm: str | None = None,
         existing: ExistingDataset | None = None,
     ) -> None:
         self.spec = spec
-        self.tool_llm = tool_llm
+        self.assembly = assembly
+        self.options = options
         self._processing: ImageProcessingAgent | None = None
-        self.verifier_names = tuple(verifiers or ())
-        self.auditors = tuple(auditors)
-        self.checkers: list[LabelVerifier] = []
-        self._built: dict[str, Backend] = {}
         self.run_dir = run_dir
         self.store = store
         self.blobs = BlobStore(run_dir)
-        self.labelers = tuple(labelers) if labelers else LABELER_NAMES
-        self.workers = workers
         self.reporter: Reporter = reporter or NullReporter()
-        self.backend_options = backend_options or {}
-        self.device = device
         self.resumed_stages = 0
         self.classifier: ImageClassifier | None = None
-        self.backends: list[Backend] = []
         self._usage_base: dict[str, dict[str, int]] | None = None
-        #: Every LLM request of the run passes it (the budget per request).
-        self._gate = CallGate()
         #: Model calls the budget still pays for, as of the last ``_budget_spent``.
         self._calls_left: int | None = None
         self._opened: list[Source] = []
@@ -206,31 +177,28 @@ class Pipeline:
 
     def run(self) -> BuildResult:
         start = time.monotonic()
+        assembly = self.assembly
         self._open_sources()
-        with LocalExecutor(self.workers) as executor:
+        with open_executor(self.options) as executor:
             processing = ImageProcessingAgent(
-                self.store, self.blobs, self.spec, executor, self._sources, self._tool_policy()
+                self.store, self.blobs, self.spec, executor, self._sources, assembly.tool_policy
             )
             self._processing = processing
             if self._stage(0, "collect"):
                 n = self._collect()
                 self._finish(0, "collect", f"{n} candidates listed")
-            self.backends = self._build_backends(self.labelers)
-            self.checkers = self._build_checkers()
-            self._preflight()
+            assembly.check_collected(self.store)
             self._ingest_existing(processing)
-            self.classifier = self._fit_classifier()
-            labeling = DataLabelAgent(self.store, self.blobs, self.spec, self._labeler_set())
-            verification = Verification(
-                self.store, self.spec, self._load, self.checkers, self.auditors
-            )
+            self.classifier = assembly.fit_learner(self.store, self.blobs, self.reporter)
+            labeling = assembly.labeling(self.store, self.blobs, self.classifier)
+            verification = assembly.verification(self.store, self._load)
             verification.budget = lambda: self._budget_spent(start)
             verification.progress = self.reporter.advance
             verification.calls_left = lambda: self._calls_left
-            if self.checkers and self._stage(0, "calibrate"):
+            if assembly.checkers and self._stage(0, "calibrate"):
                 self.reporter.stage("calibrating checkers", 0)
                 verification.calibrate()
-                self._finish(0, "calibrate", ", ".join(c.name for c in self.checkers))
+                self._finish(0, "calibrate", ", ".join(c.name for c in assembly.checkers))
             supervision = SupervisionAgent(self.store, self.spec, verification)
             report = self._loop(processing, labeling, supervision, verification, start)
         return self._finalise(report)
@@ -261,58 +229,8 @@ class Pipeline:
             )
         return n
 
-    def _seed_possible(self) -> bool:
-        return (
-            "seed" in self.labelers
-            and self._existing is not None
-            and self.spec.task == "classification"
-        )
-
-    def _tool_policy(self) -> ToolPolicy | None:
-        """The MLLM that chooses enhancement tools and judges usability, when one is named."""
-        if self.tool_llm is None:
-            return None
-        from datasetagent.agents.processing_llm import LLMToolPolicy
-
-        return LLMToolPolicy(self.tool_llm, self.spec, options=self.backend_options.get("llm"))
-
     def _load(self, sample: Sample) -> Image.Image:
         return self.blobs.open_image(sample.blob)
-
-    def _build_checkers(self) -> list[LabelVerifier]:
-        """Verifiers named with --verifier: a backend already built as a labeler is reused."""
-        out: list[LabelVerifier] = []
-        for b in self._build_backends(self.verifier_names):
-            if not isinstance(b, LabelVerifier):
-                raise UsageError(f"{b.name} cannot verify labels; verifiers: llm")
-            out.append(b)
-        return out
-
-    def _build_backends(self, names: Sequence[str]) -> list[Backend]:
-        """The model backends named, built once (loading weights) before any work; one named
-        both as labeler and as verifier is the same object."""
-        out = []
-        for text in names:
-            name, model = parse_labeler(text)
-            if name in LABELER_NAMES:
-                continue
-            if text in self._built:
-                out.append(self._built[text])
-                continue
-            config = BackendConfig(
-                classes=class_queries(self.spec),
-                model=model,
-                device=self.device,
-                options=self.backend_options.get(name, {}),
-            )
-            backend = build_backend(name, config)
-            limit = getattr(backend, "limit", None)
-            if callable(limit):  # a backend that makes model requests over the network
-                limit(self._gate)
-            self.reporter.note(f"{backend.name} ready")
-            self._built[text] = backend
-            out.append(backend)
-        return out
 
     def _budget_spent(self, start: float) -> str | None:
         """Why the budget ends the run now (time, model calls), or None.
@@ -332,7 +250,7 @@ class Pipeline:
             return f"budget spent: {calls} model calls of {limit}"
         left = None if limit is None else limit - calls
         self._calls_left = left
-        self._gate.allow(
+        self.assembly.gate.allow(
             left,
             None if seconds is None else start + seconds,
             calls_reason=f"budget spent: {limit} model calls of {limit}",
@@ -347,57 +265,16 @@ class Pipeline:
             raw = self.store.get_meta("usage")
             self._usage_base = json.loads(raw) if raw else {}
         total: dict[str, dict[str, int]] = {k: dict(v) for k, v in self._usage_base.items()}
-        used = [(b.name, b.usage) for b in self._built.values()]
-        if self._processing is not None and self.tool_llm is not None:
-            used.append((f"tool-policy:{self.tool_llm}", self._processing.usage))
+        used = [(b.name, b.usage) for b in self.assembly.metered.values()]
+        tool_llm = self.options.tool_llm
+        if self._processing is not None and tool_llm is not None:
+            used.append((f"tool-policy:{tool_llm}", self._processing.usage))
         for name, usage in used:
             mine = total.setdefault(name, {})
             for key, value in usage.as_dict().items():
                 mine[key] = mine.get(key, 0) + value
         self.store.set_meta("usage", json.dumps(total))
         return total
-
-    def _labeler_set(self) -> LabelerSet:
-        task = self.spec.task
-        classifiers: list[ImageClassifier] = []
-        detectors: list[ObjectDetector] = []
-        segmenter: BoxSegmenter | None = None
-        for b in self.backends:
-            if task == "classification" and isinstance(b, ImageClassifier):
-                classifiers.append(b)
-            elif task != "classification" and isinstance(b, ObjectDetector):
-                detectors.append(b)
-            elif task == "segmentation" and isinstance(b, BoxSegmenter) and segmenter is None:
-                segmenter = b
-            elif not (task == "classification" and isinstance(b, ImageEmbedder)):
-                raise UsageError(f"labeler {b.name} cannot help label {task}")
-        if self.classifier is not None:
-            classifiers.insert(0, self.classifier)
-        return LabelerSet(tuple(classifiers), tuple(detectors), segmenter)
-
-    def _preflight(self) -> None:
-        """Stop before doing work when the collected images could never be labelled."""
-        task = self.spec.task
-        if task != "classification":
-            if not any(isinstance(b, ObjectDetector) for b in self.backends):
-                raise NoLabelerError(
-                    f"{task} needs a detector and none is configured: add --labeler owlv2 "
-                    "or --labeler grounding-dino (weights: datasetagent models pull NAME), "
-                    "or --llm MODEL for a multimodal LLM that grounds objects"
-                )
-            if task == "segmentation" and not any(
-                isinstance(b, BoxSegmenter) for b in self.backends
-            ):
-                raise NoLabelerError(
-                    "segmentation needs a box segmenter: add --labeler sam "
-                    "(weights: datasetagent models pull sam)"
-                )
-            return
-        if self._seed_possible() or any(isinstance(b, ImageClassifier) for b in self.backends):
-            return
-        unhinted = self.store.pending_hints("collected").get(None, 0)
-        if unhinted:
-            raise NoLabelerError(no_labeler_message(unhinted))
 
     def _ingest_existing(self, processing: ImageProcessingAgent) -> None:
         if self._existing is None:
@@ -418,37 +295,6 @@ class Pipeline:
             )
             counts = agent.run_round(0)
             self._finish(0, "label", _describe(counts))
-
-    def _fit_classifier(self) -> ImageClassifier | None:
-        if not self._seed_possible():
-            return None
-        seeds = self.store.samples(status=["labelled"], origin="existing")
-        images: list[Image.Image] = []
-        labels: list[str] = []
-        for s in seeds:
-            if s.label is not None and self.spec.resolve_class(s.label) is not None:
-                images.append(self.blobs.open_image(s.blob))
-                labels.append(s.label)
-        self.reporter.stage("fitting the seed labeler", 0)
-        embedder = next((b for b in self.backends if isinstance(b, ImageEmbedder)), None)
-        model = SeedClassifier(random_state=self.spec.splits.seed, embedder=embedder)
-        try:
-            info = model.fit(images, labels)
-        except NoLabelerError:
-            has_model = any(isinstance(b, ImageClassifier) for b in self.backends)
-            if self.store.pending_hints("collected").get(None, 0) and not has_model:
-                raise
-            return None  # every collected image carries its class folder
-        missing = [c for c in self.spec.class_names if c not in info.classes]
-        if missing:
-            self.reporter.note(
-                f"no seed examples for {', '.join(missing)}: the seed labeler "
-                "cannot find those classes"
-            )
-        self.reporter.note(
-            f"seed labeler: {info.examples} examples, out-of-fold accuracy {info.cv_accuracy:.3f}"
-        )
-        return model
 
     def _loop(
         self,
@@ -554,23 +400,13 @@ def final_samples(store: RunStore, spec: DatasetSpec) -> list[Sample]:
     return assign_splits(chosen, spec.splits, near_bits=spec.image.checks.near_duplicate_bits)
 
 
-def known_labelers() -> list[str]:
-    load_builtin_backends()
-    return [*LABELER_NAMES, *BACKENDS.names()]
-
-
 def check_spec(
     spec: DatasetSpec, labelers: Sequence[str] | None, existing: ExistingDataset | None = None
 ) -> ExistingDataset | None:
     """Refuse, before anything is written, what cannot work: unknown labelers or formats,
     missing source folders, an existing dataset that does not read. Returns that dataset,
     opened (``existing`` where the caller opened it already: parsing it is the costly part)."""
-    for text in labelers or ():
-        name, model = parse_labeler(text)
-        if name in LABELER_NAMES and model is not None:
-            raise UsageError(f"labeler {name!r} takes no model (got {text!r})")
-        if name not in known_labelers():
-            raise UsageError(f"unknown labeler {name!r}; known: {', '.join(known_labelers())}")
+    check_labelers(labelers or ())
     unknown = [f for f in spec.formats if f not in known_formats()]
     if unknown:
         raise UsageError(
@@ -603,14 +439,46 @@ def build(
     auditors: Sequence[LabelVerifier] = (),
     tool_llm: str | None = None,
     existing: ExistingDataset | None = None,
+    executor: str = "local",
 ) -> BuildResult:
-    """Run (or, with ``resume``, continue) a build in ``run_dir``.
+    """Run (or, with ``resume``, continue) a build in ``run_dir``: the keywords make the
+    run's ``BuildOptions`` (see ``build_run``). ``auditors`` answer with the truth (a person's
+    decisions, ground truth in benchmarks) on a random sample of accepted labels each round;
+    ALR then comes from them. ``existing`` is the dataset the spec expands, where the caller
+    has opened it already."""
+    options = BuildOptions.parse(
+        labelers=None if labelers is None else tuple(labelers),
+        verifiers=None if verifiers is None else tuple(verifiers),
+        backend_options=backend_options,
+        tool_llm=tool_llm,
+        executor=executor,
+        device=device,
+        workers=workers,
+    )
+    return build_run(
+        spec,
+        run_dir,
+        options,
+        resume=resume,
+        reporter=reporter,
+        auditors=auditors,
+        existing=existing,
+    )
 
-    The labelers, verifiers and backend options a run starts with are stored with it, so
-    ``--resume`` without them labels the rest of the run the same way. ``auditors`` answer
-    with the truth (a person's decisions, ground truth in benchmarks) on a random sample of
-    accepted labels each round; ALR then comes from them. ``existing`` is the dataset the spec
-    expands, where the caller has opened it already."""
+
+def build_run(
+    spec: DatasetSpec | None,
+    run_dir: Path,
+    options: BuildOptions,
+    *,
+    resume: bool = False,
+    reporter: Reporter | None = None,
+    auditors: Sequence[LabelVerifier] = (),
+    existing: ExistingDataset | None = None,
+) -> BuildResult:
+    """Claim the run folder, store (or load) the spec and the options, assemble the run and
+    run its pipeline. The options a run starts with are stored with it, so ``--resume``
+    without labelers labels the rest of the run the same way (``config.run_options``)."""
     from datasetagent.store.lock import LOCK_NAME, run_lock
 
     db_path = run_dir / "run.db"
@@ -628,23 +496,25 @@ def build(
                 f"{len(found)}: {', '.join(found[:3])}); give a new or empty folder for -o"
             )
     if spec is not None:
-        existing = check_spec(spec, [*(labelers or ()), *(verifiers or ())], existing)
+        named = [*(options.labelers or ()), *(options.verifiers or ())]
+        existing = check_spec(spec, named, existing)
     run_dir.mkdir(parents=True, exist_ok=True)
     with run_lock(run_dir, "build"):
         _claim_run(db_path, run_dir, resume)
-        return _build_locked(
-            spec,
-            run_dir,
-            labelers=labelers,
-            workers=workers,
-            reporter=reporter,
-            backend_options=backend_options,
-            device=device,
-            verifiers=verifiers,
-            auditors=auditors,
-            tool_llm=tool_llm,
-            existing=existing,
-        )
+        with RunStore(db_path) as store:
+            used = _run_spec(store, spec, run_dir)
+            options = run_options(store, options)
+            assembly = assemble(used, options, auditors=auditors, reporter=reporter)
+            pipeline = Pipeline(
+                used,
+                run_dir,
+                store=store,
+                assembly=assembly,
+                options=options,
+                reporter=reporter,
+                existing=existing if spec is not None else None,
+            )
+            return pipeline.run()
 
 
 def _claim_run(db_path: Path, run_dir: Path, resume: bool) -> None:
@@ -663,90 +533,19 @@ def _claim_run(db_path: Path, run_dir: Path, resume: bool) -> None:
             Path(f"{db_path}{suffix}").unlink(missing_ok=True)
 
 
-def _build_locked(
-    spec: DatasetSpec | None,
-    run_dir: Path,
-    *,
-    labelers: Sequence[str] | None,
-    workers: int | None,
-    reporter: Reporter | None,
-    backend_options: BackendOptions | None,
-    device: str | None,
-    verifiers: Sequence[str] | None,
-    auditors: Sequence[LabelVerifier],
-    tool_llm: str | None,
-    existing: ExistingDataset | None,
-) -> BuildResult:
-    db_path = run_dir / "run.db"
-    with RunStore(db_path) as store:
-        stored = store.load_spec()
-        if stored is None:
-            if spec is None:
-                raise StoreError(f"{db_path} holds no spec; start the run again without --resume")
-            store.save_spec(spec)
-            (run_dir / "spec.yaml").write_text(spec.to_yaml(), encoding="utf-8")
-        elif spec is not None and spec != stored:
-            raise UsageError(
-                f"the spec given differs from the one {run_dir} was started with; resume "
-                "without a spec, or start a new run folder"
-            )
-        used = stored if stored is not None else spec
-        assert used is not None  # both None was refused above
-        labelers, verifiers, backend_options = _labeler_config(
-            store, labelers, verifiers, backend_options
+def _run_spec(store: RunStore, spec: DatasetSpec | None, run_dir: Path) -> DatasetSpec:
+    """The run's spec: ``spec`` stored (and written to spec.yaml) for a new run; the stored
+    one for a resume, which a spec given again must equal."""
+    stored = store.load_spec()
+    if stored is None:
+        if spec is None:
+            raise StoreError(f"{store.path} holds no spec; start the run again without --resume")
+        store.save_spec(spec)
+        (run_dir / "spec.yaml").write_text(spec.to_yaml(), encoding="utf-8")
+        return spec
+    if spec is not None and spec != stored:
+        raise UsageError(
+            f"the spec given differs from the one {run_dir} was started with; resume "
+            "without a spec, or start a new run folder"
         )
-        if tool_llm is not None:
-            store.set_meta("tool_llm", tool_llm)
-        stored_tool_llm = store.get_meta("tool_llm")
-        pipeline = Pipeline(
-            used,
-            run_dir,
-            store=store,
-            labelers=labelers,
-            workers=workers,
-            reporter=reporter,
-            backend_options=backend_options,
-            device=device,
-            verifiers=verifiers,
-            auditors=auditors,
-            tool_llm=tool_llm if tool_llm is not None else stored_tool_llm,
-            existing=existing if spec is not None else None,
-        )
-        return pipeline.run()
-
-
-def _labeler_config(
-    store: RunStore,
-    labelers: Sequence[str] | None,
-    verifiers: Sequence[str] | None,
-    options: BackendOptions | None,
-) -> tuple[Sequence[str] | None, Sequence[str] | None, BackendOptions | None]:
-    """The models given now, stored for a resume; or, when none are given, the stored ones.
-    A ``base_url`` is stored without the credentials it may hold (``redact_url``): a resume
-    needs it given again then."""
-    raw = store.get_meta("labelers")
-    if labelers is None and verifiers is None and options is None and raw is not None:
-        saved = json.loads(raw)
-        for name, opts in (saved["options"] or {}).items():
-            if "***" in str(opts.get("base_url", "")):
-                raise UsageError(
-                    f"the {name} base URL of this run held credentials, which are not stored: "
-                    f"resume with the same --llm MODEL --llm-base-url URL (or --labeler-option "
-                    f"{name}.base_url=URL) again"
-                )
-        return saved["labelers"], saved.get("verifiers"), saved["options"]
-    saved = {
-        "labelers": list(labelers or ()) or None,
-        "verifiers": list(verifiers or ()) or None,
-        "options": {
-            name: {
-                k: redact_url(v) if k == "base_url" and isinstance(v, str) else v
-                for k, v in opts.items()
-            }
-            for name, opts in options.items()
-        }
-        if options
-        else options,
-    }
-    store.set_meta("labelers", json.dumps(saved))
-    return labelers, verifiers, options
+    return stored

@@ -59,13 +59,13 @@ class Registry(Generic[T]):
         self._load_plugins()
         try:
             return self._items[name]
-        except KeyError:
+        except KeyError as exc:
             known = sorted(self._items)
             close = difflib.get_close_matches(name, known, n=1)
             hint = f"did you mean {close[0]!r}? " if close else ""
             raise ConfigError(
                 f"unknown {self.kind} {name!r}: {hint}known: {', '.join(known) or 'none'}"
-            ) from None
+            ) from exc
 
     def names(self) -> list[str]:
         self._load_plugins()

@@ -382,9 +382,9 @@ class DatasetSpec(_Model):
             mark = getattr(exc, "problem_mark", None)
             where = f" line {mark.line + 1}" if mark is not None else ""
             problem = getattr(exc, "problem", None) or exc.__class__.__name__
-            raise SpecError(f"{origin}{where}: not valid YAML ({problem})") from None
-        except RecursionError:
-            raise SpecError(f"{origin}: nested too deeply to be a spec") from None
+            raise SpecError(f"{origin}{where}: not valid YAML ({problem})") from exc
+        except RecursionError as exc:
+            raise SpecError(f"{origin}: nested too deeply to be a spec") from exc
         if not isinstance(data, dict):
             raise SpecError(
                 f"{origin}: expected a mapping with at least 'classes', got {data!r:.60}"
@@ -396,9 +396,9 @@ class DatasetSpec(_Model):
         try:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
-            raise SpecError(f"{origin} line {exc.lineno}: not valid JSON ({exc.msg})") from None
-        except RecursionError:
-            raise SpecError(f"{origin}: nested too deeply to be a spec") from None
+            raise SpecError(f"{origin} line {exc.lineno}: not valid JSON ({exc.msg})") from exc
+        except RecursionError as exc:
+            raise SpecError(f"{origin}: nested too deeply to be a spec") from exc
         return cls.validated(data, origin=origin)
 
     @classmethod
@@ -406,7 +406,7 @@ class DatasetSpec(_Model):
         try:
             return cls.model_validate(data)
         except ValidationError as exc:
-            raise SpecError(f"{origin}: {describe_validation_error(exc)}") from None
+            raise SpecError(f"{origin}: {describe_validation_error(exc)}") from exc
 
     def with_settings(self, settings: Sequence[str]) -> DatasetSpec:
         """This spec with ``KEY=VALUE`` settings applied (``quality.min_confidence=0.8``,
@@ -438,7 +438,7 @@ class DatasetSpec(_Model):
         try:
             text = path.read_text(encoding="utf-8")
         except OSError as exc:
-            raise SpecError(f"cannot read spec {path}: {exc.strerror}") from None
+            raise SpecError(f"cannot read spec {path}: {exc.strerror}") from exc
         if path.suffix.lower() == ".json":
             return cls.from_json(text, origin=str(path))
         return cls.from_yaml(text, origin=str(path))

@@ -304,7 +304,7 @@ class LLMPlanner:
             try:
                 spec_from_plan(planned, request, existing=existing, sources=sources)
             except SpecError as exc:
-                raise ModelRetry(str(exc)) from None
+                raise ModelRetry(str(exc)) from exc
             return planned
 
         out = self.client.call(agent, planning_prompt(request, existing))

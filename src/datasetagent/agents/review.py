@@ -185,9 +185,9 @@ def _read(path: Path, spec: DatasetSpec) -> list[dict[str, Any]]:
             try:
                 line = json.loads(raw)
             except json.JSONDecodeError as exc:
-                raise UsageError(f"{where}: not JSON ({exc.msg})") from None
-            except RecursionError:
-                raise UsageError(f"{where}: nested too deeply to be a review line") from None
+                raise UsageError(f"{where}: not JSON ({exc.msg})") from exc
+            except RecursionError as exc:
+                raise UsageError(f"{where}: nested too deeply to be a review line") from exc
             if not isinstance(line, dict) or not isinstance(line.get("id"), str):
                 raise UsageError(f"{where}: each line needs an object with the sample's id")
             decision = line.get("decision")

@@ -231,16 +231,57 @@ class BackendConfig:
     batch_size: int = 32
     #: Backend-specific settings (``base_url``, ``max_side``, ``timeout`` ...).
     options: Mapping[str, str | int | float | bool] = field(default_factory=dict)
+    #: The run's random seed (``splits.seed``), for backends that learn.
+    seed: int = 0
+    #: The run's other labeler backends, built before this one, for a factory marked
+    #: ``uses_peers`` (the seed labeler learns on an embedder's vectors when one is there).
+    peers: tuple[Backend, ...] = ()
 
     @property
     def class_names(self) -> tuple[str, ...]:
         return tuple(c.name for c in self.classes)
 
 
+class LearnerFit(Protocol):
+    """What a learner reports of its fit."""
+
+    @property
+    def examples(self) -> int: ...
+
+    @property
+    def classes(self) -> tuple[str, ...]: ...
+
+    #: Accuracy of out-of-fold predictions on the seed examples.
+    @property
+    def cv_accuracy(self) -> float: ...
+
+
+@runtime_checkable
+class Learner(Protocol):
+    """A classifier that learns the spec's classes from the run's labelled seed examples
+    (``--existing``) before it labels anything; ``fit`` raises ``NoLabelerError`` when they
+    cannot teach it."""
+
+    name: str
+
+    def fit(self, images: list[Image.Image], labels: list[str]) -> LearnerFit: ...
+
+
 BackendFactory = Callable[[BackendConfig], Backend]
 
-#: Model backends by labeler name. Built-ins live in ``models.hf`` and ``models.llm``; plugins
-#: register through the ``datasetagent.backends`` entry-point group.
+#: Backends by labeler name, every labeler included. Built-ins live in ``models.offline``
+#: (``folder-name``, ``seed``), ``models.hf`` and ``models.llm``; plugins register through the
+#: ``datasetagent.backends`` entry-point group. A factory may carry these attributes (read with
+#: ``factory_flag``; absent, the default in brackets):
+#:
+#: * ``offline`` [False]: needs no weights and makes no model call; the offline labelers are
+#:   the run's labelers when none are named, and their usage is not metered;
+#: * ``takes_model`` [True]: ``NAME:MODEL`` is accepted;
+#: * ``uses_peers`` [False]: built after the run's other labelers, which it gets as
+#:   ``BackendConfig.peers``;
+#: * ``applies(spec) -> bool`` [always]: a labeler that serves some runs only (``seed`` needs
+#:   ``--existing`` and classification) is left out, silently, where it does not;
+#: * ``default_model`` and the first docstring line: what ``datasetagent models list`` shows.
 BACKENDS: Registry[BackendFactory] = Registry("labeler", "datasetagent.backends")
 
 _BUILTINS_LOADED = False
@@ -254,7 +295,11 @@ def load_builtin_backends() -> None:
     _BUILTINS_LOADED = True
     import importlib
 
-    for module in ("datasetagent.models.hf", "datasetagent.models.llm"):
+    for module in (
+        "datasetagent.models.offline",
+        "datasetagent.models.hf",
+        "datasetagent.models.llm",
+    ):
         try:
             importlib.import_module(module)
         except ModuleNotFoundError as exc:  # a module not written yet or removed
@@ -280,6 +325,33 @@ def parse_labeler(text: str) -> tuple[str, str | None]:
     name, sep, model = text.partition(":")
     name = name.strip()
     return name, (model.strip() or None) if sep else None
+
+
+def factory_flag(name: str, flag: str) -> bool:
+    """A registered factory's flag (``offline``, ``takes_model``, ``uses_peers``; see
+    ``BACKENDS``), with its default where the factory does not set it."""
+    load_builtin_backends()
+    return bool(getattr(BACKENDS.get(name), flag, flag == "takes_model"))
+
+
+def backend_applies(name: str, spec: DatasetSpec) -> bool:
+    """Whether the labeler ``name`` serves a run of ``spec`` at all (see ``BACKENDS``)."""
+    load_builtin_backends()
+    applies = getattr(BACKENDS.get(name), "applies", None)
+    return bool(applies(spec)) if callable(applies) else True
+
+
+def default_labelers() -> tuple[str, ...]:
+    """The labelers of a run that names none: the offline ones, those that apply."""
+    load_builtin_backends()
+    return tuple(n for n in BACKENDS.names() if factory_flag(n, "offline"))
+
+
+def known_labelers() -> list[str]:
+    """Every registered labeler, the offline defaults first."""
+    load_builtin_backends()
+    defaults = default_labelers()
+    return [*defaults, *(n for n in BACKENDS.names() if n not in defaults)]
 
 
 def build_backend(name: str, config: BackendConfig) -> Backend:

@@ -198,21 +198,21 @@ def pull(name_or_model: str) -> Path:
         path = Path(snapshot_download(model, allow_patterns=_ALLOW))
         if not any(path.glob("*.safetensors")):
             path = Path(snapshot_download(model, allow_patterns=_ALLOW + _PT_WEIGHTS))
-    except GatedRepoError:
+    except GatedRepoError as exc:
         raise BackendError(
             f"{model!r} is gated on the Hugging Face hub: accept its terms on the model page, "
             "log in with `hf auth login`, then pull again"
-        ) from None
-    except RepositoryNotFoundError:
+        ) from exc
+    except RepositoryNotFoundError as exc:
         raise BackendError(
             f"{model!r} was not found on the Hugging Face hub (or is private): check the id; "
             f"the defaults are {', '.join(sorted(DEFAULT_MODELS.values()))}"
-        ) from None
+        ) from exc
     except (LocalEntryNotFoundError, HfHubHTTPError, OSError) as exc:
         raise BackendError(
             f"could not download {model!r} from the Hugging Face hub ({_one_line(exc)}); "
             f"check the network (or HF_ENDPOINT), then `datasetagent models pull {model}`"
-        ) from None
+        ) from exc
     log.info("model %s is in %s", model, path)
     return path
 
@@ -250,7 +250,7 @@ def resolve_model(backend: str, model: str | None) -> tuple[str, Path]:
         raise BackendError(
             f"{backend} model {model!r} is not in the local Hugging Face cache and downloading "
             f"it failed: {exc}; or give a local folder as the model"
-        ) from None
+        ) from exc
 
 
 # --- availability ---------------------------------------------------------------------------
@@ -338,7 +338,7 @@ def _build(backend: str, module: str, cls: str, config: BackendConfig) -> HFBack
         raise BackendError(
             f"the {backend} labeler cannot import its libraries ({_one_line(exc)}); "
             f"reinstall the vision extra: {VISION_EXTRA}"
-        ) from None
+        ) from exc
     built: HFBackend = getattr(mod, cls)(backend, config, model_id, folder)
     return built
 

@@ -64,11 +64,11 @@ def read_options(
                 out[key] = int(value)
             else:
                 out[key] = float(value)
-        except ValueError:
+        except ValueError as exc:
             raise ConfigError(
                 f"{backend} option {key}={value!r} is not a {kind.__name__}; "
                 f"the default is {defaults[key]!r}"
-            ) from None
+            ) from exc
     return out
 
 
@@ -77,10 +77,10 @@ def pick_device(requested: str | None) -> torch.device:
     if requested:
         try:
             device = torch.device(requested)
-        except RuntimeError:
+        except RuntimeError as exc:
             raise ConfigError(
                 f"unknown device {requested!r}: use cuda, cuda:N, mps or cpu"
-            ) from None
+            ) from exc
         if device.type == "cuda" and not torch.cuda.is_available():
             raise BackendError(
                 f"device {requested!r} was requested but torch sees no CUDA GPU; install a CUDA "
@@ -277,7 +277,7 @@ class HFBackend:
                 f"{self.folder} ({reason}); a download cut short is fixed by "
                 f"`datasetagent models pull {self.model_id}`, a local folder needs the files "
                 "save_pretrained writes (model and processor)"
-            ) from None
+            ) from exc
 
     def _placed(self, model: Any) -> Any:
         """The model on this backend's device and dtype, in eval mode."""

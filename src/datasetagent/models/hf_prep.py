@@ -269,7 +269,7 @@ def image_prep(processor: Any, geometry: Geometry) -> ImagePrep:
         raise BackendError(
             f"{name} settings {dict(size)} lack {exc.args[0]!r}, which {geometry!r} "
             "preprocessing needs; use the processor config the model was published with"
-        ) from None
+        ) from exc
     rescale = 1.0
     if getattr(processor, "do_rescale", True):
         rescale = float(getattr(processor, "rescale_factor", 1 / 255))

@@ -85,7 +85,7 @@ class LLMOptions(BaseModel):
             )
             raise ConfigError(
                 f"bad llm option(s): {problems} (known: {', '.join(cls.model_fields)})"
-            ) from None
+            ) from exc
 
     def endpoint(self, model: str | None) -> Endpoint:
         """Resolve ``model`` (a model string without the ``llm:`` prefix) with these options."""
@@ -299,7 +299,7 @@ class LLMClient:
                 return Failed(str(exc))
             except (ModelAuthenticationError, ModelNotFoundError, ModelQuotaExceededError) as exc:
                 self._account(run_usage, failed_request=True)
-                raise BackendError(self._refused(exc)) from None
+                raise BackendError(self._refused(exc)) from exc
             except transient as exc:
                 self._account(run_usage, failed_request=True)
                 last = exc
@@ -495,8 +495,8 @@ def _connect(
         from pydantic_ai.models.openai import OpenAIChatModel
         from pydantic_ai.providers.openai import OpenAIProvider
         from pydantic_ai.settings import ModelSettings
-    except ImportError:
-        raise BackendError(EXTRA_MESSAGE) from None
+    except ImportError as exc:
+        raise BackendError(EXTRA_MESSAGE) from exc
     from pydantic_ai.models import create_async_httpx2_client
 
     settings = ModelSettings(timeout=options.timeout, max_retries=0)

@@ -45,7 +45,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold
 
 from datasetagent.errors import NoLabelerError
-from datasetagent.models import NONE_LABEL, ImageEmbedder, Prediction, softmax_prediction
+from datasetagent.models import NONE_LABEL, ImageEmbedder, Prediction, Usage, softmax_prediction
 from datasetagent.models import seed_graph as graph
 from datasetagent.tools.features import feature_matrix, view_slices
 
@@ -162,6 +162,8 @@ class SeedClassifier:
         self._classes: tuple[str, ...] = ()
         self.fit_info: SeedFit | None = None
         self.adapt_info: AdaptInfo | None = None
+        #: Backends report their usage; this one makes no model call (its embedder counts).
+        self.usage = Usage()
         self._fitted = False
 
     @property

@@ -28,18 +28,18 @@ def run_lock(run_dir: Path, command: str) -> Iterator[None]:
     try:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     except OSError as exc:
-        raise StoreError(f"cannot open the run lock {path}: {exc.strerror}") from None
+        raise StoreError(f"cannot open the run lock {path}: {exc.strerror}") from exc
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+        except BlockingIOError as exc:
             holder = os.pread(fd, 200, 0).decode("utf-8", "replace").split()
             who = f"pid {holder[0]}" if holder else "another process"
             doing = f" ({holder[1]})" if len(holder) > 1 else ""
             raise UsageError(
                 f"run folder {run_dir} is in use by {who}{doing}: another build, review or "
                 "export is changing it; wait for it to finish, or stop it, then try again"
-            ) from None
+            ) from exc
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()} {command}\n".encode(), 0)
         try:

@@ -127,10 +127,10 @@ def probe(data: bytes, *, max_pixels: int) -> tuple[Image.Image, str]:
     saved, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
     try:
         img = Image.open(io.BytesIO(data))
-    except UnidentifiedImageError:
-        raise ImageIssue("corrupt", _describe_non_image(data)) from None
+    except UnidentifiedImageError as exc:
+        raise ImageIssue("corrupt", _describe_non_image(data)) from exc
     except (OSError, ValueError, SyntaxError, EOFError) as exc:
-        raise ImageIssue("corrupt", f"unreadable header: {exc}") from None
+        raise ImageIssue("corrupt", f"unreadable header: {exc}") from exc
     finally:
         Image.MAX_IMAGE_PIXELS = saved
     fmt = img.format or "unknown"
@@ -260,7 +260,7 @@ def _decode_jpeg(data: bytes, size: tuple[int, int], scale: int, colorspace: str
             data, colorspace=colorspace, strict=True, min_width=width, min_height=height
         )
     except ValueError as exc:
-        raise ImageIssue("corrupt", f"damaged image data: {exc}", size) from None
+        raise ImageIssue("corrupt", f"damaged image data: {exc}", size) from exc
     if pixels.shape[:2] != (height, width):
         raise ImageIssue("corrupt", f"damaged image data: decoded {pixels.shape[:2]}", size)
     return pixels
@@ -333,9 +333,9 @@ def decode_strict(
                 img.draft("L" if color_mode == "L" else "RGB", _request(size, reduce_to))
             img.load()
     except Image.DecompressionBombError as exc:
-        raise ImageIssue("too_large", str(exc), size) from None
+        raise ImageIssue("too_large", str(exc), size) from exc
     except (OSError, ValueError, SyntaxError, EOFError, MemoryError) as exc:
-        raise ImageIssue("corrupt", f"damaged image data: {exc}", size) from None
+        raise ImageIssue("corrupt", f"damaged image data: {exc}", size) from exc
     if header is not None:
         # Pillow passes over corrupt entropy-coded data; the strict decoder at its cheapest
         # scale reads every byte of it (~1/3 of a full decode's time).
