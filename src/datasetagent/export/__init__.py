@@ -1,4 +1,4 @@
-"""Exporters, looked up by format name in ``EXPORTERS``.
+"""Exporters, made by the writer of each format's descriptor (``datasetagent.formats``).
 
 An exporter is a context manager: entering prepares the folder, ``write(sample, image)`` adds
 one sample, exiting finishes (joins part files, writes indexes). ``export_samples`` drives one
@@ -24,9 +24,14 @@ from typing import Protocol
 from datasetagent import __version__
 from datasetagent.errors import ExportError, UsageError
 from datasetagent.export.prepare import Dropped, ExportStats, prepare
+from datasetagent.formats import descriptor, known_formats
 from datasetagent.records import QualityReport, Sample
-from datasetagent.registry import Registry
 from datasetagent.spec import DatasetSpec
+
+__all__ = [
+    "JPEG_QUALITY", "MARKER", "Exporter", "check_export_folder", "copy_image", "export_samples",
+    "exporter_for", "is_export", "is_jpeg", "known_formats", "manifest_line",
+]  # fmt: skip
 
 
 class Exporter(Protocol):
@@ -41,30 +46,10 @@ class Exporter(Protocol):
         ...
 
 
-ExporterFactory = Callable[[Path, DatasetSpec], Exporter]
-
-EXPORTERS: Registry[ExporterFactory] = Registry("export format", "datasetagent.exporters")
-
-
-def _load_builtins() -> None:
-    from datasetagent.export import (  # noqa: F401  (register themselves)
-        coco,
-        csvfile,
-        hf,
-        imagefolder,
-        voc,
-        yolo,
-    )
-
-
 def exporter_for(fmt: str, out: Path, spec: DatasetSpec) -> Exporter:
-    _load_builtins()
-    return EXPORTERS.get(fmt)(out, spec)
-
-
-def known_formats() -> list[str]:
-    _load_builtins()
-    return EXPORTERS.names()
+    """The exporter of format ``fmt`` writing into ``out`` (an unknown name is a one-line
+    error naming the known ones)."""
+    return descriptor(fmt).writer(out, spec)
 
 
 #: JPEG quality of an image an export must convert to JPEG (VOC's ``JPEGImages``).

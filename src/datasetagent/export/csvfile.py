@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from datasetagent.errors import ExportError
-from datasetagent.export import EXPORTERS, copy_image
+from datasetagent.export import copy_image
 from datasetagent.records import Sample
 from datasetagent.spec import DatasetSpec
 
@@ -40,7 +40,6 @@ def unescape_cell(text: str) -> str:
     return text[1:] if text.startswith("'") and text[1:].startswith(FORMULA_START) else text
 
 
-@EXPORTERS.register("csv")
 class CsvExporter:
     format = "csv"
 

@@ -24,7 +24,6 @@ from typing import Any
 import yaml
 
 from datasetagent.errors import ExportError
-from datasetagent.export import EXPORTERS
 from datasetagent.records import Box, Mask, Sample
 from datasetagent.spec import SPLIT_NAMES, DatasetSpec, SplitName, TaskKind
 
@@ -104,7 +103,6 @@ def split_file(split: str) -> str:
     return f"data/{split}-00000-of-00001.parquet"
 
 
-@EXPORTERS.register("hf")
 class HfExporter:
     format = "hf"
 

@@ -5,12 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from datasetagent.errors import ExportError
-from datasetagent.export import EXPORTERS, copy_image
+from datasetagent.export import copy_image
 from datasetagent.records import Sample
 from datasetagent.spec import DatasetSpec
 
 
-@EXPORTERS.register("imagefolder")
 class ImageFolderExporter:
     format = "imagefolder"
 

@@ -24,7 +24,7 @@ import numpy as np
 from PIL import Image
 
 from datasetagent.errors import ExportError
-from datasetagent.export import EXPORTERS, copy_image, is_jpeg
+from datasetagent.export import copy_image, is_jpeg
 from datasetagent.records import Box, Mask, Sample
 from datasetagent.spec import DatasetSpec
 from datasetagent.tools.boxes import XYWH, format_px, xywh_to_voc
@@ -98,7 +98,6 @@ def annotation_xml(sample: Sample, file_name: str, objects: list[tuple[str, XYWH
     return "\n".join(lines).encode("utf-8")
 
 
-@EXPORTERS.register("voc")
 class VocExporter:
     format = "voc"
 

@@ -4,7 +4,8 @@ Pascal VOC and Hugging Face Parquet.
 A reader parses a whole dataset before anything uses it (``read_dataset``): a malformed file
 raises :class:`DatasetFormatError` naming the file and the position in it (line, JSON path,
 XML element, row), so a dataset is imported whole or not at all. ``detect_format`` tells the
-format from the folder's layout.
+format from the folder's layout. Which reader and which layout test belong to a format is said
+by its descriptor (``datasetagent.formats``).
 
 A reader reads only regular files inside the dataset's folder: every path a dataset names (an
 image, a label or list file) or holds (its annotation files, a folder of images) goes through
@@ -25,7 +26,6 @@ import logging
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
-from functools import partial
 from pathlib import Path
 from typing import Literal
 
@@ -47,9 +47,6 @@ from datasetagent.tools.boxes import snap
 from datasetagent.tools.decode import upright_size
 
 log = logging.getLogger(__name__)
-
-#: Format names, in the order ``detect_format`` tries them.
-FORMATS = ("yolo", "coco", "voc", "hf", "csv", "imagefolder")
 
 
 class DatasetFormatError(UsageError):
@@ -267,37 +264,29 @@ def relative(path: Path, root: Path) -> str:
 
 # -- detection and dispatch --------------------------------------------------------------------
 def detect_format(root: Path) -> str:
-    """The format of the dataset in folder ``root``, from its layout."""
-    from datasetagent.sources.formats import coco, hf, yolo
+    """The format of the dataset in folder ``root``, from its layout: of the formats whose
+    layout test matches, the one of highest precedence (``FormatDescriptor.precedence``)."""
+    from datasetagent.formats import descriptors
 
-    if yolo.data_yaml(root) is not None:
-        return "yolo"
-    if coco.annotation_files(root):
-        return "coco"
-    if (root / "Annotations").is_dir():
-        return "voc"
-    if hf.parquet_files(root):
-        return "hf"
-    if (root / "labels.csv").is_file():
-        return "csv"
-    return "imagefolder"
+    tests = sorted((d for d in descriptors() if d.detect), key=lambda d: -d.precedence)
+    for d in tests:
+        if d.detect is not None and d.detect(root):
+            return d.name
+    raise UsageError(
+        f"{root} is laid out as no dataset format this tool reads; give a folder of class "
+        "folders or a COCO, YOLO, VOC, Hugging Face Parquet or labels.csv dataset"
+    )
 
 
 def read_dataset(root: Path, fmt: str | None = None, *, outside_root: bool = False) -> Imported:
     """Parse the dataset in ``root`` (format ``fmt``, or detected) completely. Only files inside
     ``root`` are read (``inside``); ``outside_root`` lets a YOLO ``data.yaml`` name a ``path:``
     outside it, whose files are then read (and only they)."""
-    from datasetagent.sources.formats import coco, hf, tables, voc, yolo
+    from datasetagent.formats import descriptor
 
-    fmt = fmt or detect_format(root)
-    readers: dict[str, Callable[[Path], Imported]] = {
-        "yolo": partial(yolo.read_yolo, outside_root=outside_root),
-        "coco": coco.read_coco,
-        "voc": voc.read_voc,
-        "hf": hf.read_hf,
-        "csv": tables.read_csv,
-        "imagefolder": tables.read_imagefolder,
-    }
-    if fmt not in readers:
-        raise UsageError(f"unknown dataset format {fmt!r}; known: {', '.join(FORMATS)}")
-    return readers[fmt](root)
+    found = descriptor(fmt or detect_format(root))
+    if found.reader is None and found.read_as is not None:
+        found = descriptor(found.read_as)
+    if found.reader is None:
+        raise UsageError(f"the {found.name} format has no reader; it can only be exported")
+    return found.reader(root, outside_root=outside_root)

@@ -42,6 +42,10 @@ def annotation_files(root: Path) -> list[Path]:
     return found
 
 
+def is_coco(root: Path) -> bool:
+    return bool(annotation_files(root))
+
+
 class _Doc:
     """One annotation file being checked; ``fail`` names the file and JSON path."""
 
@@ -234,7 +238,7 @@ def _read_file(root: Path, path: Path) -> tuple[list[str], list[ImportedImage]]:
     return list(categories.values()), out
 
 
-def read_coco(root: Path) -> Imported:
+def read_coco(root: Path, *, outside_root: bool = False) -> Imported:
     classes: dict[str, None] = {}
     images: list[ImportedImage] = []
     for path in annotation_files(root):

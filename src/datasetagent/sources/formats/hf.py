@@ -64,6 +64,10 @@ def parquet_files(root: Path) -> list[Path]:
     return sorted(set(found))
 
 
+def is_hf(root: Path) -> bool:
+    return bool(parquet_files(root))
+
+
 def features_of(path: Path, schema: Any) -> dict[str, Any]:
     raw = (schema.metadata or {}).get(b"huggingface")
     if raw is None:
@@ -332,7 +336,7 @@ def _read_file(root: Path, path: Path) -> tuple[list[str], list[_Pending], dict[
     return classes, images, rows_of
 
 
-def read_hf(root: Path) -> Imported:
+def read_hf(root: Path, *, outside_root: bool = False) -> Imported:
     classes: dict[str, None] = {}
     pending: list[_Pending] = []
     files = parquet_files(root)

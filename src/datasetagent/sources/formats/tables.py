@@ -26,7 +26,16 @@ def _label(name: str) -> tuple[ClassLabel]:
     return (ClassLabel(label=name, labeler=EXISTING_LABELER),)
 
 
-def read_imagefolder(root: Path) -> Imported:
+def is_imagefolder(root: Path) -> bool:
+    """Every folder may be an ImageFolder dataset: the layout other formats fall back to."""
+    return root.is_dir()
+
+
+def is_csv(root: Path) -> bool:
+    return (root / "labels.csv").is_file()
+
+
+def read_imagefolder(root: Path, *, outside_root: bool = False) -> Imported:
     """``ROOT/CLASS/*`` or ``ROOT/SPLIT/CLASS/*`` (SPLIT among train, val, valid, validation,
     dev, test): every image file below a class folder. A class or split folder that links out
     of ``root`` stops the import; links out of a class folder and files that are not regular
@@ -67,7 +76,7 @@ def _folders(root: Path, parent: Path) -> list[Path]:
     return found
 
 
-def read_csv(root: Path) -> Imported:
+def read_csv(root: Path, *, outside_root: bool = False) -> Imported:
     """``labels.csv``: one row per image, ``file`` relative to the folder."""
     path = inside(root, root / "labels.csv", root / "labels.csv", "")
     try:

@@ -151,7 +151,11 @@ def read_xml(root: Path, path: Path, split: SplitName | None) -> ImportedImage:
     )
 
 
-def read_voc(root: Path) -> Imported:
+def is_voc(root: Path) -> bool:
+    return (root / "Annotations").is_dir()
+
+
+def read_voc(root: Path, *, outside_root: bool = False) -> Imported:
     splits = _splits(root)
     images = [
         read_xml(root, path, splits.get(path.stem))

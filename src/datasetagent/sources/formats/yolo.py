@@ -45,6 +45,10 @@ def data_yaml(root: Path) -> Path | None:
     return None
 
 
+def is_yolo(root: Path) -> bool:
+    return data_yaml(root) is not None
+
+
 def _load_yaml(path: Path) -> dict[str, Any]:
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
