@@ -6,10 +6,12 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import yaml
 from click.testing import CliRunner
 
 from datasetagent.cli import main
@@ -174,6 +176,35 @@ def test_a_malformed_file_is_named_with_its_position(
     assert Path(err.file).resolve().as_posix().endswith(file) or file in err.file
     assert where in err.where if where else err.where == ""
     assert str(err).startswith(f"{err.file}: {err.where}" if err.where else err.file)
+
+
+#: Breakages found by a parser's own error, which the one-line error keeps as its cause
+#: (``--debug`` shows it).
+CAUSES: dict[str, type[BaseException]] = {
+    "coco json": json.JSONDecodeError,
+    "yolo yaml": yaml.YAMLError,
+    "voc xml": ET.ParseError,
+    "voc labelmap bytes": UnicodeDecodeError,
+    "manifest": json.JSONDecodeError,
+    "hf parquet": Exception,
+}
+
+
+@pytest.mark.parametrize("name", list(CAUSES))
+def test_a_parser_error_is_kept_as_the_cause(exports: Path, tmp_path: Path, name: str) -> None:
+    fmt, breakage, _, _ = BREAKAGES[name]
+    root = tmp_path / fmt
+    shutil.copytree(exports / fmt, root)
+    breakage(root)
+    with pytest.raises(DatasetFormatError) as caught:
+        open_existing(root)
+    assert isinstance(caught.value.__cause__, CAUSES[name])
+    result = CliRunner().invoke(main, ["plan", "more cats", "--existing", str(root)])
+    assert result.exit_code == UsageError.exit_code
+    assert result.output.count("\n") == 1  # one line without --debug
+    debug = CliRunner().invoke(main, ["--debug", "plan", "more cats", "--existing", str(root)])
+    assert isinstance(debug.exception, DatasetFormatError)
+    assert debug.exception.__cause__ is not None
 
 
 def test_a_malformed_dataset_stops_the_build_before_anything_is_written(

@@ -147,14 +147,14 @@ def export_samples(
         (tmp / MARKER).write_text(json.dumps(marker) + "\n", encoding="utf-8")
     except OSError as exc:
         shutil.rmtree(tmp, ignore_errors=True)
-        raise ExportError(f"cannot write {fmt} export to {out}: {exc}") from None
+        raise ExportError(f"cannot write {fmt} export to {out}: {exc}") from exc
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     try:
         _swap_in(tmp, out)
     except OSError as exc:
-        raise ExportError(f"cannot put the {fmt} export in place at {out}: {exc}") from None
+        raise ExportError(f"cannot put the {fmt} export in place at {out}: {exc}") from exc
     return out
 
 
@@ -241,7 +241,7 @@ def check_export_folder(out: Path, *, run_dir: Path | None = None, force: bool =
     try:
         found = sorted(p.name for p in out.iterdir())
     except OSError as exc:
-        raise UsageError(f"cannot read export folder {out}: {exc.strerror}") from None
+        raise UsageError(f"cannot read export folder {out}: {exc.strerror}") from exc
     if found:
         raise UsageError(
             f"export folder {out} holds files that no export of datasetagent wrote (found "

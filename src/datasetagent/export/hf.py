@@ -46,8 +46,8 @@ def _arrow() -> tuple[Any, Any]:
     try:
         pa = importlib.import_module("pyarrow")
         pq = importlib.import_module("pyarrow.parquet")
-    except ImportError:
-        raise ExportError("the hf format needs pyarrow: pip install 'datasetagent[hf]'") from None
+    except ImportError as exc:
+        raise ExportError("the hf format needs pyarrow: pip install 'datasetagent[hf]'") from exc
     return pa, pq
 
 

@@ -158,7 +158,7 @@ def image_size(path: Path) -> tuple[int, int]:
             width, height = img.size
             orientation = img.getexif().get(0x0112, 1)
     except (OSError, ValueError, SyntaxError) as exc:
-        raise DatasetFormatError(path, "", f"not a readable image ({exc})") from None
+        raise DatasetFormatError(path, "", f"not a readable image ({exc})") from exc
     return upright_size((width, height), orientation)
 
 
@@ -167,7 +167,7 @@ def text_lines(path: Path) -> list[str]:
     try:
         return path.read_text(encoding="utf-8").splitlines()
     except UnicodeDecodeError as exc:
-        raise DatasetFormatError(path, f"byte {exc.start}", "not UTF-8 text") from None
+        raise DatasetFormatError(path, f"byte {exc.start}", "not UTF-8 text") from exc
 
 
 def box(label: str, x: float, y: float, w: float, h: float) -> Box | None:
@@ -208,11 +208,11 @@ def read_manifest(root: Path) -> dict[str, tuple[Provenance, str | None]]:
             except json.JSONDecodeError as exc:
                 raise DatasetFormatError(
                     path, f"line {n} column {exc.colno}", f"not valid JSON ({exc.msg})"
-                ) from None
+                ) from exc
             except (KeyError, TypeError, ValidationError) as exc:
                 raise DatasetFormatError(
                     path, f"line {n}", f"not a manifest record ({_short(exc)})"
-                ) from None
+                ) from exc
     return out
 
 

@@ -62,9 +62,9 @@ class _Doc:
         except json.JSONDecodeError as exc:
             raise self.fail(
                 f"line {exc.lineno} column {exc.colno}", f"not valid JSON ({exc.msg})"
-            ) from None
+            ) from exc
         except UnicodeDecodeError as exc:
-            raise self.fail(f"byte {exc.start}", "not UTF-8 text") from None
+            raise self.fail(f"byte {exc.start}", "not UTF-8 text") from exc
         if not isinstance(data, dict):
             raise self.fail("$", "a COCO file is a JSON object with images and annotations")
         return data

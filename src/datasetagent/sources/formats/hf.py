@@ -50,10 +50,10 @@ def _pq() -> Any:
     """pyarrow.parquet (untyped), or an error that says how to install it."""
     try:
         pq = importlib.import_module("pyarrow.parquet")
-    except ImportError:
+    except ImportError as exc:
         raise SourceError(
             "reading a Hugging Face Parquet dataset needs pyarrow: pip install 'datasetagent[hf]'"
-        ) from None
+        ) from exc
     return pq
 
 
@@ -74,10 +74,10 @@ def features_of(path: Path, schema: Any) -> dict[str, Any]:
         return {}
     try:
         features = json.loads(raw)["info"]["features"]
-    except (json.JSONDecodeError, KeyError, TypeError):
+    except (json.JSONDecodeError, KeyError, TypeError) as exc:
         raise DatasetFormatError(
             path, "schema metadata huggingface", "not datasets features"
-        ) from None
+        ) from exc
     if not isinstance(features, dict):
         raise DatasetFormatError(path, "schema metadata huggingface", "not datasets features")
     return features
@@ -117,7 +117,7 @@ class _File:
         try:
             self.parquet = pq.ParquetFile(path)
         except Exception as exc:  # pyarrow raises its own error types for broken files
-            raise DatasetFormatError(path, "", f"not a readable Parquet file ({exc})") from None
+            raise DatasetFormatError(path, "", f"not a readable Parquet file ({exc})") from exc
         self.path = path
         schema = self.parquet.schema_arrow
         self.features = features_of(path, schema)
@@ -234,7 +234,7 @@ def _image_size(f: _File, value: Any, where: str) -> tuple[int, int]:
     except (OSError, ValueError, SyntaxError) as exc:
         raise DatasetFormatError(
             f.path, f"{where} {f.image}", f"not a readable image ({exc})"
-        ) from None
+        ) from exc
 
 
 _Pending = tuple[ImportedImage, list[Annotation | _RawBox]]
@@ -394,8 +394,8 @@ class RowReader:
         file, _, row_text = location.rpartition("#")
         try:
             row = int(row_text)
-        except ValueError:
-            raise OSError(f"not a Parquet row location: {location}") from None
+        except ValueError as exc:
+            raise OSError(f"not a Parquet row location: {location}") from exc
         parquet, column, starts = self._open(file)
         group = bisect.bisect_right(starts, row) - 1
         if not 0 <= group < len(starts) - 1:

@@ -82,9 +82,9 @@ def read_csv(root: Path, *, outside_root: bool = False) -> Imported:
     try:
         images = _csv_rows(root, path)
     except UnicodeDecodeError as exc:
-        raise DatasetFormatError(path, f"byte {exc.start}", "not UTF-8 text") from None
+        raise DatasetFormatError(path, f"byte {exc.start}", "not UTF-8 text") from exc
     except csv.Error as exc:
-        raise DatasetFormatError(path, "", f"not valid CSV ({exc})") from None
+        raise DatasetFormatError(path, "", f"not valid CSV ({exc})") from exc
     classes = tuple(sorted({img.label for img in images if img.label is not None}))
     images = with_manifest(images, root)
     return Imported("csv", "classification", classes, images)

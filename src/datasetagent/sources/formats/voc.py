@@ -89,7 +89,7 @@ def _object_masks(root: Path, path: Path, png: Path, size: tuple[int, int]) -> n
                 raise DatasetFormatError(png, "", f"a {img.mode} image; expected palette indices")
             arr = np.asarray(img)
     except (OSError, ValueError, SyntaxError) as exc:
-        raise DatasetFormatError(png, "", f"not a readable PNG ({exc})") from None
+        raise DatasetFormatError(png, "", f"not a readable PNG ({exc})") from exc
     if (arr.shape[1], arr.shape[0]) != size:
         raise DatasetFormatError(
             png,
@@ -108,7 +108,7 @@ def read_xml(root: Path, path: Path, split: SplitName | None) -> ImportedImage:
         line, col = exc.position
         raise DatasetFormatError(
             path, f"line {line} column {col + 1}", "not well-formed XML"
-        ) from None
+        ) from exc
     if xml.tag != "annotation":
         raise DatasetFormatError(path, xml.tag, "the root element of VOC XML is <annotation>")
     image = _image(root, path, xml)

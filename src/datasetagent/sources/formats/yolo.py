@@ -56,7 +56,7 @@ def _load_yaml(path: Path) -> dict[str, Any]:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}" if mark is not None else ""
         problem = getattr(exc, "problem", None) or "not valid YAML"
-        raise DatasetFormatError(path, where, f"not valid YAML ({problem})") from None
+        raise DatasetFormatError(path, where, f"not valid YAML ({problem})") from exc
     if not isinstance(data, dict):
         raise DatasetFormatError(path, "", "expected a mapping with names and split folders")
     return data
@@ -69,8 +69,8 @@ def class_names(path: Path, data: dict[str, Any]) -> list[str]:
     if isinstance(names, dict):
         try:
             keys = sorted(int(k) for k in names)
-        except (TypeError, ValueError):
-            raise DatasetFormatError(path, "names", "class indices must be numbers") from None
+        except (TypeError, ValueError) as exc:
+            raise DatasetFormatError(path, "names", "class indices must be numbers") from exc
         if keys != list(range(len(keys))):
             raise DatasetFormatError(path, "names", "class indices must run 0, 1, 2, ...")
         by_index = {int(k): str(v) for k, v in names.items()}
@@ -156,8 +156,8 @@ def parse_labels(
         where = f"line {n}"
         try:
             values = [float(t) for t in tokens]
-        except ValueError:
-            raise DatasetFormatError(path, where, f"not numbers: {line.strip()!r}") from None
+        except ValueError as exc:
+            raise DatasetFormatError(path, where, f"not numbers: {line.strip()!r}") from exc
         if not all(math.isfinite(v) for v in values):
             raise DatasetFormatError(path, where, "a value is not finite")
         cls = values[0]
