@@ -42,7 +42,7 @@ from datasetagent.records import (
     Provenance,
     main_label,
 )
-from datasetagent.spec import SPLIT_ALIASES, SplitName, TaskKind
+from datasetagent.spec import SPLIT_ALIASES, SplitName, TaskKind, class_name_problem
 from datasetagent.tools.boxes import snap
 from datasetagent.tools.decode import upright_size
 
@@ -137,6 +137,20 @@ def inside(
         raise DatasetFormatError(file, where, f"{path} not found")
     what = "a folder" if kind == "folder" else "a regular file"
     raise DatasetFormatError(file, where, f"{path} is not {what}")
+
+
+#: How to fix a class name a dataset gives that cannot be one.
+RENAME_FIX = "rename the class there (class names become folder and file names in exports)"
+
+
+def class_name(name: str, file: Path | str, where: str) -> str:
+    """``name``, a class name the dataset ``file`` gives at ``where``, where it can be one
+    (``spec.class_name_problem``, on the name as a spec would strip it); else the error names
+    the file and the position, so the user knows what to rename."""
+    problem = class_name_problem(name.strip())
+    if problem is not None:
+        raise DatasetFormatError(file, where, problem, RENAME_FIX)
+    return name
 
 
 def log_skip(path: Path, why: str) -> None:

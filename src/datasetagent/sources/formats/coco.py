@@ -22,6 +22,7 @@ from datasetagent.sources.formats import (
     Imported,
     ImportedImage,
     box,
+    class_name,
     inside,
     split_of,
     task_of,
@@ -166,7 +167,8 @@ def _read_file(root: Path, path: Path) -> tuple[list[str], list[ImportedImage]]:
         name = cat.get("name")
         if not isinstance(name, str) or not name.strip():
             raise doc.fail(f"$.categories[{i}].name", "a category needs a name")
-        categories[doc.key(cat, "id", f"$.categories[{i}]")] = name.strip()
+        name = class_name(name, doc.path, f"$.categories[{i}].name").strip()
+        categories[doc.key(cat, "id", f"$.categories[{i}]")] = name
     licences = {
         lic.get("id"): str(lic.get("name") or "")
         for lic in doc.items(data, "licenses", required=False)

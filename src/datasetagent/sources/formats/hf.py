@@ -33,6 +33,7 @@ from datasetagent.sources.formats import (
     Imported,
     ImportedImage,
     box,
+    class_name,
     image_size,
     inside,
     split_of,
@@ -96,7 +97,13 @@ def image_column(path: Path, schema: Any, features: dict[str, Any]) -> str:
     raise DatasetFormatError(path, "schema", "no Image column", "a column of images is needed")
 
 
-def _objects_spec(features: dict[str, Any]) -> tuple[str, list[str]] | None:
+def _class_names(path: Path, column: str, names: Any) -> list[str]:
+    """The names of a ``ClassLabel`` feature of column ``column``, each checked as a class name."""
+    where = f"schema metadata huggingface: {column} names"
+    return [class_name(str(n), path, f"{where}[{i}]") for i, n in enumerate(names)]
+
+
+def _objects_spec(path: Path, features: dict[str, Any]) -> tuple[str, list[str]] | None:
     """The objects column and its category names, when the dataset has one."""
     for name, feature in features.items():
         inner = feature.get("feature") if _type(feature) in ("Sequence", "List") else feature
@@ -105,7 +112,7 @@ def _objects_spec(features: dict[str, Any]) -> tuple[str, list[str]] | None:
             if _type(category) in ("Sequence", "List"):
                 category = category.get("feature")
             if _type(category) == "ClassLabel":
-                return str(name), [str(n) for n in category["names"]]
+                return str(name), _class_names(path, f"{name}.category", category["names"])
     return None
 
 
@@ -122,11 +129,11 @@ class _File:
         schema = self.parquet.schema_arrow
         self.features = features_of(path, schema)
         self.image = image_column(path, schema, self.features)
-        self.objects = _objects_spec(self.features)
+        self.objects = _objects_spec(path, self.features)
         self.label: tuple[str, list[str] | None] | None = None
         for name, feature in self.features.items():
             if _type(feature) == "ClassLabel":
-                self.label = (str(name), [str(n) for n in feature["names"]])
+                self.label = (str(name), _class_names(path, str(name), feature["names"]))
                 break
         if self.label is None and self.objects is None and "label" in schema.names:
             self.label = ("label", None)  # plain strings
@@ -310,7 +317,7 @@ def _read_file(root: Path, path: Path) -> tuple[list[str], list[_Pending], dict[
                     label = names[value]
                     classes = names
                 elif isinstance(value, str) and value:
-                    label = value
+                    label = class_name(value, path, f"{where} {column}")
                 else:
                     raise DatasetFormatError(path, f"{where} {column}", "expected a label")
                 anns = [ClassLabel(label=label, labeler=EXISTING_LABELER)]

@@ -15,6 +15,7 @@ from datasetagent.sources.formats import (
     DatasetFormatError,
     Imported,
     ImportedImage,
+    class_name,
     inside,
     log_skip,
     with_manifest,
@@ -54,6 +55,8 @@ def read_imagefolder(root: Path, *, outside_root: bool = False) -> Imported:
             f"existing dataset {root} has no class folders; expected CLASS/image or "
             "SPLIT/CLASS/image, or a COCO, YOLO, VOC, Hugging Face Parquet or labels.csv dataset"
         )
+    for folder, name, _ in class_dirs:
+        class_name(name, folder, "")
     images = [
         ImportedImage(
             location=str(inside(root, path, folder, path.name)),
@@ -121,7 +124,7 @@ def _csv_rows(root: Path, path: Path) -> list[ImportedImage]:
                 ImportedImage(
                     location=str(image),
                     split=split,
-                    annotations=_label(label),
+                    annotations=_label(class_name(label, path, f"{where} label")),
                     licence=(row.get("licence") or "").strip() or None,
                     creator=(row.get("creator") or "").strip() or None,
                     source=(row.get("source") or "").strip() or None,

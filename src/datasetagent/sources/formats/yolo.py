@@ -23,6 +23,7 @@ from datasetagent.sources.formats import (
     Imported,
     ImportedImage,
     box,
+    class_name,
     image_size,
     inside,
     log_skip,
@@ -65,7 +66,7 @@ def _load_yaml(path: Path) -> dict[str, Any]:
 def class_names(path: Path, data: dict[str, Any]) -> list[str]:
     names = data.get("names")
     if isinstance(names, list) and all(isinstance(n, str | int) for n in names):
-        return [str(n) for n in names]
+        return [class_name(str(n), path, f"names[{i}]") for i, n in enumerate(names)]
     if isinstance(names, dict):
         try:
             keys = sorted(int(k) for k in names)
@@ -73,7 +74,7 @@ def class_names(path: Path, data: dict[str, Any]) -> list[str]:
             raise DatasetFormatError(path, "names", "class indices must be numbers") from exc
         if keys != list(range(len(keys))):
             raise DatasetFormatError(path, "names", "class indices must run 0, 1, 2, ...")
-        by_index = {int(k): str(v) for k, v in names.items()}
+        by_index = {int(k): class_name(str(v), path, f"names: {k}") for k, v in names.items()}
         return [by_index[k] for k in keys]
     raise DatasetFormatError(
         path, "names", "expected the class names as a list or {index: name}", "add names: [...]"
