@@ -24,7 +24,7 @@ from typing import Protocol
 from datasetagent import __version__
 from datasetagent.errors import ExportError, UsageError
 from datasetagent.export.prepare import Dropped, ExportStats, prepare
-from datasetagent.formats import descriptor, known_formats
+from datasetagent.formats import descriptor, formats_for, known_formats
 from datasetagent.records import QualityReport, Sample
 from datasetagent.spec import DatasetSpec
 
@@ -48,8 +48,16 @@ class Exporter(Protocol):
 
 def exporter_for(fmt: str, out: Path, spec: DatasetSpec) -> Exporter:
     """The exporter of format ``fmt`` writing into ``out`` (an unknown name is a one-line
-    error naming the known ones)."""
-    return descriptor(fmt).writer(out, spec)
+    error naming the known ones; a format that cannot hold the spec's task, one naming those
+    that can)."""
+    found = descriptor(fmt)
+    if spec.task not in found.tasks:
+        hint = f" ({found.hint})" if found.hint else ""
+        fits = ", ".join(formats_for(spec.task))
+        raise ExportError(
+            f"the {fmt} format cannot hold {spec.task} labels; use --format {fits}{hint}"
+        )
+    return found.writer(out, spec)
 
 
 #: JPEG quality of an image an export must convert to JPEG (VOC's ``JPEGImages``).

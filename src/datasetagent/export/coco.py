@@ -64,10 +64,6 @@ class CocoExporter:
     polygons = False
 
     def __init__(self, out: Path, spec: DatasetSpec) -> None:
-        if spec.task == "classification":
-            raise ExportError(
-                "coco holds boxes and masks, not classification labels; use --format imagefolder"
-            )
         self.out = out
         self.spec = spec
         self.category = {name: i + 1 for i, name in enumerate(spec.class_names)}

@@ -44,11 +44,6 @@ class CsvExporter:
     format = "csv"
 
     def __init__(self, out: Path, spec: DatasetSpec) -> None:
-        if spec.task != "classification":
-            raise ExportError(
-                f"csv holds one class label per image, not {spec.task}; "
-                "use --format coco, yolo, voc or hf"
-            )
         self.out = out
         self._file: IO[str] | None = None
         self._rows: Any = None

@@ -14,11 +14,6 @@ class ImageFolderExporter:
     format = "imagefolder"
 
     def __init__(self, out: Path, spec: DatasetSpec) -> None:
-        if spec.task != "classification":
-            raise ExportError(
-                f"imagefolder holds classification labels only, not {spec.task}; "
-                "use --format coco for detection or segmentation"
-            )
         self.out = out
 
     def __enter__(self) -> ImageFolderExporter:

@@ -102,10 +102,6 @@ class VocExporter:
     format = "voc"
 
     def __init__(self, out: Path, spec: DatasetSpec) -> None:
-        if spec.task == "classification":
-            raise ExportError(
-                "voc holds boxes and masks, not classification labels; use --format imagefolder"
-            )
         if spec.task == "segmentation" and len(spec.classes) > MAX_INDEX:
             raise ExportError(
                 f"VOC segmentation PNGs hold at most {MAX_INDEX} classes, the spec has "

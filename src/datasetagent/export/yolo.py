@@ -54,11 +54,6 @@ class YoloExporter:
     format = "yolo"
 
     def __init__(self, out: Path, spec: DatasetSpec) -> None:
-        if spec.task == "classification":
-            raise ExportError(
-                "yolo here holds boxes and polygons, not classification labels; use --format "
-                "imagefolder (the layout Ultralytics classification reads)"
-            )
         self.out = out
         self.spec = spec
         self.index = {name: i for i, name in enumerate(spec.class_names)}
