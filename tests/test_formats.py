@@ -5,6 +5,7 @@ check, Demand Analysis, the exporters and the importer without touching any othe
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import textwrap
@@ -18,7 +19,7 @@ from pydantic import ValidationError
 from datasetagent import formats
 from datasetagent.agents.demand import parse_request
 from datasetagent.agents.demand_llm import FormatName
-from datasetagent.errors import ConfigError
+from datasetagent.errors import ConfigError, ExportError, SourceError, UsageError
 from datasetagent.export import export_samples, exporter_for, known_formats
 from datasetagent.export.prepare import ExportStats, prepare
 from datasetagent.records import Sample
@@ -190,3 +191,25 @@ def test_a_plugin_format_is_seen_everywhere_without_other_tables(
     assert Counter(i.label for i in imported.images) == Counter(
         s.annotations[0].label for s in items
     )
+
+
+def test_a_format_without_its_extra_says_which_to_install(
+    samples: dict[TaskKind, list[Sample]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    hf = formats.descriptor("hf")
+    spec, items = spec_for("detection"), samples["detection"][:2]
+    out = export_samples("hf", tmp_path / "hf", spec, items, blob_path, None)
+    for module in ("pyarrow", "pyarrow.parquet"):
+        monkeypatch.setitem(sys.modules, module, None)
+    install = f"pip install 'datasetagent[{hf.extra}]'"
+    with pytest.raises(ExportError, match=re.escape(f"the hf format needs pyarrow: {install}")):
+        export_samples("hf", tmp_path / "again", spec, items, blob_path, None)
+    with pytest.raises(SourceError, match=re.escape(install)):
+        read_dataset(out)
+
+
+def test_a_folder_in_no_format_names_the_formats_tried(tmp_path: Path) -> None:
+    tried = [d.name for d in formats.descriptors() if d.detect]
+    with pytest.raises(UsageError, match="not a dataset in any format") as caught:
+        detect_format(tmp_path / "missing")
+    assert sorted(str(caught.value).split("(")[1].split(")")[0].split(", ")) == sorted(tried)

@@ -24,6 +24,7 @@ from typing import Any
 import yaml
 
 from datasetagent.errors import ExportError
+from datasetagent.formats import install_hint
 from datasetagent.records import Box, Mask, Sample
 from datasetagent.spec import SPLIT_NAMES, DatasetSpec, SplitName, TaskKind
 
@@ -47,7 +48,7 @@ def _arrow() -> tuple[Any, Any]:
         pa = importlib.import_module("pyarrow")
         pq = importlib.import_module("pyarrow.parquet")
     except ImportError as exc:
-        raise ExportError("the hf format needs pyarrow: pip install 'datasetagent[hf]'") from exc
+        raise ExportError(f"the hf format needs pyarrow: {install_hint('hf')}") from exc
     return pa, pq
 
 

@@ -286,9 +286,10 @@ def detect_format(root: Path) -> str:
     for d in tests:
         if d.detect is not None and d.detect(root):
             return d.name
+    tried = ", ".join(d.name for d in tests)
     raise UsageError(
-        f"{root} is laid out as no dataset format this tool reads; give a folder of class "
-        "folders or a COCO, YOLO, VOC, Hugging Face Parquet or labels.csv dataset"
+        f"{root} is not a dataset in any format this tool reads ({tried}); give the folder "
+        "that holds the dataset"
     )
 
 

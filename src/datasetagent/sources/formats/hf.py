@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from datasetagent.errors import SourceError
+from datasetagent.formats import install_hint
 from datasetagent.records import EXISTING_LABELER, RLE, Annotation, ClassLabel, Mask
 from datasetagent.sources.formats import (
     DatasetFormatError,
@@ -53,7 +54,7 @@ def _pq() -> Any:
         pq = importlib.import_module("pyarrow.parquet")
     except ImportError as exc:
         raise SourceError(
-            "reading a Hugging Face Parquet dataset needs pyarrow: pip install 'datasetagent[hf]'"
+            f"reading a Hugging Face Parquet dataset needs pyarrow: {install_hint('hf')}"
         ) from exc
     return pq
 
