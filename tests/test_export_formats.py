@@ -18,6 +18,7 @@ from PIL import Image
 from datasetagent.errors import ExportError
 from datasetagent.export import export_samples
 from datasetagent.export.prepare import ExportStats, prepare
+from datasetagent.formats import descriptors, formats_for
 from datasetagent.records import Box, Mask, Sample
 from datasetagent.spec import TaskKind
 from datasetagent.tools.masks import mask_to_rle, rle_bbox, rle_to_mask
@@ -368,14 +369,23 @@ def test_failed_export_leaves_the_previous_one_and_no_partial_folder(
     assert not list(tmp_path.glob(".*partial"))
 
 
-@pytest.mark.parametrize(
-    ("fmt", "task"),
-    [("imagefolder", "detection"), ("csv", "segmentation"), ("coco", "classification")],
-)
+#: Every format with every task its descriptor says it cannot hold.
+REFUSED = [
+    (d.name, task)
+    for d in descriptors()
+    for task in ("classification", "detection", "segmentation")
+    if task not in d.tasks
+]
+
+
+@pytest.mark.parametrize(("fmt", "task"), REFUSED)
 def test_formats_refuse_tasks_they_cannot_hold(
     samples: dict[TaskKind, list[Sample]], tmp_path: Path, fmt: str, task: TaskKind
 ) -> None:
     spec = spec_for("classification").model_copy(update={"task": task, "formats": ("hf",)})
-    with pytest.raises(ExportError, match="use --format"):
+    fits = ", ".join(formats_for(task))
+    with pytest.raises(
+        ExportError, match=f"the {fmt} format cannot hold {task} labels; use --format {fits}"
+    ):
         export_samples(fmt, tmp_path / fmt, spec, samples[task][:1], blob_path, None)
     assert not (tmp_path / fmt).exists()

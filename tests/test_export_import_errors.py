@@ -6,10 +6,12 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import yaml
 from click.testing import CliRunner
 
 from datasetagent.cli import main
@@ -174,6 +176,137 @@ def test_a_malformed_file_is_named_with_its_position(
     assert Path(err.file).resolve().as_posix().endswith(file) or file in err.file
     assert where in err.where if where else err.where == ""
     assert str(err).startswith(f"{err.file}: {err.where}" if err.where else err.file)
+
+
+def _hf_bad_class_name(root: Path) -> None:
+    import pyarrow.parquet as pq
+
+    path = root / "data" / "train-00000-of-00001.parquet"
+    table = pq.read_table(path)
+    meta = json.loads(table.schema.metadata[b"huggingface"])
+    meta["info"]["features"]["objects"]["feature"]["category"]["names"][1] = "dog/cat"
+    pq.write_table(table.replace_schema_metadata({b"huggingface": json.dumps(meta)}), path)
+
+
+def _sub(path: Path, old: str, new: str) -> None:
+    text = path.read_text()
+    assert old in text
+    path.write_text(text.replace(old, new, 1))
+
+
+BAD_NAME = "dog/cat"
+BAD_NAMES: dict[str, tuple[str, Callable[[Path], None], str, str]] = {
+    # name: (format, renaming, file the error names, position it names)
+    "coco category": (
+        "coco",
+        lambda r: _json(r / COCO, lambda d: d["categories"][1].update(name=BAD_NAME)),  # type: ignore[index]
+        COCO,
+        "$.categories[1].name",
+    ),
+    "yolo names map": (
+        "yolo",
+        lambda r: _sub(r / "data.yaml", "1: dog", f"1: {BAD_NAME}"),
+        "data.yaml",
+        "names: 1",
+    ),
+    "yolo names list": (
+        "yolo",
+        lambda r: _sub(
+            r / "data.yaml",
+            "names:\n  0: cat\n  1: dog\n  2: traffic light",
+            f"names: [cat, {BAD_NAME}, traffic light]",
+        ),
+        "data.yaml",
+        "names[1]",
+    ),
+    "voc labelmap": (
+        "voc",
+        lambda r: _sub(r / "labelmap.txt", "\ndog:", f"\n{BAD_NAME}:"),
+        "labelmap.txt",
+        "line 4",
+    ),
+    "voc object": (
+        "voc",
+        lambda r: _sub(
+            _first(r / "Annotations", "*.xml"), "<name>dog</name>", f"<name>{BAD_NAME}</name>"
+        ),
+        "Annotations/",
+        "/name",
+    ),
+    "csv label": (
+        "csv",
+        lambda r: _sub(r / "labels.csv", ",dog,", f",{BAD_NAME},"),
+        "labels.csv",
+        "label",
+    ),
+    "hf class label": (
+        "hf",
+        _hf_bad_class_name,
+        "train-00000-of-00001.parquet",
+        "objects.category names[1]",
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(BAD_NAMES))
+def test_a_class_name_that_cannot_be_one_names_the_file_and_position(
+    exports: Path, tmp_path: Path, name: str
+) -> None:
+    fmt, renaming, file, where = BAD_NAMES[name]
+    root = tmp_path / fmt
+    shutil.copytree(exports / fmt, root)
+    renaming(root)
+    with pytest.raises(DatasetFormatError) as caught:
+        open_existing(root)
+    err = caught.value
+    assert Path(err.file).resolve().as_posix().endswith(file) or file in err.file
+    assert where in err.where
+    assert f"class name {BAD_NAME!r} cannot be used as a folder name" in str(err)
+    result = CliRunner().invoke(main, ["plan", "more images", "--existing", str(root)])
+    assert result.exit_code == UsageError.exit_code
+    assert f"{err.file}: {err.where}: class name" in result.output
+
+
+def test_an_imagefolder_class_folder_that_cannot_be_a_class_is_named(tmp_path: Path) -> None:
+    items = make_samples(tmp_path / "img", "classification", n=4)
+    root = export_samples(
+        "imagefolder", tmp_path / "x", spec_for("classification"), items, blob_path, None
+    )
+    folder = next(root.glob("*/dog"))
+    bad = folder.with_name("dog\x07")
+    folder.rename(bad)
+    with pytest.raises(DatasetFormatError, match="holds the control character") as caught:
+        open_existing(root)
+    assert caught.value.file == str(bad)
+
+
+#: Breakages found by a parser's own error, which the one-line error keeps as its cause
+#: (``--debug`` shows it).
+CAUSES: dict[str, type[BaseException]] = {
+    "coco json": json.JSONDecodeError,
+    "yolo yaml": yaml.YAMLError,
+    "voc xml": ET.ParseError,
+    "voc labelmap bytes": UnicodeDecodeError,
+    "manifest": json.JSONDecodeError,
+    "hf parquet": Exception,
+}
+
+
+@pytest.mark.parametrize("name", list(CAUSES))
+def test_a_parser_error_is_kept_as_the_cause(exports: Path, tmp_path: Path, name: str) -> None:
+    fmt, breakage, _, _ = BREAKAGES[name]
+    root = tmp_path / fmt
+    shutil.copytree(exports / fmt, root)
+    breakage(root)
+    with pytest.raises(DatasetFormatError) as caught:
+        open_existing(root)
+    assert isinstance(caught.value.__cause__, CAUSES[name])
+    result = CliRunner().invoke(main, ["plan", "more cats", "--existing", str(root)])
+    assert result.exit_code == UsageError.exit_code
+    assert result.output.count("\n") == 1  # one line without --debug
+    debug = CliRunner().invoke(main, ["--debug", "plan", "more cats", "--existing", str(root)])
+    assert isinstance(debug.exception, DatasetFormatError)
+    assert debug.exception.__cause__ is not None
 
 
 def test_a_malformed_dataset_stops_the_build_before_anything_is_written(

@@ -15,6 +15,7 @@ from PIL import Image
 
 from datasetagent.export import export_samples
 from datasetagent.export.prepare import ExportStats, prepare
+from datasetagent.formats import descriptor, descriptors
 from datasetagent.records import Box, Mask, ProcessingStep, Provenance, Sample
 from datasetagent.sources.existing import ExistingDataset, open_existing
 from datasetagent.sources.formats import ImportedImage
@@ -28,20 +29,8 @@ from datasetagent.tools.masks import (
 )
 from export_data import CLASSES, blob_path, make_samples, spec_for
 
-CASES = [
-    ("imagefolder", "classification"),
-    ("csv", "classification"),
-    ("hf", "classification"),
-    ("coco", "detection"),
-    ("yolo", "detection"),
-    ("voc", "detection"),
-    ("hf", "detection"),
-    ("coco", "segmentation"),
-    ("coco-polygons", "segmentation"),
-    ("yolo", "segmentation"),
-    ("voc", "segmentation"),
-    ("hf", "segmentation"),
-]
+#: Every format with every task its descriptor says it holds.
+CASES = [(d.name, t) for d in descriptors() for t in sorted(d.tasks)]
 
 
 @pytest.fixture(scope="module")
@@ -158,7 +147,7 @@ def test_export_import_export_is_lossless(
     spec = spec_for(task, fmt)
     first = export_samples(fmt, tmp_path / "a" / fmt, spec, items, blob_path, None)
     ds = open_existing(first)
-    assert ds.format == fmt.removesuffix("-polygons")
+    assert ds.format == (descriptor(fmt).read_as or fmt)
     assert ds.task == task
     assert list(ds.classes) == (list(CLASSES) if task != "classification" else sorted(CLASSES))
     again = [as_sample(ds, img, tmp_path / "blobs") for img in ds.images()]

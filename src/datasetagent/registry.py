@@ -67,6 +67,17 @@ class Registry(Generic[T]):
                 f"unknown {self.kind} {name!r}: {hint}known: {', '.join(known) or 'none'}"
             ) from exc
 
+    def find(self, name: str) -> T | None:
+        """The entry ``name``, or None; plugins are loaded only for a name no built-in has."""
+        if name not in self._items:
+            self._load_plugins()
+        return self._items.get(name)
+
+    def values(self) -> list[T]:
+        """Every entry, in the order registered (built-ins first, then plugins)."""
+        self._load_plugins()
+        return list(self._items.values())
+
     def names(self) -> list[str]:
         self._load_plugins()
         return sorted(self._items)

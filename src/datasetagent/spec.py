@@ -19,6 +19,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from datasetagent.errors import SpecError
+from datasetagent.formats import find, formats_for
 
 TaskKind = Literal["classification", "detection", "segmentation"]
 ColorMode = Literal["RGB", "L"]
@@ -34,23 +35,6 @@ SPLIT_ALIASES: dict[str, SplitName] = {
     "dev": "val",
     "test": "test",
     "testing": "test",
-}
-
-_BOXES: frozenset[TaskKind] = frozenset({"detection", "segmentation"})
-#: Which tasks each export format can hold (YOLO classification reads the imagefolder layout).
-FORMAT_TASKS: dict[str, frozenset[TaskKind]] = {
-    "imagefolder": frozenset({"classification"}),
-    "csv": frozenset({"classification"}),
-    "coco": _BOXES,
-    "coco-polygons": frozenset({"segmentation"}),
-    "yolo": _BOXES,
-    "voc": _BOXES,
-    "hf": _BOXES | {"classification"},
-}
-DEFAULT_FORMATS: dict[TaskKind, tuple[str, ...]] = {
-    "classification": ("imagefolder",),
-    "detection": ("coco",),
-    "segmentation": ("coco",),
 }
 
 #: Licences counted as open (free to use, share and adapt, possibly with attribution).
@@ -100,6 +84,15 @@ def class_name_problem(name: str) -> str | None:
             f"{MAX_CLASS_NAME_BYTES} fit in a file name, shorten it"
         )
     return None
+
+
+def format_task_problem(fmt: str, task: TaskKind) -> str | None:
+    """Why the export format ``fmt`` cannot hold ``task`` labels (its descriptor says which it
+    can, ``datasetagent.formats``), or None where it can or no format has the name."""
+    found = find(fmt)
+    if found is None or task in found.tasks:
+        return None
+    return f"the {fmt} format cannot hold {task} labels; use {', '.join(formats_for(task))}"
 
 
 class _Model(BaseModel):
@@ -335,11 +328,10 @@ class DatasetSpec(_Model):
                             )
         if not self.formats:
             raise ValueError("at least one export format is needed, e.g. imagefolder")
-        for fmt in self.formats:
-            tasks = FORMAT_TASKS.get(fmt)
-            if tasks is not None and self.task not in tasks:
-                fits = ", ".join(f for f, t in FORMAT_TASKS.items() if self.task in t)
-                raise ValueError(f"the {fmt} format cannot hold {self.task} labels; use {fits}")
+        for fmt in self.formats:  # an unknown format is refused where it is looked up
+            problem = format_task_problem(fmt, self.task)
+            if problem is not None:
+                raise ValueError(problem)
         return self
 
     @property

@@ -50,12 +50,11 @@ from datasetagent.agents.demand_text import (
     word_forms,
 )
 from datasetagent.errors import SpecError
+from datasetagent.formats import default_formats, descriptor, formats_for
 from datasetagent.models import Usage
 from datasetagent.spec import (
-    DEFAULT_FORMATS,
     DEFAULT_MIN_SIDE,
     DEFAULT_TARGET_PER_CLASS,
-    FORMAT_TASKS,
     DatasetProfile,
     DatasetSpec,
     SourceSpec,
@@ -251,9 +250,10 @@ def _profile_splits(counts: dict[str, int]) -> dict[str, float] | None:
 
 def _check_formats(formats: Sequence[str], task: TaskKind, stated: bool) -> None:
     for fmt in formats:
-        if task in FORMAT_TASKS[fmt]:
+        found = descriptor(fmt)
+        if task in found.tasks:
             continue
-        fits = ", ".join(f for f, tasks in FORMAT_TASKS.items() if task in tasks)
+        fits = ", ".join(formats_for(task))
         if not stated and task == "classification":  # "cats and dogs in COCO format"
             raise fail(
                 f"the {fmt} format holds boxes or masks, but the request asks for no "
@@ -261,7 +261,7 @@ def _check_formats(formats: Sequence[str], task: TaskKind, stated: bool) -> None
                 f"(masks), or export classification as {fits}",
                 _TASK_EXAMPLES["detection"],
             )
-        hint = " (YOLO classification reads the imagefolder layout)" if fmt == "yolo" else ""
+        hint = f" ({found.hint})" if found.hint else ""
         raise fail(
             f"the {fmt} format cannot hold {task} labels; use {fits}{hint}",
             _TASK_EXAMPLES[task],
@@ -336,7 +336,7 @@ def plan_reading(
     if not phrases and not old:
         raise fail(f"could not find any classes in {show(text)}; name them")
     task = _resolve_task(reading, existing)
-    formats = tuple(reading.formats) or DEFAULT_FORMATS[task]
+    formats = tuple(reading.formats) or default_formats(task)
     _check_formats(formats, task, bool(reading.tasks) or existing is not None)
     if task == "classification" and len(phrases) + len(old) == 1:
         only = phrases[0].name if phrases else next(iter(old))

@@ -15,6 +15,7 @@ verbatim, case included. Dropped clauses and words outside a class list are kept
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 from collections.abc import Callable, Sequence
@@ -23,6 +24,7 @@ from decimal import Decimal
 from typing import Literal, TypeAlias
 
 from datasetagent.errors import SpecError
+from datasetagent.formats import descriptors
 from datasetagent.spec import SPLIT_ALIASES, ColorMode, TaskKind
 
 __all__ = [
@@ -117,13 +119,25 @@ _TOTALS = tuple(
         rf"\b(?P<add>add|another)\s+{_NUM}(?:\s+more)?(?=\s*(?:[,.;!?]|$))",
     )
 )
-_FORMAT = re.compile(
+_FORMAT_LEAD = (
     r"(?:\b(?:export(?:ed)?|sav(?:e|ed)|output|writ(?:e|ten)|deliver(?:ed)?|stored?)"
     r"(?:\s+(?:it|them|the\s+(?:dataset|data|labels|annotations|images)))?\s+)?"
     r"(?:\b(?:in|as|to|into)\s+)?(?:(?:the|a)\s+)?"
-    r"\b(?P<fmt>coco|yolo(?:v?[0-9]+)?|pascal[\s-]*voc|voc|image[\s-]*folders?"
-    r"|hugging[\s-]*face|hf|parquet|csv)\b(?:\s+(?:format|layout|style|files?))?"
 )
+
+
+def _format_words() -> tuple[tuple[str, str], ...]:
+    """(format, word pattern) for every word a request may name a format by (its descriptor's
+    ``words``)."""
+    return tuple((d.name, w) for d in descriptors() for w in d.words)
+
+
+@functools.cache
+def _format_pattern(words: tuple[tuple[str, str], ...]) -> re.Pattern[str]:
+    named = "|".join(w for _, w in words)
+    return re.compile(rf"{_FORMAT_LEAD}\b(?P<fmt>{named})\b(?:\s+(?:format|layout|style|files?))?")
+
+
 _NONCOMMERCIAL = re.compile(r"\bnon[\s-]?commercial(?:\s+use)?\b")
 _PERMISSIVE = re.compile(
     r"\bcommercial(?:ly)?(?:\s+(?:use|usable|usage|friendly))?\b|\bpermissive(?:ly)?"
@@ -309,13 +323,14 @@ class RequestReading:
         )
         work = _QUOTED.sub(self._on_quote, "".join(clean)).lower().replace("’", "'")
         work = _THOUSANDS.sub("", work)  # "1,000" -> "1000" before commas separate classes
+        format_words = _format_pattern(_format_words())
         passes: list[tuple[re.Pattern[str], _Handler]] = [
             (_SPLIT, self._on_split), (_NAMED_SPLIT, self._on_named_split),
             (_SQUARE, self._on_size), (_MIN_SIDE, self._on_min_side), (_SIZE, self._on_size),
             (_GREY, self._colour("L")), (_COLOUR, self._colour("RGB")),
             (_ENHANCE_OFF, self._enhance("off")), (_ENHANCE_ON, self._enhance("auto")),
             *((p, self._on_per_class) for p in _PER_CLASS), (_CLASS_COUNT, self._on_class_count),
-            *((p, self._on_total) for p in _TOTALS), (_FORMAT, self._on_format),
+            *((p, self._on_total) for p in _TOTALS), (format_words, self._on_format),
             (_NONCOMMERCIAL, self._licence(0)), (_PERMISSIVE, self._licence(2)),
             (_OPEN, self._licence(1)), (_CLASSIFY, self._task("classification")),
             (_SEGMENT, self._task("segmentation")), (_DETECT, self._task("detection")),
@@ -469,8 +484,7 @@ class RequestReading:
 
     def _on_format(self, m: re.Match[str]) -> str:
         word = m.group("fmt")
-        names = ("coco", "yolo", "voc", "imagefolder", "csv")
-        fmt = next((f for f in names if f[:5] in word.replace(" ", "")), "hf")
+        fmt = next(f for f, w in _format_words() if re.fullmatch(w, word))
         if fmt not in self.formats:
             self.formats.append(fmt)
         self.note(m.group(0), f"formats: {fmt}")

@@ -1,4 +1,4 @@
-"""Exporters, looked up by format name in ``EXPORTERS``.
+"""Exporters, made by the writer of each format's descriptor (``datasetagent.formats``).
 
 An exporter is a context manager: entering prepares the folder, ``write(sample, image)`` adds
 one sample, exiting finishes (joins part files, writes indexes). ``export_samples`` drives one
@@ -24,9 +24,14 @@ from typing import Protocol
 from datasetagent import __version__
 from datasetagent.errors import ExportError, UsageError
 from datasetagent.export.prepare import Dropped, ExportStats, prepare
+from datasetagent.formats import descriptor, formats_for, known_formats
 from datasetagent.records import QualityReport, Sample
-from datasetagent.registry import Registry
 from datasetagent.spec import DatasetSpec
+
+__all__ = [
+    "JPEG_QUALITY", "MARKER", "Exporter", "check_export_folder", "copy_image", "export_samples",
+    "exporter_for", "is_export", "is_jpeg", "known_formats", "manifest_line",
+]  # fmt: skip
 
 
 class Exporter(Protocol):
@@ -41,30 +46,18 @@ class Exporter(Protocol):
         ...
 
 
-ExporterFactory = Callable[[Path, DatasetSpec], Exporter]
-
-EXPORTERS: Registry[ExporterFactory] = Registry("export format", "datasetagent.exporters")
-
-
-def _load_builtins() -> None:
-    from datasetagent.export import (  # noqa: F401  (register themselves)
-        coco,
-        csvfile,
-        hf,
-        imagefolder,
-        voc,
-        yolo,
-    )
-
-
 def exporter_for(fmt: str, out: Path, spec: DatasetSpec) -> Exporter:
-    _load_builtins()
-    return EXPORTERS.get(fmt)(out, spec)
-
-
-def known_formats() -> list[str]:
-    _load_builtins()
-    return EXPORTERS.names()
+    """The exporter of format ``fmt`` writing into ``out`` (an unknown name is a one-line
+    error naming the known ones; a format that cannot hold the spec's task, one naming those
+    that can)."""
+    found = descriptor(fmt)
+    if spec.task not in found.tasks:
+        hint = f" ({found.hint})" if found.hint else ""
+        fits = ", ".join(formats_for(spec.task))
+        raise ExportError(
+            f"the {fmt} format cannot hold {spec.task} labels; use --format {fits}{hint}"
+        )
+    return found.writer(out, spec)
 
 
 #: JPEG quality of an image an export must convert to JPEG (VOC's ``JPEGImages``).
@@ -162,14 +155,14 @@ def export_samples(
         (tmp / MARKER).write_text(json.dumps(marker) + "\n", encoding="utf-8")
     except OSError as exc:
         shutil.rmtree(tmp, ignore_errors=True)
-        raise ExportError(f"cannot write {fmt} export to {out}: {exc}") from None
+        raise ExportError(f"cannot write {fmt} export to {out}: {exc}") from exc
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     try:
         _swap_in(tmp, out)
     except OSError as exc:
-        raise ExportError(f"cannot put the {fmt} export in place at {out}: {exc}") from None
+        raise ExportError(f"cannot put the {fmt} export in place at {out}: {exc}") from exc
     return out
 
 
@@ -256,7 +249,7 @@ def check_export_folder(out: Path, *, run_dir: Path | None = None, force: bool =
     try:
         found = sorted(p.name for p in out.iterdir())
     except OSError as exc:
-        raise UsageError(f"cannot read export folder {out}: {exc.strerror}") from None
+        raise UsageError(f"cannot read export folder {out}: {exc.strerror}") from exc
     if found:
         raise UsageError(
             f"export folder {out} holds files that no export of datasetagent wrote (found "

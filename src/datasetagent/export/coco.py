@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from datasetagent.errors import ExportError
-from datasetagent.export import EXPORTERS, copy_image
+from datasetagent.export import copy_image
 from datasetagent.export.attribution import LICENCE_URLS
 from datasetagent.records import Box, Mask, Sample
 from datasetagent.spec import DatasetSpec
@@ -58,17 +58,12 @@ def exact_polygons(ann: Mask) -> list[list[float]] | None:
     return polys
 
 
-@EXPORTERS.register("coco")
 class CocoExporter:
     format = "coco"
 
     polygons = False
 
     def __init__(self, out: Path, spec: DatasetSpec) -> None:
-        if spec.task == "classification":
-            raise ExportError(
-                "coco holds boxes and masks, not classification labels; use --format imagefolder"
-            )
         self.out = out
         self.spec = spec
         self.category = {name: i + 1 for i, name in enumerate(spec.class_names)}
@@ -171,7 +166,6 @@ class CocoExporter:
             out.write("}")
 
 
-@EXPORTERS.register("coco-polygons")
 class CocoPolygonExporter(CocoExporter):
     """COCO with masks as polygons (RLE where a mask has holes)."""
 

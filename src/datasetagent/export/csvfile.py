@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from datasetagent.errors import ExportError
-from datasetagent.export import EXPORTERS, copy_image
+from datasetagent.export import copy_image
 from datasetagent.records import Sample
 from datasetagent.spec import DatasetSpec
 
@@ -40,16 +40,10 @@ def unescape_cell(text: str) -> str:
     return text[1:] if text.startswith("'") and text[1:].startswith(FORMULA_START) else text
 
 
-@EXPORTERS.register("csv")
 class CsvExporter:
     format = "csv"
 
     def __init__(self, out: Path, spec: DatasetSpec) -> None:
-        if spec.task != "classification":
-            raise ExportError(
-                f"csv holds one class label per image, not {spec.task}; "
-                "use --format coco, yolo, voc or hf"
-            )
         self.out = out
         self._file: IO[str] | None = None
         self._rows: Any = None

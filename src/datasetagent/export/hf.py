@@ -24,7 +24,7 @@ from typing import Any
 import yaml
 
 from datasetagent.errors import ExportError
-from datasetagent.export import EXPORTERS
+from datasetagent.formats import install_hint
 from datasetagent.records import Box, Mask, Sample
 from datasetagent.spec import SPLIT_NAMES, DatasetSpec, SplitName, TaskKind
 
@@ -47,8 +47,8 @@ def _arrow() -> tuple[Any, Any]:
     try:
         pa = importlib.import_module("pyarrow")
         pq = importlib.import_module("pyarrow.parquet")
-    except ImportError:
-        raise ExportError("the hf format needs pyarrow: pip install 'datasetagent[hf]'") from None
+    except ImportError as exc:
+        raise ExportError(f"the hf format needs pyarrow: {install_hint('hf')}") from exc
     return pa, pq
 
 
@@ -104,7 +104,6 @@ def split_file(split: str) -> str:
     return f"data/{split}-00000-of-00001.parquet"
 
 
-@EXPORTERS.register("hf")
 class HfExporter:
     format = "hf"
 

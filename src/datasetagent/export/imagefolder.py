@@ -5,21 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 
 from datasetagent.errors import ExportError
-from datasetagent.export import EXPORTERS, copy_image
+from datasetagent.export import copy_image
 from datasetagent.records import Sample
 from datasetagent.spec import DatasetSpec
 
 
-@EXPORTERS.register("imagefolder")
 class ImageFolderExporter:
     format = "imagefolder"
 
     def __init__(self, out: Path, spec: DatasetSpec) -> None:
-        if spec.task != "classification":
-            raise ExportError(
-                f"imagefolder holds classification labels only, not {spec.task}; "
-                "use --format coco for detection or segmentation"
-            )
         self.out = out
 
     def __enter__(self) -> ImageFolderExporter:

@@ -24,7 +24,7 @@ import numpy as np
 from PIL import Image
 
 from datasetagent.errors import ExportError
-from datasetagent.export import EXPORTERS, copy_image, is_jpeg
+from datasetagent.export import copy_image, is_jpeg
 from datasetagent.records import Box, Mask, Sample
 from datasetagent.spec import DatasetSpec
 from datasetagent.tools.boxes import XYWH, format_px, xywh_to_voc
@@ -98,15 +98,10 @@ def annotation_xml(sample: Sample, file_name: str, objects: list[tuple[str, XYWH
     return "\n".join(lines).encode("utf-8")
 
 
-@EXPORTERS.register("voc")
 class VocExporter:
     format = "voc"
 
     def __init__(self, out: Path, spec: DatasetSpec) -> None:
-        if spec.task == "classification":
-            raise ExportError(
-                "voc holds boxes and masks, not classification labels; use --format imagefolder"
-            )
         if spec.task == "segmentation" and len(spec.classes) > MAX_INDEX:
             raise ExportError(
                 f"VOC segmentation PNGs hold at most {MAX_INDEX} classes, the spec has "

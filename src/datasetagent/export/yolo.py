@@ -20,7 +20,7 @@ from pathlib import Path
 import yaml
 
 from datasetagent.errors import ExportError
-from datasetagent.export import EXPORTERS, copy_image
+from datasetagent.export import copy_image
 from datasetagent.records import Box, Mask, Sample
 from datasetagent.spec import SPLIT_NAMES, DatasetSpec
 from datasetagent.tools.boxes import format_norm, xywh_to_cxcywh
@@ -50,16 +50,10 @@ def polygon_line(cls: int, ann: Mask) -> tuple[str, bool]:
     return " ".join([str(cls), *(format_norm(v) for v in coords)]), exact
 
 
-@EXPORTERS.register("yolo")
 class YoloExporter:
     format = "yolo"
 
     def __init__(self, out: Path, spec: DatasetSpec) -> None:
-        if spec.task == "classification":
-            raise ExportError(
-                "yolo here holds boxes and polygons, not classification labels; use --format "
-                "imagefolder (the layout Ultralytics classification reads)"
-            )
         self.out = out
         self.spec = spec
         self.index = {name: i for i, name in enumerate(spec.class_names)}

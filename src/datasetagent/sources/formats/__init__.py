@@ -4,7 +4,8 @@ Pascal VOC and Hugging Face Parquet.
 A reader parses a whole dataset before anything uses it (``read_dataset``): a malformed file
 raises :class:`DatasetFormatError` naming the file and the position in it (line, JSON path,
 XML element, row), so a dataset is imported whole or not at all. ``detect_format`` tells the
-format from the folder's layout.
+format from the folder's layout. Which reader and which layout test belong to a format is said
+by its descriptor (``datasetagent.formats``).
 
 A reader reads only regular files inside the dataset's folder: every path a dataset names (an
 image, a label or list file) or holds (its annotation files, a folder of images) goes through
@@ -25,7 +26,6 @@ import logging
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
-from functools import partial
 from pathlib import Path
 from typing import Literal
 
@@ -42,14 +42,11 @@ from datasetagent.records import (
     Provenance,
     main_label,
 )
-from datasetagent.spec import SPLIT_ALIASES, SplitName, TaskKind
+from datasetagent.spec import SPLIT_ALIASES, SplitName, TaskKind, class_name_problem
 from datasetagent.tools.boxes import snap
 from datasetagent.tools.decode import upright_size
 
 log = logging.getLogger(__name__)
-
-#: Format names, in the order ``detect_format`` tries them.
-FORMATS = ("yolo", "coco", "voc", "hf", "csv", "imagefolder")
 
 
 class DatasetFormatError(UsageError):
@@ -142,6 +139,20 @@ def inside(
     raise DatasetFormatError(file, where, f"{path} is not {what}")
 
 
+#: How to fix a class name a dataset gives that cannot be one.
+RENAME_FIX = "rename the class there (class names become folder and file names in exports)"
+
+
+def class_name(name: str, file: Path | str, where: str) -> str:
+    """``name``, a class name the dataset ``file`` gives at ``where``, where it can be one
+    (``spec.class_name_problem``, on the name as a spec would strip it); else the error names
+    the file and the position, so the user knows what to rename."""
+    problem = class_name_problem(name.strip())
+    if problem is not None:
+        raise DatasetFormatError(file, where, problem, RENAME_FIX)
+    return name
+
+
 def log_skip(path: Path, why: str) -> None:
     """What a reader's folder listing leaves out (``files.walk_files``), logged."""
     log.warning("%s skipped: %s", path, why)
@@ -161,7 +172,7 @@ def image_size(path: Path) -> tuple[int, int]:
             width, height = img.size
             orientation = img.getexif().get(0x0112, 1)
     except (OSError, ValueError, SyntaxError) as exc:
-        raise DatasetFormatError(path, "", f"not a readable image ({exc})") from None
+        raise DatasetFormatError(path, "", f"not a readable image ({exc})") from exc
     return upright_size((width, height), orientation)
 
 
@@ -170,7 +181,7 @@ def text_lines(path: Path) -> list[str]:
     try:
         return path.read_text(encoding="utf-8").splitlines()
     except UnicodeDecodeError as exc:
-        raise DatasetFormatError(path, f"byte {exc.start}", "not UTF-8 text") from None
+        raise DatasetFormatError(path, f"byte {exc.start}", "not UTF-8 text") from exc
 
 
 def box(label: str, x: float, y: float, w: float, h: float) -> Box | None:
@@ -211,11 +222,11 @@ def read_manifest(root: Path) -> dict[str, tuple[Provenance, str | None]]:
             except json.JSONDecodeError as exc:
                 raise DatasetFormatError(
                     path, f"line {n} column {exc.colno}", f"not valid JSON ({exc.msg})"
-                ) from None
+                ) from exc
             except (KeyError, TypeError, ValidationError) as exc:
                 raise DatasetFormatError(
                     path, f"line {n}", f"not a manifest record ({_short(exc)})"
-                ) from None
+                ) from exc
     return out
 
 
@@ -267,37 +278,30 @@ def relative(path: Path, root: Path) -> str:
 
 # -- detection and dispatch --------------------------------------------------------------------
 def detect_format(root: Path) -> str:
-    """The format of the dataset in folder ``root``, from its layout."""
-    from datasetagent.sources.formats import coco, hf, yolo
+    """The format of the dataset in folder ``root``, from its layout: of the formats whose
+    layout test matches, the one of highest precedence (``FormatDescriptor.precedence``)."""
+    from datasetagent.formats import descriptors
 
-    if yolo.data_yaml(root) is not None:
-        return "yolo"
-    if coco.annotation_files(root):
-        return "coco"
-    if (root / "Annotations").is_dir():
-        return "voc"
-    if hf.parquet_files(root):
-        return "hf"
-    if (root / "labels.csv").is_file():
-        return "csv"
-    return "imagefolder"
+    tests = sorted((d for d in descriptors() if d.detect), key=lambda d: -d.precedence)
+    for d in tests:
+        if d.detect is not None and d.detect(root):
+            return d.name
+    tried = ", ".join(d.name for d in tests)
+    raise UsageError(
+        f"{root} is not a dataset in any format this tool reads ({tried}); give the folder "
+        "that holds the dataset"
+    )
 
 
 def read_dataset(root: Path, fmt: str | None = None, *, outside_root: bool = False) -> Imported:
     """Parse the dataset in ``root`` (format ``fmt``, or detected) completely. Only files inside
     ``root`` are read (``inside``); ``outside_root`` lets a YOLO ``data.yaml`` name a ``path:``
     outside it, whose files are then read (and only they)."""
-    from datasetagent.sources.formats import coco, hf, tables, voc, yolo
+    from datasetagent.formats import descriptor
 
-    fmt = fmt or detect_format(root)
-    readers: dict[str, Callable[[Path], Imported]] = {
-        "yolo": partial(yolo.read_yolo, outside_root=outside_root),
-        "coco": coco.read_coco,
-        "voc": voc.read_voc,
-        "hf": hf.read_hf,
-        "csv": tables.read_csv,
-        "imagefolder": tables.read_imagefolder,
-    }
-    if fmt not in readers:
-        raise UsageError(f"unknown dataset format {fmt!r}; known: {', '.join(FORMATS)}")
-    return readers[fmt](root)
+    found = descriptor(fmt or detect_format(root))
+    if found.reader is None and found.read_as is not None:
+        found = descriptor(found.read_as)
+    if found.reader is None:
+        raise UsageError(f"the {found.name} format has no reader; it can only be exported")
+    return found.reader(root, outside_root=outside_root)

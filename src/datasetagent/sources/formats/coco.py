@@ -22,6 +22,7 @@ from datasetagent.sources.formats import (
     Imported,
     ImportedImage,
     box,
+    class_name,
     inside,
     split_of,
     task_of,
@@ -42,6 +43,10 @@ def annotation_files(root: Path) -> list[Path]:
     return found
 
 
+def is_coco(root: Path) -> bool:
+    return bool(annotation_files(root))
+
+
 class _Doc:
     """One annotation file being checked; ``fail`` names the file and JSON path."""
 
@@ -58,9 +63,9 @@ class _Doc:
         except json.JSONDecodeError as exc:
             raise self.fail(
                 f"line {exc.lineno} column {exc.colno}", f"not valid JSON ({exc.msg})"
-            ) from None
+            ) from exc
         except UnicodeDecodeError as exc:
-            raise self.fail(f"byte {exc.start}", "not UTF-8 text") from None
+            raise self.fail(f"byte {exc.start}", "not UTF-8 text") from exc
         if not isinstance(data, dict):
             raise self.fail("$", "a COCO file is a JSON object with images and annotations")
         return data
@@ -162,7 +167,8 @@ def _read_file(root: Path, path: Path) -> tuple[list[str], list[ImportedImage]]:
         name = cat.get("name")
         if not isinstance(name, str) or not name.strip():
             raise doc.fail(f"$.categories[{i}].name", "a category needs a name")
-        categories[doc.key(cat, "id", f"$.categories[{i}]")] = name.strip()
+        name = class_name(name, doc.path, f"$.categories[{i}].name").strip()
+        categories[doc.key(cat, "id", f"$.categories[{i}]")] = name
     licences = {
         lic.get("id"): str(lic.get("name") or "")
         for lic in doc.items(data, "licenses", required=False)
@@ -234,7 +240,7 @@ def _read_file(root: Path, path: Path) -> tuple[list[str], list[ImportedImage]]:
     return list(categories.values()), out
 
 
-def read_coco(root: Path) -> Imported:
+def read_coco(root: Path, *, outside_root: bool = False) -> Imported:
     classes: dict[str, None] = {}
     images: list[ImportedImage] = []
     for path in annotation_files(root):

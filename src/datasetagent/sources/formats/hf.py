@@ -27,12 +27,14 @@ from pathlib import Path
 from typing import Any
 
 from datasetagent.errors import SourceError
+from datasetagent.formats import install_hint
 from datasetagent.records import EXISTING_LABELER, RLE, Annotation, ClassLabel, Mask
 from datasetagent.sources.formats import (
     DatasetFormatError,
     Imported,
     ImportedImage,
     box,
+    class_name,
     image_size,
     inside,
     split_of,
@@ -50,10 +52,10 @@ def _pq() -> Any:
     """pyarrow.parquet (untyped), or an error that says how to install it."""
     try:
         pq = importlib.import_module("pyarrow.parquet")
-    except ImportError:
+    except ImportError as exc:
         raise SourceError(
-            "reading a Hugging Face Parquet dataset needs pyarrow: pip install 'datasetagent[hf]'"
-        ) from None
+            f"reading a Hugging Face Parquet dataset needs pyarrow: {install_hint('hf')}"
+        ) from exc
     return pq
 
 
@@ -64,16 +66,20 @@ def parquet_files(root: Path) -> list[Path]:
     return sorted(set(found))
 
 
+def is_hf(root: Path) -> bool:
+    return bool(parquet_files(root))
+
+
 def features_of(path: Path, schema: Any) -> dict[str, Any]:
     raw = (schema.metadata or {}).get(b"huggingface")
     if raw is None:
         return {}
     try:
         features = json.loads(raw)["info"]["features"]
-    except (json.JSONDecodeError, KeyError, TypeError):
+    except (json.JSONDecodeError, KeyError, TypeError) as exc:
         raise DatasetFormatError(
             path, "schema metadata huggingface", "not datasets features"
-        ) from None
+        ) from exc
     if not isinstance(features, dict):
         raise DatasetFormatError(path, "schema metadata huggingface", "not datasets features")
     return features
@@ -92,7 +98,13 @@ def image_column(path: Path, schema: Any, features: dict[str, Any]) -> str:
     raise DatasetFormatError(path, "schema", "no Image column", "a column of images is needed")
 
 
-def _objects_spec(features: dict[str, Any]) -> tuple[str, list[str]] | None:
+def _class_names(path: Path, column: str, names: Any) -> list[str]:
+    """The names of a ``ClassLabel`` feature of column ``column``, each checked as a class name."""
+    where = f"schema metadata huggingface: {column} names"
+    return [class_name(str(n), path, f"{where}[{i}]") for i, n in enumerate(names)]
+
+
+def _objects_spec(path: Path, features: dict[str, Any]) -> tuple[str, list[str]] | None:
     """The objects column and its category names, when the dataset has one."""
     for name, feature in features.items():
         inner = feature.get("feature") if _type(feature) in ("Sequence", "List") else feature
@@ -101,7 +113,7 @@ def _objects_spec(features: dict[str, Any]) -> tuple[str, list[str]] | None:
             if _type(category) in ("Sequence", "List"):
                 category = category.get("feature")
             if _type(category) == "ClassLabel":
-                return str(name), [str(n) for n in category["names"]]
+                return str(name), _class_names(path, f"{name}.category", category["names"])
     return None
 
 
@@ -113,16 +125,16 @@ class _File:
         try:
             self.parquet = pq.ParquetFile(path)
         except Exception as exc:  # pyarrow raises its own error types for broken files
-            raise DatasetFormatError(path, "", f"not a readable Parquet file ({exc})") from None
+            raise DatasetFormatError(path, "", f"not a readable Parquet file ({exc})") from exc
         self.path = path
         schema = self.parquet.schema_arrow
         self.features = features_of(path, schema)
         self.image = image_column(path, schema, self.features)
-        self.objects = _objects_spec(self.features)
+        self.objects = _objects_spec(path, self.features)
         self.label: tuple[str, list[str] | None] | None = None
         for name, feature in self.features.items():
             if _type(feature) == "ClassLabel":
-                self.label = (str(name), [str(n) for n in feature["names"]])
+                self.label = (str(name), _class_names(path, str(name), feature["names"]))
                 break
         if self.label is None and self.objects is None and "label" in schema.names:
             self.label = ("label", None)  # plain strings
@@ -230,7 +242,7 @@ def _image_size(f: _File, value: Any, where: str) -> tuple[int, int]:
     except (OSError, ValueError, SyntaxError) as exc:
         raise DatasetFormatError(
             f.path, f"{where} {f.image}", f"not a readable image ({exc})"
-        ) from None
+        ) from exc
 
 
 _Pending = tuple[ImportedImage, list[Annotation | _RawBox]]
@@ -306,7 +318,7 @@ def _read_file(root: Path, path: Path) -> tuple[list[str], list[_Pending], dict[
                     label = names[value]
                     classes = names
                 elif isinstance(value, str) and value:
-                    label = value
+                    label = class_name(value, path, f"{where} {column}")
                 else:
                     raise DatasetFormatError(path, f"{where} {column}", "expected a label")
                 anns = [ClassLabel(label=label, labeler=EXISTING_LABELER)]
@@ -332,7 +344,7 @@ def _read_file(root: Path, path: Path) -> tuple[list[str], list[_Pending], dict[
     return classes, images, rows_of
 
 
-def read_hf(root: Path) -> Imported:
+def read_hf(root: Path, *, outside_root: bool = False) -> Imported:
     classes: dict[str, None] = {}
     pending: list[_Pending] = []
     files = parquet_files(root)
@@ -390,8 +402,8 @@ class RowReader:
         file, _, row_text = location.rpartition("#")
         try:
             row = int(row_text)
-        except ValueError:
-            raise OSError(f"not a Parquet row location: {location}") from None
+        except ValueError as exc:
+            raise OSError(f"not a Parquet row location: {location}") from exc
         parquet, column, starts = self._open(file)
         group = bisect.bisect_right(starts, row) - 1
         if not 0 <= group < len(starts) - 1:

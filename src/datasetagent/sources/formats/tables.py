@@ -15,6 +15,7 @@ from datasetagent.sources.formats import (
     DatasetFormatError,
     Imported,
     ImportedImage,
+    class_name,
     inside,
     log_skip,
     with_manifest,
@@ -26,7 +27,16 @@ def _label(name: str) -> tuple[ClassLabel]:
     return (ClassLabel(label=name, labeler=EXISTING_LABELER),)
 
 
-def read_imagefolder(root: Path) -> Imported:
+def is_imagefolder(root: Path) -> bool:
+    """Every folder may be an ImageFolder dataset: the layout other formats fall back to."""
+    return root.is_dir()
+
+
+def is_csv(root: Path) -> bool:
+    return (root / "labels.csv").is_file()
+
+
+def read_imagefolder(root: Path, *, outside_root: bool = False) -> Imported:
     """``ROOT/CLASS/*`` or ``ROOT/SPLIT/CLASS/*`` (SPLIT among train, val, valid, validation,
     dev, test): every image file below a class folder. A class or split folder that links out
     of ``root`` stops the import; links out of a class folder and files that are not regular
@@ -45,6 +55,8 @@ def read_imagefolder(root: Path) -> Imported:
             f"existing dataset {root} has no class folders; expected CLASS/image or "
             "SPLIT/CLASS/image, or a COCO, YOLO, VOC, Hugging Face Parquet or labels.csv dataset"
         )
+    for folder, name, _ in class_dirs:
+        class_name(name, folder, "")
     images = [
         ImportedImage(
             location=str(inside(root, path, folder, path.name)),
@@ -67,15 +79,15 @@ def _folders(root: Path, parent: Path) -> list[Path]:
     return found
 
 
-def read_csv(root: Path) -> Imported:
+def read_csv(root: Path, *, outside_root: bool = False) -> Imported:
     """``labels.csv``: one row per image, ``file`` relative to the folder."""
     path = inside(root, root / "labels.csv", root / "labels.csv", "")
     try:
         images = _csv_rows(root, path)
     except UnicodeDecodeError as exc:
-        raise DatasetFormatError(path, f"byte {exc.start}", "not UTF-8 text") from None
+        raise DatasetFormatError(path, f"byte {exc.start}", "not UTF-8 text") from exc
     except csv.Error as exc:
-        raise DatasetFormatError(path, "", f"not valid CSV ({exc})") from None
+        raise DatasetFormatError(path, "", f"not valid CSV ({exc})") from exc
     classes = tuple(sorted({img.label for img in images if img.label is not None}))
     images = with_manifest(images, root)
     return Imported("csv", "classification", classes, images)
@@ -112,7 +124,7 @@ def _csv_rows(root: Path, path: Path) -> list[ImportedImage]:
                 ImportedImage(
                     location=str(image),
                     split=split,
-                    annotations=_label(label),
+                    annotations=_label(class_name(label, path, f"{where} label")),
                     licence=(row.get("licence") or "").strip() or None,
                     creator=(row.get("creator") or "").strip() or None,
                     source=(row.get("source") or "").strip() or None,

@@ -23,6 +23,7 @@ from datasetagent.sources.formats import (
     Imported,
     ImportedImage,
     box,
+    class_name,
     image_size,
     inside,
     optional_file,
@@ -89,7 +90,7 @@ def _object_masks(root: Path, path: Path, png: Path, size: tuple[int, int]) -> n
                 raise DatasetFormatError(png, "", f"a {img.mode} image; expected palette indices")
             arr = np.asarray(img)
     except (OSError, ValueError, SyntaxError) as exc:
-        raise DatasetFormatError(png, "", f"not a readable PNG ({exc})") from None
+        raise DatasetFormatError(png, "", f"not a readable PNG ({exc})") from exc
     if (arr.shape[1], arr.shape[0]) != size:
         raise DatasetFormatError(
             png,
@@ -108,7 +109,7 @@ def read_xml(root: Path, path: Path, split: SplitName | None) -> ImportedImage:
         line, col = exc.position
         raise DatasetFormatError(
             path, f"line {line} column {col + 1}", "not well-formed XML"
-        ) from None
+        ) from exc
     if xml.tag != "annotation":
         raise DatasetFormatError(path, xml.tag, "the root element of VOC XML is <annotation>")
     image = _image(root, path, xml)
@@ -124,7 +125,7 @@ def read_xml(root: Path, path: Path, split: SplitName | None) -> ImportedImage:
     anns: list[Annotation] = []
     for k, obj in enumerate(xml.findall("object"), start=1):
         where = f"object[{k}]"
-        label = _text(path, obj, "name", where)
+        label = class_name(_text(path, obj, "name", where), path, f"{where}/name")
         pixels = masks == k if masks is not None else None
         if pixels is not None and pixels.any():
             anns.append(Mask(label=label, labeler=EXISTING_LABELER, rle=mask_to_rle(pixels)))
@@ -151,7 +152,11 @@ def read_xml(root: Path, path: Path, split: SplitName | None) -> ImportedImage:
     )
 
 
-def read_voc(root: Path) -> Imported:
+def is_voc(root: Path) -> bool:
+    return (root / "Annotations").is_dir()
+
+
+def read_voc(root: Path, *, outside_root: bool = False) -> Imported:
     splits = _splits(root)
     images = [
         read_xml(root, path, splits.get(path.stem))
@@ -161,8 +166,8 @@ def read_voc(root: Path) -> Imported:
     labelmap = optional_file(root, root / "labelmap.txt")
     if labelmap is not None:  # our labelmap (and CVAT's) gives the class order, unused ones too
         names = [
-            line.split(":", 1)[0]
-            for line in text_lines(labelmap)
+            class_name(line.split(":", 1)[0], labelmap, f"line {n}")
+            for n, line in enumerate(text_lines(labelmap), start=1)
             if line and not line.startswith("#")
         ]
         classes = dict.fromkeys([n for n in names if n != "background"]) | classes

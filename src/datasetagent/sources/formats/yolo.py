@@ -23,6 +23,7 @@ from datasetagent.sources.formats import (
     Imported,
     ImportedImage,
     box,
+    class_name,
     image_size,
     inside,
     log_skip,
@@ -45,6 +46,10 @@ def data_yaml(root: Path) -> Path | None:
     return None
 
 
+def is_yolo(root: Path) -> bool:
+    return data_yaml(root) is not None
+
+
 def _load_yaml(path: Path) -> dict[str, Any]:
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
@@ -52,7 +57,7 @@ def _load_yaml(path: Path) -> dict[str, Any]:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}" if mark is not None else ""
         problem = getattr(exc, "problem", None) or "not valid YAML"
-        raise DatasetFormatError(path, where, f"not valid YAML ({problem})") from None
+        raise DatasetFormatError(path, where, f"not valid YAML ({problem})") from exc
     if not isinstance(data, dict):
         raise DatasetFormatError(path, "", "expected a mapping with names and split folders")
     return data
@@ -61,15 +66,15 @@ def _load_yaml(path: Path) -> dict[str, Any]:
 def class_names(path: Path, data: dict[str, Any]) -> list[str]:
     names = data.get("names")
     if isinstance(names, list) and all(isinstance(n, str | int) for n in names):
-        return [str(n) for n in names]
+        return [class_name(str(n), path, f"names[{i}]") for i, n in enumerate(names)]
     if isinstance(names, dict):
         try:
             keys = sorted(int(k) for k in names)
-        except (TypeError, ValueError):
-            raise DatasetFormatError(path, "names", "class indices must be numbers") from None
+        except (TypeError, ValueError) as exc:
+            raise DatasetFormatError(path, "names", "class indices must be numbers") from exc
         if keys != list(range(len(keys))):
             raise DatasetFormatError(path, "names", "class indices must run 0, 1, 2, ...")
-        by_index = {int(k): str(v) for k, v in names.items()}
+        by_index = {int(k): class_name(str(v), path, f"names: {k}") for k, v in names.items()}
         return [by_index[k] for k in keys]
     raise DatasetFormatError(
         path, "names", "expected the class names as a list or {index: name}", "add names: [...]"
@@ -152,8 +157,8 @@ def parse_labels(
         where = f"line {n}"
         try:
             values = [float(t) for t in tokens]
-        except ValueError:
-            raise DatasetFormatError(path, where, f"not numbers: {line.strip()!r}") from None
+        except ValueError as exc:
+            raise DatasetFormatError(path, where, f"not numbers: {line.strip()!r}") from exc
         if not all(math.isfinite(v) for v in values):
             raise DatasetFormatError(path, where, "a value is not finite")
         cls = values[0]
