@@ -121,19 +121,19 @@ class _Connection(sqlite3.Connection):
         try:
             return super().execute(*args, **kwargs)
         except sqlite3.Error as exc:
-            raise store_error(self.path, exc) from None
+            raise store_error(self.path, exc) from exc
 
     def executemany(self, *args: Any, **kwargs: Any) -> sqlite3.Cursor:
         try:
             return super().executemany(*args, **kwargs)
         except sqlite3.Error as exc:
-            raise store_error(self.path, exc) from None
+            raise store_error(self.path, exc) from exc
 
     def executescript(self, *args: Any, **kwargs: Any) -> sqlite3.Cursor:
         try:
             return super().executescript(*args, **kwargs)
         except sqlite3.Error as exc:
-            raise store_error(self.path, exc) from None
+            raise store_error(self.path, exc) from exc
 
 
 class RunStore:
@@ -149,7 +149,7 @@ class RunStore:
         try:
             db = sqlite3.connect(path, isolation_level=None, timeout=30, factory=_Connection)
         except sqlite3.Error as exc:
-            raise store_error(path, exc) from None
+            raise store_error(path, exc) from exc
         assert isinstance(db, _Connection)
         db.path = path
         self._db = db
