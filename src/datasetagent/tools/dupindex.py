@@ -351,16 +351,19 @@ class NearDuplicateIndex:
         self._windows = _Level(threshold)  # the other rows of every kept item
         #: Items removed (by their place in ``_keys``): their hashes stay, unmatched.
         self._removed = np.zeros(0, dtype=bool)
+        self._n_removed = 0
         #: Each key's latest place in ``_keys``, made on the first removal.
         self._place: dict[str, int] | None = None
 
     def __len__(self) -> int:
-        return len(self._keys) - int(self._removed.sum())
+        return len(self._keys) - self._n_removed
 
     def memory_bytes(self) -> int:
-        """Estimated footprint: the arrays, plus the key strings and the list holding them."""
+        """Estimated footprint: the arrays, plus the key strings and the list holding them
+        (and, once an item was removed, the map of keys to places)."""
         keys = sum(sys.getsizeof(k) for k in self._keys) + 8 * len(self._keys)
-        return self._full.nbytes() + self._windows.nbytes() + keys + self._removed.nbytes
+        places = 0 if self._place is None else sys.getsizeof(self._place) + 32 * len(self._place)
+        return self._full.nbytes() + self._windows.nbytes() + keys + self._removed.nbytes + places
 
     def check_and_add(
         self,
@@ -438,11 +441,12 @@ class NearDuplicateIndex:
         place = self._place.pop(key, None)
         if place is None:
             raise KeyError(f"{key!r} is not in the near-duplicate index")
-        if len(self._removed) < len(self._keys):
-            grown = np.zeros(len(self._keys), dtype=bool)
+        if place >= len(self._removed):
+            grown = np.zeros(max(len(self._keys), 2 * len(self._removed)), dtype=bool)
             grown[: len(self._removed)] = self._removed
             self._removed = grown
         self._removed[place] = True
+        self._n_removed += 1
 
     def _live(self, found: tuple[I64, I64, I64]) -> tuple[I64, I64, I64]:
         """Query results (query, owner, distance) without those of removed items."""
