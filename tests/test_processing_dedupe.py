@@ -19,7 +19,7 @@ from datasetagent.runtime.local import LocalExecutor
 from datasetagent.sources import Source
 from datasetagent.spec import ClassSpec, DatasetSpec, SourceSpec
 from datasetagent.store import BlobStore, Candidate, RunStore
-from helpers import encode
+from helpers import digit_images, encode
 
 SPEC = DatasetSpec(classes=(ClassSpec(name="a"), ClassSpec(name="b")))
 
@@ -253,3 +253,33 @@ def test_build_exports_the_large_original_and_reports_the_small_copy(
         (rejection,) = store.rejections()
         assert Path(rejection.location).name == "1-small.jpg"
         assert Path(rejection.duplicate_of or "").name == "2-big.png"
+
+
+def test_a_later_round_replaces_a_labelled_copy_in_the_build(tmp_path: Path) -> None:
+    """Round 1 (38 candidates for 2×15 wanted) labels a small JPEG copy; round 2 collects
+    more for the class still short and meets the large original, which takes its place."""
+    pool = tmp_path / "pool"
+    threes = digit_images(24, classes=(3,))
+    _write(pool / "a", {f"p{i:02d}.png": encode(img) for i, (img, _) in enumerate(threes)})
+    sevens = [img for img, _ in digit_images(15, classes=(7,))]
+    files = {"p00-small.jpg": encode(sevens[0], "JPEG", quality=90)}  # listed first
+    files |= {f"p{i:02d}.png": encode(img) for i, img in enumerate(sevens) if i}
+    files["z-big.png"] = encode(sevens[0].resize((64, 64), Image.Resampling.LANCZOS))
+    _write(pool / "b", files)
+    spec = DatasetSpec(
+        classes=(ClassSpec(name="a"), ClassSpec(name="b")),
+        target_per_class=15,
+        sources=(SourceSpec(location=str(pool)),),
+    )
+    result = build(spec, tmp_path / "run", workers=1)
+    exported = {Path(s.provenance.location).name for s in result.exported if s.label == "b"}
+    assert "z-big.png" in exported
+    assert "p00-small.jpg" not in exported
+    assert len(exported) == 15
+    assert result.report.rejected_by_reason == {"near_duplicate": 1}
+    with RunStore(tmp_path / "run" / "run.db") as store:
+        (rejection,) = store.rejections()
+        assert Path(rejection.duplicate_of or "").name == "z-big.png"
+        assert [m for r, stage, m in store.events() if stage == "process" and r == 2] == [
+            "kept 2, replaced 1"
+        ]
