@@ -235,7 +235,12 @@ class _Job:
 
 
 class ImageProcessingAgent:
-    """Turns a round's candidates into stored samples or reported rejections."""
+    """Turns a round's candidates into stored samples or reported rejections.
+
+    Of a duplicate group it keeps the best copy (``tools.dedupe.Quality``): a better copy
+    arriving after a worse one was stored, in that round or a later one, takes its place and
+    is labelled anew; the worse one becomes its near duplicate. The existing dataset being
+    expanded is never replaced (a better pool copy of one of its images is the duplicate)."""
 
     def __init__(
         self,

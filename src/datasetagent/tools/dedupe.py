@@ -425,9 +425,9 @@ class Quality(NamedTuple):
 
 class BestCopies:
     """Turns first-seen duplicate verdicts (``Deduplicator.check``, fed in arrival order) into
-    best-copy ones: of each group the best copy (``Quality``, then the smaller key) is kept and
-    every other member names it; of equals (exact copies included), the first seen. A group is
-    its first-seen copy and the items naming it."""
+    best-copy ones: of each group the best copy (``Quality.rank``) is kept and every other
+    member names it; of equals (exact copies included), the first seen. A group is its
+    first-seen copy and the items naming it."""
 
     def __init__(self) -> None:
         self._quality: dict[str, Quality] = {}
