@@ -189,3 +189,25 @@ def test_best_copies_keep_the_largest_then_lossless_then_least_compressed() -> N
         "i": None,
         "h": Duplicate("near_duplicate", "i"),
     }
+
+
+def _named(verdicts: list[dedupe.Duplicate | None]) -> list[tuple[str, str] | None]:
+    return [None if d is None else (d.issue, d.of) for d in verdicts]
+
+
+def test_a_check_that_remembers_nothing_gives_the_verdicts_a_real_one_gives() -> None:
+    imgs = [p.crop((0, 0, 200, 200)) for p in photos()]
+    feats = [features(im) for im in (*imgs, imgs[0].resize((100, 100), Image.Resampling.LANCZOS))]
+    keys, exact = ["a", "b", "a-copy", "b-again"], ["x", "y", "z", "y"]
+    hashes = [h for h, _ in feats] + [feats[1][0]]
+    thumbs = [t for _, t in feats] + [feats[1][1]]
+    checker = Deduplicator(near_bits=8)
+    dry = checker.check(keys, exact, hashes, thumbs, remember=False)
+    assert _named(dry) == [None, None, ("near_duplicate", "a"), ("exact_duplicate", "b")]
+    assert len(checker) == 0
+    assert checker.check(keys, exact, hashes, thumbs) == dry
+    assert len(checker) == 2
+    # a better copy in the place of "a": later copies are compared with it
+    checker.replace("a", "a-copy", feats[2][0], feats[2][1])
+    again = checker.check(["a-again"], ["w"], [feats[0][0]], [feats[0][1]])
+    assert _named(again) == [("near_duplicate", "a-copy")]

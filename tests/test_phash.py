@@ -224,6 +224,36 @@ def test_closest_kept_item_wins_then_the_earliest() -> None:
     assert index.check_and_add(["q"], [_item(_flip(A, [42, 43, 44, 45]))]) == [("a2", 2)]
 
 
+def test_checking_without_adding_leaves_the_index_as_it_was() -> None:
+    index = NearDuplicateIndex(R)
+    index.check_and_add(["a"], [_item(A)])
+    items = [_item(_flip(A, [3])), _item(FAR), _item(_flip(FAR, [9]))]
+    expected = [("a", 1), None, ("c", 1)]
+    assert index.check_and_add(["b", "c", "d"], items, add=False) == expected
+    assert len(index) == 1
+    assert index.check_and_add(["d"], items[2:]) == [None]  # c was never added
+    assert len(index) == 2
+
+
+def test_a_removed_item_is_matched_no_more_and_an_added_one_is() -> None:
+    """What ``Deduplicator.replace`` does: a better copy takes a kept item's place."""
+    index = NearDuplicateIndex(R)
+    b = _flip(A, list(range(1, 9)))  # 8 bits from A
+    index.check_and_add(["a", "far"], [_item(A), _item(FAR)])
+    index.remove("a")
+    index.add(["b"], [_item(b)])
+    assert len(index) == 2
+    probe = _flip(A, [60])  # 1 bit from A, 9 from b
+    assert index.check_and_add(["p"], [_item(probe)], add=False) == [None]
+    assert index.check_and_add(["q"], [_item(_flip(b, [60]))]) == [("b", 1)]
+    assert index.check_and_add(["r"], [_item(_flip(FAR, [5]))]) == [("far", 1)]
+    index.remove("b")
+    index.add(["a"], [_item(A)])  # a key may come back
+    assert index.check_and_add(["p"], [_item(probe)]) == [("a", 1)]
+    with pytest.raises(KeyError, match="not in the near-duplicate index"):
+        index.remove("b")
+
+
 def test_full_and_window_pairs_match_but_window_pairs_do_not() -> None:
     index = NearDuplicateIndex(R)
     w = _flip(A, list(range(10, 30)))  # a window hash of A's item, 20 bits from A

@@ -69,6 +69,39 @@ def test_exact_duplicate_keeps_the_first(tmp_path: Path) -> None:
         assert len(store.samples()) == 1
 
 
+def test_a_better_copy_replaces_a_sample_in_one_transaction(tmp_path: Path) -> None:
+    with RunStore(tmp_path / "run.db") as store:
+        store.add_candidates([cand(i) for i in range(1, 6)])
+        store.take_candidates(1, 10, origin="collected", wanted=None)
+        ids = [c.id for c in store.candidates_to_process(1)]
+        store.record_outcome(ids[0], 1, sample("aa" * 32, "/pool/1.png"))
+        store.record_outcome(ids[1], 1, sample("aa" * 32, "/pool/2.png"))  # exact copy of 1
+        store.record_outcome(ids[2], 1, sample("cc" * 32, "/pool/3.png"))
+        gone = Rejection(
+            location="/pool/1.png",
+            source_kind="local",
+            reasons=("near_duplicate",),
+            duplicate_of="/pool/4.png",
+        )
+        before = (store.samples(), store.rejections())
+        with pytest.raises(StoreError, match="UNIQUE"):  # 3's pixels: nothing is changed
+            store.replace_sample("aa" * 32, ids[3], 1, sample("cc" * 32, "/pool/4.png"), gone)
+        assert (store.samples(), store.rejections()) == before
+        assert [c.id for c in store.candidates_to_process(1)] == ids[3:]
+        changed = store.replace_sample("aa" * 32, ids[3], 1, sample("dd" * 32, "/pool/4.png"), gone)
+        assert [(c, r.reasons, r.duplicate_of) for c, r in changed] == [
+            (ids[0], ("near_duplicate",), "/pool/4.png"),
+            # the exact copy of the old one is a near copy of the one kept now
+            (ids[1], ("near_duplicate",), "/pool/4.png"),
+        ]
+        assert [s.provenance.location for s in store.samples()] == ["/pool/3.png", "/pool/4.png"]
+        assert store.rejections() == [r for _, r in changed]
+        assert store.rejection_counts() == {"near_duplicate": 2}
+        assert [c.id for c in store.candidates_to_process(1)] == ids[4:]
+        with pytest.raises(StoreError, match="not stored"):
+            store.replace_sample("aa" * 32, ids[4], 1, sample("ee" * 32, "/pool/5.png"), gone)
+
+
 def test_blob_store_is_content_addressed_and_idempotent(tmp_path: Path) -> None:
     blobs = BlobStore(tmp_path)
     rel = blobs.put("cd" * 32, "png", b"one")

@@ -101,6 +101,19 @@ def main_label(annotations: Iterable[ClassLabel | Box | Mask]) -> str | None:
     return max(counts, key=lambda k: counts[k]) if counts else None
 
 
+class SourceFile(_Record):
+    """The file a sample was decoded from, as read: what ranks copies of one picture."""
+
+    width: int
+    height: int
+    #: The image format its bytes hold (``JPEG``, ``PNG`` ...).
+    format: str
+    bytes: int
+
+    def __str__(self) -> str:
+        return f"{self.width}x{self.height} {self.format}"
+
+
 SampleStatus = Literal["processed", "labelled", "review", "rejected"]
 SampleOrigin = Literal["existing", "collected"]
 
@@ -133,6 +146,8 @@ class Sample(_Record):
     #: SSIM between the decoded input and the stored image when enhancement changed it
     #: (None when no change was kept).
     ssim: float | None = None
+    #: The source file (None in runs stored before it was recorded).
+    source: SourceFile | None = None
 
     @property
     def label(self) -> str | None:

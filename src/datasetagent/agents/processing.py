@@ -14,7 +14,7 @@ import numpy as np
 from PIL import Image, ImageOps, JpegImagePlugin
 
 from datasetagent.models import Usage
-from datasetagent.records import ProcessingStep, Provenance, Rejection, Sample
+from datasetagent.records import ProcessingStep, Provenance, Rejection, Sample, SourceFile
 from datasetagent.runtime.local import Executor
 from datasetagent.sources import Source
 from datasetagent.spec import DatasetSpec, ImageConstraints
@@ -24,6 +24,7 @@ from datasetagent.tools.decode import ImageIssue, decode_strict
 from datasetagent.tools.dedupe import (
     Deduplicator,
     Duplicate,
+    Quality,
     Thumb,
     decode_thumb,
     encode_thumb,
@@ -90,6 +91,7 @@ class Processed:
     hashes: tuple[int, ...] = ()
     thumb: str = ""
     ssim: float | None = None
+    source: SourceFile | None = None
 
 
 def process_bytes(data: bytes, params: ProcessParams) -> Processed:
@@ -167,6 +169,12 @@ def process_bytes(data: bytes, params: ProcessParams) -> Processed:
         thumb=encode_thumb(Thumb(thumbnail(gray), min(decoded.image.size))),
         ssim=ssim_value,
         usage=usage,
+        source=SourceFile(
+            width=decoded.width,
+            height=decoded.height,
+            format=decoded.source_format,
+            bytes=len(data),
+        ),
     )
 
 
@@ -227,7 +235,12 @@ class _Job:
 
 
 class ImageProcessingAgent:
-    """Turns a round's candidates into stored samples or reported rejections."""
+    """Turns a round's candidates into stored samples or reported rejections.
+
+    Of a duplicate group it keeps the best copy (``tools.dedupe.Quality``): a better copy
+    arriving after a worse one was stored, in that round or a later one, takes its place and
+    is labelled anew; the worse one becomes its near duplicate. The existing dataset being
+    expanded is never replaced (a better pool copy of one of its images is the duplicate)."""
 
     def __init__(
         self,
@@ -245,14 +258,14 @@ class ImageProcessingAgent:
         #: What the tool policy's model calls cost in this process.
         self.usage = Usage()
         self.dedupe = Deduplicator(spec.image.checks.near_duplicate_bits)
-        kept = store.samples()  # every stored sample, in the order it was kept
-        if kept:
-            self.dedupe.check(
-                [s.id for s in kept],
-                [None] * len(kept),
-                [np.array(s.hashes, dtype=np.uint64) for s in kept],
-                [decode_thumb(s.thumb) if s.thumb else None for s in kept],
-            )
+        # what the index held when the last sample was stored: every stored sample, in the
+        # order it was kept, but the near copies inside the existing dataset (only flagged)
+        kept = [s for s in store.samples() if "near_duplicate" not in s.flags]
+        self.dedupe.add(
+            [s.id for s in kept],
+            [np.array(s.hashes, dtype=np.uint64) for s in kept],
+            [decode_thumb(s.thumb) if s.thumb else None for s in kept],
+        )
         self.executor = executor
         self.sources = sources
 
@@ -262,9 +275,15 @@ class ImageProcessingAgent:
         progress: Callable[[int], None] | None = None,
         after_batch: Callable[[], object] | None = None,
     ) -> Counter[str]:
-        """Process every candidate of ``round_`` not processed yet; returns outcome counts.
+        """Process every candidate of ``round_`` not processed yet; returns outcome counts:
+        ``kept`` and the rejection reasons of this round's candidates, and ``replaced``, the
+        samples stored before (in earlier rounds) that a better copy replaced, now its near
+        duplicates.
         ``after_batch`` runs after each batch is stored (the pipeline saves model usage)."""
         outcomes: Counter[str] = Counter()
+        #: what became of each candidate of this call, by id (a replacement changes it later)
+        decided: dict[int, tuple[str, ...]] = {}
+        replaced = 0
         todo = self.store.candidates_to_process(round_)
         by_source: dict[str, list[Candidate]] = {}
         for cand in todo:
@@ -286,29 +305,61 @@ class ImageProcessingAgent:
             job = _Job(self.sources[kind], self.params)
             results = zip(cands, _counted(self.executor.map(job, cands), progress), strict=True)
             while batch := list(itertools.islice(results, DEDUP_BATCH)):
-                near = self._near_duplicates([result for _, result in batch])
-                for (cand, result), dup in zip(batch, near, strict=True):
+                for _, result in batch:
                     if result.usage:
                         self.usage.add(Usage(**result.usage))
-                    record = self._record(cand, result, dup)
-                    outcome = self.store.record_outcome(cand.id, round_, record)
-                    if isinstance(outcome, Sample):
-                        outcomes["kept"] += 1
-                    else:
-                        outcomes.update(outcome.reasons)
+                while batch:
+                    near, replaces = self._near_duplicates(batch)
+                    replaced += self._store(batch[: len(near)], near, replaces, round_, decided)
+                    batch = batch[len(near) :]
                 if after_batch is not None:
                     after_batch()
+        for reasons in decided.values():
+            outcomes.update(reasons)
+        if replaced:
+            outcomes["replaced"] = replaced
         return outcomes
 
-    def _near_duplicates(self, results: list[Processed]) -> list[Duplicate | None]:
-        """Each result's near-duplicate verdict, in arrival order, from one index query for the
-        whole batch (one a result cost ~1 ms each).
+    def _store(
+        self,
+        items: list[tuple[Candidate, Processed]],
+        near: list[Duplicate | None],
+        replaces: bool,
+        round_: int,
+        decided: dict[int, tuple[str, ...]],
+    ) -> int:
+        """Store each result, or its rejection, given its near-duplicate verdict; with
+        ``replaces`` the last is kept in place of the sample its verdict names. Notes what
+        became of each candidate in ``decided`` (and of those a replacement changed); returns
+        how many samples stored before this round's call were replaced."""
+        replaced = 0
+        for n, ((cand, result), dup) in enumerate(zip(items, near, strict=True)):
+            if replaces and n == len(items) - 1 and dup is not None:
+                for k, (changed, rejection) in enumerate(self._replace(cand, result, dup, round_)):
+                    if changed in decided:
+                        decided[changed] = rejection.reasons
+                    elif k == 0:  # the replaced copy
+                        replaced += 1
+                decided[cand.id] = ("kept",)
+                continue
+            outcome = self.store.record_outcome(cand.id, round_, self._record(cand, result, dup))
+            decided[cand.id] = outcome.reasons if isinstance(outcome, Rejection) else ("kept",)
+        return replaced
 
+    def _near_duplicates(
+        self, batch: list[tuple[Candidate, Processed]]
+    ) -> tuple[list[Duplicate | None], bool]:
+        """The near-duplicate verdicts of the batch's first results, as checking one at a time
+        would give them, from one index query for them all (one a result costs ~1 ms each),
+        and whether the last of them is a better copy of the kept sample its verdict names.
+
+        The verdicts stop after the first such better copy: it takes that sample's place in
+        the index, and the results after it are checked against the index as it is then.
         Results with issues, and exact copies (pixels already stored, or met earlier in the
         batch: decided when recorded) take no part. A copy of an earlier result of the batch
         gets that result's verdict, which is what checking one at a time would give it.
         """
-        out: list[Duplicate | None] = [None] * len(results)
+        results = [result for _, result in batch]
         first: dict[str, int] = {}
         for i, result in enumerate(results):
             if result.issues or result.digest in first:
@@ -316,17 +367,88 @@ class ImageProcessingAgent:
             if self.store.find_sample(result.digest) is None:
                 first[result.digest] = i
         todo = list(first.values())
-        found = self.dedupe.check(
+        found = self.dedupe.check(*self._dedupe_items(results, todo), remember=False)
+        verdict = dict(zip(todo, found, strict=True))
+        better = next(
+            (
+                n
+                for n, (i, dup) in enumerate(zip(todo, found, strict=True))
+                if dup is not None and self._better_copy(batch, i, dup)
+            ),
+            None,
+        )
+        end = len(results) if better is None else todo[better] + 1
+        todo = todo if better is None else todo[:better]
+        self.dedupe.check(*self._dedupe_items(results, todo))  # the verdicts found above
+        if better is not None:
+            best, replaced = results[end - 1], found[better]
+            assert replaced is not None  # a better copy has a verdict to name what it replaces
+            self.dedupe.replace(
+                replaced.of,
+                best.digest,
+                np.array(best.hashes, dtype=np.uint64),
+                decode_thumb(best.thumb) if best.thumb else None,
+            )
+        out = [
+            verdict[first[result.digest]] if not result.issues and result.digest in first else None
+            for result in results[:end]
+        ]
+        return out, better is not None
+
+    @staticmethod
+    def _dedupe_items(
+        results: list[Processed], todo: list[int]
+    ) -> tuple[list[str], list[str | None], list[np.ndarray | None], list[Thumb | None]]:
+        """``Deduplicator.check``'s arguments for these results."""
+        return (
             [results[i].digest for i in todo],
             [None] * len(todo),
             [np.array(results[i].hashes, dtype=np.uint64) for i in todo],
             [decode_thumb(results[i].thumb) if results[i].thumb else None for i in todo],
         )
-        verdict = dict(zip(todo, found, strict=True))
-        for i, result in enumerate(results):
-            if not result.issues and result.digest in first:
-                out[i] = verdict[first[result.digest]]
-        return out
+
+    def _better_copy(
+        self, batch: list[tuple[Candidate, Processed]], i: int, dup: Duplicate
+    ) -> bool:
+        """Whether result ``i`` is to be kept in place of ``dup.of``, a kept sample (stored, or
+        an earlier result of the batch): a better copy (``Quality``), both of them collected.
+        The user's own dataset is never replaced, and never replaces."""
+        cand, result = batch[i]
+        if cand.origin != "collected" or result.source is None:
+            return False
+        earlier = [(c, r) for c, r in batch[:i] if not r.issues and r.digest == dup.of]
+        if earlier:
+            origin, source = earlier[0][0].origin, earlier[0][1].source
+        else:
+            kept = self.store.find_sample(dup.of)
+            if kept is None:
+                return False
+            origin, source = kept.origin, kept.source
+        if origin != "collected" or source is None:
+            return False  # a sample stored before sources were recorded is not ranked
+        return _quality(result.source).better_than(_quality(source))
+
+    def _replace(
+        self, cand: Candidate, result: Processed, dup: Duplicate, round_: int
+    ) -> list[tuple[int, Rejection]]:
+        """Store ``result`` in place of the sample ``dup.of``, a worse copy of it, which
+        becomes a near duplicate of it (one store transaction); returns the candidates whose
+        outcome changed (``RunStore.replace_sample``)."""
+        old = self.store.find_sample(dup.of)
+        sample = self._record(cand, result, None)
+        assert old is not None  # as _near_duplicates decided
+        assert isinstance(sample, Sample)
+        rejection = Rejection(
+            location=old.provenance.location,
+            source_kind=old.provenance.source_kind,
+            reasons=("near_duplicate",),
+            duplicate_of=cand.location,
+            detail=f"{dup.distance} bits from {cand.location}, a better copy "
+            f"({sample.source} over {old.source})",
+        )
+        changed = self.store.replace_sample(old.id, cand.id, round_, sample, rejection)
+        self.blobs.path(old.blob).unlink(missing_ok=True)  # its image went with it
+        return changed
 
     def _record(
         self, cand: Candidate, result: Processed, near: Duplicate | None
@@ -381,7 +503,12 @@ class ImageProcessingAgent:
             hashes=result.hashes,
             thumb=result.thumb,
             ssim=result.ssim,
+            source=result.source,
         )
+
+
+def _quality(source: SourceFile) -> Quality:
+    return Quality.of(source.width, source.height, source.format, source.bytes)
 
 
 def _counted(items: Iterable[T], progress: Callable[[int], None] | None) -> Iterator[T]:

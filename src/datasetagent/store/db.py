@@ -48,6 +48,8 @@ CREATE TABLE IF NOT EXISTS rejections (
     round INTEGER NOT NULL,
     record TEXT NOT NULL
 );
+CREATE INDEX IF NOT EXISTS rejections_duplicate_of
+    ON rejections (json_extract(record, '$.duplicate_of'));
 CREATE TABLE IF NOT EXISTS stages (
     round INTEGER NOT NULL,
     stage TEXT NOT NULL,
@@ -121,19 +123,19 @@ class _Connection(sqlite3.Connection):
         try:
             return super().execute(*args, **kwargs)
         except sqlite3.Error as exc:
-            raise store_error(self.path, exc) from None
+            raise store_error(self.path, exc) from exc
 
     def executemany(self, *args: Any, **kwargs: Any) -> sqlite3.Cursor:
         try:
             return super().executemany(*args, **kwargs)
         except sqlite3.Error as exc:
-            raise store_error(self.path, exc) from None
+            raise store_error(self.path, exc) from exc
 
     def executescript(self, *args: Any, **kwargs: Any) -> sqlite3.Cursor:
         try:
             return super().executescript(*args, **kwargs)
         except sqlite3.Error as exc:
-            raise store_error(self.path, exc) from None
+            raise store_error(self.path, exc) from exc
 
 
 class RunStore:
@@ -149,7 +151,7 @@ class RunStore:
         try:
             db = sqlite3.connect(path, isolation_level=None, timeout=30, factory=_Connection)
         except sqlite3.Error as exc:
-            raise store_error(path, exc) from None
+            raise store_error(path, exc) from exc
         assert isinstance(db, _Connection)
         db.path = path
         self._db = db
@@ -331,26 +333,60 @@ class RunStore:
                         duplicate_of=first.provenance.location,
                     )
             if isinstance(result, Sample):
-                db.execute(
-                    "INSERT INTO samples (id, candidate_id, status, label, origin, round, record) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        result.id,
-                        candidate_id,
-                        result.status,
-                        result.label,
-                        result.origin,
-                        round_,
-                        result.model_dump_json(),
-                    ),
-                )
+                _insert_sample(db, candidate_id, round_, result)
             else:
-                db.execute(
-                    "INSERT INTO rejections (candidate_id, round, record) VALUES (?, ?, ?)",
-                    (candidate_id, round_, result.model_dump_json()),
-                )
+                _insert_rejection(db, candidate_id, round_, result)
             db.execute("UPDATE candidates SET state = 'done' WHERE id = ?", (candidate_id,))
         return result
+
+    def replace_sample(
+        self, old_id: str, candidate_id: int, round_: int, sample: Sample, rejection: Rejection
+    ) -> list[tuple[int, Rejection]]:
+        """Store ``sample`` (what processing made of candidate ``candidate_id``) in place of the
+        stored sample ``old_id``, a worse copy of it, which becomes ``rejection``; every
+        rejection that named the old copy names ``sample`` instead, as a near duplicate of it.
+        One transaction. Returns the candidate id and rejection of each candidate whose outcome
+        changed: the old copy's first."""
+        with self.transaction() as db:
+            row = db.execute(
+                "SELECT candidate_id, record FROM samples WHERE id = ?", (old_id,)
+            ).fetchone()
+            if row is None:
+                raise StoreError(
+                    f"run database {self.path}: sample {old_id} is to be replaced by a better "
+                    "copy but is not stored; start a new run folder"
+                )
+            old = Sample.model_validate_json(row["record"]).provenance.location
+            new = sample.provenance.location
+            db.execute("DELETE FROM samples WHERE id = ?", (old_id,))
+            _insert_sample(db, candidate_id, round_, sample)
+            old_candidate = int(row["candidate_id"])
+            _insert_rejection(db, old_candidate, round_, rejection)
+            changed = [(old_candidate, rejection)]
+            named = db.execute(
+                "SELECT candidate_id, record FROM rejections "
+                "WHERE json_extract(record, '$.duplicate_of') = ? AND candidate_id != ?",
+                (old, old_candidate),
+            ).fetchall()
+            for r in named:
+                rej = Rejection.model_validate_json(r["record"])
+                reasons = tuple(
+                    "near_duplicate" if x == "exact_duplicate" else x for x in rej.reasons
+                )
+                moved = rej.model_copy(
+                    update={
+                        "reasons": tuple(dict.fromkeys(reasons)),
+                        "duplicate_of": new,
+                        "detail": f"{rej.detail}; {old} gave way to a better copy",
+                    }
+                )
+                db.execute(
+                    "UPDATE rejections SET record = ? WHERE candidate_id = ?",
+                    (moved.model_dump_json(), r["candidate_id"]),
+                )
+                changed.append((int(r["candidate_id"]), moved))
+            db.execute("UPDATE candidates SET state = 'done' WHERE id = ?", (candidate_id,))
+        return changed
 
     def update_samples(self, samples: Iterable[Sample]) -> None:
         with self.transaction() as db:
@@ -417,6 +453,31 @@ class RunStore:
     def reports(self) -> list[QualityReport]:
         rows = self._db.execute("SELECT record FROM reports ORDER BY round")
         return [QualityReport.model_validate_json(r["record"]) for r in rows]
+
+
+def _insert_sample(db: sqlite3.Connection, candidate_id: int, round_: int, sample: Sample) -> None:
+    db.execute(
+        "INSERT INTO samples (id, candidate_id, status, label, origin, round, record) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (
+            sample.id,
+            candidate_id,
+            sample.status,
+            sample.label,
+            sample.origin,
+            round_,
+            sample.model_dump_json(),
+        ),
+    )
+
+
+def _insert_rejection(
+    db: sqlite3.Connection, candidate_id: int, round_: int, rejection: Rejection
+) -> None:
+    db.execute(
+        "INSERT INTO rejections (candidate_id, round, record) VALUES (?, ?, ?)",
+        (candidate_id, round_, rejection.model_dump_json()),
+    )
 
 
 def _where(conditions: dict[str, object]) -> tuple[str, list[object]]:

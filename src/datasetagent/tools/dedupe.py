@@ -1,7 +1,9 @@
 """Deduplication: exact keys in a dict, perceptual hashes in a sub-quadratic
 near-duplicate index, and hash matches confirmed by comparing small thumbnails.
 ``Deduplicator`` decides in arrival order (the first seen of a group is kept); ``BestCopies``
-regroups its verdicts so that each group keeps its best copy.
+regroups its verdicts so that each group keeps its best copy (``Quality``) once all are seen
+(the scan), and ``Deduplicator.replace`` puts a better copy in the place of a kept one as it
+arrives (the build).
 
 A 64-bit hash match alone is not enough on small, simple images (two different handwritten
 "5"s at 32×32 often hash within a few bits), so every match is verified: the normalised
@@ -306,25 +308,31 @@ class Deduplicator:
         exact_keys: Sequence[str | None],
         hashes: Sequence[np.ndarray | None],
         thumbs: Sequence[Thumb | None],
+        *,
+        remember: bool = True,
     ) -> list[Duplicate | None]:
         """For each item: the duplicate it is, or None when it is kept (and remembered).
 
         Exact keys are checked and remembered for every item, so a copy of a rejected image is
         named as such; an item with no hashes (rejected for another reason) takes no part in
-        the near-duplicate search.
+        the near-duplicate search. With ``remember`` False nothing is remembered: the verdicts
+        are what checking these items would give.
         """
         out: list[Duplicate | None] = [None] * len(keys)
         near_idx: list[int] = []
+        exact_here: dict[str, str] = {}  # this batch's first of each exact key
         for i, (key, exact, h) in enumerate(zip(keys, exact_keys, hashes, strict=True)):
             if exact is not None:
-                first = self._exact.get(exact)
+                first = self._exact.get(exact, exact_here.get(exact))
                 if first is not None:
                     out[i] = Duplicate("exact_duplicate", first)
                     continue
-                self._exact[exact] = key
+                exact_here[exact] = key
             if h is not None:
                 near_idx.append(i)
         if not near_idx:
+            if remember:
+                self._exact.update(exact_here)
             return out
         batch_keys = [keys[i] for i in near_idx]
         batch_thumbs = [thumbs[i] for i in near_idx]
@@ -353,18 +361,35 @@ class Deduplicator:
             batch_keys,
             [hashes[i] for i in near_idx],  # type: ignore[misc]
             accept,
+            add=remember,
         )
         for i, match in zip(near_idx, found, strict=True):
             if match is None:
                 thumb = thumbs[i]
-                if thumb is not None:
+                if thumb is not None and remember:
                     self._thumbs[keys[i]] = thumb
                 continue
             out[i] = Duplicate("near_duplicate", match[0], match[1])
             exact = exact_keys[i]
-            if exact is not None and self._exact.get(exact) == keys[i]:
-                del self._exact[exact]  # not kept, so not a first of anything
+            if exact is not None and exact_here.get(exact) == keys[i]:
+                del exact_here[exact]  # not kept, so not a first of anything
+        if remember:
+            self._exact.update(exact_here)
         return out
+
+    def add(
+        self, keys: Sequence[str], hashes: Sequence[np.ndarray], thumbs: Sequence[Thumb | None]
+    ) -> None:
+        """Remember items as kept without checking them (say, when rebuilt from kept ones)."""
+        self._near.add(keys, hashes)
+        self._thumbs.update((k, t) for k, t in zip(keys, thumbs, strict=True) if t is not None)
+
+    def replace(self, old: str, new: str, hashes: np.ndarray, thumb: Thumb | None) -> None:
+        """Keep ``new`` in place of the kept item ``old`` (a better copy of it): later items
+        are compared with ``new`` and no longer with ``old``. Exact keys are left as they are."""
+        self._near.remove(old)
+        self._thumbs.pop(old, None)
+        self.add([new], [hashes], [thumb])
 
     def memory_bytes(self) -> int:
         per_thumb = THUMB * THUMB + 100
@@ -388,12 +413,21 @@ class Quality(NamedTuple):
         pixels = width * height
         return cls(pixels, fmt in LOSSLESS, nbytes / max(pixels, 1))
 
+    @property
+    def rank(self) -> tuple[int, int, float]:
+        """Sorts the best copy first."""
+        return (-self.pixels, -int(self.lossless), -self.bytes_per_pixel)
+
+    def better_than(self, other: Quality) -> bool:
+        """Whether this copy is to be kept rather than ``other`` (of equals, the first seen)."""
+        return self.rank < other.rank
+
 
 class BestCopies:
     """Turns first-seen duplicate verdicts (``Deduplicator.check``, fed in arrival order) into
-    best-copy ones: of each group the best copy (``Quality``, then the smaller key) is kept and
-    every other member names it; of equals (exact copies included), the first seen. A group is
-    its first-seen copy and the items naming it."""
+    best-copy ones: of each group the best copy (``Quality.rank``) is kept and every other
+    member names it; of equals (exact copies included), the first seen. A group is its
+    first-seen copy and the items naming it."""
 
     def __init__(self) -> None:
         self._quality: dict[str, Quality] = {}
@@ -416,7 +450,7 @@ class BestCopies:
             # metadata do not make a copy better
             firsts: dict[str, str] = {}
             ranks = {
-                k: _rank(self._quality[firsts.setdefault(e, k) if (e := self._exact[k]) else k])
+                k: self._quality[firsts.setdefault(e, k) if (e := self._exact[k]) else k].rank
                 for k in group
             }
             best = min(group, key=ranks.__getitem__)  # min: the first of equals
@@ -428,7 +462,3 @@ class BestCopies:
                     same = self._exact[key] is not None and self._exact[key] == self._exact[best]
                     out[key] = Duplicate("exact_duplicate" if same else "near_duplicate", best)
         return out
-
-
-def _rank(q: Quality) -> tuple[int, int, float]:
-    return (-q.pixels, -int(q.lossless), -q.bytes_per_pixel)

@@ -311,6 +311,17 @@ def _within_batch(
     return list(zip(i[order].tolist(), j[order].tolist(), d[order].tolist(), strict=True))
 
 
+def _flatten(keys: Sequence[str], hashes: Sequence[npt.ArrayLike]) -> tuple[U64, I64, Bools]:
+    """Every item's hashes in one array, the item each belongs to, and which are row 0."""
+    rows = [_as_hashes(h, k) for k, h in zip(keys, hashes, strict=True)]
+    count = np.array([len(r) for r in rows], dtype=np.int64)
+    flat = np.concatenate(rows)
+    item = np.repeat(np.arange(len(rows), dtype=np.int64), count)
+    is_full = np.zeros(len(flat), dtype=bool)
+    is_full[np.concatenate([[0], np.cumsum(count)[:-1]])] = True
+    return flat, item, is_full
+
+
 def _as_hashes(h: object, key: str) -> U64:
     arr = np.asarray(h)
     if arr.ndim != 1 or arr.size == 0 or arr.dtype.kind not in "iu":
@@ -338,20 +349,29 @@ class NearDuplicateIndex:
         self._keys: list[str] = []
         self._full = _Level(threshold)  # row 0 of every kept item
         self._windows = _Level(threshold)  # the other rows of every kept item
+        #: Items removed (by their place in ``_keys``): their hashes stay, unmatched.
+        self._removed = np.zeros(0, dtype=bool)
+        self._n_removed = 0
+        #: Each key's latest place in ``_keys``, made on the first removal.
+        self._place: dict[str, int] | None = None
 
     def __len__(self) -> int:
-        return len(self._keys)
+        return len(self._keys) - self._n_removed
 
     def memory_bytes(self) -> int:
-        """Estimated footprint: the arrays, plus the key strings and the list holding them."""
+        """Estimated footprint: the arrays, plus the key strings and the list holding them
+        (and, once an item was removed, the map of keys to places)."""
         keys = sum(sys.getsizeof(k) for k in self._keys) + 8 * len(self._keys)
-        return self._full.nbytes() + self._windows.nbytes() + keys
+        places = 0 if self._place is None else sys.getsizeof(self._place) + 32 * len(self._place)
+        return self._full.nbytes() + self._windows.nbytes() + keys + self._removed.nbytes + places
 
     def check_and_add(
         self,
         keys: Sequence[str],
         hashes: Sequence[npt.ArrayLike],
         accept: Callable[[int, str], bool] | None = None,
+        *,
+        add: bool = True,
     ) -> list[tuple[str, int] | None]:
         """For each item in order: ``(key of the kept item it duplicates, distance)``, or None
         when it is kept (and added). Items earlier in the batch count as kept before it; of
@@ -359,24 +379,19 @@ class NearDuplicateIndex:
 
         ``accept(i, key)``, when given, verifies a hash match of batch item ``i`` with the kept
         item ``key`` (say, by comparing thumbnails); candidates it refuses are passed over.
+        With ``add`` False the index is left as it was: the verdicts are what checking these
+        items would give.
         """
         if len(keys) != len(hashes):
             raise ValueError(f"got {len(keys)} keys but {len(hashes)} hash arrays; pass one each")
-        rows = [_as_hashes(h, k) for k, h in zip(keys, hashes, strict=True)]
-        if not rows:
+        if not keys:
             return []
-        count = np.array([len(r) for r in rows], dtype=np.int64)
-        flat = np.concatenate(rows)
-        item = np.repeat(np.arange(len(rows), dtype=np.int64), count)
-        first = np.concatenate([[0], np.cumsum(count)[:-1]])
-        is_full = np.zeros(len(flat), dtype=bool)
-        is_full[first] = True
-        fulls, wins = flat[first], flat[~is_full]
-
+        flat, item, is_full = _flatten(keys, hashes)
+        fulls, wins = flat[is_full], flat[~is_full]
         base = len(self._keys)
         # Against kept items: any hash vs their full hashes, full hash vs their windows.
-        q1, o1, d1 = self._full.query(flat)
-        q2, o2, d2 = self._windows.query(fulls)
+        q1, o1, d1 = self._live(self._full.query(flat))
+        q2, o2, d2 = self._live(self._windows.query(fulls))
         # Within the batch: the same pairs among its own items, earlier ones only.
         pairs = _within_batch(self.threshold, flat, item, fulls, wins, item[~is_full])
         if accept is None:
@@ -384,7 +399,7 @@ class NearDuplicateIndex:
                 np.concatenate([item[q1], q2]),
                 np.concatenate([o1, o2]),
                 np.concatenate([d1, d2]),
-                len(rows),
+                len(keys),
             )
             kept = best_o < 0
             for i, j, d in pairs:
@@ -405,8 +420,45 @@ class NearDuplicateIndex:
             None if o < 0 else (self._keys[o] if o < base else keys[o - base], d)
             for o, d in zip(best_o.tolist(), best_d.tolist(), strict=True)
         ]
-        self._add(keys, kept, fulls, wins, item[~is_full])
+        if add:
+            self._add(keys, kept, fulls, wins, item[~is_full])
         return out
+
+    def add(self, keys: Sequence[str], hashes: Sequence[npt.ArrayLike]) -> None:
+        """Add items as kept without checking them (say, an index rebuilt from kept items)."""
+        if len(keys) != len(hashes):
+            raise ValueError(f"got {len(keys)} keys but {len(hashes)} hash arrays; pass one each")
+        if not keys:
+            return
+        flat, item, is_full = _flatten(keys, hashes)
+        kept = np.ones(len(keys), dtype=bool)
+        self._add(keys, kept, flat[is_full], flat[~is_full], item[~is_full])
+
+    def remove(self, key: str) -> None:
+        """Forget the kept item ``key`` (its latest addition): no later item matches it."""
+        if self._place is None:
+            self._place = {k: i for i, k in enumerate(self._keys)}
+        place = self._place.pop(key, None)
+        if place is None:
+            raise KeyError(f"{key!r} is not in the near-duplicate index")
+        if place >= len(self._removed):
+            grown = np.zeros(max(len(self._keys), 2 * len(self._removed)), dtype=bool)
+            grown[: len(self._removed)] = self._removed
+            self._removed = grown
+        self._removed[place] = True
+        self._n_removed += 1
+
+    def _live(self, found: tuple[I64, I64, I64]) -> tuple[I64, I64, I64]:
+        """Query results (query, owner, distance) without those of removed items."""
+        query, owner, dist = found
+        if not len(self._removed) or not len(owner):
+            return found
+        dead = np.zeros(len(owner), dtype=bool)
+        inside = owner < len(self._removed)
+        dead[inside] = self._removed[owner[inside]]
+        if not dead.any():
+            return found
+        return query[~dead], owner[~dead], dist[~dead]
 
     def _verified(
         self,
@@ -447,6 +499,8 @@ class NearDuplicateIndex:
         if base + len(idx) >= np.iinfo(np.int32).max:
             raise ValueError("NearDuplicateIndex holds at most 2**31 - 1 items")
         self._keys.extend(keys[i] for i in idx.tolist())
+        if self._place is not None:
+            self._place.update((keys[i], base + n) for n, i in enumerate(idx.tolist()))
         self._full.add(fulls[idx], new_id[idx].astype(np.int32))
         wkeep = kept[win]
         if wkeep.any():
