@@ -102,7 +102,8 @@ def process_bytes(data: bytes, params: ProcessParams) -> Processed:
     except ImageIssue as issue:
         return Processed(issues=[issue.issue], detail=issue.detail)
     img = decoded.image
-    pixels = np.asarray(img)  # one copy out of Pillow serves every measurement below
+    # the decoder's own array, or one copy out of Pillow, serves every measurement below
+    pixels = decoded.pixels if decoded.pixels is not None else np.asarray(img)
     small = (
         img
         if max(img.size) <= quality.ANALYSIS_SIDE
