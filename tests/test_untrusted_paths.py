@@ -30,7 +30,7 @@ from datasetagent.sources.files import LINK_OUT, NOT_REGULAR, image_files
 from datasetagent.sources.formats import DatasetFormatError
 from datasetagent.sources.local import read_file
 from datasetagent.spec import ClassSpec, DatasetSpec, ImageConstraints, SourceSpec, TaskKind
-from export_data import blob_path, make_samples, spec_for
+from export_data import blob_path, export_each_format, make_samples, spec_for
 from helpers import digit_images, encode, write_class_folders
 
 HOW = ("dotdot", "absolute", "symlink")
@@ -39,16 +39,7 @@ HOW = ("dotdot", "absolute", "symlink")
 @pytest.fixture(scope="module")
 def exports(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One clean export per format, copied by each test before it turns it hostile."""
-    root = tmp_path_factory.mktemp("exports")
-    tasks: dict[TaskKind, tuple[str, ...]] = {
-        "detection": ("coco", "yolo", "voc", "hf"),
-        "classification": ("csv",),
-    }
-    for task, formats in tasks.items():
-        items = make_samples(root / f"img-{task}", task, n=6)
-        for fmt in formats:
-            export_samples(fmt, root / fmt, spec_for(task, fmt), items, blob_path, None)
-    return root
+    return export_each_format(tmp_path_factory.mktemp("exports"))
 
 
 def _secret(folder: Path) -> Path:
