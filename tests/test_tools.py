@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import io
-from collections.abc import Iterator
 from pathlib import Path
 from unittest import mock
 
@@ -17,7 +16,7 @@ from datasetagent.store import BlobStore, Candidate, RunStore
 from datasetagent.tools import decode, quality
 from datasetagent.tools.decode import ImageIssue, decode_strict
 from datasetagent.tools.hashing import pixel_hash
-from helpers import encode
+from helpers import PathSource, encode
 
 MAX = 10_000_000
 
@@ -233,18 +232,6 @@ def test_process_enhances_a_dark_photo_under_the_ssim_guard(
     assert off.data == encode(dim)
 
 
-class _Files:
-    """A source that reads local paths (what the processing agent needs of one)."""
-
-    kind = "local"
-
-    def candidates(self) -> Iterator[Candidate]:
-        return iter(())
-
-    def read(self, location: str) -> bytes:
-        return Path(location).read_bytes()
-
-
 def _round_outcomes(tmp: Path, paths: list[Path], batch: int) -> list[tuple[str, ...]]:
     spec = DatasetSpec(classes=(ClassSpec(name="a"), ClassSpec(name="b")))
     tmp.mkdir()
@@ -257,7 +244,7 @@ def _round_outcomes(tmp: Path, paths: list[Path], batch: int) -> list[tuple[str,
             Candidate(source_kind="local", location=str(p), licence="CC0-1.0") for p in paths
         )
         store.take_candidates(1, len(paths), origin="collected", wanted=None)
-        agent = ImageProcessingAgent(store, BlobStore(tmp), spec, executor, {"local": _Files()})
+        agent = ImageProcessingAgent(store, BlobStore(tmp), spec, executor, {"local": PathSource()})
         agent.run_round(1)
         kept = {s.provenance.location: ("kept",) for s in store.samples()}
         rejected = {
