@@ -208,3 +208,20 @@ def test_voc_images_are_jpegs_and_jpegs_are_copied_byte_for_byte(tmp_path: Path)
         assert f"<filename>{path.name}</filename>" in xml
     converted = sum(not s.blob.endswith(".jpg") for s in samples)
     assert f"{CONVERTED_NOTE}: {converted}" in (out / "README.md").read_text()
+
+
+def test_an_animated_png_is_stored_as_its_first_frame_the_one_checked() -> None:
+    """Only the first frame of an animated file is decoded, checked and labelled, so the
+    sample holds that frame, not the source's other frames."""
+    first, second = photos()[0].convert("RGB"), photos()[1].convert("RGB")
+    buf = io.BytesIO()
+    first.save(buf, "PNG", save_all=True, append_images=[second.resize(first.size)])
+    data = buf.getvalue()
+    with Image.open(io.BytesIO(data)) as apng:
+        assert apng.n_frames == 2
+    result = process_bytes(data, ProcessParams(ImageConstraints(enhance="off")))
+    assert not result.issues
+    assert result.ext == "png"
+    with Image.open(io.BytesIO(result.data)) as stored:
+        assert getattr(stored, "n_frames", 1) == 1
+        assert np.array_equal(np.asarray(stored.convert("RGB")), np.asarray(first))

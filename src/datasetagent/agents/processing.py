@@ -123,8 +123,9 @@ def process_bytes(data: bytes, params: ProcessParams) -> Processed:
     gray = quality.gray_of(small)
     hashes = tuple(int(h) for h in image_hashes(gray))
     steps = list(decoded.steps)
-    #: whether the pixels differ from what the source file decodes to (then it is re-encoded)
-    changed = bool(decoded.steps)
+    #: whether the pixels differ from what the source file decodes to (then it is re-encoded);
+    #: of an animated file only the first frame was checked, so only it is stored
+    changed = bool(decoded.steps) or decoded.frames > 1
     ssim_value = None
     usage: dict[str, int] = {}
     if c.enhance == "auto" or params.policy is not None:
