@@ -25,6 +25,7 @@ from datasetagent.errors import UsageError
 from datasetagent.export import export_samples
 from datasetagent.pipeline import build
 from datasetagent.records import ClassLabel, Provenance, Sample
+from datasetagent.scan import ScanParams, scan_files
 from datasetagent.sources.existing import open_existing
 from datasetagent.sources.files import LINK_OUT, NOT_REGULAR, image_files
 from datasetagent.sources.formats import DatasetFormatError
@@ -329,6 +330,21 @@ def test_scan_skips_a_fifo_and_says_so(tmp_path: Path) -> None:
         str(folder / "real.png")
     ]
     assert f"skipped 1 file(s) in {folder}: {NOT_REGULAR}" in out.stderr
+
+
+@pytest.mark.timeout(30)
+def test_the_scan_reads_only_regular_files_it_was_given(tmp_path: Path) -> None:
+    """A file listed as regular that is a FIFO when a scan worker opens it (replaced in
+    between) is reported, not waited on, as the build's reader does."""
+    os.mkfifo(tmp_path / "x.png")
+    real = tmp_path / "real.png"
+    real.write_bytes(encode(digit_images(1, classes=(3,))[0][0]))
+    got = scan_files([str(tmp_path / "x.png"), str(real)], ScanParams())
+    assert [(s.path, s.issues) for s in got] == [
+        (str(tmp_path / "x.png"), ["corrupt"]),
+        (str(real), []),
+    ]
+    assert NOT_REGULAR in got[0].detail
 
 
 @pytest.mark.timeout(60)
