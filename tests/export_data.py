@@ -113,3 +113,22 @@ def make_samples(root: Path, task: TaskKind, n: int = 9, seed: int = 0) -> list[
 
 def blob_path(sample: Sample) -> Path:
     return Path(sample.blob)
+
+
+#: The formats :func:`export_each_format` writes, by task.
+EXPORTED: dict[TaskKind, tuple[str, ...]] = {
+    "detection": ("coco", "yolo", "voc", "hf"),
+    "classification": ("csv",),
+}
+
+
+def export_each_format(root: Path) -> Path:
+    """One clean export of :func:`make_samples` per format in ``EXPORTED``, each in
+    ``root/FORMAT`` (the images in ``root/img-TASK``); returns ``root``."""
+    from datasetagent.export import export_samples
+
+    for task, formats in EXPORTED.items():
+        items = make_samples(root / f"img-{task}", task, n=6)
+        for fmt in formats:
+            export_samples(fmt, root / fmt, spec_for(task, fmt), items, blob_path, None)
+    return root

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import io
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 from scipy.ndimage import gaussian_filter
+
+from datasetagent.store import Candidate
 
 
 def digit_images(
@@ -71,3 +74,16 @@ def ssim_reference(a: np.ndarray, b: np.ndarray) -> float:
     if min(a.shape) < 11:
         return float(smap.mean())
     return float(smap[5:-5, 5:-5].mean())
+
+
+class PathSource:
+    """A ``local`` source that lists nothing and reads any path (what the processing agent
+    needs of a source, for candidates a test adds to the store itself)."""
+
+    kind = "local"
+
+    def candidates(self) -> Iterator[Candidate]:
+        return iter(())
+
+    def read(self, location: str) -> bytes:
+        return Path(location).read_bytes()

@@ -208,3 +208,41 @@ def test_voc_images_are_jpegs_and_jpegs_are_copied_byte_for_byte(tmp_path: Path)
         assert f"<filename>{path.name}</filename>" in xml
     converted = sum(not s.blob.endswith(".jpg") for s in samples)
     assert f"{CONVERTED_NOTE}: {converted}" in (out / "README.md").read_text()
+
+
+def test_an_animated_png_is_stored_as_its_first_frame_the_one_checked() -> None:
+    """Only the first frame of an animated file is decoded, checked and labelled, so the
+    sample holds that frame, not the source's other frames."""
+    first, second = photos()[0].convert("RGB"), photos()[1].convert("RGB")
+    buf = io.BytesIO()
+    first.save(buf, "PNG", save_all=True, append_images=[second.resize(first.size)])
+    data = buf.getvalue()
+    with Image.open(io.BytesIO(data)) as apng:
+        assert apng.n_frames == 2
+    result = process_bytes(data, ProcessParams(ImageConstraints(enhance="off")))
+    assert not result.issues
+    assert result.ext == "png"
+    with Image.open(io.BytesIO(result.data)) as stored:
+        assert getattr(stored, "n_frames", 1) == 1
+        assert np.array_equal(np.asarray(stored.convert("RGB")), np.asarray(first))
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG"])
+def test_a_changed_image_keeps_its_colour_profile(fmt: str) -> None:
+    """A re-encoded image carries the source's ICC profile (a wide-gamut photo would show
+    other colours without it), but not onto pixels of another colour space."""
+    from PIL import ImageCms
+
+    icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    exif = Image.Exif()
+    exif[0x0112] = 6  # turned upright: the pixels change, so the image is re-encoded
+    data = encode(photos()[0].convert("RGB"), fmt, icc_profile=icc, exif=exif.tobytes())
+    rgb = process_bytes(data, ProcessParams(ImageConstraints(enhance="off")))
+    assert [s.name for s in rgb.steps] == ["exif_orientation"]
+    with Image.open(io.BytesIO(rgb.data)) as stored:
+        assert (stored.format, stored.info.get("icc_profile")) == (fmt, icc)
+    grey = process_bytes(data, ProcessParams(ImageConstraints(enhance="off", color_mode="L")))
+    assert [s.name for s in grey.steps] == ["exif_orientation", "color_mode"]
+    with Image.open(io.BytesIO(grey.data)) as stored:
+        assert stored.mode == "L"
+        assert "icc_profile" not in stored.info

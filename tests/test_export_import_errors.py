@@ -20,23 +20,13 @@ from datasetagent.export import export_samples
 from datasetagent.pipeline import build
 from datasetagent.sources.existing import open_existing
 from datasetagent.sources.formats import DatasetFormatError
-from datasetagent.spec import TaskKind
-from export_data import blob_path, make_samples, spec_for
+from export_data import blob_path, export_each_format, make_samples, spec_for
 
 
 @pytest.fixture(scope="module")
 def exports(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One clean export per format, copied by each test before it breaks something."""
-    root = tmp_path_factory.mktemp("exports")
-    tasks: dict[TaskKind, tuple[str, ...]] = {
-        "detection": ("coco", "yolo", "voc", "hf"),
-        "classification": ("csv",),
-    }
-    for task, formats in tasks.items():
-        items = make_samples(root / f"img-{task}", task, n=6)
-        for fmt in formats:
-            export_samples(fmt, root / fmt, spec_for(task, fmt), items, blob_path, None)
-    return root
+    return export_each_format(tmp_path_factory.mktemp("exports"))
 
 
 def _json(path: Path, change: Callable[[dict[str, object]], None]) -> None:

@@ -4,7 +4,6 @@ compressed; ``tools.dedupe.Quality``), whenever in the run the better copy arriv
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from unittest import mock
@@ -19,22 +18,12 @@ from datasetagent.runtime.local import LocalExecutor
 from datasetagent.sources import Source
 from datasetagent.spec import ClassSpec, DatasetSpec, SourceSpec
 from datasetagent.store import BlobStore, Candidate, RunStore
-from helpers import digit_images, encode
+from helpers import PathSource, digit_images, encode
 
 SPEC = DatasetSpec(classes=(ClassSpec(name="a"), ClassSpec(name="b")))
 
 
-class _Files:
-    kind = "local"
-
-    def candidates(self) -> Iterator[Candidate]:
-        return iter(())
-
-    def read(self, location: str) -> bytes:
-        return Path(location).read_bytes()
-
-
-FILES: dict[str, Source] = {"local": _Files()}
+FILES: dict[str, Source] = {"local": PathSource()}
 
 
 @pytest.fixture

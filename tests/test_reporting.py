@@ -237,6 +237,13 @@ def test_the_data_card_states_the_confidence_rule_that_applies_to_objects() -> N
     assert "were held back for review, not exported" not in card
     assert "applies to class labels only" in card
     assert "runs from 0.76 to 0.95" in card
+    close = _boxes_sample(
+        Box(label="cat", confidence=0.8996, labeler="m", x=1, y=1, w=5, h=5),
+        Box(label="dog", confidence=0.95, labeler="m", x=9, y=1, w=5, h=5),
+    )
+    assert spec.quality.min_confidence == 0.9
+    # an object under the threshold does not read as at it
+    assert "runs from 0.8996 to 0.95" in render_datacard(spec, [close], None, "coco")
     classification = render_datacard(DatasetSpec(classes=spec.classes), [], None, "imagefolder")
     assert "New class labels below confidence 0.9 were held back" in classification
 

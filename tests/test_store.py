@@ -7,7 +7,7 @@ import pytest
 
 from datasetagent.errors import StoreError
 from datasetagent.records import Provenance, Rejection, Sample
-from datasetagent.store import BlobStore, Candidate, RunStore
+from datasetagent.store import LOCK_NAME, BlobStore, Candidate, RunStore, run_lock
 
 
 def cand(i: int, hint: str | None = None) -> Candidate:
@@ -109,3 +109,26 @@ def test_blob_store_is_content_addressed_and_idempotent(tmp_path: Path) -> None:
     assert blobs.put("cd" * 32, "png", b"two") == rel
     assert blobs.path(rel).read_bytes() == b"one"
     assert not list(tmp_path.rglob(".tmp-*"))
+
+
+@pytest.mark.timeout(30)
+def test_the_run_lock_never_writes_through_a_link_or_into_a_fifo(tmp_path: Path) -> None:
+    """The lock file is truncated and written: a ``run.lock`` that links to another file, or
+    is a FIFO, is refused with a one-line error, and what it points at is left as it was."""
+    import os
+
+    run = tmp_path / "run"
+    run.mkdir()
+    precious = tmp_path / "notes.txt"
+    precious.write_text("the user's own notes\n")
+    (run / LOCK_NAME).symlink_to(precious)
+    with pytest.raises(StoreError, match="symbolic link; remove it"), run_lock(run, "build"):
+        pass
+    assert precious.read_text() == "the user's own notes\n"
+    (run / LOCK_NAME).unlink()
+    os.mkfifo(run / LOCK_NAME)
+    with pytest.raises(StoreError, match="not a regular file; remove it"), run_lock(run, "build"):
+        pass
+    (run / LOCK_NAME).unlink()
+    with run_lock(run, "build"):  # a plain lock file is made and taken as before
+        assert (run / LOCK_NAME).read_text() == f"{os.getpid()} build\n"

@@ -1,13 +1,12 @@
 from __future__ import annotations
 
 import io
-from collections.abc import Iterator
 from pathlib import Path
 from unittest import mock
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageFile
 
 from datasetagent.agents import processing
 from datasetagent.agents.processing import ImageProcessingAgent, ProcessParams, process_bytes
@@ -17,7 +16,7 @@ from datasetagent.store import BlobStore, Candidate, RunStore
 from datasetagent.tools import decode, quality
 from datasetagent.tools.decode import ImageIssue, decode_strict
 from datasetagent.tools.hashing import pixel_hash
-from helpers import encode
+from helpers import PathSource, encode
 
 MAX = 10_000_000
 
@@ -72,10 +71,27 @@ def _mm_exif(orientation: int) -> bytes:
     return b"Exif\0\0MM\0*" + (8).to_bytes(4, "big") + (1).to_bytes(2, "big") + entry + b"\0" * 4
 
 
-def test_fast_grey_jpeg_decode_equals_pillows(photo_images: list[Image.Image]) -> None:
-    """The header read by hand and the strict libjpeg-turbo decode give what Pillow gives:
-    size, upright orientation (either EXIF byte order), steps and pixels; CMYK and MPO go to
-    Pillow."""
+def test_plain_jpeg_is_decoded_once(photo_images: list[Image.Image]) -> None:
+    """The pipeline's full colour decode of a plain JPEG is the strict decoder's alone: Pillow
+    does not decode the entropy-coded data a second time."""
+    data = encode(photo_images[0], "JPEG")
+    refuse = mock.patch.object(ImageFile.ImageFile, "load", side_effect=AssertionError)
+    with refuse, mock.patch.object(decode, "_decode_jpeg", wraps=decode._decode_jpeg) as strict:
+        for color_mode in ("RGB", None, "L"):
+            decoded = decode_strict(data, max_pixels=MAX, color_mode=color_mode)
+            assert decoded.size == photo_images[0].size
+    assert strict.call_count == 3
+
+
+@pytest.mark.parametrize(
+    ("color_mode", "reduce_to"), [("L", 80), ("RGB", None), (None, None), ("L", None), ("RGB", 80)]
+)
+def test_fast_jpeg_decode_equals_pillows(
+    photo_images: list[Image.Image], color_mode: str | None, reduce_to: int | None
+) -> None:
+    """The header read by hand and the one strict libjpeg-turbo decode give what Pillow gives,
+    for the scan's reduced grey and the pipeline's full colour alike: size, upright
+    orientation (either EXIF byte order), steps, mode and pixels; CMYK and MPO go to Pillow."""
     photo = photo_images[0].resize((320, 213))
     cases: dict[str, bytes] = {}
     for orientation in range(1, 9):
@@ -89,11 +105,14 @@ def test_fast_grey_jpeg_decode_equals_pillows(photo_images: list[Image.Image]) -
     cases["trailing bytes"] = encode(photo, "JPEG") + b"\0" * 10
     fast = {"cmyk": False}
     for name, data in cases.items():
-        got = decode_strict(data, max_pixels=MAX, color_mode="L", reduce_to=80)
+        got = decode_strict(data, max_pixels=MAX, color_mode=color_mode, reduce_to=reduce_to)
         with mock.patch.object(decode, "jpeg_header", return_value=None):
-            want = decode_strict(data, max_pixels=MAX, color_mode="L", reduce_to=80)
+            want = decode_strict(data, max_pixels=MAX, color_mode=color_mode, reduce_to=reduce_to)
         assert (got.size, got.steps, got.frames) == (want.size, want.steps, want.frames), name
+        assert got.image.mode == want.image.mode, name
         assert np.array_equal(np.asarray(got.image), np.asarray(want.image)), name
+        if got.pixels is not None:
+            assert np.array_equal(got.pixels, np.asarray(got.image)), name
         took_fast_path = decode.jpeg_header(data) is not None
         assert took_fast_path == fast.get(name, True), name
     mpo = io.BytesIO()
@@ -213,18 +232,6 @@ def test_process_enhances_a_dark_photo_under_the_ssim_guard(
     assert off.data == encode(dim)
 
 
-class _Files:
-    """A source that reads local paths (what the processing agent needs of one)."""
-
-    kind = "local"
-
-    def candidates(self) -> Iterator[Candidate]:
-        return iter(())
-
-    def read(self, location: str) -> bytes:
-        return Path(location).read_bytes()
-
-
 def _round_outcomes(tmp: Path, paths: list[Path], batch: int) -> list[tuple[str, ...]]:
     spec = DatasetSpec(classes=(ClassSpec(name="a"), ClassSpec(name="b")))
     tmp.mkdir()
@@ -237,7 +244,7 @@ def _round_outcomes(tmp: Path, paths: list[Path], batch: int) -> list[tuple[str,
             Candidate(source_kind="local", location=str(p), licence="CC0-1.0") for p in paths
         )
         store.take_candidates(1, len(paths), origin="collected", wanted=None)
-        agent = ImageProcessingAgent(store, BlobStore(tmp), spec, executor, {"local": _Files()})
+        agent = ImageProcessingAgent(store, BlobStore(tmp), spec, executor, {"local": PathSource()})
         agent.run_round(1)
         kept = {s.provenance.location: ("kept",) for s in store.samples()}
         rejected = {

@@ -25,12 +25,13 @@ from datasetagent.errors import UsageError
 from datasetagent.export import export_samples
 from datasetagent.pipeline import build
 from datasetagent.records import ClassLabel, Provenance, Sample
+from datasetagent.scan import ScanParams, scan_files
 from datasetagent.sources.existing import open_existing
 from datasetagent.sources.files import LINK_OUT, NOT_REGULAR, image_files
 from datasetagent.sources.formats import DatasetFormatError
 from datasetagent.sources.local import read_file
 from datasetagent.spec import ClassSpec, DatasetSpec, ImageConstraints, SourceSpec, TaskKind
-from export_data import blob_path, make_samples, spec_for
+from export_data import blob_path, export_each_format, make_samples, spec_for
 from helpers import digit_images, encode, write_class_folders
 
 HOW = ("dotdot", "absolute", "symlink")
@@ -39,16 +40,7 @@ HOW = ("dotdot", "absolute", "symlink")
 @pytest.fixture(scope="module")
 def exports(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One clean export per format, copied by each test before it turns it hostile."""
-    root = tmp_path_factory.mktemp("exports")
-    tasks: dict[TaskKind, tuple[str, ...]] = {
-        "detection": ("coco", "yolo", "voc", "hf"),
-        "classification": ("csv",),
-    }
-    for task, formats in tasks.items():
-        items = make_samples(root / f"img-{task}", task, n=6)
-        for fmt in formats:
-            export_samples(fmt, root / fmt, spec_for(task, fmt), items, blob_path, None)
-    return root
+    return export_each_format(tmp_path_factory.mktemp("exports"))
 
 
 def _secret(folder: Path) -> Path:
@@ -338,6 +330,21 @@ def test_scan_skips_a_fifo_and_says_so(tmp_path: Path) -> None:
         str(folder / "real.png")
     ]
     assert f"skipped 1 file(s) in {folder}: {NOT_REGULAR}" in out.stderr
+
+
+@pytest.mark.timeout(30)
+def test_the_scan_reads_only_regular_files_it_was_given(tmp_path: Path) -> None:
+    """A file listed as regular that is a FIFO when a scan worker opens it (replaced in
+    between) is reported, not waited on, as the build's reader does."""
+    os.mkfifo(tmp_path / "x.png")
+    real = tmp_path / "real.png"
+    real.write_bytes(encode(digit_images(1, classes=(3,))[0][0]))
+    got = scan_files([str(tmp_path / "x.png"), str(real)], ScanParams())
+    assert [(s.path, s.issues) for s in got] == [
+        (str(tmp_path / "x.png"), ["corrupt"]),
+        (str(real), []),
+    ]
+    assert NOT_REGULAR in got[0].detail
 
 
 @pytest.mark.timeout(60)

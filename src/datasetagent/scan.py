@@ -25,7 +25,7 @@ from pydantic import BaseModel, ConfigDict
 from threadpoolctl import threadpool_limits
 
 from datasetagent.runtime.local import LocalExecutor
-from datasetagent.sources.files import image_files
+from datasetagent.sources.files import image_files, read_regular
 from datasetagent.spec import DEFAULT_MIN_SIDE, ISSUE_NAMES, CheckThresholds
 from datasetagent.tools.dedupe import THUMB, BestCopies, Deduplicator, Duplicate, Quality, Thumb
 
@@ -104,8 +104,7 @@ def scan_files(paths: list[str], params: ScanParams) -> list[Scanned]:
     files: dict[int, bytes] = {}
     for i, path in enumerate(paths):
         try:
-            with open(path, "rb") as fh:
-                files[i] = fh.read()
+            files[i] = read_regular(path)  # a FIFO put in a listed file's place is refused
         except OSError as exc:
             detail = f"cannot read: {exc.strerror or exc}"
             out[i] = Scanned(path=path, issues=["corrupt"], detail=detail)

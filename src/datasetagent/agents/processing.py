@@ -102,7 +102,8 @@ def process_bytes(data: bytes, params: ProcessParams) -> Processed:
     except ImageIssue as issue:
         return Processed(issues=[issue.issue], detail=issue.detail)
     img = decoded.image
-    pixels = np.asarray(img)  # one copy out of Pillow serves every measurement below
+    # the decoder's own array, or one copy out of Pillow, serves every measurement below
+    pixels = decoded.pixels if decoded.pixels is not None else np.asarray(img)
     small = (
         img
         if max(img.size) <= quality.ANALYSIS_SIDE
@@ -122,8 +123,9 @@ def process_bytes(data: bytes, params: ProcessParams) -> Processed:
     gray = quality.gray_of(small)
     hashes = tuple(int(h) for h in image_hashes(gray))
     steps = list(decoded.steps)
-    #: whether the pixels differ from what the source file decodes to (then it is re-encoded)
-    changed = bool(decoded.steps)
+    #: whether the pixels differ from what the source file decodes to (then it is re-encoded);
+    #: of an animated file only the first frame was checked, so only it is stored
+    changed = bool(decoded.steps) or decoded.frames > 1
     ssim_value = None
     usage: dict[str, int] = {}
     if c.enhance == "auto" or params.policy is not None:
@@ -184,26 +186,40 @@ def stored_bytes(
     """What a sample's blob holds, and its extension: the source file's own bytes when no pixel
     changed and it is a JPEG or PNG; otherwise ``img`` encoded in the source's kind of format —
     a JPEG (or MPO) source as a JPEG at quality ``JPEG_QUALITY`` with its chroma subsampling, a
-    PNG source as a PNG, and the rest (BMP, GIF, TIFF, WebP, PPM) as PNG."""
+    PNG source as a PNG, and the rest (BMP, GIF, TIFF, WebP, PPM) as PNG — with the source's
+    colour profile where its colour space is the image's, so viewers show the same colours."""
     keep = _KEEP_AS_IS.get(source_format)
     if not changed and keep is not None:
         return data, keep
     buf = io.BytesIO()
+    with Image.open(io.BytesIO(data)) as src:  # reads the header only
+        options = _source_options(src, source_format, img.mode)
     if source_format in ("JPEG", "MPO"):
-        img.save(buf, format="JPEG", quality=JPEG_QUALITY, **_jpeg_sampling(data, img.mode))
+        img.save(buf, format="JPEG", quality=JPEG_QUALITY, **options)
         return buf.getvalue(), "jpg"
-    img.save(buf, format="PNG", optimize=False)
+    img.save(buf, format="PNG", optimize=False, **options)
     return buf.getvalue(), "png"
 
 
-def _jpeg_sampling(data: bytes, mode: str) -> dict[str, int]:
-    """Pillow's ``subsampling`` argument that keeps the source JPEG's chroma subsampling
-    (nothing for grey output or a layout Pillow cannot write)."""
-    if mode != "RGB":
-        return {}
-    with Image.open(io.BytesIO(data)) as src:  # reads the header only
+#: Source modes whose colour profile describes RGB, and grey, pixels.
+_RGB_SOURCES = frozenset({"RGB", "RGBA", "RGBX", "P", "PA", "YCbCr"})
+_GREY_SOURCES = frozenset({"L", "LA", "1", "I", "I;16", "I;16B", "I;16L", "F"})
+
+
+def _source_options(src: Image.Image, source_format: str, mode: str) -> dict[str, object]:
+    """Pillow save arguments that keep what the source says of its pixels: a JPEG's chroma
+    subsampling (RGB output, a layout Pillow can write) and the ICC colour profile, where the
+    source's colour space is the output's (none otherwise: not a CMYK or RGB profile on grey)."""
+    options: dict[str, object] = {}
+    if source_format in ("JPEG", "MPO") and mode == "RGB":
         sampling = JpegImagePlugin.get_sampling(src)
-    return {"subsampling": sampling} if sampling in (0, 1, 2) else {}
+        if sampling in (0, 1, 2):
+            options["subsampling"] = sampling
+    icc = src.info.get("icc_profile")
+    family = _RGB_SOURCES if mode == "RGB" else _GREY_SOURCES
+    # None, not left out: Pillow's PNG writer would take the decoded image's own profile
+    options["icc_profile"] = icc if isinstance(icc, bytes) and icc and src.mode in family else None
+    return options
 
 
 def fit_to(img: Image.Image, size: tuple[int, int], how: str) -> tuple[Image.Image, ProcessingStep]:

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 
 from datasetagent import __version__
 from datasetagent.export.prepare import ExportStats
+from datasetagent.metrics import compared
 from datasetagent.records import Box, Mask, QualityReport, Sample
 from datasetagent.spec import SPLIT_NAMES, DatasetSpec
 
@@ -60,10 +61,11 @@ def _confidence_rule(spec: DatasetSpec, samples: Sequence[Sample]) -> list[str]:
         for a in s.annotations
         if isinstance(a, Box | Mask)
     ]
+    # as many digits as it takes to tell each end from the threshold (0.8996 is not "0.90")
+    ends = [compared(end, floor)[0] for end in (min(scores), max(scores))] if scores else []
     spread = (
-        f" The new objects' confidence in this export runs from {min(scores):.2f} to "
-        f"{max(scores):.2f}."
-        if scores
+        f" The new objects' confidence in this export runs from {ends[0]} to {ends[1]}."
+        if ends
         else ""
     )
     return [

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -25,10 +26,21 @@ def run_lock(run_dir: Path, command: str) -> Iterator[None]:
     """Hold the lock of ``run_dir`` (which must exist) for ``command`` while inside; raise a
     one-line error naming the holder's pid when another process holds it."""
     path = run_dir / LOCK_NAME
+    # never through a link, and never a FIFO or device: the lock file is truncated and written
+    flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK
     try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = os.open(path, flags, 0o644)
     except OSError as exc:
-        raise StoreError(f"cannot open the run lock {path}: {exc.strerror}") from exc
+        why = "it is a symbolic link" if os.path.islink(path) else exc.strerror
+        raise StoreError(
+            f"cannot open the run lock {path}: {why}; remove it (it holds only the pid of the "
+            "process that has the run) and try again"
+        ) from exc
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise StoreError(
+            f"cannot open the run lock {path}: it is not a regular file; remove it and try again"
+        )
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -169,6 +169,8 @@ class JpegHeader:
     width: int
     height: int
     orientation: int
+    #: 1 (grey) or 3 (colour)
+    components: int = 3
 
 
 _SOF_HUFFMAN = frozenset({0xC0, 0xC1, 0xC2})  # baseline, extended, progressive
@@ -180,7 +182,7 @@ def jpeg_header(data: bytes) -> JpegHeader | None:
     read from its segments (a few µs, against ~30 for Pillow's parser). None for anything
     else or anything odd (MPO, CMYK, 12-bit, lossless or arithmetic coding, a second frame
     header, unreadable EXIF, a damaged segment): Pillow reads those."""
-    frame: tuple[int, int] | None = None
+    frame: tuple[int, int, int] | None = None
     orientation: int | None = 1
     seen_exif = False
     try:
@@ -188,7 +190,8 @@ def jpeg_header(data: bytes) -> JpegHeader | None:
             if marker == 0xDA:  # start of scan
                 if frame is None or orientation is None:
                     return None
-                return JpegHeader(*frame, orientation=orientation)
+                width, height, components = frame
+                return JpegHeader(width, height, orientation, components)
             if marker in _SOF_HUFFMAN:
                 if frame is not None or end - pos < 10 or data[pos + 4] != 8:
                     return None
@@ -197,7 +200,7 @@ def jpeg_header(data: bytes) -> JpegHeader | None:
                 components = data[pos + 9]
                 if not width or not height or components not in (1, 3):
                     return None
-                frame = (width, height)
+                frame = (width, height, components)
             elif marker in _SOF_OTHER:
                 return None
             elif marker == 0xE1 and not seen_exif and data[pos + 4 : pos + 10] == b"Exif\0\0":
@@ -266,24 +269,36 @@ def _decode_jpeg(data: bytes, size: tuple[int, int], scale: int, colorspace: str
     return pixels
 
 
-def _grey_jpeg(data: bytes, header: JpegHeader, *, reduce_to: int | None) -> Decoded:
-    """``decode_strict`` of a plain JPEG in grey (``color_mode`` L) by libjpeg-turbo in strict
-    mode, at the DCT scale and with the pixels of Pillow's ``draft`` (both are libjpeg-turbo).
-    """
+def _plain_jpeg(
+    data: bytes, header: JpegHeader, *, color_mode: str | None, reduce_to: int | None
+) -> Decoded:
+    """``decode_strict`` of a plain JPEG in one strict libjpeg-turbo decode, with the pixels,
+    size, steps and modes of Pillow's decode (both are libjpeg-turbo: the same IDCT and
+    upsampling). Reduced grey (the scan) is the luma plane at the DCT scale of Pillow's
+    ``draft("L")``; every other request decodes the file's own colour space and converts as
+    the Pillow path does."""
     size = (header.width, header.height)
-    pixels = _decode_jpeg(data, size, _jpeg_scale(size, reduce_to), "GRAY")
-    pixels = pixels.reshape(pixels.shape[:2])
+    grey = header.components == 1 or (color_mode == "L" and reduce_to is not None)
+    pixels = _decode_jpeg(data, size, _jpeg_scale(size, reduce_to), "GRAY" if grey else "RGB")
+    if grey:
+        pixels = pixels.reshape(pixels.shape[:2])
+    pixels.flags.writeable = False  # ``image`` may share them (grey): a change copies first
     img = Image.fromarray(pixels)
-    if header.orientation not in UPRIGHT:
-        return Decoded(image=img, source_format="JPEG", size=size, pixels=pixels)
-    step = ProcessingStep(name="exif_orientation", params={"orientation": header.orientation})
-    upright = img.transpose(UPRIGHT[header.orientation])
-    return Decoded(
-        image=upright,
-        source_format="JPEG",
-        size=upright_size(size, header.orientation),
-        steps=[step],
-    )
+    if color_mode is None:
+        color_mode = img.mode
+    steps: list[ProcessingStep] = []
+    if header.orientation in UPRIGHT:
+        img = img.transpose(UPRIGHT[header.orientation])
+        size = upright_size(size, header.orientation)
+        steps.append(
+            ProcessingStep(name="exif_orientation", params={"orientation": header.orientation})
+        )
+    if img.mode != color_mode:
+        before = img.mode
+        img = to_mode(img, color_mode)
+        steps.append(ProcessingStep(name="color_mode", params={"from": before, "to": color_mode}))
+    kept = None if steps else pixels
+    return Decoded(image=img, source_format="JPEG", size=size, steps=steps, pixels=kept)
 
 
 def upright_size(size: tuple[int, int], orientation: int) -> tuple[int, int]:
@@ -307,8 +322,9 @@ def decode_strict(
     """Decode every pixel of ``data``; a truncated or damaged file raises ImageIssue.
 
     Pillow's tolerant mode (``LOAD_TRUNCATED_IMAGES``) fills missing data with grey; it is never
-    used here, and plain JPEGs are also read by libjpeg-turbo in strict mode, which refuses
-    the corrupt entropy-coded data Pillow passes over. ``color_mode`` None keeps grey images
+    used here. Plain JPEGs (8-bit, grey or YCbCr, one frame) are read once, by libjpeg-turbo in
+    strict mode, which refuses the corrupt entropy-coded data Pillow passes over; the rest by
+    Pillow. ``color_mode`` None keeps grey images
     grey and makes the rest RGB. With ``reduce_to``, JPEGs are decoded at the smallest DCT
     scale whose sides are still at least that long (the whole stream is still read, so
     truncation is still caught). The image is
@@ -319,8 +335,8 @@ def decode_strict(
     header = jpeg_header(data) if data.startswith(b"\xff\xd8") else None
     if header is not None and header.width * header.height > max_pixels:
         header = None  # the probe refuses it with the usual message
-    if header is not None and reduce_to is not None and color_mode == "L":
-        return _grey_jpeg(data, header, reduce_to=reduce_to)
+    if header is not None:
+        return _plain_jpeg(data, header, color_mode=color_mode, reduce_to=reduce_to)
     img, fmt = probe(data, max_pixels=max_pixels)
     if color_mode is None:
         color_mode = "L" if img.mode in GREY_MODES else "RGB"
@@ -336,10 +352,6 @@ def decode_strict(
         raise ImageIssue("too_large", str(exc), size) from exc
     except (OSError, ValueError, SyntaxError, EOFError, MemoryError) as exc:
         raise ImageIssue("corrupt", f"damaged image data: {exc}", size) from exc
-    if header is not None:
-        # Pillow passes over corrupt entropy-coded data; the strict decoder at its cheapest
-        # scale reads every byte of it (~1/3 of a full decode's time).
-        _decode_jpeg(data, size, 8, "GRAY")
     steps: list[ProcessingStep] = []
     orientation = img.getexif().get(0x0112, 1)
     if orientation in UPRIGHT:

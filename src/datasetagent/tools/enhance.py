@@ -30,7 +30,7 @@ import numpy as np
 from datasetagent.errors import ConfigError
 from datasetagent.records import ProcessingStep
 from datasetagent.registry import Registry
-from datasetagent.tools.quality import _NOISE_TAPS, score_array
+from datasetagent.tools.quality import _NOISE_TAPS, relative_sharpness, score_array
 from datasetagent.tools.ssim import ssim, to_gray
 
 ParamValue = float | int | str
@@ -427,7 +427,7 @@ class RulePolicy:
         elif contrast < t.contrast and scores["highlights"] - scores["shadows"] < t.tonal_range:
             gain = min(max(t.target_contrast / contrast, 1.0), t.max_contrast_gain)
             calls.append(ToolCall("auto_contrast", {"max_gain": round(gain, 3)}))
-        ratio = scores["sharpness"] / (contrast * contrast)
+        ratio = relative_sharpness(scores)  # the blurry check's number
         if not noisy and ratio < t.blur_ratio:
             sigma = 2.0 if ratio < t.wide_blur_ratio else 1.0
             calls.append(ToolCall("sharpen", {"amount": t.sharpen_amount, "sigma": sigma}))

@@ -7,6 +7,8 @@ under a ``CheckThresholds``.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import cv2
 import numpy as np
 from PIL import Image
@@ -92,7 +94,7 @@ def score_array(img: np.ndarray, gray: np.ndarray | None = None) -> dict[str, fl
     return scores
 
 
-def relative_sharpness(scores: dict[str, float]) -> float:
+def relative_sharpness(scores: Mapping[str, float]) -> float:
     """Variance of the Laplacian over the variance of grey levels: the number
     ``CheckThresholds.min_sharpness`` is compared to (it does not change with exposure)."""
     return scores["sharpness"] / max(scores["contrast"] ** 2, 1.0)
