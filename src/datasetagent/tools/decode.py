@@ -257,13 +257,41 @@ def _decode_jpeg(data: bytes, size: tuple[int, int], scale: int, colorspace: str
     width, height = -(-size[0] // scale), -(-size[1] // scale)
     try:
         pixels: np.ndarray = simplejpeg.decode_jpeg(
-            data, colorspace=colorspace, strict=True, min_width=width, min_height=height
+            _without_header_warnings(data),
+            colorspace=colorspace,
+            strict=True,
+            min_width=width,
+            min_height=height,
         )
     except ValueError as exc:
         raise ImageIssue("corrupt", f"damaged image data: {exc}", size) from None
     if pixels.shape[:2] != (height, width):
         raise ImageIssue("corrupt", f"damaged image data: decoded {pixels.shape[:2]}", size)
     return pixels
+
+
+def _without_header_warnings(data: bytes) -> bytes:
+    """``data`` with the header fields libjpeg warns about but decodes the same either way
+    set to the value it then assumes: a JFIF major version other than 1 (2.01 files exist;
+    the format did not change) and an Adobe colour transform code other than 0 or 1 (read as
+    YCbCr). Strict mode stops on any warning, and these say nothing about the pixels, so a
+    valid photo would be reported corrupt (and the rest of its data never checked)."""
+    patches: list[tuple[int, int]] = []
+    try:
+        for marker, pos, end in jpeg_segments(data):
+            tag = data[pos + 4 : pos + 9]
+            if marker == 0xE0 and end - pos > 9 and tag == b"JFIF\0" and data[pos + 9] != 1:
+                patches.append((pos + 9, 1))
+            elif marker == 0xEE and end - pos >= 16 and tag == b"Adobe" and data[pos + 15] > 1:
+                patches.append((pos + 15, 1))
+    except ValueError:
+        return data  # the strict decoder reports the broken structure itself
+    if not patches:
+        return data
+    copy = bytearray(data)
+    for at, value in patches:
+        copy[at] = value
+    return bytes(copy)
 
 
 def _grey_jpeg(data: bytes, header: JpegHeader, *, reduce_to: int | None) -> Decoded:
