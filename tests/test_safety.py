@@ -245,6 +245,67 @@ def test_a_swap_killed_midway_leaves_one_whole_export_and_is_finished_next_time(
     assert renames == [*restored, ("out", ".out.datasetagent-old"), (".out.partial", "out")]
 
 
+def test_a_previous_export_holding_the_users_files_is_not_replaced_unless_forced(
+    run_copy: Path, tmp_path: Path
+) -> None:
+    """A notebook or an extra folder the user put into an export is not the export's to
+    delete: replacing it needs --force, like any folder of the user's files."""
+    out = _export(run_copy, tmp_path / "out")
+    (out / "train.ipynb").write_text("my notebook")
+    (out / "train" / "extra").mkdir(parents=True)
+    (out / "train" / "extra" / "more.png").write_bytes(b"mine")
+    refused = cli("export", str(run_copy), "-o", str(out))
+    assert refused.returncode == 2, refused.stderr
+    assert "holds files it did not write (found 2: train.ipynb, train/extra/more.png)" in (
+        refused.stderr
+    )
+    assert "Traceback" not in refused.stderr
+    assert (out / "train.ipynb").read_text() == "my notebook"
+    # an untouched export is replaced as before; forced, the user's files go too
+    assert (
+        cli("export", str(run_copy), "-o", str(_export(run_copy, tmp_path / "b"))).returncode == 0
+    )
+    forced = cli("export", str(run_copy), "-o", str(out), "--force")
+    assert forced.returncode == 0, forced.stderr
+    assert not (out / "train.ipynb").exists()
+
+
+def test_an_export_folder_named_with_dot_dot_is_the_folder_it_names(
+    run_copy: Path, tmp_path: Path
+) -> None:
+    """``-o new/train/..`` replaces the export ``new``: the temporary and old copies are its
+    siblings, never left behind inside it."""
+    assert cli("export", str(run_copy), "-o", str(tmp_path / "new")).returncode == 0
+    for _ in range(2):
+        out = cli("export", str(run_copy), "-o", str(tmp_path / "new" / "train" / ".."))
+        assert out.returncode == 0, out.stderr
+        assert is_export(tmp_path / "new")
+    assert not [p for p in (tmp_path / "new").rglob("*") if "partial" in p.name or "old" in p.name]
+    assert not list(tmp_path.glob(".*"))
+
+
+def test_export_never_replaces_the_home_folder_even_forced(run_copy: Path, tmp_path: Path) -> None:
+    home = tmp_path / "home" / "me"
+    home.mkdir(parents=True)
+    (home / "thesis.tex").write_text("years of work")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    env = {**os.environ, "HOME": str(home)}
+    for target in (home, home.parent):
+        out = subprocess.run(
+            [*EXE, "export", str(run_copy), "-o", str(target), "--force"],
+            capture_output=True,
+            text=True,
+            cwd=elsewhere,
+            env={**env, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")},
+            timeout=300,
+            check=False,
+        )
+        assert out.returncode == 2, out.stderr
+        assert "is your home folder or contains it" in out.stderr
+    assert (home / "thesis.tex").read_text() == "years of work"
+
+
 def test_export_inside_a_symlinked_run_is_still_the_run(run_copy: Path, tmp_path: Path) -> None:
     link = tmp_path / "alias"
     link.symlink_to(run_copy, target_is_directory=True)

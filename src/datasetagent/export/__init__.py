@@ -16,6 +16,7 @@ reason (``export.prepare``).
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -136,6 +137,7 @@ def export_samples(
     if any(s.split is None for s in samples):
         raise ExportError("every exported sample needs a split; run the split stage first")
     check_export_folder(out, run_dir=run_dir, force=force)
+    out = out.resolve()  # not a link (checked): the same folder, named without "." or ".."
     _recover(out)
     tmp = out.with_name(f".{out.name}.partial")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -158,7 +160,12 @@ def export_samples(
         header: Callable[[], str] | None = getattr(exporter, "card_header", None)
         card = render_datacard(spec, samples, report, fmt, stats)
         (tmp / "README.md").write_text((header() if header else "") + card, encoding="utf-8")
-        marker = {"tool": "datasetagent", "version": __version__, "format": fmt}
+        marker = {
+            "tool": "datasetagent",
+            "version": __version__,
+            "format": fmt,
+            "files": _files_under(tmp),  # what a later export may replace without --force
+        }
         (tmp / MARKER).write_text(json.dumps(marker) + "\n", encoding="utf-8")
     except OSError as exc:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -205,6 +212,29 @@ def _recover(out: Path) -> None:
         aside.rename(out)
 
 
+def _files_under(folder: Path) -> list[str]:
+    """Every file (and link) under ``folder``, as sorted POSIX paths relative to it."""
+    found: list[str] = []
+    for root, dirs, files in os.walk(folder):
+        rel = Path(root).relative_to(folder)
+        links = [d for d in dirs if os.path.islink(os.path.join(root, d))]
+        found.extend((rel / name).as_posix() for name in (*files, *links))
+    return sorted(found)
+
+
+def foreign_files(folder: Path) -> list[str]:
+    """Files in the export ``folder`` that the export did not write (its marker lists what
+    it wrote); none known for an export whose marker has no list (older versions)."""
+    try:
+        listed = json.loads((folder / MARKER).read_text(encoding="utf-8")).get("files")
+    except (OSError, UnicodeDecodeError, ValueError, AttributeError):
+        return []
+    if not isinstance(listed, list):
+        return []
+    written = {*listed, MARKER}
+    return [name for name in _files_under(folder) if name not in written]
+
+
 def is_export(folder: Path) -> bool:
     """Whether ``folder`` holds an export of this tool: its marker file, or (exports written
     before the marker existed) a ``manifest.jsonl`` whose first line is this tool's record
@@ -224,10 +254,11 @@ def is_export(folder: Path) -> bool:
 
 def check_export_folder(out: Path, *, run_dir: Path | None = None, force: bool = False) -> None:
     """Refuse, with a one-line error, a folder the tool may not write an export into or
-    replace: a symbolic link or a file; the current folder or one containing it; the run
-    folder, one containing it or one inside it other than ``RUN/export/...`` (these even with
-    ``force``); and, unless ``force``, a non-empty folder that is not a previous export. It
-    changes nothing, so it can be asked before any work."""
+    replace: a symbolic link or a file; the current folder, the home folder or one containing
+    either; the run folder, one containing it or one inside it other than ``RUN/export/...``
+    (these even with ``force``); and, unless ``force``, a non-empty folder that is not a
+    previous export, or a previous export holding files it did not write. It changes nothing,
+    so it can be asked before any work."""
     if out.is_symlink():
         raise UsageError(
             f"export folder {out} is a symbolic link; give the folder it points to, or a new one"
@@ -251,7 +282,21 @@ def check_export_folder(out: Path, *, run_dir: Path | None = None, force: bool =
                 f"{run_dir / 'export'}/NAME may hold exports; give one of those or a folder "
                 "outside the run"
             )
-    if not out.exists() or force or is_export(out):
+    home = _home()
+    if home is not None and (where == home or where in home.parents):
+        raise UsageError(
+            f"export folder {out} is your home folder or contains it; give a new folder"
+        )
+    if not out.exists() or force:
+        return
+    if is_export(out):
+        foreign = foreign_files(out)
+        if foreign:
+            raise UsageError(
+                f"export folder {out} is a previous export but holds files it did not write "
+                f"(found {len(foreign)}: {', '.join(foreign[:3])}); move them out, or pass "
+                "--force to replace them too"
+            )
         return
     try:
         found = sorted(p.name for p in out.iterdir())
@@ -263,3 +308,11 @@ def check_export_folder(out: Path, *, run_dir: Path | None = None, force: bool =
             f"{len(found)}: {', '.join(found[:3])}); give a new or empty folder, or pass "
             "--force to replace it"
         )
+
+
+def _home() -> Path | None:
+    """The user's home folder, resolved; None where there is none."""
+    try:
+        return Path.home().resolve()
+    except (RuntimeError, KeyError, OSError):
+        return None
