@@ -381,6 +381,69 @@ def test_review_write_keeps_other_files_and_a_persons_decisions(
     assert notes.read_text() == "not a queue\n"
 
 
+def test_review_write_never_opens_or_replaces_a_fifo(run_copy: Path, tmp_path: Path) -> None:
+    """A FIFO (or a link to one, or to a device) is no queue: reading it would hang, and
+    replacing it would put a plain file where /dev/null was."""
+    fifo = tmp_path / "queue.jsonl"
+    os.mkfifo(fifo)
+    link = tmp_path / "link.jsonl"
+    link.symlink_to(fifo)
+    for target in (fifo, link):
+        out = subprocess.run(
+            [*EXE, "review", str(run_copy), "--write", str(target)],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")},
+            timeout=60,
+            check=False,
+        )
+        assert out.returncode == 2, out.stderr
+        assert "is not a regular file" in out.stderr
+    assert fifo.is_fifo()
+
+
+def _queue_of(run: Path, tmp_path: Path) -> list[dict[str, object]]:
+    queue = tmp_path / "queue.jsonl"
+    assert cli("review", str(run), "--write", str(queue), "--audit", "2").returncode == 0
+    return [json.loads(x) for x in queue.read_text().splitlines()]
+
+
+@pytest.mark.parametrize("case", ["label list", "label number", "not UTF-8", "decided twice"])
+def test_review_apply_refuses_a_malformed_queue_whole(
+    run_copy: Path, tmp_path: Path, case: str
+) -> None:
+    """One line, exit 2, the line named, nothing applied: a label that is not text, a file
+    that is not UTF-8, or two decisions on one sample (both were applied and both counted,
+    the second silently winning and the audit counting the sample twice)."""
+    first, second = _queue_of(run_copy, tmp_path)
+    good = {**second, "decision": "accept"}
+    lines = {
+        "label list": [good, {**first, "decision": "relabel", "label": ["1"]}],
+        "label number": [good, {**first, "decision": "relabel", "label": 1}],
+        "not UTF-8": [good, {**first, "decision": "accept"}],
+        "decided twice": [
+            good,
+            {**first, "decision": "relabel", "label": "0"},
+            {**first, "decision": "accept"},
+        ],
+    }[case]
+    text = "".join(json.dumps(x) + "\n" for x in lines).encode()
+    if case == "not UTF-8":
+        text += b'{"id": "caf\xe9", "decision": "accept"}\n'
+    queue = tmp_path / "decided.jsonl"
+    queue.write_bytes(text)
+    with RunStore(run_copy / "run.db") as store:
+        before = store.samples()
+    out = cli("review", str(run_copy), "--apply", str(queue))
+    assert out.returncode == 2, out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1, out.stderr
+    assert "Traceback" not in out.stderr
+    where = {"label list": ":2:", "label number": ":2:", "not UTF-8": "", "decided twice": ":3:"}
+    assert f"{queue}{where[case]}" in out.stderr
+    with RunStore(run_copy / "run.db") as store:
+        assert store.samples() == before
+
+
 # -- the run lock -----------------------------------------------------------------------------
 
 
