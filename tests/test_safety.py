@@ -9,14 +9,20 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 import datasetagent.export as export_module
 from datasetagent.errors import UsageError
-from datasetagent.export import MARKER, check_export_folder, export_samples, is_export
+from datasetagent.export import (
+    MARKER,
+    check_export_folder,
+    export_samples,
+    foreign_files,
+    is_export,
+)
 from datasetagent.pipeline import BuildResult, build
 from datasetagent.spec import ClassSpec, DatasetSpec, SourceSpec
 from datasetagent.store import BlobStore, RunStore
@@ -304,6 +310,50 @@ def test_export_never_replaces_the_home_folder_even_forced(run_copy: Path, tmp_p
         assert out.returncode == 2, out.stderr
         assert "is your home folder or contains it" in out.stderr
     assert (home / "thesis.tex").read_text() == "years of work"
+
+
+def test_two_exports_to_one_folder_take_turns(run_copy: Path, tmp_path: Path) -> None:
+    """Two exports into one folder share its temporary and old copy names: the second waits
+    for the first (it deleted the first's half-written copy, which then failed or put a
+    mixed export in place), then replaces it whole."""
+    import threading
+
+    out = tmp_path / "out"
+    with RunStore(run_copy / "run.db") as store:
+        spec = store.load_spec()
+        assert spec is not None
+        samples = [s.model_copy(update={"split": "train"}) for s in store.samples()]
+    blobs = BlobStore(run_copy)
+    writing, release = threading.Event(), threading.Event()
+
+    def slow(sample: object) -> Path:
+        writing.set()
+        release.wait(30)
+        return blobs.path(sample.blob)  # type: ignore[attr-defined]
+
+    errors: list[BaseException] = []
+
+    def run(chosen: list[object], path: Callable[[object], Path]) -> None:
+        try:
+            export_samples("imagefolder", out, spec, chosen, path, None)  # type: ignore[arg-type]
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    first = threading.Thread(target=run, args=(samples[:6], slow))
+    first.start()
+    assert writing.wait(30)
+    second = threading.Thread(target=run, args=(samples[:3], lambda s: blobs.path(s.blob)))
+    second.start()
+    second.join(0.5)
+    release.set()
+    first.join(60)
+    second.join(60)
+    assert errors == []
+    manifest = (out / "manifest.jsonl").read_text().splitlines()
+    assert len(manifest) == 3  # the second export, whole
+    assert all((out / json.loads(line)["file"]).is_file() for line in manifest)
+    assert foreign_files(out) == []
+    assert not list(tmp_path.glob(".out*"))
 
 
 def test_export_inside_a_symlinked_run_is_still_the_run(run_copy: Path, tmp_path: Path) -> None:

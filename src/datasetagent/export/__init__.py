@@ -15,10 +15,12 @@ reason (``export.prepare``).
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Protocol
 
@@ -138,46 +140,69 @@ def export_samples(
         raise ExportError("every exported sample needs a split; run the split stage first")
     check_export_folder(out, run_dir=run_dir, force=force)
     out = out.resolve()  # not a link (checked): the same folder, named without "." or ".."
-    _recover(out)
-    tmp = out.with_name(f".{out.name}.partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    stats = ExportStats()
-    classes = frozenset(spec.class_names)
-    try:
-        tmp.mkdir(parents=True)
-        exporter = exporter_for(fmt, tmp, spec)
-        with (
-            exporter,
-            (tmp / "manifest.jsonl").open("w", encoding="utf-8") as manifest,
-            AttributionWriter(tmp) as attribution,
-        ):
-            for original in samples:
-                sample, dropped = prepare(original, stats, classes)
-                file = exporter.write(sample, image_path(original))
-                manifest.write(manifest_line(sample, file, dropped) + "\n")
-                attribution.add(sample, file)
-        stats.notes.update(getattr(exporter, "notes", {}))
-        header: Callable[[], str] | None = getattr(exporter, "card_header", None)
-        card = render_datacard(spec, samples, report, fmt, stats)
-        (tmp / "README.md").write_text((header() if header else "") + card, encoding="utf-8")
-        marker = {
-            "tool": "datasetagent",
-            "version": __version__,
-            "format": fmt,
-            "files": _files_under(tmp),  # what a later export may replace without --force
-        }
-        (tmp / MARKER).write_text(json.dumps(marker) + "\n", encoding="utf-8")
-    except OSError as exc:
+    with _folder_lock(out.parent):  # another export to the same folder waits its turn
+        if out.exists():  # and the folder may have changed while this one waited
+            check_export_folder(out, run_dir=run_dir, force=force)
+        _recover(out)
+        tmp = out.with_name(f".{out.name}.partial")
         shutil.rmtree(tmp, ignore_errors=True)
-        raise ExportError(f"cannot write {fmt} export to {out}: {exc}") from None
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        stats = ExportStats()
+        classes = frozenset(spec.class_names)
+        try:
+            tmp.mkdir(parents=True)
+            exporter = exporter_for(fmt, tmp, spec)
+            with (
+                exporter,
+                (tmp / "manifest.jsonl").open("w", encoding="utf-8") as manifest,
+                AttributionWriter(tmp) as attribution,
+            ):
+                for original in samples:
+                    sample, dropped = prepare(original, stats, classes)
+                    file = exporter.write(sample, image_path(original))
+                    manifest.write(manifest_line(sample, file, dropped) + "\n")
+                    attribution.add(sample, file)
+            stats.notes.update(getattr(exporter, "notes", {}))
+            header: Callable[[], str] | None = getattr(exporter, "card_header", None)
+            card = render_datacard(spec, samples, report, fmt, stats)
+            (tmp / "README.md").write_text((header() if header else "") + card, encoding="utf-8")
+            marker = {
+                "tool": "datasetagent",
+                "version": __version__,
+                "format": fmt,
+                "files": _files_under(tmp),  # what a later export may replace without --force
+            }
+            (tmp / MARKER).write_text(json.dumps(marker) + "\n", encoding="utf-8")
+        except OSError as exc:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise ExportError(f"cannot write {fmt} export to {out}: {exc}") from None
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        try:
+            _swap_in(tmp, out)
+        except OSError as exc:
+            raise ExportError(f"cannot put the {fmt} export in place at {out}: {exc}") from None
+        return out
+
+
+@contextmanager
+def _folder_lock(folder: Path) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``folder`` (the parent of an export) while inside,
+    waiting for another holder: two exports to one folder share its temporary and old copy
+    names, so run at the same time they would delete each other's files. The folder is made
+    if missing."""
     try:
-        _swap_in(tmp, out)
+        folder.mkdir(parents=True, exist_ok=True)
+        fd = os.open(folder, os.O_RDONLY)
     except OSError as exc:
-        raise ExportError(f"cannot put the {fmt} export in place at {out}: {exc}") from None
-    return out
+        raise ExportError(
+            f"cannot make or open the folder {folder} for the export: {exc}"
+        ) from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # drops the lock
 
 
 #: The file every export holds, naming the tool and version that wrote it.
