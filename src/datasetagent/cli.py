@@ -103,6 +103,8 @@ class RichReporter:
 
 #: Failures of the disk rather than of the program: a full disk, a quota, a read-only one.
 _DISK_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS}
+_LINK_LOOP = "Symlink loop from "
+_LOOP_FIX = " is a loop of symbolic links (or runs through one); fix or remove the link"
 
 
 def _fail(message: str, code: int) -> NoReturn:
@@ -124,7 +126,13 @@ def handle_errors(fn: Callable[P, R]) -> Callable[P, R]:
             _fail(str(exc), exc.exit_code)
         except RecursionError:  # input nested past what any reader handles
             _fail("an input file is nested too deeply to read; check the files given", 2)
+        except RuntimeError as exc:  # pathlib's resolve() on a loop of links (Python < 3.13)
+            if not str(exc).startswith(_LINK_LOOP):
+                raise
+            _fail(f"{str(exc).removeprefix(_LINK_LOOP).strip(repr(''))}{_LOOP_FIX}", 2)
         except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                _fail(f"{exc.filename}{_LOOP_FIX}", 2)
             if exc.errno not in _DISK_ERRORS:
                 raise
             where = f" writing {exc.filename}" if exc.filename else ""
