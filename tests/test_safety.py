@@ -388,6 +388,21 @@ def test_build_refuses_a_folder_of_other_files(tmp_path: Path) -> None:
     assert build(_spec(tmp_path / "pool"), empty, workers=1).exported
 
 
+def test_build_into_a_folder_it_cannot_make_is_one_line(tmp_path: Path) -> None:
+    """A link to a missing folder, or a path through a file: mkdir's error was a traceback."""
+    write_class_folders(tmp_path / "pool", digit_images(2, classes=(0, 1)))
+    (tmp_path / "notes.txt").write_text("keep")
+    (tmp_path / "dangling").symlink_to(tmp_path / "missing" / "run")
+    for target, says in (
+        (tmp_path / "dangling", "it is a link to a missing folder"),
+        (tmp_path / "notes.txt" / "run", "Not a directory"),
+    ):
+        with pytest.raises(UsageError, match=f"cannot make the run folder .*: {says}"):
+            build(_spec(tmp_path / "pool"), target, workers=1)
+    assert (tmp_path / "notes.txt").read_text() == "keep"
+    assert not (tmp_path / "missing").exists()
+
+
 # -- the review queue file --------------------------------------------------------------------
 
 
