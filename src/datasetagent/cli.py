@@ -599,6 +599,8 @@ def scan(
     except ValidationError as exc:
         raise UsageError(f"--set {describe_validation_error(exc)}") from None
     params = ScanParams(checks=checks, min_side=min_side, max_pixels=max_pixels)
+    if jsonl is not None:
+        _check_scan_output(jsonl)
     skipped: Counter[str] = Counter()
     counts: Counter[str] = Counter()
     total = ok = 0
@@ -629,6 +631,22 @@ def scan(
     )
     for note in skip_messages(path, skipped):
         err.print(note)
+
+
+def _check_scan_output(jsonl: Path) -> None:
+    """Refuse to overwrite a regular file that is not an earlier scan's JSON lines (a photo or
+    notes given to --jsonl by a slip). Empty files, new names, devices and pipes are fine."""
+    try:
+        if not jsonl.is_file() or jsonl.stat().st_size == 0:
+            return
+        with jsonl.open(encoding="utf-8") as f:
+            first = json.loads(f.readline(1 << 20))
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError):
+        first = None
+    if not (isinstance(first, dict) and {"path", "ok", "issues"} <= first.keys()):
+        raise UsageError(
+            f"{jsonl} exists and is not the output of a scan; give a new file name for --jsonl"
+        )
 
 
 @contextmanager
