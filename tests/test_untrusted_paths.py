@@ -341,6 +341,26 @@ def test_scan_skips_a_fifo_and_says_so(tmp_path: Path) -> None:
 
 
 @pytest.mark.timeout(60)
+def test_scanning_a_fifo_given_itself_says_it_was_skipped(tmp_path: Path) -> None:
+    """``scan x.png`` where x.png is a FIFO (or ``scan /dev/zero``) said "0 images" and
+    nothing else."""
+    from datasetagent.scan import ScanParams, scan_folder
+
+    os.mkfifo(tmp_path / "x.png")
+    skipped: list[tuple[str, str]] = []
+    lines = list(
+        scan_folder(
+            tmp_path / "x.png",
+            ScanParams(),
+            workers=1,
+            on_skip=lambda p, why: skipped.append((p.name, why)),
+        )
+    )
+    assert lines == []
+    assert skipped == [("x.png", NOT_REGULAR)]
+
+
+@pytest.mark.timeout(60)
 def test_an_existing_dataset_naming_a_fifo_is_refused_and_listing_skips_it(
     exports: Path, tmp_path: Path
 ) -> None:
