@@ -509,6 +509,30 @@ def test_review_apply_refuses_a_malformed_queue_whole(
         assert store.samples() == before
 
 
+@pytest.mark.parametrize("name", ["run.db", "spec.yaml", "summary.json", "images/new.yaml"])
+def test_plan_output_never_overwrites_a_file_of_a_run(run_copy: Path, name: str) -> None:
+    """``plan -o RUN/run.db`` replaced the run's database with YAML."""
+    target = run_copy / name
+    existed = target.read_bytes() if target.exists() else None
+    out = cli("plan", "cats and dogs", "-o", str(target))
+    assert out.returncode == 2, out.stderr
+    assert "is a file of the run" in out.stderr
+    assert (target.read_bytes() if target.exists() else None) == existed
+
+
+def test_plan_output_never_overwrites_a_file_that_is_not_a_spec(tmp_path: Path) -> None:
+    photo = tmp_path / "photo.jpg"
+    photo.write_bytes(b"\xff\xd8\xff\xe0 a photo")
+    out = cli("plan", "cats and dogs", "-o", str(photo))
+    assert out.returncode == 2, out.stderr
+    assert "exists and is not a spec" in out.stderr
+    assert photo.read_bytes() == b"\xff\xd8\xff\xe0 a photo"
+    spec = tmp_path / "spec.yaml"
+    for _ in range(2):  # new, then replacing a spec
+        assert cli("plan", "cats and dogs", "-o", str(spec)).returncode == 0
+        assert "classes:" in spec.read_text()
+
+
 # -- the run lock -----------------------------------------------------------------------------
 
 

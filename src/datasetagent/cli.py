@@ -244,6 +244,7 @@ def plan(
     if output is None:
         click.echo(text, nl=False)
     else:
+        _check_spec_output(output)
         output.write_text(text, encoding="utf-8")
         err.print(f"spec written to {output}")
 
@@ -631,6 +632,29 @@ def scan(
     )
     for note in skip_messages(path, skipped):
         err.print(note)
+
+
+def _check_spec_output(output: Path) -> None:
+    """Refuse to overwrite a file of a run (its database, spec, summary, anything in its
+    folders) or a file that is not a spec (a photo or notes given to -o by a slip)."""
+    import yaml
+
+    from datasetagent.agents.review import RUN_FILES
+
+    target = output.resolve()
+    run = next((d for d in target.parents if (d / "run.db").is_file()), None)
+    if run is not None and (target.parent != run or target.name in RUN_FILES):
+        raise UsageError(
+            f"{output} is a file of the run in {run}; write the spec elsewhere, e.g. -o spec.yaml"
+        )
+    if not target.is_file() or target.stat().st_size == 0:
+        return
+    try:
+        data = yaml.safe_load(target.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, RecursionError):
+        data = None
+    if not (isinstance(data, dict) and "classes" in data):
+        raise UsageError(f"{output} exists and is not a spec; give a new file name for -o")
 
 
 def _check_scan_output(jsonl: Path) -> None:
