@@ -494,7 +494,7 @@ def test_a_path_through_a_loop_of_links_is_one_line(tmp_path: Path) -> None:
             env=env,
         )
         assert out.returncode == 2, out.stderr
-        assert "is a loop of symbolic links" in out.stderr
+        assert "symbolic links" in out.stderr  # a loop of them, or too many levels
         assert len(out.stderr.strip().splitlines()) == 1, out.stderr
 
 
