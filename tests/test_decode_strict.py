@@ -232,3 +232,15 @@ def test_damage_behind_a_benign_header_warning_is_still_refused() -> None:
     for kwargs in ({"color_mode": "L", "reduce_to": 160}, {"color_mode": "RGB"}):
         with pytest.raises(ImageIssue, match="damaged image data"):
             decode_strict(copy, max_pixels=MAX_PIXELS, **kwargs)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("tag", [b"JFIF\0", b"Adobe"])
+def test_a_header_segment_pillow_cannot_parse_is_refused_by_the_scan_too(tag: bytes) -> None:
+    """libjpeg decodes a JPEG whose JFIF or Adobe segment is too short to hold a version, but
+    Pillow (the pipeline's decode) refuses it: the scan called it ok, the build corrupt."""
+    base = encode(_photo(), "JPEG", quality=90)
+    data = base[:2] + _segment(0xEE if tag == b"Adobe" else 0xE0, tag) + _without_app0(base)[2:]
+    assert pillow_refuses(data)
+    assert refused(data, color_mode="RGB")
+    assert refused(data, color_mode="L", reduce_to=160)
+    assert scan_files_of([data])[0].issues == ["corrupt"]  # type: ignore[attr-defined]

@@ -205,9 +205,22 @@ def jpeg_header(data: bytes) -> JpegHeader | None:
                 orientation = _exif_orientation(data[pos + 10 : end])
             elif marker == 0xE2 and data[pos + 4 : pos + 8] == b"MPF\0":
                 return None  # MPO: several pictures
+            elif _pillow_refuses_segment(data, marker, pos, end):
+                return None  # the probe refuses it, as every decode of the pipeline does
     except ValueError:
         return None
     return None
+
+
+def _pillow_refuses_segment(data: bytes, marker: int, pos: int, end: int) -> bool:
+    """Whether Pillow's header parser fails on this segment: a JFIF APP0 or Adobe APP14 too
+    short for the version it reads. libjpeg passes over them, but the pipeline's decode is
+    Pillow's, and the scan must not call ok what a build then rejects."""
+    payload = end - pos - 4
+    tag = data[pos + 4 : pos + 9]
+    return payload < 7 and (
+        (marker == 0xE0 and tag[:4] == b"JFIF") or (marker == 0xEE and tag == b"Adobe")
+    )
 
 
 def _exif_orientation(tiff: bytes) -> int | None:
