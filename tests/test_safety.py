@@ -356,6 +356,23 @@ def test_two_exports_to_one_folder_take_turns(run_copy: Path, tmp_path: Path) ->
     assert not list(tmp_path.glob(".out*"))
 
 
+def test_an_export_where_folders_cannot_be_locked_still_runs(
+    run_copy: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    import errno
+
+    def no_locks(fd: int, op: int) -> None:
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(export_module.fcntl, "flock", no_locks)
+    out = _export(run_copy, tmp_path / "out")
+    assert is_export(out)
+    assert "cannot lock" in caplog.text
+
+
 def test_export_inside_a_symlinked_run_is_still_the_run(run_copy: Path, tmp_path: Path) -> None:
     link = tmp_path / "alias"
     link.symlink_to(run_copy, target_is_directory=True)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import logging
 import os
 import shutil
 from collections.abc import Callable, Iterator, Sequence
@@ -30,6 +31,8 @@ from datasetagent.export.prepare import Dropped, ExportStats, prepare
 from datasetagent.records import QualityReport, Sample
 from datasetagent.registry import Registry
 from datasetagent.spec import DatasetSpec
+
+log = logging.getLogger(__name__)
 
 
 class Exporter(Protocol):
@@ -199,7 +202,10 @@ def _folder_lock(folder: Path) -> Iterator[None]:
             f"cannot make or open the folder {folder} for the export: {exc}"
         ) from None
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except OSError:  # a file system without locks (some network mounts): go on unlocked
+            log.warning("cannot lock %s; another export into it at once would clash", folder)
         yield
     finally:
         os.close(fd)  # drops the lock
