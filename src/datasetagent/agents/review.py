@@ -275,6 +275,9 @@ def apply_decisions(store: RunStore, spec: DatasetSpec, path: Path) -> Applied:
     done = Applied()
     changed: list[Sample] = []
     audits: list[Audit] = []
+    # a sample is audited once: a queue applied again (its relabels already made) must not
+    # audit the corrected label against itself
+    audited = {a.sample_id for a in store.audits("audit") if a.checker == HUMAN}
     for where, line in decided:
         sample = store.find_sample(line["id"])
         if sample is None:
@@ -299,7 +302,7 @@ def apply_decisions(store: RunStore, spec: DatasetSpec, path: Path) -> Applied:
             update = {"status": "labelled", "annotations": annotations, "review_reasons": ()}
         done.applied[decision] += 1
         shown = sample.label
-        if line.get("kind") == "audit" and shown is not None:
+        if line.get("kind") == "audit" and shown is not None and sample.id not in audited:
             audits.append(
                 Audit(
                     sample_id=sample.id,
