@@ -141,3 +141,106 @@ def test_fast_grey_jpeg_matches_pillow_draft() -> None:
     img.draft("L", (80, 53))
     assert fast.image.size == img.size == (80, 54)  # 1/4 scale
     assert np.array_equal(np.asarray(fast.image), np.asarray(img.convert("L")))
+
+
+def _segment(marker: int, payload: bytes) -> bytes:
+    return bytes([0xFF, marker]) + (len(payload) + 2).to_bytes(2, "big") + payload
+
+
+def _without_app0(data: bytes) -> bytes:
+    length = int.from_bytes(data[4:6], "big")
+    assert data[2:4] == b"\xff\xe0"
+    return data[:2] + data[4 + length :]
+
+
+def _with_fill_bytes(data: bytes) -> bytes:
+    """0xFF fill bytes (legal before any marker) before each header segment and EOI."""
+    out, pos = bytearray(data[:2]), 2
+    while data[pos + 1] != 0xDA:
+        end = pos + 2 + int.from_bytes(data[pos + 2 : pos + 4], "big")
+        out += b"\xff\xff\xff" + data[pos:end]
+        pos = end
+    return bytes(out + b"\xff\xff" + data[pos:-2] + b"\xff\xff\xff\xd9")
+
+
+def _jfif_version(data: bytes, major: int) -> bytes:
+    at = data.index(b"JFIF\0") + 5
+    return data[:at] + bytes([major]) + data[at + 1 :]
+
+
+def _adobe(data: bytes, transform: int) -> bytes:
+    payload = b"Adobe" + (100).to_bytes(2, "big") + bytes(4) + bytes([transform])
+    return data[:2] + _segment(0xEE, payload) + data[2:]
+
+
+def _cv2_jpeg(**params: int) -> bytes:
+    import cv2
+
+    flags = [v for k, val in params.items() for v in (getattr(cv2, k), val)]
+    ok, buf = cv2.imencode(".jpg", np.asarray(_photo())[..., ::-1], flags)
+    assert ok
+    return bytes(buf.tobytes())
+
+
+def _valid_jpegs() -> dict[str, bytes]:
+    from PIL import ImageCms
+
+    base = encode(_photo(), "JPEG", quality=90)
+    icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    return {
+        "restart markers": _cv2_jpeg(IMWRITE_JPEG_RST_INTERVAL=1),
+        "progressive with restarts": _cv2_jpeg(
+            IMWRITE_JPEG_PROGRESSIVE=1, IMWRITE_JPEG_RST_INTERVAL=2
+        ),
+        "4:4:4": encode(_photo(), "JPEG", quality=90, subsampling=0),
+        "4:2:2": encode(_photo(), "JPEG", quality=90, subsampling=1),
+        "optimised Huffman": encode(_photo(), "JPEG", quality=90, optimize=True),
+        "ICC profile over several APP2": encode(
+            _photo(), "JPEG", quality=90, icc_profile=icc + bytes(150_000)
+        ),
+        "large APP9 segments": base[:2] + _segment(0xE9, b"x" * 65533) * 3 + base[2:],
+        "comment": base[:2] + _segment(0xFE, b"made by hand") + base[2:],
+        "trailing data after EOI": base + b"appended by a phone app" * 50,
+        "0xFF fill before markers": _with_fill_bytes(base),
+        "no JFIF segment": _without_app0(base),
+        "JFIF 2.01": _jfif_version(base, 2),
+        "JFIF 0.01": _jfif_version(base, 0),
+        "Adobe transform 2, no JFIF": _adobe(_without_app0(base), 2),
+        "Adobe transform 5, grey": _adobe(
+            _without_app0(encode(_photo().convert("L"), "JPEG", quality=90)), 5
+        ),
+        "CMYK": encode(_photo().convert("CMYK"), "JPEG", quality=90),
+    }
+
+
+@pytest.mark.parametrize("name", list(_valid_jpegs()))
+def test_valid_jpeg_variants_are_never_corrupt(name: str) -> None:
+    """What the JPEG standard allows and Pillow decodes is an image on every path: a valid
+    photo reported corrupt is a photo lost from the dataset."""
+    data = _valid_jpegs()[name]
+    assert not pillow_refuses(data)
+    for kwargs in ({"color_mode": "L", "reduce_to": 160}, {"color_mode": "RGB"}, {}):
+        decoded = decode_strict(data, max_pixels=MAX_PIXELS, **kwargs)  # type: ignore[arg-type]
+        assert decoded.size == (320, 214), (name, kwargs)
+    assert scan_files_of([data])[0].issues == []  # type: ignore[attr-defined]
+
+
+def test_damage_behind_a_benign_header_warning_is_still_refused() -> None:
+    """The header fields set aside for the strict decoder do not let damaged data through."""
+    data = _jfif_version(encode(_photo(), "JPEG", quality=85), 2)
+    copy = data[: len(data) // 2] + b"\x00" * 64 + data[len(data) // 2 + 64 :]
+    for kwargs in ({"color_mode": "L", "reduce_to": 160}, {"color_mode": "RGB"}):
+        with pytest.raises(ImageIssue, match="damaged image data"):
+            decode_strict(copy, max_pixels=MAX_PIXELS, **kwargs)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("tag", [b"JFIF\0", b"Adobe"])
+def test_a_header_segment_pillow_cannot_parse_is_refused_by_the_scan_too(tag: bytes) -> None:
+    """libjpeg decodes a JPEG whose JFIF or Adobe segment is too short to hold a version, but
+    Pillow (the pipeline's decode) refuses it: the scan called it ok, the build corrupt."""
+    base = encode(_photo(), "JPEG", quality=90)
+    data = base[:2] + _segment(0xEE if tag == b"Adobe" else 0xE0, tag) + _without_app0(base)[2:]
+    assert pillow_refuses(data)
+    assert refused(data, color_mode="RGB")
+    assert refused(data, color_mode="L", reduce_to=160)
+    assert scan_files_of([data])[0].issues == ["corrupt"]  # type: ignore[attr-defined]

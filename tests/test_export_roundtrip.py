@@ -19,7 +19,7 @@ from datasetagent.formats import descriptor, descriptors
 from datasetagent.records import Box, Mask, ProcessingStep, Provenance, Sample
 from datasetagent.sources.existing import ExistingDataset, open_existing
 from datasetagent.sources.formats import ImportedImage
-from datasetagent.spec import TaskKind
+from datasetagent.spec import ClassSpec, TaskKind
 from datasetagent.tools.masks import (
     join_polygons,
     mask_to_polygons,
@@ -271,3 +271,32 @@ def test_a_hub_dataset_with_corner_boxes(tmp_path: Path) -> None:
         [("cat", 2.0, 3.0, 10.0, 6.0)],
         [("dog", 20.0, 10.0, 18.0, 18.0), ("cat", 1.0, 1.0, 4.0, 3.0)],
     ]
+
+
+@pytest.mark.parametrize("fmt", ["coco", "yolo", "voc", "hf"])
+def test_class_names_with_format_punctuation_read_back_whole(
+    samples: dict[TaskKind, list[Sample]], tmp_path: Path, fmt: str
+) -> None:
+    """Class names holding the separators and comment signs of the formats' text files (VOC's
+    ``labelmap.txt`` is ``label:R,G,B:parts:actions`` with ``#`` comments; YOLO's YAML) come
+    back as they were, in order, unused ones included (VOC read "a: b" as "a" and dropped
+    "#1")."""
+    names = ("a: b", "- yes", "null", "#1")  # "#1": a class no object has
+    rename = dict(zip(CLASSES, names, strict=False))
+    items = [
+        s.model_copy(
+            update={
+                "annotations": tuple(
+                    a.model_copy(update={"label": rename[a.label]}) for a in s.annotations
+                )
+            }
+        )
+        for s in samples["detection"]
+    ]
+    if fmt == "voc":
+        items = [as_jpeg(s, tmp_path / "jpeg") for s in items]
+    spec = spec_for("detection", fmt)
+    spec = spec.model_copy(update={"classes": tuple(ClassSpec(name=n) for n in names)})
+    out = export_samples(fmt, tmp_path / fmt, spec, items, blob_path, None)
+    ds = open_existing(out)
+    assert list(ds.classes) == list(names)

@@ -79,7 +79,8 @@ def test_decisions_in_a_detection_run_keep_the_objects(
         mixed = [s for s in labelled if {a.label for a in s.annotations} == {"red", "blue"}]
         single, both, other = one[0], mixed[0], mixed[1]
         empty = mixed[2].model_copy(update={"annotations": (), "status": "review"})
-        store.update_samples([empty])
+        empty2 = one[1].model_copy(update={"annotations": (), "status": "review"})
+        store.update_samples([empty, empty2])
         queue = tmp_path / "queue.jsonl"
         write_queue(store, spec, BlobStore(run), queue, audit_size=len(labelled))
         lines = {x["id"]: x for x in map(json.loads, queue.read_text().splitlines())}
@@ -93,7 +94,7 @@ def test_decisions_in_a_detection_run_keep_the_objects(
             {**lines[other.id], "decision": "relabel", "label": "blue"},
             {**lines[empty.id], "decision": "accept", "label": "red"},
             {**lines[mixed[3].id], "decision": "accept", "label": None},  # objects as shown
-            {**lines[empty.id], "decision": "accept", "label": None},
+            {**lines[empty2.id], "decision": "accept", "label": None},  # one decision a sample
         ]
         queue.write_text("".join(json.dumps(x) + "\n" for x in decided))
         done = apply_decisions(store, spec, queue)
@@ -115,6 +116,7 @@ def test_decisions_in_a_detection_run_keep_the_objects(
     ]
     assert after[other.id] == other  # not applied: unchanged
     assert after[empty.id] == empty
+    assert after[empty2.id] == empty2
     assert not any(isinstance(a, ClassLabel) for s in after.values() for a in s.annotations)
     # the exported dataset still has the objects of every decided sample
     with RunStore(run / "run.db") as store:

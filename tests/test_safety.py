@@ -9,14 +9,20 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 import datasetagent.export as export_module
 from datasetagent.errors import UsageError
-from datasetagent.export import MARKER, check_export_folder, export_samples, is_export
+from datasetagent.export import (
+    MARKER,
+    check_export_folder,
+    export_samples,
+    foreign_files,
+    is_export,
+)
 from datasetagent.pipeline import BuildResult, build
 from datasetagent.spec import ClassSpec, DatasetSpec, SourceSpec
 from datasetagent.store import BlobStore, RunStore
@@ -245,6 +251,128 @@ def test_a_swap_killed_midway_leaves_one_whole_export_and_is_finished_next_time(
     assert renames == [*restored, ("out", ".out.datasetagent-old"), (".out.partial", "out")]
 
 
+def test_a_previous_export_holding_the_users_files_is_not_replaced_unless_forced(
+    run_copy: Path, tmp_path: Path
+) -> None:
+    """A notebook or an extra folder the user put into an export is not the export's to
+    delete: replacing it needs --force, like any folder of the user's files."""
+    out = _export(run_copy, tmp_path / "out")
+    (out / "train.ipynb").write_text("my notebook")
+    (out / "train" / "extra").mkdir(parents=True)
+    (out / "train" / "extra" / "more.png").write_bytes(b"mine")
+    refused = cli("export", str(run_copy), "-o", str(out))
+    assert refused.returncode == 2, refused.stderr
+    assert "holds files it did not write (found 2: train.ipynb, train/extra/more.png)" in (
+        refused.stderr
+    )
+    assert "Traceback" not in refused.stderr
+    assert (out / "train.ipynb").read_text() == "my notebook"
+    # an untouched export is replaced as before; forced, the user's files go too
+    assert (
+        cli("export", str(run_copy), "-o", str(_export(run_copy, tmp_path / "b"))).returncode == 0
+    )
+    forced = cli("export", str(run_copy), "-o", str(out), "--force")
+    assert forced.returncode == 0, forced.stderr
+    assert not (out / "train.ipynb").exists()
+
+
+def test_an_export_folder_named_with_dot_dot_is_the_folder_it_names(
+    run_copy: Path, tmp_path: Path
+) -> None:
+    """``-o new/train/..`` replaces the export ``new``: the temporary and old copies are its
+    siblings, never left behind inside it."""
+    assert cli("export", str(run_copy), "-o", str(tmp_path / "new")).returncode == 0
+    for _ in range(2):
+        out = cli("export", str(run_copy), "-o", str(tmp_path / "new" / "train" / ".."))
+        assert out.returncode == 0, out.stderr
+        assert is_export(tmp_path / "new")
+    assert not [p for p in (tmp_path / "new").rglob("*") if "partial" in p.name or "old" in p.name]
+    assert not list(tmp_path.glob(".*"))
+
+
+def test_export_never_replaces_the_home_folder_even_forced(run_copy: Path, tmp_path: Path) -> None:
+    home = tmp_path / "home" / "me"
+    home.mkdir(parents=True)
+    (home / "thesis.tex").write_text("years of work")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    env = {**os.environ, "HOME": str(home)}
+    for target in (home, home.parent):
+        out = subprocess.run(
+            [*EXE, "export", str(run_copy), "-o", str(target), "--force"],
+            capture_output=True,
+            text=True,
+            cwd=elsewhere,
+            env={**env, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")},
+            timeout=300,
+            check=False,
+        )
+        assert out.returncode == 2, out.stderr
+        assert "is your home folder or contains it" in out.stderr
+    assert (home / "thesis.tex").read_text() == "years of work"
+
+
+def test_two_exports_to_one_folder_take_turns(run_copy: Path, tmp_path: Path) -> None:
+    """Two exports into one folder share its temporary and old copy names: the second waits
+    for the first (it deleted the first's half-written copy, which then failed or put a
+    mixed export in place), then replaces it whole."""
+    import threading
+
+    out = tmp_path / "out"
+    with RunStore(run_copy / "run.db") as store:
+        spec = store.load_spec()
+        assert spec is not None
+        samples = [s.model_copy(update={"split": "train"}) for s in store.samples()]
+    blobs = BlobStore(run_copy)
+    writing, release = threading.Event(), threading.Event()
+
+    def slow(sample: object) -> Path:
+        writing.set()
+        release.wait(30)
+        return blobs.path(sample.blob)  # type: ignore[attr-defined]
+
+    errors: list[BaseException] = []
+
+    def run(chosen: list[object], path: Callable[[object], Path]) -> None:
+        try:
+            export_samples("imagefolder", out, spec, chosen, path, None)  # type: ignore[arg-type]
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    first = threading.Thread(target=run, args=(samples[:6], slow))
+    first.start()
+    assert writing.wait(30)
+    second = threading.Thread(target=run, args=(samples[:3], lambda s: blobs.path(s.blob)))
+    second.start()
+    second.join(0.5)
+    release.set()
+    first.join(60)
+    second.join(60)
+    assert errors == []
+    manifest = (out / "manifest.jsonl").read_text().splitlines()
+    assert len(manifest) == 3  # the second export, whole
+    assert all((out / json.loads(line)["file"]).is_file() for line in manifest)
+    assert foreign_files(out) == []
+    assert not list(tmp_path.glob(".out*"))
+
+
+def test_an_export_where_folders_cannot_be_locked_still_runs(
+    run_copy: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    import errno
+
+    def no_locks(fd: int, op: int) -> None:
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(export_module.fcntl, "flock", no_locks)
+    out = _export(run_copy, tmp_path / "out")
+    assert is_export(out)
+    assert "cannot lock" in caplog.text
+
+
 def test_export_inside_a_symlinked_run_is_still_the_run(run_copy: Path, tmp_path: Path) -> None:
     link = tmp_path / "alias"
     link.symlink_to(run_copy, target_is_directory=True)
@@ -275,6 +403,21 @@ def test_build_refuses_a_folder_of_other_files(tmp_path: Path) -> None:
     empty = tmp_path / "empty"
     empty.mkdir()
     assert build(_spec(tmp_path / "pool"), empty, workers=1).exported
+
+
+def test_build_into_a_folder_it_cannot_make_is_one_line(tmp_path: Path) -> None:
+    """A link to a missing folder, or a path through a file: mkdir's error was a traceback."""
+    write_class_folders(tmp_path / "pool", digit_images(2, classes=(0, 1)))
+    (tmp_path / "notes.txt").write_text("keep")
+    (tmp_path / "dangling").symlink_to(tmp_path / "missing" / "run")
+    for target, says in (
+        (tmp_path / "dangling", "it is a link to a missing folder"),
+        (tmp_path / "notes.txt" / "run", "Not a directory"),
+    ):
+        with pytest.raises(UsageError, match=f"cannot make the run folder .*: {says}"):
+            build(_spec(tmp_path / "pool"), target, workers=1)
+    assert (tmp_path / "notes.txt").read_text() == "keep"
+    assert not (tmp_path / "missing").exists()
 
 
 # -- the review queue file --------------------------------------------------------------------
@@ -318,6 +461,112 @@ def test_review_write_keeps_other_files_and_a_persons_decisions(
     assert refused.returncode == 2
     assert "is not a review queue" in refused.stderr
     assert notes.read_text() == "not a queue\n"
+
+
+def test_review_write_never_opens_or_replaces_a_fifo(run_copy: Path, tmp_path: Path) -> None:
+    """A FIFO (or a link to one, or to a device) is no queue: reading it would hang, and
+    replacing it would put a plain file where /dev/null was."""
+    fifo = tmp_path / "queue.jsonl"
+    os.mkfifo(fifo)
+    link = tmp_path / "link.jsonl"
+    link.symlink_to(fifo)
+    for target in (fifo, link):
+        out = subprocess.run(
+            [*EXE, "review", str(run_copy), "--write", str(target)],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")},
+            timeout=60,
+            check=False,
+        )
+        assert out.returncode == 2, out.stderr
+        assert "is not a regular file" in out.stderr
+    assert fifo.is_fifo()
+
+
+def _queue_of(run: Path, tmp_path: Path) -> list[dict[str, object]]:
+    queue = tmp_path / "queue.jsonl"
+    assert cli("review", str(run), "--write", str(queue), "--audit", "2").returncode == 0
+    return [json.loads(x) for x in queue.read_text().splitlines()]
+
+
+@pytest.mark.parametrize("case", ["label list", "label number", "not UTF-8", "decided twice"])
+def test_review_apply_refuses_a_malformed_queue_whole(
+    run_copy: Path, tmp_path: Path, case: str
+) -> None:
+    """One line, exit 2, the line named, nothing applied: a label that is not text, a file
+    that is not UTF-8, or two decisions on one sample (both were applied and both counted,
+    the second silently winning and the audit counting the sample twice)."""
+    first, second = _queue_of(run_copy, tmp_path)
+    good = {**second, "decision": "accept"}
+    lines = {
+        "label list": [good, {**first, "decision": "relabel", "label": ["1"]}],
+        "label number": [good, {**first, "decision": "relabel", "label": 1}],
+        "not UTF-8": [good, {**first, "decision": "accept"}],
+        "decided twice": [
+            good,
+            {**first, "decision": "relabel", "label": "0"},
+            {**first, "decision": "accept"},
+        ],
+    }[case]
+    text = "".join(json.dumps(x) + "\n" for x in lines).encode()
+    if case == "not UTF-8":
+        text += b'{"id": "caf\xe9", "decision": "accept"}\n'
+    queue = tmp_path / "decided.jsonl"
+    queue.write_bytes(text)
+    with RunStore(run_copy / "run.db") as store:
+        before = store.samples()
+    out = cli("review", str(run_copy), "--apply", str(queue))
+    assert out.returncode == 2, out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1, out.stderr
+    assert "Traceback" not in out.stderr
+    where = {"label list": ":2:", "label number": ":2:", "not UTF-8": "", "decided twice": ":3:"}
+    assert f"{queue}{where[case]}" in out.stderr
+    with RunStore(run_copy / "run.db") as store:
+        assert store.samples() == before
+
+
+@pytest.mark.parametrize("name", ["run.db", "spec.yaml", "summary.json", "images/new.yaml"])
+def test_plan_output_never_overwrites_a_file_of_a_run(run_copy: Path, name: str) -> None:
+    """``plan -o RUN/run.db`` replaced the run's database with YAML."""
+    target = run_copy / name
+    existed = target.read_bytes() if target.exists() else None
+    out = cli("plan", "cats and dogs", "-o", str(target))
+    assert out.returncode == 2, out.stderr
+    assert "is a file of the run" in out.stderr
+    assert (target.read_bytes() if target.exists() else None) == existed
+
+
+def test_plan_output_never_overwrites_a_file_that_is_not_a_spec(tmp_path: Path) -> None:
+    photo = tmp_path / "photo.jpg"
+    photo.write_bytes(b"\xff\xd8\xff\xe0 a photo")
+    out = cli("plan", "cats and dogs", "-o", str(photo))
+    assert out.returncode == 2, out.stderr
+    assert "exists and is not a spec" in out.stderr
+    assert photo.read_bytes() == b"\xff\xd8\xff\xe0 a photo"
+    spec = tmp_path / "spec.yaml"
+    for _ in range(2):  # new, then replacing a spec
+        assert cli("plan", "cats and dogs", "-o", str(spec)).returncode == 0
+        assert "classes:" in spec.read_text()
+
+
+def test_applying_a_queue_again_does_not_audit_twice(run_copy: Path, tmp_path: Path) -> None:
+    """Applied a second time, a relabel was audited again, now against the label it had set:
+    the audit grew and ALR fell (0.78 to 0.64 on 10 decisions) with nothing new decided."""
+    first, *rest = _queue_of(run_copy, tmp_path)
+    other = "0" if first["label"] == "1" else "1"
+    lines = [{**first, "decision": "relabel", "label": other}]
+    lines += [{**x, "decision": "accept"} for x in rest]
+    queue = tmp_path / "decided.jsonl"
+    queue.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    assert cli("review", str(run_copy), "--apply", str(queue)).returncode == 0
+    with RunStore(run_copy / "run.db") as store:
+        audits = store.audits("audit")
+    assert len(audits) == len(lines)
+    again = cli("review", str(run_copy), "--apply", str(queue))
+    assert again.returncode == 0, again.stderr
+    with RunStore(run_copy / "run.db") as store:
+        assert store.audits("audit") == audits
 
 
 # -- the run lock -----------------------------------------------------------------------------

@@ -225,6 +225,34 @@ def test_scan_cli_writes_jsonl_and_a_summary(tmp_path: Path, tiles: list[Image.I
     assert "corrupt 1" in result.stderr
 
 
+def test_scan_jsonl_never_overwrites_a_file_that_is_not_a_scan(
+    tmp_path: Path, tiles: list[Image.Image]
+) -> None:
+    """``--jsonl photo.jpg`` (a slip) overwrote the photo with JSON lines; an earlier scan's
+    output, an empty file or a new name are written as before."""
+    from click.testing import CliRunner
+
+    from datasetagent.cli import main
+
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    photo = folder / "t0.jpg"
+    photo.write_bytes(encode(tiles[0], "JPEG"))
+    notes = tmp_path / "notes.txt"
+    notes.write_text("my notes\n")
+    for target in (photo, notes):
+        before = target.read_bytes()
+        result = CliRunner().invoke(main, ["scan", str(folder), "--jsonl", str(target)])
+        assert result.exit_code == 2, result.output
+        assert "is not the output of a scan" in result.stderr
+        assert target.read_bytes() == before
+    out = tmp_path / "scan.jsonl"
+    for _ in range(2):  # new, then replacing its own output
+        result = CliRunner().invoke(main, ["scan", str(folder), "--jsonl", str(out)])
+        assert result.exit_code == 0, result.output
+        assert len(out.read_text().splitlines()) == 1
+
+
 def test_a_file_that_cannot_be_read_is_reported_in_its_place(tmp_path: Path) -> None:
     from datasetagent.scan import ScanParams, scan_files
 

@@ -70,6 +70,24 @@ def test_invalid_specs_name_the_field(data: dict[str, object], fragment: str) ->
     assert "\n" not in msg
 
 
+@pytest.mark.parametrize(
+    ("a", "b"),
+    [
+        ("caf\u00e9", "cafe\u0301"),  # composed and combining accent: one folder on macOS
+        ("Stra\u00dfe", "STRASSE"),  # case folding, not only lower case
+        ("\uff21pple", "apple"),  # full-width letters
+        ("\ufb01sh", "fish"),  # a ligature
+    ],
+)
+def test_names_a_reader_cannot_tell_apart_are_one_class(a: str, b: str) -> None:
+    """Two classes whose names look the same would export to folders that look the same (or
+    to one folder where the file system normalises names), mixing their images."""
+    with pytest.raises(SpecError, match="listed twice"):
+        DatasetSpec.validated({"classes": [{"name": a}, {"name": b}]})
+    spec = DatasetSpec.validated({"classes": [{"name": a}, {"name": "dog"}]})
+    assert spec.resolve_class(b) == a
+
+
 def test_yaml_errors_name_the_line(tmp_path: object) -> None:
     with pytest.raises(SpecError, match=r"bad.yaml line 3: not valid YAML"):
         DatasetSpec.from_yaml("classes:\n  - name: cat\n  - name: dog: x\n", origin="bad.yaml")

@@ -27,7 +27,7 @@ from datasetagent.pipeline import build
 from datasetagent.records import ClassLabel, Provenance, Sample
 from datasetagent.scan import ScanParams, scan_files
 from datasetagent.sources.existing import open_existing
-from datasetagent.sources.files import LINK_OUT, NOT_REGULAR, image_files
+from datasetagent.sources.files import BROKEN_LINK, LINK_OUT, NOT_REGULAR, image_files
 from datasetagent.sources.formats import DatasetFormatError
 from datasetagent.sources.local import read_file
 from datasetagent.spec import ClassSpec, DatasetSpec, ImageConstraints, SourceSpec, TaskKind
@@ -348,6 +348,26 @@ def test_the_scan_reads_only_regular_files_it_was_given(tmp_path: Path) -> None:
 
 
 @pytest.mark.timeout(60)
+def test_scanning_a_fifo_given_itself_says_it_was_skipped(tmp_path: Path) -> None:
+    """``scan x.png`` where x.png is a FIFO (or ``scan /dev/zero``) said "0 images" and
+    nothing else."""
+    from datasetagent.scan import ScanParams, scan_folder
+
+    os.mkfifo(tmp_path / "x.png")
+    skipped: list[tuple[str, str]] = []
+    lines = list(
+        scan_folder(
+            tmp_path / "x.png",
+            ScanParams(),
+            workers=1,
+            on_skip=lambda p, why: skipped.append((p.name, why)),
+        )
+    )
+    assert lines == []
+    assert skipped == [("x.png", NOT_REGULAR)]
+
+
+@pytest.mark.timeout(60)
 def test_an_existing_dataset_naming_a_fifo_is_refused_and_listing_skips_it(
     exports: Path, tmp_path: Path
 ) -> None:
@@ -411,6 +431,78 @@ def test_a_source_of_links_out_only_says_what_it_skipped(tmp_path: Path) -> None
     with pytest.raises(UsageError) as caught:
         build(_local_spec(folder), tmp_path / "run", workers=1)
     assert f"no images found (skipped 2 file(s) in {folder}: {LINK_OUT})" in str(caught.value)
+
+
+# -- loops of symbolic links --------------------------------------------------------------
+def _loop(folder: Path, a: str, b: str) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    os.symlink(b, folder / a)
+    os.symlink(a, folder / b)
+
+
+@pytest.mark.timeout(120)
+def test_a_loop_of_links_is_skipped_by_the_listing_and_the_scan(tmp_path: Path) -> None:
+    """pathlib's resolve() raises RuntimeError on a loop (Python < 3.13): the scan ended in a
+    traceback, whatever else the folder held."""
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    (folder / "real.png").write_bytes(encode(digit_images(1, classes=(3,))[0][0]))
+    _loop(folder, "a.png", "b.png")
+    skipped: list[tuple[str, str]] = []
+    found = list(image_files(folder, on_skip=lambda p, why: skipped.append((p.name, why))))
+    assert [p.name for p in found] == ["real.png"]
+    assert sorted(skipped) == [("a.png", BROKEN_LINK), ("b.png", BROKEN_LINK)]
+    out = subprocess.run(
+        [sys.executable, "-m", "datasetagent", "scan", str(folder), "--workers", "1"],
+        capture_output=True,
+        text=True,
+        timeout=100,
+        check=False,
+        env={**os.environ, "NO_COLOR": "1", "COLUMNS": "300"},
+    )
+    assert out.returncode == 0, out.stderr
+    assert len(out.stdout.splitlines()) == 1
+    assert f"skipped 2 file(s) in {folder}: {BROKEN_LINK}" in out.stderr
+
+
+@pytest.mark.parametrize("case", ["coco file_name", "csv file"])
+def test_a_dataset_naming_a_loop_of_links_is_refused_naming_the_entry(
+    exports: Path, tmp_path: Path, case: str
+) -> None:
+    fmt, make_hostile = HOSTILE[case]
+    root = tmp_path / "data" / fmt
+    shutil.copytree(exports / fmt, root)
+
+    def loop(base: Path) -> str:
+        _loop(base, "loop.png", "pool.png")
+        return "loop.png"
+
+    file, where = make_hostile(root, loop)
+    with pytest.raises(DatasetFormatError) as caught:
+        open_existing(root)
+    assert Path(caught.value.file) == root / file
+    assert caught.value.where == where
+    assert "loop.png is a loop of symbolic links" in str(caught.value)
+
+
+def test_a_path_through_a_loop_of_links_is_one_line(tmp_path: Path) -> None:
+    _loop(tmp_path, "l1", "l2")
+    env = {**os.environ, "NO_COLOR": "1", "COLUMNS": "300"}
+    for args in (
+        ["export", str(tmp_path), "-o", str(tmp_path / "l1" / "x")],
+        ["build", "cats and dogs", "--source", str(tmp_path), "-o", str(tmp_path / "l1" / "x")],
+    ):
+        out = subprocess.run(
+            [sys.executable, "-m", "datasetagent", *args],
+            capture_output=True,
+            text=True,
+            timeout=100,
+            check=False,
+            env=env,
+        )
+        assert out.returncode == 2, out.stderr
+        assert "symbolic links" in out.stderr  # a loop of them, or too many levels
+        assert len(out.stderr.strip().splitlines()) == 1, out.stderr
 
 
 # -- CSV cells are not formulas ------------------------------------------------------------

@@ -103,6 +103,8 @@ class RichReporter:
 
 #: Failures of the disk rather than of the program: a full disk, a quota, a read-only one.
 _DISK_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS}
+_LINK_LOOP = "Symlink loop from "
+_LOOP_FIX = " is a loop of symbolic links (or runs through one); fix or remove the link"
 
 
 def _fail(message: str, code: int) -> NoReturn:
@@ -124,7 +126,13 @@ def handle_errors(fn: Callable[P, R]) -> Callable[P, R]:
             _fail(str(exc), exc.exit_code)
         except RecursionError:  # input nested past what any reader handles
             _fail("an input file is nested too deeply to read; check the files given", 2)
+        except RuntimeError as exc:  # pathlib's resolve() on a loop of links (Python < 3.13)
+            if not str(exc).startswith(_LINK_LOOP):
+                raise
+            _fail(f"{str(exc).removeprefix(_LINK_LOOP).strip(repr(''))}{_LOOP_FIX}", 2)
         except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                _fail(f"{exc.filename}{_LOOP_FIX}", 2)
             if exc.errno not in _DISK_ERRORS:
                 raise
             where = f" writing {exc.filename}" if exc.filename else ""
@@ -236,6 +244,7 @@ def plan(
     if output is None:
         click.echo(text, nl=False)
     else:
+        _check_spec_output(output)
         output.write_text(text, encoding="utf-8")
         err.print(f"spec written to {output}")
 
@@ -601,6 +610,8 @@ def scan(
     except ValidationError as exc:
         raise UsageError(f"--set {describe_validation_error(exc)}") from exc
     params = ScanParams(checks=checks, min_side=min_side, max_pixels=max_pixels)
+    if jsonl is not None:
+        _check_scan_output(jsonl)
     skipped: Counter[str] = Counter()
     counts: Counter[str] = Counter()
     total = ok = 0
@@ -631,6 +642,45 @@ def scan(
     )
     for note in skip_messages(path, skipped):
         err.print(note)
+
+
+def _check_spec_output(output: Path) -> None:
+    """Refuse to overwrite a file of a run (its database, spec, summary, anything in its
+    folders) or a file that is not a spec (a photo or notes given to -o by a slip)."""
+    import yaml
+
+    from datasetagent.agents.review import RUN_FILES
+
+    target = output.resolve()
+    run = next((d for d in target.parents if (d / "run.db").is_file()), None)
+    if run is not None and (target.parent != run or target.name in RUN_FILES):
+        raise UsageError(
+            f"{output} is a file of the run in {run}; write the spec elsewhere, e.g. -o spec.yaml"
+        )
+    if not target.is_file() or target.stat().st_size == 0:
+        return
+    try:
+        data = yaml.safe_load(target.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, RecursionError):
+        data = None
+    if not (isinstance(data, dict) and "classes" in data):
+        raise UsageError(f"{output} exists and is not a spec; give a new file name for -o")
+
+
+def _check_scan_output(jsonl: Path) -> None:
+    """Refuse to overwrite a regular file that is not an earlier scan's JSON lines (a photo or
+    notes given to --jsonl by a slip). Empty files, new names, devices and pipes are fine."""
+    try:
+        if not jsonl.is_file() or jsonl.stat().st_size == 0:
+            return
+        with jsonl.open(encoding="utf-8") as f:
+            first = json.loads(f.readline(1 << 20))
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError):
+        first = None
+    if not (isinstance(first, dict) and {"path", "ok", "issues"} <= first.keys()):
+        raise UsageError(
+            f"{jsonl} exists and is not the output of a scan; give a new file name for --jsonl"
+        )
 
 
 @contextmanager

@@ -132,13 +132,32 @@ def make_demo_data(root: Path, *, seeds_per_class: int = 15, seed: int = 0) -> D
     )
 
 
+def check_demo_folder(out: Path) -> None:
+    """Refuse a folder the demo may not replace: one it did not make, a link, the current
+    folder or one holding it, or a demo folder holding files the demo did not write."""
+    if out.is_symlink():
+        raise UsageError(f"{out} is a symbolic link; give the folder it points to, or a new one")
+    if not out.exists():
+        return
+    if not (out / MARKER).exists():
+        raise UsageError(f"{out} exists and is not a demo folder; choose another -o")
+    where, cwd = out.resolve(), Path.cwd().resolve()
+    if where == cwd or where in cwd.parents:
+        raise UsageError(f"{out} is the current folder or holds it; run the demo from elsewhere")
+    extra = sorted(p.name for p in out.iterdir() if p.name not in {MARKER, "data", "run"})
+    if extra:
+        raise UsageError(
+            f"{out} is a demo folder but holds files the demo did not write (found "
+            f"{len(extra)}: {', '.join(extra[:3])}); move them out, or choose another -o"
+        )
+
+
 def run_demo(
     out: Path, *, reporter: Reporter | None = None, workers: int | None = None
 ) -> DemoResult:
     """Make the demo data in ``out/data`` and build ``out/run`` from it."""
+    check_demo_folder(out)
     if out.exists():
-        if not (out / MARKER).exists():
-            raise UsageError(f"{out} exists and is not a demo folder; choose another -o")
         shutil.rmtree(out)
     out.mkdir(parents=True)
     (out / MARKER).write_text("made by datasetagent demo; safe to delete\n")

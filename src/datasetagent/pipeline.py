@@ -498,7 +498,13 @@ def build_run(
     if spec is not None:
         named = [*(options.labelers or ()), *(options.verifiers or ())]
         existing = check_spec(spec, named, existing)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # a link to nowhere, a file on the way, /proc: not a folder to make
+        why = "it is a link to a missing folder" if run_dir.is_symlink() else exc.strerror
+        raise UsageError(
+            f"cannot make the run folder {run_dir}: {why}; give a new or empty folder for -o"
+        ) from exc
     with run_lock(run_dir, "build"):
         _claim_run(db_path, run_dir, resume)
         with RunStore(db_path) as store:

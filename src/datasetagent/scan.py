@@ -25,7 +25,7 @@ from pydantic import BaseModel, ConfigDict
 from threadpoolctl import threadpool_limits
 
 from datasetagent.runtime.local import LocalExecutor
-from datasetagent.sources.files import image_files, read_regular
+from datasetagent.sources.files import NOT_REGULAR, image_files, read_regular
 from datasetagent.spec import DEFAULT_MIN_SIDE, ISSUE_NAMES, CheckThresholds
 from datasetagent.tools.dedupe import THUMB, BestCopies, Deduplicator, Duplicate, Quality, Thumb
 
@@ -233,6 +233,10 @@ def scan_folder(
     order the files were found, once all are scanned. ``on_progress`` hears of each batch
     scanned (its number of images)."""
     paths: Iterator[Path] = iter([root]) if root.is_file() else image_files(root, on_skip=on_skip)
+    if not root.is_file() and not root.is_dir():  # a FIFO or device given itself: never opened
+        paths = iter([])
+        if on_skip is not None:
+            on_skip(root, NOT_REGULAR)
     dedupe = Deduplicator(params.checks.near_duplicate_bits)
     best = BestCopies()
     batches = 0

@@ -451,8 +451,12 @@ class DatasetProfile(_Model):
 
 
 def normalise_name(name: str) -> str:
-    """Lower case, with runs of spaces, underscores and hyphens made one space."""
-    return re.sub(r"[\s_\-]+", " ", name.strip().lower())
+    """Case-folded, in Unicode compatibility form (NFKC), with runs of spaces, underscores and
+    hyphens made one space: names a reader cannot tell apart ("café" composed or with a
+    combining accent, "Straße" and "STRASSE", full-width letters) are one name, as they are
+    one folder on file systems that normalise or fold case."""
+    folded = unicodedata.normalize("NFKC", name).casefold()
+    return re.sub(r"[\s_\-]+", " ", unicodedata.normalize("NFKC", folded).strip())
 
 
 def name_forms(name: str) -> set[str]:

@@ -119,6 +119,11 @@ def check_queue_file(out: Path, run_dir: Path) -> Path:
         raise UsageError(f"{out} is a folder; give a file name for --write, e.g. queue.jsonl")
     if not target.exists():
         return target
+    if not target.is_file():  # a device, FIFO or socket: reading it would hang, replacing it
+        raise UsageError(  # would put a plain file where /dev/null was
+            f"{out} is not a regular file (a device, FIFO or socket); give a file name for "
+            "--write, e.g. queue.jsonl"
+        )
     decided = _decisions_in(target)
     if decided is None:
         raise UsageError(
@@ -174,9 +179,20 @@ def review_order(
     return sorted(held, key=lambda s: (s.label not in short, -(s.confidence or 0.0)))
 
 
-def _read(path: Path, spec: DatasetSpec) -> list[dict[str, Any]]:
-    """Every decided line, checked whole before anything is applied."""
+def _read(path: Path, spec: DatasetSpec) -> list[tuple[str, dict[str, Any]]]:
+    """Every decided line with where it is (``FILE:LINE``), checked whole before anything is
+    applied."""
+    try:
+        return _read_lines(path, spec)
+    except UnicodeDecodeError as exc:
+        raise UsageError(
+            f"{path}: not UTF-8 text (byte {exc.start} of a line); save the queue as UTF-8"
+        ) from exc
+
+
+def _read_lines(path: Path, spec: DatasetSpec) -> list[tuple[str, dict[str, Any]]]:
     out = []
+    seen: dict[str, str] = {}
     with path.open(encoding="utf-8") as f:
         for n, raw in enumerate(f, 1):
             if not raw.strip():
@@ -195,6 +211,14 @@ def _read(path: Path, spec: DatasetSpec) -> list[dict[str, Any]]:
                 continue
             if decision not in DECISIONS:
                 raise UsageError(f"{where}: decision {decision!r} is not one of {DECISIONS}")
+            if line["id"] in seen:  # two decisions on one sample: which did the person mean?
+                raise UsageError(
+                    f"{where}: sample {line['id'][:12]} is decided again (first at "
+                    f"{seen[line['id']]}); keep one decision per sample"
+                )
+            seen[line["id"]] = where
+            if not isinstance(line.get("label") or "", str):
+                raise UsageError(f"{where}: label {line['label']!r} is not a class name (text)")
             # accepting objects (detection, segmentation) confirms them as shown: no label needed
             needs_label = decision == "relabel" or (
                 decision == "accept" and (spec.task == "classification" or line.get("label"))
@@ -204,7 +228,7 @@ def _read(path: Path, spec: DatasetSpec) -> list[dict[str, Any]]:
                     f"{where}: label {line.get('label')!r} is not a class of the spec "
                     f"({', '.join(spec.class_names)})"
                 )
-            out.append(line)
+            out.append((where, line))
     return out
 
 
@@ -251,10 +275,13 @@ def apply_decisions(store: RunStore, spec: DatasetSpec, path: Path) -> Applied:
     done = Applied()
     changed: list[Sample] = []
     audits: list[Audit] = []
-    for line in decided:
+    # a sample is audited once: a queue applied again (its relabels already made) must not
+    # audit the corrected label against itself
+    audited = {a.sample_id for a in store.audits("audit") if a.checker == HUMAN}
+    for where, line in decided:
         sample = store.find_sample(line["id"])
         if sample is None:
-            raise UsageError(f"{path}: sample {line['id'][:12]} is not in this run")
+            raise UsageError(f"{where}: sample {line['id'][:12]!r} is not in this run")
         decision = line["decision"]
         given = spec.resolve_class(line.get("label") or "")  # None: no label given
         update: dict[str, Any]
@@ -275,7 +302,7 @@ def apply_decisions(store: RunStore, spec: DatasetSpec, path: Path) -> Applied:
             update = {"status": "labelled", "annotations": annotations, "review_reasons": ()}
         done.applied[decision] += 1
         shown = sample.label
-        if line.get("kind") == "audit" and shown is not None:
+        if line.get("kind") == "audit" and shown is not None and sample.id not in audited:
             audits.append(
                 Audit(
                     sample_id=sample.id,

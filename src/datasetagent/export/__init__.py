@@ -15,9 +15,13 @@ reason (``export.prepare``).
 
 from __future__ import annotations
 
+import fcntl
 import json
+import logging
+import os
 import shutil
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Protocol
 
@@ -32,6 +36,8 @@ __all__ = [
     "JPEG_QUALITY", "MARKER", "Exporter", "check_export_folder", "copy_image", "export_samples",
     "exporter_for", "is_export", "is_jpeg", "known_formats", "manifest_line",
 ]  # fmt: skip
+
+log = logging.getLogger(__name__)
 
 
 class Exporter(Protocol):
@@ -129,41 +135,71 @@ def export_samples(
     if any(s.split is None for s in samples):
         raise ExportError("every exported sample needs a split; run the split stage first")
     check_export_folder(out, run_dir=run_dir, force=force)
-    _recover(out)
-    tmp = out.with_name(f".{out.name}.partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    stats = ExportStats()
-    classes = frozenset(spec.class_names)
-    try:
-        tmp.mkdir(parents=True)
-        exporter = exporter_for(fmt, tmp, spec)
-        with (
-            exporter,
-            (tmp / "manifest.jsonl").open("w", encoding="utf-8") as manifest,
-            AttributionWriter(tmp) as attribution,
-        ):
-            for original in samples:
-                sample, dropped = prepare(original, stats, classes)
-                file = exporter.write(sample, image_path(original))
-                manifest.write(manifest_line(sample, file, dropped) + "\n")
-                attribution.add(sample, file)
-        stats.notes.update(getattr(exporter, "notes", {}))
-        header: Callable[[], str] | None = getattr(exporter, "card_header", None)
-        card = render_datacard(spec, samples, report, fmt, stats)
-        (tmp / "README.md").write_text((header() if header else "") + card, encoding="utf-8")
-        marker = {"tool": "datasetagent", "version": __version__, "format": fmt}
-        (tmp / MARKER).write_text(json.dumps(marker) + "\n", encoding="utf-8")
-    except OSError as exc:
+    out = out.resolve()  # not a link (checked): the same folder, named without "." or ".."
+    with _folder_lock(out.parent):  # another export to the same folder waits its turn
+        if out.exists():  # and the folder may have changed while this one waited
+            check_export_folder(out, run_dir=run_dir, force=force)
+        _recover(out)
+        tmp = out.with_name(f".{out.name}.partial")
         shutil.rmtree(tmp, ignore_errors=True)
-        raise ExportError(f"cannot write {fmt} export to {out}: {exc}") from exc
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        stats = ExportStats()
+        classes = frozenset(spec.class_names)
+        try:
+            tmp.mkdir(parents=True)
+            exporter = exporter_for(fmt, tmp, spec)
+            with (
+                exporter,
+                (tmp / "manifest.jsonl").open("w", encoding="utf-8") as manifest,
+                AttributionWriter(tmp) as attribution,
+            ):
+                for original in samples:
+                    sample, dropped = prepare(original, stats, classes)
+                    file = exporter.write(sample, image_path(original))
+                    manifest.write(manifest_line(sample, file, dropped) + "\n")
+                    attribution.add(sample, file)
+            stats.notes.update(getattr(exporter, "notes", {}))
+            header: Callable[[], str] | None = getattr(exporter, "card_header", None)
+            card = render_datacard(spec, samples, report, fmt, stats)
+            (tmp / "README.md").write_text((header() if header else "") + card, encoding="utf-8")
+            marker = {
+                "tool": "datasetagent",
+                "version": __version__,
+                "format": fmt,
+                "files": _files_under(tmp),  # what a later export may replace without --force
+            }
+            (tmp / MARKER).write_text(json.dumps(marker) + "\n", encoding="utf-8")
+        except OSError as exc:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise ExportError(f"cannot write {fmt} export to {out}: {exc}") from exc
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        try:
+            _swap_in(tmp, out)
+        except OSError as exc:
+            raise ExportError(f"cannot put the {fmt} export in place at {out}: {exc}") from exc
+        return out
+
+
+@contextmanager
+def _folder_lock(folder: Path) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``folder`` (the parent of an export) while inside,
+    waiting for another holder: two exports to one folder share its temporary and old copy
+    names, so run at the same time they would delete each other's files. The folder is made
+    if missing."""
     try:
-        _swap_in(tmp, out)
+        folder.mkdir(parents=True, exist_ok=True)
+        fd = os.open(folder, os.O_RDONLY)
     except OSError as exc:
-        raise ExportError(f"cannot put the {fmt} export in place at {out}: {exc}") from exc
-    return out
+        raise ExportError(f"cannot make or open the folder {folder} for the export: {exc}") from exc
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except OSError:  # a file system without locks (some network mounts): go on unlocked
+            log.warning("cannot lock %s; another export into it at once would clash", folder)
+        yield
+    finally:
+        os.close(fd)  # drops the lock
 
 
 #: The file every export holds, naming the tool and version that wrote it.
@@ -198,6 +234,29 @@ def _recover(out: Path) -> None:
         aside.rename(out)
 
 
+def _files_under(folder: Path) -> list[str]:
+    """Every file (and link) under ``folder``, as sorted POSIX paths relative to it."""
+    found: list[str] = []
+    for root, dirs, files in os.walk(folder):
+        rel = Path(root).relative_to(folder)
+        links = [d for d in dirs if os.path.islink(os.path.join(root, d))]
+        found.extend((rel / name).as_posix() for name in (*files, *links))
+    return sorted(found)
+
+
+def foreign_files(folder: Path) -> list[str]:
+    """Files in the export ``folder`` that the export did not write (its marker lists what
+    it wrote); none known for an export whose marker has no list (older versions)."""
+    try:
+        listed = json.loads((folder / MARKER).read_text(encoding="utf-8")).get("files")
+    except (OSError, UnicodeDecodeError, ValueError, AttributeError):
+        return []
+    if not isinstance(listed, list):
+        return []
+    written = {*listed, MARKER}
+    return [name for name in _files_under(folder) if name not in written]
+
+
 def is_export(folder: Path) -> bool:
     """Whether ``folder`` holds an export of this tool: its marker file, or (exports written
     before the marker existed) a ``manifest.jsonl`` whose first line is this tool's record
@@ -217,10 +276,11 @@ def is_export(folder: Path) -> bool:
 
 def check_export_folder(out: Path, *, run_dir: Path | None = None, force: bool = False) -> None:
     """Refuse, with a one-line error, a folder the tool may not write an export into or
-    replace: a symbolic link or a file; the current folder or one containing it; the run
-    folder, one containing it or one inside it other than ``RUN/export/...`` (these even with
-    ``force``); and, unless ``force``, a non-empty folder that is not a previous export. It
-    changes nothing, so it can be asked before any work."""
+    replace: a symbolic link or a file; the current folder, the home folder or one containing
+    either; the run folder, one containing it or one inside it other than ``RUN/export/...``
+    (these even with ``force``); and, unless ``force``, a non-empty folder that is not a
+    previous export, or a previous export holding files it did not write. It changes nothing,
+    so it can be asked before any work."""
     if out.is_symlink():
         raise UsageError(
             f"export folder {out} is a symbolic link; give the folder it points to, or a new one"
@@ -244,7 +304,21 @@ def check_export_folder(out: Path, *, run_dir: Path | None = None, force: bool =
                 f"{run_dir / 'export'}/NAME may hold exports; give one of those or a folder "
                 "outside the run"
             )
-    if not out.exists() or force or is_export(out):
+    home = _home()
+    if home is not None and (where == home or where in home.parents):
+        raise UsageError(
+            f"export folder {out} is your home folder or contains it; give a new folder"
+        )
+    if not out.exists() or force:
+        return
+    if is_export(out):
+        foreign = foreign_files(out)
+        if foreign:
+            raise UsageError(
+                f"export folder {out} is a previous export but holds files it did not write "
+                f"(found {len(foreign)}: {', '.join(foreign[:3])}); move them out, or pass "
+                "--force to replace them too"
+            )
         return
     try:
         found = sorted(p.name for p in out.iterdir())
@@ -256,3 +330,11 @@ def check_export_folder(out: Path, *, run_dir: Path | None = None, force: bool =
             f"{len(found)}: {', '.join(found[:3])}); give a new or empty folder, or pass "
             "--force to replace it"
         )
+
+
+def _home() -> Path | None:
+    """The user's home folder, resolved; None where there is none."""
+    try:
+        return Path.home().resolve()
+    except (RuntimeError, KeyError, OSError):
+        return None

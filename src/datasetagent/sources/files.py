@@ -22,7 +22,7 @@ IMAGE_EXTENSIONS = frozenset(
 #: Why ``walk_files`` skips a file (the ``on_skip`` reasons).
 LINK_OUT = "symbolic link pointing out of the folder"
 NOT_REGULAR = "not a regular file (a FIFO, device or socket)"
-BROKEN_LINK = "broken symbolic link"
+BROKEN_LINK = "broken symbolic link (or a loop of links)"
 
 
 def open_regular(path: str | Path) -> BinaryIO:
@@ -93,7 +93,10 @@ def _skip_reason(path: Path, top: Path) -> str | None:
     except OSError:
         return None  # gone since it was listed: reading it reports that
     if stat.S_ISLNK(mode):
-        target = path.resolve()
+        try:
+            target = path.resolve()
+        except (RuntimeError, OSError):  # a loop of links (RuntimeError before Python 3.13)
+            return BROKEN_LINK
         if not target.is_relative_to(top):
             return LINK_OUT
         try:

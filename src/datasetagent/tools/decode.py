@@ -208,9 +208,22 @@ def jpeg_header(data: bytes) -> JpegHeader | None:
                 orientation = _exif_orientation(data[pos + 10 : end])
             elif marker == 0xE2 and data[pos + 4 : pos + 8] == b"MPF\0":
                 return None  # MPO: several pictures
+            elif _pillow_refuses_segment(data, marker, pos, end):
+                return None  # the probe refuses it, as every decode of the pipeline does
     except ValueError:
         return None
     return None
+
+
+def _pillow_refuses_segment(data: bytes, marker: int, pos: int, end: int) -> bool:
+    """Whether Pillow's header parser fails on this segment: a JFIF APP0 or Adobe APP14 too
+    short for the version it reads. libjpeg passes over them, but the pipeline's decode is
+    Pillow's, and the scan must not call ok what a build then rejects."""
+    payload = end - pos - 4
+    tag = data[pos + 4 : pos + 9]
+    return payload < 7 and (
+        (marker == 0xE0 and tag[:4] == b"JFIF") or (marker == 0xEE and tag == b"Adobe")
+    )
 
 
 def _exif_orientation(tiff: bytes) -> int | None:
@@ -260,13 +273,41 @@ def _decode_jpeg(data: bytes, size: tuple[int, int], scale: int, colorspace: str
     width, height = -(-size[0] // scale), -(-size[1] // scale)
     try:
         pixels: np.ndarray = simplejpeg.decode_jpeg(
-            data, colorspace=colorspace, strict=True, min_width=width, min_height=height
+            _without_header_warnings(data),
+            colorspace=colorspace,
+            strict=True,
+            min_width=width,
+            min_height=height,
         )
     except ValueError as exc:
         raise ImageIssue("corrupt", f"damaged image data: {exc}", size) from exc
     if pixels.shape[:2] != (height, width):
         raise ImageIssue("corrupt", f"damaged image data: decoded {pixels.shape[:2]}", size)
     return pixels
+
+
+def _without_header_warnings(data: bytes) -> bytes:
+    """``data`` with the header fields libjpeg warns about but decodes the same either way
+    set to the value it then assumes: a JFIF major version other than 1 (2.01 files exist;
+    the format did not change) and an Adobe colour transform code other than 0 or 1 (read as
+    YCbCr). Strict mode stops on any warning, and these say nothing about the pixels, so a
+    valid photo would be reported corrupt (and the rest of its data never checked)."""
+    patches: list[tuple[int, int]] = []
+    try:
+        for marker, pos, end in jpeg_segments(data):
+            tag = data[pos + 4 : pos + 9]
+            if marker == 0xE0 and end - pos > 9 and tag == b"JFIF\0" and data[pos + 9] != 1:
+                patches.append((pos + 9, 1))
+            elif marker == 0xEE and end - pos >= 16 and tag == b"Adobe" and data[pos + 15] > 1:
+                patches.append((pos + 15, 1))
+    except ValueError:
+        return data  # the strict decoder reports the broken structure itself
+    if not patches:
+        return data
+    copy = bytearray(data)
+    for at, value in patches:
+        copy[at] = value
+    return bytes(copy)
 
 
 def _plain_jpeg(

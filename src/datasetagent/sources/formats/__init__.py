@@ -126,7 +126,10 @@ def inside(
     device: the error names the dataset ``file``, the entry in it (``where``) and the offending
     path, and the whole import stops.
     """
-    real = path.resolve()
+    try:
+        real = path.resolve()
+    except (RuntimeError, OSError) as exc:  # a loop of links (RuntimeError before Python 3.13)
+        raise DatasetFormatError(file, where, f"{path} is a loop of symbolic links") from exc
     if not real.is_relative_to(root.resolve()):
         shown = f"links to {real}" if Path(file) == path else f"{path} lies"
         raise DatasetFormatError(file, where, f"{shown} outside the dataset folder {root}", fix)

@@ -113,7 +113,11 @@ def _find_image(root: Path, dirs: list[Path], name: str, file: Path, where: str)
     outside: Path | None = None
     for d in dirs:
         candidate = d / name
-        real = candidate.resolve()
+        try:
+            real = candidate.resolve()
+        except (RuntimeError, OSError):  # a loop of links: ``inside`` names it
+            inside(root, candidate, file, where)
+            raise
         if not real.is_relative_to(top):
             outside = outside or candidate
         elif real.is_file():

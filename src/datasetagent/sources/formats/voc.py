@@ -10,6 +10,7 @@ file and the XML element (``object[2]/bndbox/xmax``) or the line and column of a
 from __future__ import annotations
 
 import math
+import re
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -152,6 +153,18 @@ def read_xml(root: Path, path: Path, split: SplitName | None) -> ImportedImage:
     )
 
 
+def _labelmap_name(line: str) -> str | None:
+    """The class of a ``labelmap.txt`` line ``label:R,G,B:parts:actions`` (or of a bare name);
+    None for the header comment or a blank line. The label is what precedes the last three
+    fields, so a class named "a: b" or "#1" reads back whole."""
+    if ":" not in line:  # a plain list of names
+        return None if not line.strip() or line.startswith("#") else line.strip()
+    fields = line.rsplit(":", 3)
+    if len(fields) != 4 or not re.fullmatch(r"\s*\d+\s*,\s*\d+\s*,\s*\d+\s*", fields[1]):
+        return None
+    return fields[0]
+
+
 def is_voc(root: Path) -> bool:
     return (root / "Annotations").is_dir()
 
@@ -166,9 +179,9 @@ def read_voc(root: Path, *, outside_root: bool = False) -> Imported:
     labelmap = optional_file(root, root / "labelmap.txt")
     if labelmap is not None:  # our labelmap (and CVAT's) gives the class order, unused ones too
         names = [
-            class_name(line.split(":", 1)[0], labelmap, f"line {n}")
+            class_name(name, labelmap, f"line {n}")
             for n, line in enumerate(text_lines(labelmap), start=1)
-            if line and not line.startswith("#")
+            if (name := _labelmap_name(line)) is not None
         ]
         classes = dict.fromkeys([n for n in names if n != "background"]) | classes
     images = with_manifest(images, root)
