@@ -22,6 +22,7 @@ from datasetagent.export import (
     export_samples,
     foreign_files,
     is_export,
+    source_folders,
 )
 from datasetagent.pipeline import BuildResult, build
 from datasetagent.spec import ClassSpec, DatasetSpec, SourceSpec
@@ -110,6 +111,31 @@ def test_export_refuses_a_folder_of_the_users_files_unless_forced(
     assert forced.returncode == 0, forced.stderr
     assert not (mine / "thesis.tex").exists()
     assert is_export(mine)
+
+
+def test_export_never_replaces_the_runs_source_folders_even_forced(
+    finished: BuildResult, run_copy: Path
+) -> None:
+    (source,) = source_folders(finished.spec)
+    before = _tree(source.parent)
+    inner = source / "0" / "notes"
+    inner.mkdir()
+    (inner / "todo.txt").write_text("mine")
+    for target, fragment in [
+        (source, "where the run reads its images from"),
+        (source.parent, "where the run reads its images from"),
+        (inner, "--force never replaces it"),
+    ]:
+        out = cli("export", str(run_copy), "-o", str(target), "--force")
+        assert out.returncode == 2, out.stderr
+        assert fragment in out.stderr
+        assert "Traceback" not in out.stderr
+    assert (inner / "todo.txt").read_text() == "mine"
+    shutil.rmtree(inner)
+    assert _tree(source.parent) == before
+    fresh = cli("export", str(run_copy), "-o", str(source / "exported"))
+    assert fresh.returncode == 0, fresh.stderr  # a new folder inside a source is fine
+    shutil.rmtree(source / "exported")
 
 
 def test_every_export_carries_the_marker_and_replaces_a_previous_export(
@@ -627,3 +653,26 @@ def test_the_lock_goes_with_a_killed_holder(run_copy: Path, tmp_path: Path) -> N
     assert proc.returncode == -9
     out = cli("export", str(run_copy), "-o", str(tmp_path / "out"))
     assert out.returncode == 0, out.stderr
+
+
+def test_a_resume_takes_the_runs_own_dataset_again_and_no_planning_flags(tmp_path: Path) -> None:
+    """``--existing`` on a resume names the run's dataset again (so switches such as
+    ``--existing-outside-root`` reach it); another dataset, or --format/--set/--source that
+    only planning reads, is refused rather than silently ignored."""
+    from datasetagent.sources.existing import open_existing
+
+    write_class_folders(tmp_path / "seed", digit_images(4, classes=(0, 1)))
+    write_class_folders(tmp_path / "other", digit_images(4, classes=(0, 1)))
+    spec = _spec(tmp_path / "seed").model_copy(
+        update={"existing": str(tmp_path / "seed"), "sources": ()}
+    )
+    run = tmp_path / "run"
+    build(spec, run, workers=1)
+    with pytest.raises(UsageError, match="is not the dataset the run in"):
+        build(None, run, resume=True, workers=1, existing=open_existing(tmp_path / "other"))
+    again = build(None, run, resume=True, workers=1, existing=open_existing(tmp_path / "seed"))
+    assert again.resumed_stages > 0
+    out = cli("build", "--resume", "-o", str(run), "--format", "csv")
+    assert out.returncode == 2, out.stderr
+    assert "--format need a request or spec file" in out.stderr
+    assert f"datasetagent export {run} --format F" in out.stderr

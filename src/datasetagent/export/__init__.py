@@ -34,7 +34,7 @@ from datasetagent.spec import DatasetSpec
 
 __all__ = [
     "JPEG_QUALITY", "MARKER", "Exporter", "check_export_folder", "copy_image", "export_samples",
-    "exporter_for", "is_export", "is_jpeg", "known_formats", "manifest_line",
+    "exporter_for", "is_export", "is_jpeg", "known_formats", "manifest_line", "source_folders",
 ]  # fmt: skip
 
 log = logging.getLogger(__name__)
@@ -134,11 +134,12 @@ def export_samples(
 
     if any(s.split is None for s in samples):
         raise ExportError("every exported sample needs a split; run the split stage first")
-    check_export_folder(out, run_dir=run_dir, force=force)
+    sources = source_folders(spec)
+    check_export_folder(out, run_dir=run_dir, force=force, sources=sources)
     out = out.resolve()  # not a link (checked): the same folder, named without "." or ".."
     with _folder_lock(out.parent):  # another export to the same folder waits its turn
         if out.exists():  # and the folder may have changed while this one waited
-            check_export_folder(out, run_dir=run_dir, force=force)
+            check_export_folder(out, run_dir=run_dir, force=force, sources=sources)
         _recover(out)
         tmp = out.with_name(f".{out.name}.partial")
         shutil.rmtree(tmp, ignore_errors=True)
@@ -274,13 +275,30 @@ def is_export(folder: Path) -> bool:
     return isinstance(first, dict) and {"id", "split", "file", "provenance"} <= first.keys()
 
 
-def check_export_folder(out: Path, *, run_dir: Path | None = None, force: bool = False) -> None:
+def source_folders(spec: DatasetSpec) -> list[Path]:
+    """The folders on this disk a run reads its images from: its local sources and the
+    dataset it expands."""
+    found = [Path(src.location) for src in spec.sources if src.kind == "local"]
+    if spec.existing:
+        found.append(Path(spec.existing))
+    return [p.expanduser() for p in found]
+
+
+def check_export_folder(
+    out: Path,
+    *,
+    run_dir: Path | None = None,
+    force: bool = False,
+    sources: Sequence[Path] = (),
+) -> None:
     """Refuse, with a one-line error, a folder the tool may not write an export into or
     replace: a symbolic link or a file; the current folder, the home folder or one containing
     either; the run folder, one containing it or one inside it other than ``RUN/export/...``
-    (these even with ``force``); and, unless ``force``, a non-empty folder that is not a
-    previous export, or a previous export holding files it did not write. It changes nothing,
-    so it can be asked before any work."""
+    (these even with ``force``); a folder the run reads images from (``sources``: its
+    ``--source`` folders and ``--existing`` dataset) or one containing it, and, with ``force``,
+    a folder inside one that is not an export; and, unless ``force``, a non-empty folder that
+    is not a previous export, or a previous export holding files it did not write. It changes
+    nothing, so it can be asked before any work."""
     if out.is_symlink():
         raise UsageError(
             f"export folder {out} is a symbolic link; give the folder it points to, or a new one"
@@ -303,6 +321,18 @@ def check_export_folder(out: Path, *, run_dir: Path | None = None, force: bool =
                 f"export folder {out} is inside the run folder {run_dir}, where only "
                 f"{run_dir / 'export'}/NAME may hold exports; give one of those or a folder "
                 "outside the run"
+            )
+    for source in sources:
+        src = source.resolve()
+        if where == src or where in src.parents:
+            raise UsageError(
+                f"export folder {out} is, or contains, {source}, where the run reads its images "
+                "from; give another folder"
+            )
+        if force and src in where.parents and out.exists() and not is_export(out):
+            raise UsageError(
+                f"export folder {out} lies inside {source}, where the run reads its images "
+                "from, and is not an export; --force never replaces it: give another folder"
             )
     home = _home()
     if home is not None and (where == home or where in home.parents):
