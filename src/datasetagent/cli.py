@@ -489,8 +489,16 @@ def build(
         if formats:  # checked like any other setting (a format that cannot hold the task)
             settings = (*settings, f"formats={','.join(formats)}")
         spec = _load_or_plan(spec_or_request, dataset, sources, llm, llm_base_url, settings)
-    elif settings:
-        raise UsageError("--set needs a request or spec file; a resumed run keeps its spec")
+    elif settings or formats or sources:
+        given = [
+            flag
+            for flag, value in (("--set", settings), ("--format", formats), ("--source", sources))
+            if value
+        ]
+        raise UsageError(
+            f"{', '.join(given)} need a request or spec file; a resumed run keeps its spec "
+            f"(another format of a finished run: datasetagent export {run_dir} --format F -o DIR)"
+        )
     elif not resume:
         raise UsageError(
             'give a request or a spec file, e.g. datasetagent build "cats and dogs, '

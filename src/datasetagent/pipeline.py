@@ -509,6 +509,15 @@ def build_run(
         _claim_run(db_path, run_dir, resume)
         with RunStore(db_path) as store:
             used = _run_spec(store, spec, run_dir)
+            if spec is None and existing is not None:  # a resume given the dataset again
+                same = used.existing and (
+                    existing.root.resolve() == Path(used.existing).expanduser().resolve()
+                )
+                if not same:
+                    raise UsageError(
+                        f"--existing {existing.root} is not the dataset the run in {run_dir} "
+                        f"expands ({used.existing or 'none'}); resume without it, or with that one"
+                    )
             options = run_options(store, options)
             assembly = assemble(used, options, auditors=auditors, reporter=reporter)
             pipeline = Pipeline(
@@ -518,7 +527,7 @@ def build_run(
                 assembly=assembly,
                 options=options,
                 reporter=reporter,
-                existing=existing if spec is not None else None,
+                existing=existing,
             )
             return pipeline.run()
 
