@@ -691,6 +691,43 @@ def test_thread_chooser_keeps_the_fastest_count_and_follows_the_load() -> None:
     assert chooser.next() == 1
 
 
+def test_fewer_threads_are_tried_only_when_other_work_shares_the_cores() -> None:
+    chooser = ThreadChooser(2, retry=8)
+    chooser.record(2, 32, 2.0, others=0.0)  # warm-up
+    chooser.record(2, 32, 2.0, others=0.1)  # 16 images/s, the cores to ourselves
+    assert chooser.next() == 2
+    chooser.record(2, 32, 2.0, others=0.1)
+    assert chooser.next() == 2
+    assert set(chooser.rates) == {2}
+    chooser.record(2, 32, 8.0, others=1.6)  # another program arrives: 2 threads slow down
+    assert chooser.next() == 1  # now one thread is worth a try
+    chooser.record(1, 32, 2.5, others=1.0)  # 12.8 images/s against 2 threads' 10 (averaged)
+    assert chooser.next() == 1  # and it was faster
+
+
+def test_the_cpu_of_other_processes_is_the_machines_busy_time_less_ours(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stat = tmp_path / "stat"
+    tick = os.sysconf("SC_CLK_TCK")
+    mine = os.times()
+    ours = mine.user + mine.system
+
+    def write(busy_seconds: float, idle_seconds: float) -> None:
+        user = round(busy_seconds * tick)
+        stat.write_text(f"cpu  {user} 0 0 {round(idle_seconds * tick)} 0 0 0 0 0 0\ncpu0 1 2\n")
+
+    monkeypatch.setattr(hf_base, "usable_cores", lambda root=hf_base.CGROUP: os.cpu_count())
+    write(1000.0 + ours, 50.0)
+    stopwatch = hf_base.others_busy(stat)
+    assert stopwatch is not None
+    write(1003.0 + ours, 51.0)  # the machine was busy 3 s more, none of it ours
+    assert stopwatch() == pytest.approx(3.0, abs=0.2)
+    monkeypatch.setattr(hf_base, "usable_cores", lambda root=hf_base.CGROUP: 1)
+    assert hf_base.others_busy(stat) is None or os.cpu_count() == 1  # a share of a bigger machine
+    assert hf_base.others_busy(tmp_path / "missing") is None or os.cpu_count() == 1
+
+
 def test_a_cpu_backend_times_its_batches_at_each_thread_count(
     tiny: dict[str, Path], images: list[Image.Image], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -700,8 +737,15 @@ def test_a_cpu_backend_times_its_batches_at_each_thread_count(
         torch.set_num_threads(2)
         b = _build("clip", tiny["clip"], device="cpu", batch_size=1)
         assert b.threads is not None
+        monkeypatch.setattr(hf_base, "others_busy", lambda: lambda: 10.0)  # a busy machine
         b.predict(images)  # three batches of one: warm-up, 2 threads, 1 thread
         assert set(b.threads.rates) == {1, 2}
+        torch.set_num_threads(2)  # the busy run ended on one thread
+        idle = _build("clip", tiny["clip"], device="cpu", batch_size=1)
+        assert idle.threads is not None
+        monkeypatch.setattr(hf_base, "others_busy", lambda: lambda: 0.0)  # nothing else runs
+        idle.predict(images)
+        assert set(idle.threads.rates) == {2}  # no batch spent at half the threads
         fixed = _build("clip", tiny["clip"], device="cpu", options={"threads": 2})
         assert fixed.threads is None  # the option decides
     finally:

@@ -155,6 +155,32 @@ def cpu_threads(requested: int, root: Path = CGROUP) -> int:
     return max(1, min(torch.get_num_threads(), usable_cores(root)))
 
 
+PROC_STAT = Path("/proc/stat")
+
+
+def others_busy(stat: Path = PROC_STAT) -> Callable[[], float] | None:
+    """A stopwatch of the CPU time other processes use: each call returns the machine's busy
+    CPU seconds minus this process's since the stopwatch was made (None where the machine's
+    counters are not readable, or where this process may use fewer cores than the machine has,
+    so that work elsewhere says nothing about our cores)."""
+    if (os.cpu_count() or 1) != usable_cores():
+        return None
+    tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+    def busy() -> float:
+        fields = stat.read_text().split("\n", 1)[0].split()[1:]
+        jiffies = [int(f) for f in fields[:8]]  # user nice system idle iowait irq softirq steal
+        machine = (sum(jiffies) - jiffies[3] - jiffies[4]) / tick
+        mine = os.times()
+        return machine - (mine.user + mine.system)
+
+    try:
+        start = busy()
+    except (OSError, ValueError, IndexError):
+        return None
+    return lambda: busy() - start
+
+
 class ThreadChooser:
     """torch's CPU thread count for each batch, chosen by timing the real batches.
 
@@ -166,24 +192,41 @@ class ThreadChooser:
     threads, then halving down to 1), and the rest at the fastest per image so far. Each
     timing updates its count's rate (a moving average), so a count that slows down is dropped
     for a faster one; every ``retry`` batches the candidates are tried afresh, as the load
-    changes. Measuring costs nothing but the trial batches run at the slower counts.
+    changes. Measuring costs nothing but the trial batches run at the slower counts, so where
+    the CPU time of other processes during a batch is known (``others``, in cores), fewer
+    threads are tried only after a batch that shared the cores with other work (at least
+    ``CONTENDED`` of a core): on an idle machine every thread gets its core, and the trial at
+    half the threads would only cost a batch at half speed (~10% of a 128-image run).
     """
+
+    #: Other processes' CPU, in cores, during a batch that makes fewer threads worth a try.
+    CONTENDED = 0.5
 
     def __init__(self, most: int, *, retry: int = 64) -> None:
         self.candidates = tuple(sorted({most >> k for k in range(most.bit_length())}, reverse=True))
         self.retry = retry
         self.rates: dict[int, float] = {}
         self.batches = 0
+        self.contended: bool | None = None  # None: not measured, every count is tried
 
     def next(self) -> int:
         """The thread count for the next batch."""
         if self.batches == 0:
             return self.candidates[0]
         untried = [n for n in self.candidates if n not in self.rates]
-        return untried[0] if untried else max(self.rates, key=lambda n: self.rates[n])
+        if untried and (self.contended is not False or untried[0] == self.candidates[0]):
+            return untried[0]
+        if not self.rates:
+            return self.candidates[0]
+        return max(self.rates, key=lambda n: self.rates[n])
 
-    def record(self, threads: int, images: int, seconds: float) -> None:
-        """A batch of ``images`` ran in ``seconds`` with ``threads``."""
+    def record(
+        self, threads: int, images: int, seconds: float, others: float | None = None
+    ) -> None:
+        """A batch of ``images`` ran in ``seconds`` with ``threads`` while other processes
+        used ``others`` cores on average (None: unknown)."""
+        if others is not None:
+            self.contended = others >= self.CONTENDED
         self.batches += 1
         if self.batches == 1 or images < 1:
             return  # the warm-up batch
@@ -322,9 +365,12 @@ class HFBackend:
             threads = chooser.next()
             if threads != torch.get_num_threads():
                 torch.set_num_threads(threads)
+            elsewhere = others_busy()
             start = time.perf_counter()
             out = infer(prepared)
-            chooser.record(threads, len(prepared.sizes), time.perf_counter() - start)
+            seconds = time.perf_counter() - start
+            others = None if elsewhere is None else elsewhere() / max(seconds, 1e-9)
+            chooser.record(threads, len(prepared.sizes), seconds, others)
             return out
 
         return run
