@@ -351,7 +351,8 @@ def _print_summary(summary: dict[str, Any]) -> None:
     for name, used in (summary.get("usage") or {}).items():
         tokens = used.get("input_tokens", 0) + used.get("output_tokens", 0)
         err.print(
-            f"{name}: {used.get('calls', 0)} calls, {used.get('images', 0)} images"
+            f"{name}: {used.get('calls', 0)} requests ({used.get('retries', 0)} retries), "
+            f"{used.get('images', 0)} images"
             + (f", {tokens} tokens" if tokens else "")
             + (f", {used['failures']} failed" if used.get("failures") else "")
         )
@@ -530,7 +531,15 @@ def _labeler_settings(
     if llm:
         if not names:
             names = list(default_labelers())  # the LLM joins the offline labelers
-        names.append(f"llm:{llm}")
+        # `--labeler llm` names the model --llm gives; the LLM is one labeler however named
+        names = [f"llm:{llm}" if n.strip() == "llm" else n for n in names]
+        if f"llm:{llm}" not in names:
+            names.append(f"llm:{llm}")
+    elif "llm" in (n.strip() for n in names):
+        raise UsageError(
+            "--labeler llm needs a model: --labeler llm:MODEL, or --llm MODEL "
+            "(e.g. --labeler llm:ollama:qwen2.5vl:7b)"
+        )
     if base_url:
         options.setdefault("llm", {})["base_url"] = base_url
     for pair in pairs:

@@ -311,9 +311,9 @@ def assemble(
         built[text] = backend
         return backend
 
-    names = [
+    names = [  # a labeler named twice is one labeler: each image goes to it once
         t
-        for t in (options.labelers or default_labelers())
+        for t in dict.fromkeys(options.labelers or default_labelers())
         if backend_applies(parse_labeler(t)[0], spec)
     ]
     later = [t for t in names if factory_flag(parse_labeler(t)[0], "uses_peers")]
