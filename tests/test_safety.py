@@ -676,3 +676,21 @@ def test_a_resume_takes_the_runs_own_dataset_again_and_no_planning_flags(tmp_pat
     assert out.returncode == 2, out.stderr
     assert "--format need a request or spec file" in out.stderr
     assert f"datasetagent export {run} --format F" in out.stderr
+
+
+def test_a_run_keeps_its_relative_source_folders_anchored(tmp_path: Path) -> None:
+    """A relative --source is stored as the folder it named when the run started: an export
+    from another folder still knows (and protects) it, and spec.yaml says where it is."""
+    work = tmp_path / "work"
+    write_class_folders(work / "pool", digit_images(6, classes=(0, 1)))
+    (work / "spec.yaml").write_text(_spec(Path("pool")).to_yaml(), encoding="utf-8")
+    built = cli("build", "spec.yaml", "-o", "run", cwd=work)
+    assert built.returncode == 0, built.stderr
+    assert f"location: {work / 'pool'}" in (work / "run" / "spec.yaml").read_text()
+    before = _tree(work / "pool")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    out = cli("export", str(work / "run"), "-o", str(work / "pool"), "--force", cwd=elsewhere)
+    assert out.returncode == 2, out.stderr
+    assert "where the run reads its images from" in out.stderr
+    assert _tree(work / "pool") == before

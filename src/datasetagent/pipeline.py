@@ -482,6 +482,8 @@ def build_run(
     from datasetagent.store.lock import LOCK_NAME, run_lock
 
     db_path = run_dir / "run.db"
+    if spec is not None:
+        spec = spec.anchored()  # a resume or export from another folder reads the same ones
     if run_dir.exists() and not run_dir.is_dir():
         raise UsageError(f"run folder {run_dir} is a file; give a folder for -o")
     if resume and not db_path.exists():
@@ -558,7 +560,7 @@ def _run_spec(store: RunStore, spec: DatasetSpec | None, run_dir: Path) -> Datas
         store.save_spec(spec)
         (run_dir / "spec.yaml").write_text(spec.to_yaml(), encoding="utf-8")
         return spec
-    if spec is not None and spec != stored:
+    if spec is not None and spec not in (stored, stored.anchored()):
         raise UsageError(
             f"the spec given differs from the one {run_dir} was started with; resume "
             "without a spec, or start a new run folder"

@@ -400,6 +400,21 @@ class DatasetSpec(_Model):
         except ValidationError as exc:
             raise SpecError(f"{origin}: {describe_validation_error(exc)}") from exc
 
+    def anchored(self) -> DatasetSpec:
+        """This spec with its local source folders and existing dataset as absolute paths
+        (relative ones are taken from the current folder), so that the run reads, and its
+        exports protect, the same folders whatever folder it is resumed or exported from."""
+
+        def absolute(location: str) -> str:
+            return str(Path(location).expanduser().absolute())
+
+        sources = tuple(
+            s.model_copy(update={"location": absolute(s.location)}) if s.kind == "local" else s
+            for s in self.sources
+        )
+        existing = absolute(self.existing) if self.existing else self.existing
+        return self.model_copy(update={"sources": sources, "existing": existing})
+
     def with_settings(self, settings: Sequence[str]) -> DatasetSpec:
         """This spec with ``KEY=VALUE`` settings applied (``quality.min_confidence=0.8``,
         ``image.size=128,128``, ``enhance=off``), validated like a spec file.
