@@ -229,7 +229,7 @@ def test_build_with_an_llm_labeler_through_a_local_endpoint(tmp_path: Path) -> N
                 "total_images": None,
                 "counts_add_to_existing": False,
                 "formats": [],
-                "licence": "any",
+                "licence": "open",
                 "split": None,
                 "min_side": None,
                 "size": None,

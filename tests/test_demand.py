@@ -105,7 +105,7 @@ GOOD: list[tuple[str, dict[str, Any]]] = [
 def test_request_table(request_text: str, expected: dict[str, Any]) -> None:
     want: dict[str, Any] = {
         "targets": [DEFAULT_TARGET_PER_CLASS] * len(expected["classes"]), "task": "classification",
-        "formats": ["imagefolder"], "licence": "any", "split": DEFAULT_SPLIT,
+        "formats": ["imagefolder"], "licence": "open", "split": DEFAULT_SPLIT,
         "min_side": DEFAULT_MIN_SIDE, "size": None, "mode": "RGB",
     }  # fmt: skip
     if expected.get("task", "classification") != "classification":

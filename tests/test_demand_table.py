@@ -55,7 +55,7 @@ def each(names: str, n: int) -> dict[str, int]:
 
 CD = "cats dogs"
 # request -> expected fields that differ from a plain classification request of "cats and dogs"
-# (100 each, RGB, sizes as they come, enhancement auto, imagefolder, any licence, nothing unused)
+# (100 each, RGB, sizes as they come, enhancement auto, imagefolder, open licences, nothing unused)
 NEW: list[tuple[str, dict[str, Any]]] = [
     # counts
     ("cats and dogs, 300 each", {"targets": each(CD, 300)}),
@@ -209,7 +209,7 @@ def _want(expected: dict[str, Any], existing: bool) -> dict[str, Any]:
     want: dict[str, Any] = {
         "classes": ["cats", "dogs"], "targets": each(CD, 100), "task": "classification",
         "size": None, "colour": "RGB", "enhance": "auto",
-        "formats": ["imagefolder" if task == "classification" else "coco"], "licence": "any",
+        "formats": ["imagefolder" if task == "classification" else "coco"], "licence": "open",
         "min_side": 32, "unused": [],
     }  # fmt: skip
     if existing:

@@ -32,10 +32,16 @@ class Provenance(_Record):
     """Where a sample came from and everything done to it since."""
 
     source_kind: str
-    #: Original file path or URL.
+    #: Original file path, or the URL actually fetched (after redirects).
     location: str
+    #: Normalised (``licences.normalise``): ``CC-BY-SA-4.0``, ``CC0-1.0``, ``PDM``, ``unknown``,
+    #: or ``user-supplied`` for the user's own files.
     licence: str
     creator: str | None = None
+    #: The page the image is shown on (a web source's landing page), where there is one.
+    page: str | None = None
+    licence_url: str | None = None
+    title: str | None = None
     #: The label the source itself gave, such as the class folder the file was in.
     source_label: str | None = None
     steps: tuple[ProcessingStep, ...] = ()

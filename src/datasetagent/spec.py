@@ -20,6 +20,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from datasetagent.errors import SpecError
 from datasetagent.formats import find, formats_for
+from datasetagent.licences import USER_SUPPLIED as USER_SUPPLIED
+from datasetagent.licences import terms as licence_terms
 
 TaskKind = Literal["classification", "detection", "segmentation"]
 ColorMode = Literal["RGB", "L"]
@@ -37,26 +39,11 @@ SPLIT_ALIASES: dict[str, SplitName] = {
     "testing": "test",
 }
 
-#: Licences counted as open (free to use, share and adapt, possibly with attribution).
-OPEN_LICENCES: tuple[str, ...] = (
-    "CC0-1.0",
-    "PDM",
-    "CC-BY-4.0",
-    "CC-BY-SA-4.0",
-    "CC-BY-2.0",
-    "CC-BY-SA-2.0",
-    "CC-BY-3.0",
-    "CC-BY-SA-3.0",
-)
-#: Licences that also allow commercial use without share-alike obligations.
-PERMISSIVE_LICENCES: tuple[str, ...] = ("CC0-1.0", "PDM", "CC-BY-4.0", "CC-BY-2.0", "CC-BY-3.0")
 #: Images per class when a request names no count.
 DEFAULT_TARGET_PER_CLASS = 100
 #: Shorter side under which an image is ``tiny`` unless an existing dataset says otherwise.
 DEFAULT_MIN_SIDE = 32
 
-#: Licence recorded for files the user supplies from their own disk.
-USER_SUPPLIED = "user-supplied"
 #: Longest class name, in UTF-8 bytes. Exporters make file and folder names from class names
 #: (a folder per class, ``NAME.txt``-style files, suffixes such as ``_000001``); file systems
 #: allow 255 bytes a name, so 200 leaves room for what exporters add.
@@ -249,37 +236,89 @@ class QualityTargets(_Model):
         return "rejected" if self.uncertain == "reject" else "review"
 
 
+#: Sources that search the web by name (``--source openverse``), not a path.
+WEB_SEARCH_SOURCES = ("openverse", "wikimedia")
+#: File name endings of URL lists (``--source urls.csv``).
+URL_LIST_SUFFIXES = (".txt", ".csv", ".jsonl", ".parquet")
+
+
 class SourceSpec(_Model):
-    """Where candidate images come from. ``kind`` names an entry of the source registry."""
+    """Where candidate images come from. ``kind`` names an entry of the source registry:
+    ``local`` (a folder), ``urls`` (a URL list file), ``openverse`` and ``wikimedia`` (web
+    searches, ``location`` empty), or a plugin's.
+
+    ``base_url`` points a web source at a mirror or a test server instead of its public API;
+    ``options`` are the source's own settings (e.g. ``page_size``)."""
 
     kind: str = "local"
-    location: str
+    location: str = ""
+    base_url: str | None = None
+    options: dict[str, str | int | float | bool] = {}
 
     @classmethod
     def parse(cls, text: str) -> SourceSpec:
-        """``KIND:LOCATION`` or a bare path (a local folder)."""
+        """``openverse``, ``wikimedia`` or either with ``@BASE_URL``; a URL list file
+        (``.txt``, ``.csv``, ``.jsonl``, ``.parquet``); ``KIND:LOCATION``; or a bare path (a
+        local folder)."""
+        name, at, base = text.partition("@")
+        if name in WEB_SEARCH_SOURCES and not Path(text).exists():
+            if at and not re.match(r"https?://[^/\s]", base):
+                raise ValueError(
+                    f"--source {text}: the address after @ must be an http(s) URL, e.g. "
+                    f"{name}@http://127.0.0.1:8080"
+                )
+            return cls(kind=name, base_url=base.rstrip("/") or None)
         kind, sep, rest = text.partition(":")
         if sep and re.fullmatch(r"[a-z][a-z0-9_-]+", kind) and not Path(text).exists():
             return cls(kind=kind, location=rest)
+        if text.lower().endswith(URL_LIST_SUFFIXES) and not Path(text).is_dir():
+            return cls(kind="urls", location=text)
         return cls(kind="local", location=text)
 
 
 class LicencePolicy(_Model):
-    """Which licences may enter the dataset.
+    """Which licences may enter the dataset, applied before an image is downloaded.
 
-    ``any`` takes everything and records it; ``open`` takes Creative Commons and public-domain
-    licences; ``permissive`` additionally excludes share-alike. Files from the user's own disk
-    are recorded as ``user-supplied`` and always accepted: the user vouches for them.
+    ``open`` (the default) takes CC0, the Public Domain Mark, CC BY and CC BY-SA (any version);
+    ``permissive`` leaves out share-alike too; ``any`` takes everything and records it. The
+    switches add, to ``open`` or ``permissive``, non-commercial (``allow_nc``), no-derivatives
+    (``allow_nd``) and unrecognised (``allow_unknown``) licences. Files from the user's own disk
+    (and URL-list rows that name no licence) are recorded as ``user-supplied`` and always
+    accepted: the user vouches for them.
     """
 
-    mode: Literal["any", "open", "permissive"] = "any"
+    mode: Literal["any", "open", "permissive"] = "open"
+    allow_nc: bool = False
+    allow_nd: bool = False
+    allow_unknown: bool = False
     require_attribution_file: bool = True
 
     def allows(self, licence: str) -> bool:
+        return self.refusal(licence) is None
+
+    def refusal(self, licence: str) -> str | None:
+        """Why ``licence`` (normalised, see ``licences.normalise``) may not enter, or None."""
         if self.mode == "any" or licence == USER_SUPPLIED:
-            return True
-        allowed = OPEN_LICENCES if self.mode == "open" else PERMISSIVE_LICENCES
-        return licence in allowed
+            return None
+        found = licence_terms(licence)
+        if found is None:
+            if self.allow_unknown:
+                return None
+            return f"{licence} is not a licence the policy knows (set licences.allow_unknown)"
+        if found.non_commercial and not self.allow_nc:
+            return f"{licence} forbids commercial use (set licences.allow_nc)"
+        if found.no_derivatives and not self.allow_nd:
+            return f"{licence} forbids derivatives (set licences.allow_nd)"
+        if found.share_alike and self.mode == "permissive":
+            return f"{licence} is share-alike, which the permissive policy leaves out"
+        return None
+
+    def describe(self) -> str:
+        """The policy in a few words, for reports and the data card."""
+        extra = [w for w, on in (("NC", self.allow_nc), ("ND", self.allow_nd)) if on]
+        if self.allow_unknown:
+            extra.append("unknown")
+        return self.mode + (f" + {', '.join(extra)}" if extra and self.mode != "any" else "")
 
 
 class Budget(_Model):

@@ -370,7 +370,10 @@ def plan_reading(
         "image": {k: v for k, v in image.items() if v is not None},
         "sources": list(sources),
         "existing": existing.path if existing is not None else None,
-        "licences": {"mode": LICENCE_MODES[reading.licence]},
+        "licences": {
+            "mode": LICENCE_MODES[reading.licence] if reading.licence else "open",
+            "allow_nc": reading.allow_nc,
+        },
         "formats": formats,
         "request": text,
     }

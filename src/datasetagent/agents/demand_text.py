@@ -33,7 +33,8 @@ __all__ = [
 ]  # fmt: skip
 
 EXAMPLE = "cats, dogs and horses, 200 images per class"
-LICENCE_MODES = ("any", "open", "permissive")  # in order of strictness
+#: In order of strictness; a request that names no licence gets the spec's default, ``open``.
+LICENCE_MODES = ("any", "open", "permissive")
 MAX_COUNT = 100_000_000
 MAX_SIDE = 100_000
 MAX_NAME_WORDS = 8
@@ -297,7 +298,8 @@ class RequestReading:
         self.quotes: list[str] = []
         self.tasks: set[TaskKind] = set()
         self.formats: list[str] = []
-        self.licence = 0  # index into LICENCE_MODES
+        self.licence = 0  # index into LICENCE_MODES; 0: the request names none
+        self.allow_nc = False  # "non-commercial use": non-commercial licences are fine
         self.split: dict[str, float] | None = None
         self.named_split: list[tuple[str, str]] = []
         self.min_side: int | None = None
@@ -331,7 +333,7 @@ class RequestReading:
             (_ENHANCE_OFF, self._enhance("off")), (_ENHANCE_ON, self._enhance("auto")),
             *((p, self._on_per_class) for p in _PER_CLASS), (_CLASS_COUNT, self._on_class_count),
             *((p, self._on_total) for p in _TOTALS), (format_words, self._on_format),
-            (_NONCOMMERCIAL, self._licence(0)), (_PERMISSIVE, self._licence(2)),
+            (_NONCOMMERCIAL, self._non_commercial), (_PERMISSIVE, self._licence(2)),
             (_OPEN, self._licence(1)), (_CLASSIFY, self._task("classification")),
             (_SEGMENT, self._task("segmentation")), (_DETECT, self._task("detection")),
         ]  # fmt: skip
@@ -488,6 +490,11 @@ class RequestReading:
         if fmt not in self.formats:
             self.formats.append(fmt)
         self.note(m.group(0), f"formats: {fmt}")
+        return _BREAK
+
+    def _non_commercial(self, m: re.Match[str]) -> str:
+        self.allow_nc = True
+        self.note(m.group(0), "licences.allow_nc: true")
         return _BREAK
 
     def _licence(self, level: int) -> _Handler:

@@ -305,13 +305,13 @@ class ImageProcessingAgent:
         for cand in todo:
             # refused before it is even read; the existing dataset being expanded is the
             # user's own and is kept whatever its licences (the data card lists them)
-            if cand.origin != "existing" and not self.licences.allows(cand.licence):
+            why = None if cand.origin == "existing" else self.licences.refusal(cand.licence)
+            if why is not None:
                 refused = Rejection(
                     location=cand.location,
                     source_kind=cand.source_kind,
                     reasons=("licence",),
-                    detail=f"{cand.licence} is not allowed by the "
-                    f"{self.licences.mode} licence policy",
+                    detail=f"{why}; licence policy: {self.licences.describe()}",
                 )
                 self.store.record_outcome(cand.id, round_, refused)
                 outcomes["licence"] += 1
@@ -503,6 +503,15 @@ class ImageProcessingAgent:
             creator=cand.creator,
             source_label=cand.class_hint,
             steps=tuple(result.steps),
+            **(
+                {}
+                if cand.web is None
+                else {
+                    "page": cand.web.page,
+                    "licence_url": cand.web.licence_url,
+                    "title": cand.web.title,
+                }
+            ),
         )
         return Sample(
             id=result.digest,

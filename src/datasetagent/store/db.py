@@ -15,7 +15,9 @@ from datasetagent.errors import StoreError
 from datasetagent.records import Audit, QualityReport, Rejection, Sample
 from datasetagent.spec import DatasetSpec, SplitName
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+#: What turns a run of an older schema version into the current one, by that version.
+_MIGRATIONS = {1: ("ALTER TABLE candidates ADD COLUMN web TEXT",)}
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -30,6 +32,7 @@ CREATE TABLE IF NOT EXISTS candidates (
     split_hint TEXT,
     state TEXT NOT NULL DEFAULT 'pending',
     round INTEGER,
+    web TEXT,
     UNIQUE (source_kind, location)
 );
 CREATE INDEX IF NOT EXISTS candidates_state ON candidates (state, round);
@@ -64,6 +67,23 @@ CREATE TABLE IF NOT EXISTS events (
     message TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS reports (round INTEGER PRIMARY KEY, record TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS downloads (
+    candidate_id INTEGER PRIMARY KEY REFERENCES candidates (id),
+    url TEXT NOT NULL,
+    file TEXT NOT NULL,
+    bytes INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS queries (
+    source TEXT NOT NULL,
+    class TEXT NOT NULL,
+    query TEXT NOT NULL,
+    cursor TEXT,
+    done INTEGER NOT NULL DEFAULT 0,
+    why TEXT,
+    sent INTEGER NOT NULL DEFAULT 0,
+    seen INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (source, class, query)
+);
 CREATE TABLE IF NOT EXISTS audits (
     sample_id TEXT NOT NULL,
     checker TEXT NOT NULL,
@@ -76,6 +96,21 @@ CREATE TABLE IF NOT EXISTS audits (
 """
 
 CandidateOrigin = Literal["existing", "collected"]
+
+
+class WebInfo(BaseModel):
+    """A web candidate's metadata, as its source gave it, stored with the candidate."""
+
+    model_config = ConfigDict(frozen=True)
+
+    page: str | None = None
+    licence_url: str | None = None
+    title: str | None = None
+    #: The search that found it (``openverse``, ``wikimedia``), its text, and the class it was
+    #: run for: a weak label, as a class folder is.
+    query: str | None = None
+    width: int | None = None
+    height: int | None = None
 
 
 class Candidate(BaseModel):
@@ -92,6 +127,9 @@ class Candidate(BaseModel):
     origin: CandidateOrigin = "collected"
     split_hint: SplitName | None = None
     round: int | None = None
+    #: What a web source said of it (landing page, licence URL, title, the query that found
+    #: it); None for files.
+    web: WebInfo | None = None
 
 
 def store_error(path: Path, exc: sqlite3.Error) -> StoreError:
@@ -167,7 +205,17 @@ class RunStore:
         version = self.get_meta("schema_version")
         if version is None:
             self.set_meta("schema_version", str(SCHEMA_VERSION))
-        elif int(version) != SCHEMA_VERSION:
+            return
+        while int(version) in _MIGRATIONS:
+            with self.transaction():
+                for statement in _MIGRATIONS[int(version)]:
+                    self._db.execute(statement)
+                version = str(int(version) + 1)
+                self._db.execute(
+                    "INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', ?)",
+                    (version,),
+                )
+        if int(version) != SCHEMA_VERSION:
             raise StoreError(
                 f"{path} was written by schema version {version}, this build reads "
                 f"{SCHEMA_VERSION}; start a new run folder"
@@ -248,7 +296,7 @@ class RunStore:
             before = db.total_changes
             db.executemany(
                 "INSERT OR IGNORE INTO candidates (source_kind, location, class_hint, licence, "
-                "creator, origin, split_hint) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                "creator, origin, split_hint, web) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     (
                         c.source_kind,
@@ -258,6 +306,7 @@ class RunStore:
                         c.creator,
                         c.origin,
                         c.split_hint,
+                        None if c.web is None else c.web.model_dump_json(exclude_none=True),
                     )
                     for c in candidates
                 ),
@@ -508,4 +557,5 @@ def _candidate(row: sqlite3.Row) -> Candidate:
         origin=row["origin"],
         split_hint=row["split_hint"],
         round=row["round"],
+        web=None if row["web"] is None else WebInfo.model_validate_json(row["web"]),
     )
