@@ -150,8 +150,9 @@ source_option = click.option(
     "sources",
     multiple=True,
     metavar="SRC",
-    help="Where images come from: a folder (flat or one folder per class), or "
-    "KIND:LOCATION. Repeatable.",
+    help="Where images come from (repeatable): a folder (flat or one folder per class); a URL "
+    "list (.txt, .csv, .jsonl, .parquet); openverse or wikimedia, each optionally @BASE_URL "
+    "(a mirror or test server); or KIND:LOCATION.",
 )
 
 
@@ -446,6 +447,14 @@ def _print_summary(summary: dict[str, Any]) -> None:
     show_default=True,
     help="Where the per-image stages run: local worker processes (ray: a later release).",
 )
+@click.option(
+    "--allow-host",
+    "allow_hosts",
+    multiple=True,
+    metavar="HOST[:PORT]",
+    help="Let web sources fetch from this loopback, private or otherwise non-public address "
+    "(repeatable; refused by default). Stored with the run for --resume.",
+)
 @click.option("--resume", is_flag=True, help="Continue the run stored in the run folder.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary on stdout.")
 @handle_errors
@@ -466,6 +475,7 @@ def build(
     device: str | None,
     workers: int | None,
     executor: str,
+    allow_hosts: tuple[str, ...],
     resume: bool,
     as_json: bool,
 ) -> None:
@@ -484,6 +494,7 @@ def build(
         executor=executor,
         device=device,
         workers=workers,
+        allow_hosts=_allow_hosts(allow_hosts),
     )
     spec, dataset = None, _open_existing(existing, existing_outside_root)
     if spec_or_request is not None:
@@ -513,6 +524,15 @@ def build(
     _print_summary(summary)
     if as_json:
         click.echo(json.dumps(summary))
+
+
+def _allow_hosts(hosts: tuple[str, ...]) -> tuple[str, ...] | None:
+    """``--allow-host`` values, each checked (a bad one is a usage error before any work)."""
+    from datasetagent.web.guard import parse_allow_host
+
+    for host in hosts:
+        parse_allow_host(host)
+    return hosts or None
 
 
 def _labeler_settings(

@@ -103,6 +103,8 @@ class BuildOptions(BaseModel):
     #: The MLLM that chooses each image's enhancement tools and judges usability.
     tool_llm: str | None = None
     executor: Literal["local"] = "local"
+    #: ``HOST[:PORT]`` each: the non-public addresses web sources may fetch from (``--allow-host``).
+    allow_hosts: tuple[str, ...] | None = None
     device: str | None = None
     workers: int | None = Field(default=None, ge=1)
 
@@ -175,6 +177,8 @@ def run_options(store: RunStore, given: BuildOptions) -> BuildOptions:
         }
     if given.tool_llm is None and stored is not None:
         update["tool_llm"] = stored.tool_llm
+    if given.allow_hosts is None and stored is not None:
+        update["allow_hosts"] = stored.allow_hosts
     used = given.model_copy(update=update)
     store.set_meta(OPTIONS_META, used.record())
     return used

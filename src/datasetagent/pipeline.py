@@ -7,7 +7,8 @@ Stages, each recorded in the run store when finished so that a killed run resume
 stopped with nothing done twice::
 
     round 0: collect (list every candidate) → select → process → label   (existing dataset)
-    round r: select → process → label → supervise          (r = 1, 2, … until the verdict is done)
+    round r: select (web searches for the short classes first) → fetch (web candidates, where
+             there are some) → process → label → supervise  (r = 1, 2, … until the verdict is done)
     final:   split → export:<format> …
 """
 
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -23,6 +25,13 @@ from pathlib import Path
 
 from PIL import Image
 
+from datasetagent.agents.collect_web import (
+    DOWNLOADS,
+    WEB_KINDS,
+    DownloadedFiles,
+    WebCollector,
+    address_policy,
+)
 from datasetagent.agents.labeling import DataLabelAgent
 from datasetagent.agents.processing import ImageProcessingAgent
 from datasetagent.agents.supervision import SupervisionAgent, select_for_export
@@ -46,7 +55,8 @@ from datasetagent.models.seed import SeedClassifier
 from datasetagent.records import QualityReport, Sample
 from datasetagent.sources import Source, open_source, skip_messages
 from datasetagent.sources.existing import ExistingDataset, open_existing
-from datasetagent.spec import DatasetSpec
+from datasetagent.sources.websearch import open_search
+from datasetagent.spec import WEB_SEARCH_SOURCES, DatasetSpec
 from datasetagent.store import BlobStore, RunStore
 
 log = logging.getLogger(__name__)
@@ -160,6 +170,7 @@ class Pipeline:
         self._calls_left: int | None = None
         self._opened: list[Source] = []
         self._sources: dict[str, Source] = {}
+        self._web: WebCollector | None = None
         self._existing = existing  # opened when first needed where not given
 
     # -- the state machine ---------------------------------------------------------------------
@@ -200,6 +211,8 @@ class Pipeline:
                 verification.calibrate()
                 self._finish(0, "calibrate", ", ".join(c.name for c in assembly.checkers))
             supervision = SupervisionAgent(self.store, self.spec, verification)
+            if self._web is not None and self._web.searches:
+                supervision.can_search = self._web.can_search
             report = self._loop(processing, labeling, supervision, verification, start)
         return self._finalise(report)
 
@@ -208,10 +221,30 @@ class Pipeline:
             if self._existing is None:
                 self._existing = open_existing(self.spec.existing)
             self._sources[self._existing.kind] = self._existing
-        self._opened = [open_source(src, self.spec) for src in self.spec.sources]
+        listed = [src for src in self.spec.sources if src.kind not in WEB_SEARCH_SOURCES]
+        self._opened = [open_source(src, self.spec) for src in listed]
         for source in self._opened:
             # Sources of one kind read locations the same way, so one reader per kind serves.
             self._sources.setdefault(source.kind, source)
+        searches = [
+            open_search(src, self.spec)
+            for src in self.spec.sources
+            if src.kind in WEB_SEARCH_SOURCES
+        ]
+        kinds = {s.kind for s in searches} | {s.kind for s in self._opened if s.kind in WEB_KINDS}
+        if kinds:
+            folder = self.run_dir / DOWNLOADS
+            for kind in kinds:  # web candidates are read from their downloads
+                self._sources[kind] = DownloadedFiles(kind, folder)
+            self._web = WebCollector(
+                self.store,
+                self.spec,
+                self.run_dir,
+                searches,
+                address_policy(self.options.allow_hosts or ()),
+                note=self.reporter.note,
+                progress=self.reporter.advance,
+            )
 
     def _collect(self) -> int:
         self.reporter.stage("listing candidates", 0)
@@ -222,12 +255,26 @@ class Pipeline:
             n += self.store.add_candidates(source.candidates())
         for line in (skipped := skip_messages(self._opened)):
             self.reporter.note(line)
-        if n == 0:
+        if n == 0 and not (self._web is not None and self._web.searches):
             raise UsageError(
                 f"no images found{''.join(f' ({s})' for s in skipped)}: pass --source FOLDER "
                 "(flat or one folder per class) and/or --existing DATASET"
             )
         return n
+
+    def _search(self, round_: int, size: int, have: dict[str, int], short: list[str]) -> str:
+        """Search the web for the short classes until the pool holds, for each, its share of
+        the ``size`` candidates the round takes; returns what to add to the stage's message."""
+        if self._web is None or not self._web.searches or not short:
+            return ""
+        targets = self.spec.targets()
+        deficit = {c: max(targets[c] - have.get(c, 0), 0) for c in short}
+        total = sum(deficit.values()) or 1
+        pending = self.store.pending_hints("collected")
+        wanted = {c: math.ceil(size * d / total) - pending.get(c, 0) for c, d in deficit.items()}
+        self.reporter.stage("searching the web", round_)
+        found = self._web.search(wanted)
+        return f" ({found['requests']} web searches)" if found["requests"] else ""
 
     def _load(self, sample: Sample) -> Image.Image:
         return self.blobs.open_image(sample.blob)
@@ -316,13 +363,24 @@ class Pipeline:
                 )
                 have = self.store.label_counts(["labelled"])
                 short = self.spec.short_classes(have)
+                searched = self._search(round_, size, have, short)
                 n = self.store.take_candidates(round_, size, origin="collected", wanted=short)
-                self._finish(round_, "select", f"{n} candidates")
+                self._finish(round_, "select", f"{n} candidates{searched}")
+            if self._web is not None and self._stage(round_, "fetch"):
+                taken = self.store.candidates_to_process(round_)
+                self.reporter.stage(
+                    "downloading", round_, sum(c.source_kind in WEB_KINDS for c in taken)
+                )
+                counts = self._web.download(round_)
+                self._finish(round_, "fetch", _describe(counts))
+                self.reporter.note(f"round {round_} downloads: {_describe(counts)}")
             if self._stage(round_, "process"):
                 todo = len(self.store.candidates_to_process(round_))
                 self.reporter.stage("processing", round_, todo)
                 counts = processing.run_round(round_, self.reporter.advance, self._save_usage)
                 self._finish(round_, "process", _describe(counts))
+                if self._web is not None:
+                    self._web.clean(round_)
             cut: str | None = None  # why a stage of this round stopped early (budget)
             if self._stage(round_, "label"):
                 todo = len(self.store.samples(status=["processed"], round_=round_))
@@ -345,6 +403,9 @@ class Pipeline:
                 self._save_usage()
                 self._finish(round_, "verify", f"{_describe(Counter(checked))}, audited {audited}")
             if self._stage(round_, "supervise"):
+                if self._web is not None:
+                    for line in self._web.review_queries():
+                        self.reporter.note(line)
                 report = supervision.assess(round_)
                 spent = self._budget_spent(start) or cut
                 if spent and (report.verdict == "continue" or (cut and not report.targets_met)):
@@ -417,7 +478,10 @@ def check_spec(
     elif existing is None or existing.root.resolve() != Path(spec.existing).expanduser().resolve():
         existing = open_existing(spec.existing)
     for src in spec.sources:
-        open_source(src, spec)
+        if src.kind in WEB_SEARCH_SOURCES:
+            open_search(src, spec)
+        else:
+            open_source(src, spec)
     return existing
 
 

@@ -18,7 +18,7 @@ from typing import Annotated, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from datasetagent.errors import SpecError
+from datasetagent.errors import SpecError, UsageError
 from datasetagent.formats import find, formats_for
 from datasetagent.licences import USER_SUPPLIED as USER_SUPPLIED
 from datasetagent.licences import terms as licence_terms
@@ -263,7 +263,7 @@ class SourceSpec(_Model):
         name, at, base = text.partition("@")
         if name in WEB_SEARCH_SOURCES and not Path(text).exists():
             if at and not re.match(r"https?://[^/\s]", base):
-                raise ValueError(
+                raise UsageError(
                     f"--source {text}: the address after @ must be an http(s) URL, e.g. "
                     f"{name}@http://127.0.0.1:8080"
                 )
@@ -448,7 +448,9 @@ class DatasetSpec(_Model):
             return str(Path(location).expanduser().absolute())
 
         sources = tuple(
-            s.model_copy(update={"location": absolute(s.location)}) if s.kind == "local" else s
+            s.model_copy(update={"location": absolute(s.location)})
+            if s.kind in ("local", "urls")
+            else s
             for s in self.sources
         )
         existing = absolute(self.existing) if self.existing else self.existing

@@ -53,13 +53,28 @@ from datasetagent.models import (
 )
 from datasetagent.models.llm_call import BudgetSpent
 from datasetagent.records import EXISTING_LABELER, Box, ClassLabel, Mask, Sample
-from datasetagent.spec import DatasetSpec
+from datasetagent.spec import WEB_SEARCH_SOURCES, DatasetSpec
 from datasetagent.store import BlobStore, RunStore
 from datasetagent.tools.boxes import iou
 
 log = logging.getLogger(__name__)
 
 FOLDER_LABELER = "folder-name"
+#: The weak label of a URL list's ``label`` column.
+LIST_LABELER = "url-list"
+
+
+def hint_labeler(source_kind: str) -> tuple[str, str]:
+    """The labeler name of the class a source gave a candidate, and what gave it, for
+    messages: the class folder (``folder-name``), the web search that found it
+    (``query:openverse``, ``query:wikimedia``) or a URL list's label (``url-list``)."""
+    if source_kind in WEB_SEARCH_SOURCES:
+        return f"query:{source_kind}", "query"
+    if source_kind == "urls":
+        return LIST_LABELER, "list"
+    return FOLDER_LABELER, "folder"
+
+
 BATCH = 64
 #: Boxes of one class from two detectors are the same object at this IoU or more.
 MERGE_IOU = 0.5
@@ -304,9 +319,10 @@ class DataLabelAgent:
             ann = ClassLabel(label=label, confidence=1.0, labeler=EXISTING_LABELER)
             return self._with(s, (ann,), [])
         if hint is not None:
-            ann = ClassLabel(label=hint, confidence=1.0, labeler=FOLDER_LABELER)
+            labeler, what = hint_labeler(s.provenance.source_kind)
+            ann = ClassLabel(label=hint, confidence=1.0, labeler=labeler)
             reasons = [
-                f"folder says {hint}, {name} says {p.label} ({p.confidence:.2f})"
+                f"{what} says {hint}, {name} says {p.label} ({p.confidence:.2f})"
                 for name, p in zip(names, preds, strict=True)
                 if p.label != hint and p.confidence >= min_conf
             ]
@@ -407,7 +423,9 @@ class DataLabelAgent:
                     anns.append(box)
         hint = s.provenance.source_label
         if hint is not None and not any(a.label == hint for a in anns):
-            reasons.append(f"folder says {hint}, no {hint} found")
+            reasons.append(
+                f"{hint_labeler(s.provenance.source_kind)[1]} says {hint}, no {hint} found"
+            )
         if not anns and not reasons:
             return self._uncertain(s, [f"no_object: {box_labeler} found none of the classes"])
         if reasons:

@@ -284,6 +284,7 @@ class ImageProcessingAgent:
         )
         self.executor = executor
         self.sources = sources
+        self._fetched: dict[int, str] = {}
 
     def run_round(
         self,
@@ -297,6 +298,8 @@ class ImageProcessingAgent:
         duplicates.
         ``after_batch`` runs after each batch is stored (the pipeline saves model usage)."""
         outcomes: Counter[str] = Counter()
+        #: web candidates' URLs as fetched (after redirects): the provenance records those
+        self._fetched = {k: url for k, (url, _) in self.store.downloads(round_).items()}
         #: what became of each candidate of this call, by id (a replacement changes it later)
         decided: dict[int, tuple[str, ...]] = {}
         replaced = 0
@@ -498,7 +501,7 @@ class ImageProcessingAgent:
             blob = existing.blob
         provenance = Provenance(
             source_kind=cand.source_kind,
-            location=cand.location,
+            location=self._fetched.get(cand.id, cand.location),
             licence=cand.licence,
             creator=cand.creator,
             source_label=cand.class_hint,

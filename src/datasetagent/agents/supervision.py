@@ -15,7 +15,7 @@ held back before they count (the verification stage), so a round never fills a c
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -107,6 +107,8 @@ class SupervisionAgent:
         self.store = store
         self.spec = spec
         self.verification = verification
+        #: Whether web searches can still find candidates for these classes (none: no searches).
+        self.can_search: Callable[[Sequence[str]], bool] = lambda _: False
 
     def assess(self, round_: int) -> QualityReport:
         spec = self.spec
@@ -128,7 +130,7 @@ class SupervisionAgent:
         budget = spec.budget
         if not short:
             verdict, reason = "done", "targets met for every class"
-        elif usable == 0:
+        elif usable == 0 and not self.can_search([f.name for f in short]):
             missing = ", ".join(f"{f.name} short by {f.target - f.accepted}" for f in short)
             verdict, reason = "done", f"pool exhausted: {missing}"
         elif round_ >= budget.max_rounds:

@@ -276,9 +276,9 @@ def is_export(folder: Path) -> bool:
 
 
 def source_folders(spec: DatasetSpec) -> list[Path]:
-    """The folders on this disk a run reads its images from: its local sources and the
-    dataset it expands."""
-    found = [Path(src.location) for src in spec.sources if src.kind == "local"]
+    """The folders (and URL list files) on this disk a run reads from: its local sources,
+    its URL lists and the dataset it expands."""
+    found = [Path(src.location) for src in spec.sources if src.kind in ("local", "urls")]
     if spec.existing:
         found.append(Path(spec.existing))
     return [p.expanduser() for p in found]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
+from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -111,6 +112,22 @@ class WebInfo(BaseModel):
     query: str | None = None
     width: int | None = None
     height: int | None = None
+
+
+class SearchQuery(BaseModel):
+    """One search of a web source for one class: where its paging stands and what it found."""
+
+    source: str
+    class_name: str
+    text: str
+    #: What the source needs for the next page (its own text); None before the first page.
+    cursor: str | None = None
+    #: No more pages, or stopped: ``why`` says which.
+    done: bool = False
+    why: str | None = None
+    #: Requests sent and results seen so far.
+    sent: int = 0
+    seen: int = 0
 
 
 class Candidate(BaseModel):
@@ -356,6 +373,73 @@ class RunStore:
         )
         return {r["class_hint"]: int(r["n"]) for r in rows}
 
+    # -- the web: downloads and searches -------------------------------------------------------
+    def record_download(self, candidate_id: int, url: str, file: str, size: int) -> None:
+        """A web candidate's bytes are in ``RUN/downloads/FILE``, fetched from ``url`` (the URL
+        after redirects)."""
+        with self.transaction() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO downloads (candidate_id, url, file, bytes) "
+                "VALUES (?, ?, ?, ?)",
+                (candidate_id, url, file, size),
+            )
+
+    def downloads(self, round_: int | None = None) -> dict[int, tuple[str, str]]:
+        """Candidate id → (URL fetched, file under ``RUN/downloads``), of ``round_`` or all."""
+        sql = "SELECT d.candidate_id, d.url, d.file FROM downloads d"
+        params: tuple[object, ...] = ()
+        if round_ is not None:
+            sql += " JOIN candidates c ON c.id = d.candidate_id WHERE c.round = ?"
+            params = (round_,)
+        rows = self._db.execute(sql, params)
+        return {int(r[0]): (str(r[1]), str(r[2])) for r in rows}
+
+    def query(self, source: str, class_: str, text: str) -> SearchQuery:
+        row = self._db.execute(
+            "SELECT * FROM queries WHERE source = ? AND class = ? AND query = ?",
+            (source, class_, text),
+        ).fetchone()
+        if row is None:
+            return SearchQuery(source=source, class_name=class_, text=text)
+        return _search_query(row)
+
+    def save_query(self, q: SearchQuery) -> None:
+        with self.transaction() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO queries (source, class, query, cursor, done, why, sent, "
+                "seen) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (q.source, q.class_name, q.text, q.cursor, int(q.done), q.why, q.sent, q.seen),
+            )
+
+    def queries(self) -> list[SearchQuery]:
+        rows = self._db.execute("SELECT * FROM queries ORDER BY rowid")
+        return [_search_query(r) for r in rows]
+
+    def query_yields(self) -> dict[str, Counter[str]]:
+        """Per query that found candidates (``WebInfo.query``): how its processed candidates
+        ended — ``kept`` (a labelled sample), ``disputed`` (held for review), ``rejected``."""
+        rows = self._db.execute(
+            "SELECT json_extract(c.web, '$.query') AS q, s.status AS status, "
+            "r.candidate_id IS NOT NULL AS rejected FROM candidates c "
+            "LEFT JOIN samples s ON s.candidate_id = c.id "
+            "LEFT JOIN rejections r ON r.candidate_id = c.id "
+            "WHERE c.web IS NOT NULL AND json_extract(c.web, '$.query') IS NOT NULL "
+            "AND c.state = 'done'"
+        )
+        out: dict[str, Counter[str]] = {}
+        for r in rows:
+            how = (
+                "rejected"
+                if r["rejected"]
+                else "kept"
+                if r["status"] == "labelled"
+                else "disputed"
+                if r["status"] in ("review", "rejected")
+                else "pending"
+            )
+            out.setdefault(str(r["q"]), Counter())[how] += 1
+        return out
+
     # -- outcomes of processing ----------------------------------------------------------------
     def find_sample(self, sample_id: str) -> Sample | None:
         row = self._db.execute("SELECT record FROM samples WHERE id = ?", (sample_id,)).fetchone()
@@ -544,6 +628,19 @@ def _where(conditions: dict[str, object]) -> tuple[str, list[object]]:
             clauses.append(f"{column} = ?")
             params.append(value)
     return (f" WHERE {' AND '.join(clauses)}" if clauses else ""), params
+
+
+def _search_query(row: sqlite3.Row) -> SearchQuery:
+    return SearchQuery(
+        source=row["source"],
+        class_name=row["class"],
+        text=row["query"],
+        cursor=row["cursor"],
+        done=bool(row["done"]),
+        why=row["why"],
+        sent=row["sent"],
+        seen=row["seen"],
+    )
 
 
 def _candidate(row: sqlite3.Row) -> Candidate:
