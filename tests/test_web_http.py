@@ -7,8 +7,10 @@ injected clock and sleep, so a 60 s rate-limit pause is asserted, not waited for
 from __future__ import annotations
 
 import asyncio
+import base64
 import email.utils
 import json
+import logging
 import random
 import threading
 import time
@@ -508,15 +510,20 @@ def test_a_name_resolving_to_loopback_is_refused_unless_the_name_is_allowed(serv
     assert fetch(client, server.url("/img.png", "images.test")).data == PNG
 
 
-def test_credentials_stay_out_of_messages_records_and_other_hosts(
-    server: Server, other: Server
+def test_credentials_stay_out_of_messages_records_logs_and_other_hosts(
+    server: Server, other: Server, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.DEBUG)
     secret_url = f"http://user:hunter2@127.0.0.1:{server.port}/missing"
     error = fails(client_for(server), secret_url)
     assert "hunter2" not in str(error)
     assert "hunter2" not in error.url
     got = fetch(client_for(server), f"http://user:hunter2@127.0.0.1:{server.port}/img.png")
     assert "hunter2" not in got.requested + got.url
+    sent = base64.b64encode(b"user:hunter2").decode()
+    assert server.requests[-1]["headers"]["Authorization"] == f"Basic {sent}"
+    assert caplog.records  # httpx and httpcore did log the requests
+    assert "hunter2" not in caplog.text
     fetch(
         client_for(server, other),
         server.url(f"/to?url={other.url('/img.png')}"),
@@ -672,3 +679,45 @@ def test_fetch_all_reads_its_urls_lazily(server: Server) -> None:
         return pulled
 
     assert asyncio.run(first()) <= 4 + 4 * 4 + 1
+
+
+def test_a_host_waiting_out_a_retry_after_holds_no_total_slot(server: Server) -> None:
+    gate = asyncio.Event()
+    fake = FakeTime()
+
+    async def held_sleep(seconds: float) -> None:
+        fake.sleeps.append(seconds)
+        await gate.wait()
+
+    async def resolve(host: str, port: int) -> list[str]:
+        return ["127.0.0.1"]
+
+    policy = AddressPolicy.from_allow_hosts([f"a.test:{server.port}", f"b.test:{server.port}"])
+    client = WebClient(
+        policy,
+        user_agent=user_agent(),
+        limits=Limits(total=1, retries=1),
+        sleep=held_sleep,
+        clock=fake.clock,
+        resolver=resolve,
+    )
+
+    async def go() -> tuple[Fetched, Fetched]:
+        async with client:
+            paused = asyncio.create_task(
+                client.fetch_image(server.url("/busy?n=1&after=30", "a.test"))
+            )
+            for _ in range(200):
+                if fake.sleeps:
+                    break
+                await asyncio.sleep(0.01)
+            # a.test waits 30 s; b.test must not queue behind it for the one total slot
+            other = await asyncio.wait_for(
+                client.fetch_image(server.url("/img.png", "b.test")), timeout=3
+            )
+            gate.set()
+            return other, await paused
+
+    other, paused = asyncio.run(go())
+    assert fake.sleeps == [30.0]
+    assert other.data == paused.data == PNG

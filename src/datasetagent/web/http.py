@@ -15,6 +15,7 @@ names itself, and the guard would only ever see the proxy's address.
 from __future__ import annotations
 
 import asyncio
+import base64
 import email.utils
 import json
 import logging
@@ -214,10 +215,12 @@ class GuardedTransport(httpx.AsyncHTTPTransport):
         limits: httpx.Limits,
         resolver: Resolver = _system_resolve,
     ) -> None:
-        super().__init__(trust_env=False, limits=limits)
+        # SSL_CERT_FILE / SSL_CERT_DIR still choose the CA bundle; no proxy is ever used.
+        ssl_context = httpx.create_ssl_context(trust_env=True)
+        super().__init__(verify=ssl_context, trust_env=False, limits=limits)
         # httpx has no public way to pass a network backend; its pool is httpcore's public API.
         self._pool = httpcore.AsyncConnectionPool(
-            ssl_context=httpx.create_ssl_context(trust_env=False),
+            ssl_context=ssl_context,
             max_connections=limits.max_connections,
             max_keepalive_connections=limits.max_keepalive_connections,
             keepalive_expiry=limits.keepalive_expiry,
@@ -448,6 +451,10 @@ class WebClient:
     ) -> tuple[_Reply, int]:
         """Send, following redirects (each hop guarded and retried); the final 2xx reply."""
         url, hops, sent = target, 0, dict(headers)
+        if url.userinfo:
+            # credentials travel as a header only, so no URL that is logged carries them
+            sent.setdefault("Authorization", _basic_auth(url.username, url.password))
+            url = url.copy_with(userinfo=b"")
         while True:
             reply = await self._with_retries(method, url, form, sent, image, accept)
             if reply.status not in _REDIRECTS:
@@ -535,37 +542,49 @@ class WebClient:
         headers: dict[str, str],
         image: bool,
     ) -> _Reply:
+        async with state.slots:
+            await self._pace(state)  # before taking a total slot: a paused host holds none
+            async with self._total:
+                return await self._send(url, method, form, headers, image, state)
+
+    async def _send(
+        self,
+        url: httpx.URL,
+        method: str,
+        form: dict[str, str] | None,
+        headers: dict[str, str],
+        image: bool,
+        state: _Host,
+    ) -> _Reply:
         lim = self.limits
-        async with state.slots, self._total:
-            await self._pace(state)
-            self.stats.requests += 1
-            request = self._http.build_request(method, url, data=form, headers=headers)
-            try:
-                async with asyncio.timeout(lim.download_timeout):
-                    response = await self._http.send(request, stream=True)
-                    try:
-                        self._note_rate_limits(state, response.headers)
-                        reply = _Reply(url, response.status_code, response.headers)
-                        if 200 <= response.status_code < 300:
-                            await self._read(response, reply, image)
-                        return reply
-                    finally:
-                        await response.aclose()
-            except BlockedAddress as exc:
-                self.stats.blocked += 1
-                raise FetchError("blocked-address", str(exc), url) from None
-            except TimeoutError:
-                raise FetchError(
-                    "timeout", f"not finished within {lim.download_timeout:g} s", url
-                ) from None
-            except httpx.TimeoutException as exc:
-                raise _Retry(FetchError("timeout", _describe(exc), url)) from None
-            except (httpx.UnsupportedProtocol, httpx.InvalidURL) as exc:
-                raise FetchError("bad-url", _describe(exc), url) from None
-            except httpx.TransportError as exc:
-                raise _Retry(FetchError("connection", _describe(exc), url)) from None
-            except httpx.HTTPError as exc:
-                raise FetchError("connection", _describe(exc), url) from None
+        self.stats.requests += 1
+        request = self._http.build_request(method, url, data=form, headers=headers)
+        try:
+            async with asyncio.timeout(lim.download_timeout):
+                response = await self._http.send(request, stream=True)
+                try:
+                    self._note_rate_limits(state, response.headers)
+                    reply = _Reply(url, response.status_code, response.headers)
+                    if 200 <= response.status_code < 300:
+                        await self._read(response, reply, image)
+                    return reply
+                finally:
+                    await response.aclose()
+        except BlockedAddress as exc:
+            self.stats.blocked += 1
+            raise FetchError("blocked-address", str(exc), url) from None
+        except TimeoutError:
+            raise FetchError(
+                "timeout", f"not finished within {lim.download_timeout:g} s", url
+            ) from None
+        except httpx.TimeoutException as exc:
+            raise _Retry(FetchError("timeout", _describe(exc), url)) from None
+        except (httpx.UnsupportedProtocol, httpx.InvalidURL) as exc:
+            raise FetchError("bad-url", _describe(exc), url) from None
+        except httpx.TransportError as exc:
+            raise _Retry(FetchError("connection", _describe(exc), url)) from None
+        except httpx.HTTPError as exc:
+            raise FetchError("connection", _describe(exc), url) from None
 
     async def _read(self, response: httpx.Response, reply: _Reply, image: bool) -> None:
         limit = self.limits.max_bytes
@@ -601,6 +620,11 @@ def _sniffed(head: bytes, response: httpx.Response, url: httpx.URL) -> str:
         kind = response.headers.get("content-type", "no content type")
         raise FetchError("not-an-image", f"served as {kind}, the bytes are no image", url)
     return fmt
+
+
+def _basic_auth(username: str, password: str) -> str:
+    token = base64.b64encode(f"{username}:{password}".encode()).decode("ascii")
+    return f"Basic {token}"
 
 
 def _describe(exc: Exception) -> str:
