@@ -27,7 +27,7 @@ from datasetagent.sources.files import read_regular
 from datasetagent.sources.websearch import WebSearch
 from datasetagent.spec import DatasetSpec
 from datasetagent.store import Candidate, RunStore, SearchQuery
-from datasetagent.web.guard import AddressPolicy, parse_allow_host
+from datasetagent.web.guard import AddressPolicy
 from datasetagent.web.http import Fetched, FetchError, Limits, WebClient, fetch_all, user_agent
 
 #: Source kinds whose candidates are URLs, downloaded before processing.
@@ -271,7 +271,7 @@ class WebCollector:
 
 def address_policy(hosts: Sequence[str]) -> AddressPolicy:
     """The guard's policy with the ``--allow-host HOST[:PORT]`` exceptions given."""
-    return AddressPolicy(frozenset(parse_allow_host(h) for h in hosts))
+    return AddressPolicy.from_allow_hosts(hosts)
 
 
 def _host_limits(searches: Sequence[WebSearch]) -> dict[str, int]:

@@ -1,0 +1,269 @@
+"""Builds from the web, end to end, against the loopback ``WebSim`` (Openverse and Commons
+shaped APIs, real photos, injected faults): what is fetched, what is refused and why, what the
+export records, and a killed run resumed without fetching anything twice."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from datasetagent.agents.collect_web import POOR_AFTER, WebCollector, address_policy
+from datasetagent.config import BuildOptions
+from datasetagent.pipeline import build_run
+from datasetagent.records import Rejection
+from datasetagent.spec import ClassSpec, DatasetSpec, SourceSpec
+from datasetagent.store import Candidate, RunStore, WebInfo
+from websim import WebSim
+
+CLASSES = ("red fox", "arctic fox")
+
+
+def web_spec(sim: WebSim, target: int, *kinds: str, **kw: object) -> DatasetSpec:
+    return DatasetSpec(
+        classes=tuple(ClassSpec(name=c) for c in CLASSES),
+        target_per_class=target,
+        sources=tuple(SourceSpec(kind=k, base_url=sim.base_url) for k in kinds),
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+def options(sim: WebSim) -> BuildOptions:
+    host, port = sim.address
+    return BuildOptions.parse(allow_hosts=(f"{host}:{port}",), workers=1)
+
+
+def media_requests(sim: WebSim) -> Counter[str]:
+    """Image downloads by path (the bad endpoints included)."""
+    return Counter(r.path for r in sim.requests if r.route in ("media", "bad"))
+
+
+def test_a_web_build_exports_labelled_images_with_their_provenance(tmp_path: Path) -> None:
+    with WebSim(classes={c: 30 for c in CLASSES}) as sim:
+        run = tmp_path / "run"
+        result = build_run(web_spec(sim, 6, "openverse", "wikimedia"), run, options(sim))
+        agents = {r.headers.get("user-agent", "") for r in sim.requests}
+    assert {c.name: c.accepted >= 6 for c in result.report.classes} == dict.fromkeys(CLASSES, True)
+    assert Counter(s.label for s in result.exported) == dict.fromkeys(CLASSES, 6)
+    assert all(a.startswith("datasetagent/") for a in agents)
+    kinds = Counter(s.provenance.source_kind for s in result.exported)
+    assert set(kinds) <= {"openverse", "wikimedia"}
+    for s in result.exported:
+        prov = s.provenance
+        assert prov.location.startswith(sim.base_url)
+        assert prov.page and prov.page.startswith(sim.base_url)
+        assert prov.licence in {"CC-BY-4.0", "CC-BY-SA-4.0", "CC0-1.0", "PDM", "CC-BY-2.0"}
+        assert prov.title
+        (ann,) = s.annotations
+        assert ann.labeler == f"query:{prov.source_kind}"
+        assert ann.label == prov.source_label
+    manifest = [
+        json.loads(line)
+        for line in (run / "export" / "imagefolder" / "manifest.jsonl").read_text().splitlines()
+    ]
+    assert all(m["provenance"]["page"] for m in manifest)
+    attribution = (run / "export" / "imagefolder" / "ATTRIBUTION.md").read_text()
+    assert all(s.provenance.creator in attribution for s in result.exported if s.provenance.creator)
+    assert not (run / "downloads").exists() or not any((run / "downloads").iterdir())
+
+
+def test_refusals_are_rejections_with_their_reason_and_the_run_finishes(tmp_path: Path) -> None:
+    with WebSim(classes={c: 14 for c in CLASSES}) as sim:
+        sim.faults.media = {
+            0: "html",
+            1: "404",
+            2: "huge",
+            3: "loop",
+            4: "redirect-out",
+            5: "huge-chunked",
+        }
+        sim.faults.nc = {6}
+        sim.faults.unknown = {7}
+        sim.faults.mature = {8}
+        sim.faults.ignore_filters = True  # the API returns them: our side must refuse them
+        result = build_run(web_spec(sim, 40, "openverse"), tmp_path / "run", options(sim))
+        fetched = media_requests(sim)
+    rejected = result.report.rejected_by_reason
+    for reason in ("not-an-image", "http-error", "too-large", "too-many-redirects"):
+        assert rejected.get(reason) == 2, (reason, rejected)  # one per class
+    assert rejected.get("blocked-address") == 2
+    assert result.report.reason.startswith("pool exhausted")
+    # NC, unknown-licence and mature results were never downloaded
+    with RunStore(tmp_path / "run" / "run.db") as store:
+        locations = {c.location for c in _candidates(store)}
+    for index in (6, 7, 8):
+        for cls in CLASSES:
+            item = sim.item("openverse", cls, index)
+            assert item.url not in locations
+            assert fetched[item.url.removeprefix(sim.base_url)] == 0
+    assert Counter(s.label for s in result.exported) == dict.fromkeys(CLASSES, 14 - 9)
+
+
+def _candidates(store: RunStore) -> list[Candidate]:
+    rows = store._db.execute("SELECT * FROM candidates")  # every state
+    from datasetagent.store.db import _candidate
+
+    return [_candidate(r) for r in rows]
+
+
+def test_throttling_and_maxlag_are_waited_out(tmp_path: Path) -> None:
+    with WebSim(classes={c: 8 for c in CLASSES}) as sim:
+        sim.faults.throttle("openverse", at=1, count=1, retry_after=1)
+        sim.faults.maxlag(at=1, count=1, retry_after=1)
+        sim.faults.errors("media", at=2, count=2, status=503)
+        result = build_run(
+            web_spec(sim, 4, "openverse", "wikimedia"), tmp_path / "run", options(sim)
+        )
+    assert Counter(s.label for s in result.exported) == dict.fromkeys(CLASSES, 4)
+    assert not result.report.rejected_by_reason.get("http-error")
+
+
+def test_the_same_photo_from_both_apis_is_one_image(tmp_path: Path) -> None:
+    with WebSim(classes={c: 6 for c in CLASSES}) as sim:
+        sim.faults.shared = 3
+        result = build_run(
+            web_spec(sim, 50, "openverse", "wikimedia"), tmp_path / "run", options(sim)
+        )
+    assert result.report.rejected_by_reason.get("exact_duplicate") == 2 * 3
+    assert Counter(s.label for s in result.exported) == dict.fromkeys(CLASSES, 12 - 3)
+
+
+def test_a_loopback_api_is_refused_without_allow_host(tmp_path: Path) -> None:
+    with WebSim(classes={c: 4 for c in CLASSES}) as sim:
+        notes: list[str] = []
+
+        class Notes:
+            def stage(self, *a: object) -> None: ...
+            def advance(self, n: int = 1) -> None: ...
+            def note(self, message: str) -> None:
+                notes.append(message)
+
+        result = build_run(
+            web_spec(sim, 4, "openverse"),
+            tmp_path / "run",
+            BuildOptions.parse(workers=1),
+            reporter=Notes(),
+        )
+        assert sim.requests == []
+    assert result.exported == []
+    assert any("blocked-address" in n and "--allow-host" in n for n in notes), notes
+
+
+def test_poor_queries_are_stopped(tmp_path: Path) -> None:
+    spec = DatasetSpec(classes=(ClassSpec(name="red fox", synonyms=("vulpes",)),))
+    with RunStore(tmp_path / "run.db") as store:
+        tag = "openverse:red fox"
+        store.add_candidates(
+            Candidate(
+                source_kind="openverse",
+                location=f"http://x/{i}.jpg",
+                class_hint="red fox",
+                licence="CC0-1.0",
+                web=WebInfo(query=tag if i < POOR_AFTER + 1 else "openverse:vulpes"),
+            )
+            for i in range(POOR_AFTER + 3)
+        )
+        store.take_candidates(1, 100, origin="collected", wanted=None)
+        for cand in store.candidates_to_process(1):
+            store.record_outcome(
+                cand.id, 1, Rejection(location=cand.location, source_kind="openverse", reasons=("x",))
+            )
+        for text in ("red fox", "vulpes"):
+            store.save_query(store.query("openverse", "red fox", text))
+
+        class Search:
+            kind = "openverse"
+
+        web = WebCollector(store, spec, tmp_path, [Search()], address_policy(()))  # type: ignore[list-item]
+        lines = web.review_queries()
+        assert len(lines) == 1 and "'red fox'" in lines[0]
+        assert store.query("openverse", "red fox", "red fox").done
+        assert not store.query("openverse", "red fox", "vulpes").done  # too few to judge
+        assert web.can_search(["red fox"])
+
+
+@pytest.mark.timeout(240)
+def test_killed_and_resumed_refetches_nothing(tmp_path: Path) -> None:
+    with WebSim(classes={c: 10 for c in CLASSES}) as sim:
+        sim.faults.media = {9: "trickle"}  # the last of each class takes seconds to arrive
+        spec = tmp_path / "spec.yaml"
+        spec.write_text(web_spec(sim, 9, "openverse").to_yaml())
+        run = tmp_path / "run"
+        host, port = sim.address
+        cmd = [
+            sys.executable, "-m", "datasetagent", "build", str(spec), "-o", str(run),
+            "--allow-host", f"{host}:{port}", "--workers", "1",
+        ]  # fmt: skip
+        env = {**os.environ, "NO_COLOR": "1"}
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and _downloads(run) < 2 * 9:
+            time.sleep(0.05)
+        assert _downloads(run) >= 2 * 9, proc.stderr.read().decode() if proc.poll() else ""
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        before = media_requests(sim)
+        done = subprocess.run(
+            [*cmd[:6], "--resume", "-o", str(run)] if False else [
+                sys.executable, "-m", "datasetagent", "build", "--resume", "-o", str(run),
+            ],
+            env=env, capture_output=True, text=True, timeout=180, check=False,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        after = media_requests(sim)
+    fetched_again = {p for p, n in after.items() if n > before.get(p, 0)}
+    # only what had not arrived when the run was killed is fetched again
+    assert all("trickle" in p or "/9." in p for p in fetched_again), fetched_again
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["classes"]["red fox"]["exported"] == 9
+
+
+def _downloads(run: Path) -> int:
+    db = run / "run.db"
+    if not db.exists():
+        return 0
+    try:
+        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1)
+        try:
+            return int(con.execute("SELECT COUNT(*) FROM downloads").fetchone()[0])
+        finally:
+            con.close()
+    except sqlite3.Error:
+        return 0
+
+
+def test_credentials_are_used_and_never_stored(tmp_path: Path) -> None:
+    with WebSim(classes={c: 6 for c in CLASSES}) as sim:
+        spec = tmp_path / "spec.yaml"
+        spec.write_text(web_spec(sim, 3, "openverse").to_yaml())
+        host, port = sim.address
+        env = {
+            **os.environ,
+            "NO_COLOR": "1",
+            "OPENVERSE_CLIENT_ID": "sim-client",
+            "OPENVERSE_CLIENT_SECRET": "sim-secret",
+        }
+        out = subprocess.run(
+            [
+                sys.executable, "-m", "datasetagent", "build", str(spec), "-o",
+                str(tmp_path / "run"), "--allow-host", f"{host}:{port}", "--workers", "1",
+            ],
+            env=env, capture_output=True, text=True, timeout=180, check=False,
+        )  # fmt: skip
+        assert out.returncode == 0, out.stderr
+        tokens = list(sim.tokens_issued)
+        authorised = [r for r in sim.requests_to("openverse") if "authorization" in r.headers]
+    assert tokens and authorised
+    for path in (tmp_path / "run").rglob("*"):
+        if path.is_file():
+            data = path.read_bytes()
+            assert b"sim-secret" not in data and tokens[0].encode() not in data, path
+    assert "sim-secret" not in out.stderr + out.stdout
