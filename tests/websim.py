@@ -79,7 +79,10 @@ Faults (``sim.faults``), settable at any time:
 * ``maxlag(at=1, count=1, retry_after=5, lag=7)``: ``commons`` requests that send ``maxlag``
   get HTTP 200 ``{"error": {"code": "maxlag", ...}}`` with ``Retry-After`` and
   ``X-Database-Lag``, as MediaWiki does.
-* ``revoke_tokens()``: tokens issued so far stop being valid (requests become anonymous).
+* ``revoke_tokens()``: tokens issued so far stop being valid (requests that send one are
+  anonymous); tokens issued later are valid.
+* ``api_error``: a MediaWiki error code (e.g. ``"internal_api_error_DBQueryError"``) every
+  ``commons`` request is answered with, HTTP 200 ``{"error": {"code", "info"}}``.
 """
 
 from __future__ import annotations
@@ -194,9 +197,12 @@ class Faults:
     shared: int = 0
     media: dict[int, str] = field(default_factory=dict)
     rules: list[Rule] = field(default_factory=list)
-    tokens_revoked: bool = False
+    #: A MediaWiki error code every ``commons`` request is answered with (HTTP 200).
+    api_error: str | None = None
     #: How many requests a route has seen (set by WebSim).
     seen: Callable[[str], int] = field(default=lambda route: 0, repr=False)
+    #: Forgets the tokens issued so far (set by WebSim).
+    revoke: Callable[[], None] = field(default=lambda: None, repr=False)
 
     def _add(self, rule: Rule) -> None:
         rule.base = self.seen(rule.route)
@@ -212,7 +218,7 @@ class Faults:
         self._add(Rule("commons", at, count, 200, retry_after, maxlag=True, lag=lag))
 
     def revoke_tokens(self) -> None:
-        self.tokens_revoked = True
+        self.revoke()
 
 
 class _Server(ThreadingHTTPServer):
@@ -239,7 +245,7 @@ class WebSim:
         self._lock = threading.Lock()
         self._requests: list[Recorded] = []
         self._counts: Counter[str] = Counter()
-        self.faults = Faults(seen=self._seen)
+        self.faults = Faults(seen=self._seen, revoke=self._revoke)
         self._tokens: set[str] = set()
         self.tokens_issued = 0
         self._cache: dict[tuple[str, int, int], bytes] = {}
@@ -251,7 +257,7 @@ class WebSim:
         for _ in range(2):
             server = _Server(("127.0.0.1", 0), _Handler)
             server.sim = self
-            thread = threading.Thread(target=server.serve_forever, daemon=True)
+            thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
             thread.start()
             self._servers.append(server)
             self._threads.append(thread)
@@ -421,7 +427,11 @@ class WebSim:
 
     def _token_valid(self, token: str) -> bool:
         with self._lock:
-            return token in self._tokens and not self.faults.tokens_revoked
+            return token in self._tokens
+
+    def _revoke(self) -> None:
+        with self._lock:
+            self._tokens.clear()
 
     def _add_huge(self, n: int) -> None:
         with self._lock:
@@ -685,6 +695,10 @@ class _Handler(BaseHTTPRequestHandler):
                 "type": "db",
             }
             self._json(200, {"error": error, "servedby": "websim"}, headers)
+            return
+        if sim.faults.api_error is not None:
+            error = {"code": sim.faults.api_error, "info": "websim was told to refuse."}
+            self._json(200, {"error": error, "servedby": "websim"})
             return
         need = {"action": "query", "format": "json", "formatversion": "2", "generator": "search"}
         wrong = [k for k, v in need.items() if query.get(k) != v]
