@@ -23,7 +23,7 @@ from datasetagent.spec import ClassSpec, DatasetSpec, ImageConstraints, LicenceP
 from datasetagent.store import WebInfo
 from datasetagent.web.guard import AddressPolicy
 from datasetagent.web.html import to_text
-from datasetagent.web.http import FetchError, WebClient, user_agent
+from datasetagent.web.http import FetchError, Limits, WebClient, user_agent
 from websim import WebSim
 
 T = TypeVar("T")
@@ -75,6 +75,13 @@ def test_sim_openverse_pages_and_limits_like_the_api(sim: WebSim) -> None:
     assert [r.status for r in sim.requests_to("openverse")] == [200, 200, 401, 400, 400]
 
 
+def test_sim_finds_the_class_a_query_names(sim: WebSim) -> None:
+    assert sim.find_class("a photo of Red Foxes, in snow") == "red fox"
+    assert sim.find_class("arctic fox") == "arctic fox"
+    assert sim.find_class("fox") is None
+    assert sim.find_class("grey wolf") is None
+
+
 def test_sim_commons_continues_and_blocks_library_agents(sim: WebSim) -> None:
     params = {
         "action": "query",
@@ -115,13 +122,18 @@ def make_spec(**update: object) -> DatasetSpec:
     return spec.model_copy(update=update)
 
 
-def run(sim: WebSim, work: Callable[[WebClient], Awaitable[T]], fake: FakeTime | None = None) -> T:
+def run(
+    sim: WebSim,
+    work: Callable[[WebClient], Awaitable[T]],
+    fake: FakeTime | None = None,
+    limits: Limits | None = None,
+) -> T:
     fake = fake or FakeTime()
 
     async def main() -> T:
         policy = AddressPolicy(frozenset({sim.address}))
         async with WebClient(
-            policy, user_agent=user_agent(), sleep=fake.sleep, clock=fake.clock
+            policy, user_agent=user_agent(), limits=limits, sleep=fake.sleep, clock=fake.clock
         ) as client:
             return await work(client)
 
@@ -581,6 +593,43 @@ def test_same_photo_from_both_apis_is_two_candidates_with_one_content(sim: WebSi
 
     one, two = run(sim, work)
     assert one == two
+
+
+# -- websim's misbehaving files, through the client ---------------------------------------------
+@pytest.mark.parametrize(
+    ("fault", "reason"),
+    [
+        ("html", "not-an-image"),
+        ("404", "http-error"),
+        ("huge", "too-large"),
+        ("huge-chunked", "too-large"),
+        ("loop", "too-many-redirects"),
+        ("redirect-out", "blocked-address"),  # another loopback port: not allowed
+        ("trickle", "timeout"),
+        ("redirect", None),  # a good redirect: the file itself
+    ],
+)
+def test_sim_media_faults_reach_the_client(sim: WebSim, fault: str, reason: str | None) -> None:
+    sim.faults.media = {0: fault}
+    limits = Limits(max_bytes=2**20, download_timeout=0.5, retries=1)
+
+    async def work(client: WebClient) -> object:
+        page = await openverse(sim).search(client, "red fox", None)
+        assert page.results[1].location == sim.item("openverse", "red fox", 1).url
+        try:
+            return await client.fetch_image(page.results[0].location)
+        except FetchError as exc:
+            return exc
+
+    got = run(sim, work, limits=limits)
+    if reason is None:
+        assert not isinstance(got, FetchError)
+        assert getattr(got, "data", None) == sim.image_bytes("openverse", "red fox", 0)
+    else:
+        assert isinstance(got, FetchError)
+        assert got.reason == reason
+    if fault.startswith("huge"):
+        assert sim.huge_sent < 16 * 2**20  # the client hung up long before the end
 
 
 # -- HTML to text --------------------------------------------------------------------------------

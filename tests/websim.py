@@ -21,8 +21,8 @@ Usage::
 
 ``WebSim(classes, *, client_id="sim-client", client_secret="sim-secret",
 token_lifetime=36000)``: ``classes`` maps a class name to how many results each API holds for
-it. A query finds the class whose every word it contains (the longest such name); a query that
-names no class finds nothing.
+it. A query finds the class whose every word it contains, singular or plural ("a photo of red
+foxes" finds "red fox"; the longest such name wins); a query that names no class finds nothing.
 
 Routes (``Recorded.route``):
 
@@ -316,8 +316,9 @@ class WebSim:
 
     # -- content -------------------------------------------------------------------------------
     def find_class(self, query: str) -> str | None:
-        words = set(query.lower().split())
-        found = [c for c in self.classes if set(c.lower().split()) <= words]
+        """The class whose every word (plural or not) ``query`` holds; the longest such name."""
+        words = _stems(query)
+        found = [c for c in self.classes if _stems(c) <= words]
         return max(found, key=len) if found else None
 
     def item(self, api: str, cls: str, index: int) -> SimItem:
@@ -896,6 +897,20 @@ def _route(method: str, path: str) -> str:
     if path.startswith("/bad/"):
         return "bad"
     return "unknown"
+
+
+def _stems(text: str) -> set[str]:
+    """Lower-case words without punctuation or a plural ending: "Red foxes," → {"red", "fox"}."""
+    out = set()
+    for raw in text.lower().split():
+        word = raw.strip(".,;:!?\"'()[]")
+        if word.endswith(("xes", "ses", "ches", "shes")):
+            word = word[:-2]
+        elif word.endswith("s") and not word.endswith("ss") and len(word) > 3:
+            word = word[:-1]
+        if word:
+            out.add(word)
+    return out
 
 
 def _pageid(it: SimItem) -> int:
