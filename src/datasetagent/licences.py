@@ -23,7 +23,18 @@ CC0 = "CC0-1.0"
 #: Creative Commons licence codes, in the order of their elements.
 _CC_CODES = ("by", "by-sa", "by-nd", "by-nc", "by-nc-sa", "by-nc-nd")
 _VERSION = re.compile(r"(\d(?:\.\d)?)")
-_CC_URL = re.compile(r"creativecommons\.org/licen[cs]es/([a-z-]+)/(\d(?:\.\d)?)", re.IGNORECASE)
+_CC_URL = re.compile(
+    r"creativecommons\.org/licen[cs]es/([a-z-]+)/(\d(?:\.\d)?)(?:/([a-z]{2,3})(?=/|$))?",
+    re.IGNORECASE,
+)
+#: Words of long licence names (``Attribution-Share Alike``, ``NonCommercial``) and the codes
+#: they stand for, and words that add nothing to a short name (``International``, ``migrated``).
+_WORDS = (
+    (re.compile(r"share[\s-]?alike"), "sa"),
+    (re.compile(r"non[\s-]?commercial"), "nc"),
+    (re.compile(r"no[\s-]?deriv(?:ative)?s?|no[\s-]?derivative[\s-]works"), "nd"),
+    (re.compile(r"\b(?:international|generic|unported|migrated|license|licence)\b"), ""),
+)
 _CC0_URL = re.compile(r"creativecommons\.org/publicdomain/zero/", re.IGNORECASE)
 _PDM_URL = re.compile(r"creativecommons\.org/publicdomain/mark/", re.IGNORECASE)
 
@@ -44,15 +55,20 @@ def normalise(name: str | None, version: str | None = None, url: str | None = No
     and its ``url`` where the name says too little. ``unknown`` when none of them is clear."""
     text = " ".join((name or "").split()).lower()
     text = text.replace("creative commons", "cc").replace("attribution", "by")
+    for pattern, code_word in _WORDS:
+        text = pattern.sub(code_word, text)
+    text = " ".join(text.split())
     if text in ("", "none", "null"):
         text = ""
-    if text in ("cc0", "cc-0", "cc zero", "cc0 1.0", "cc0-1.0", "cc0 1.0 universal"):
+    if text in ("cc0", "cc-0", "cc zero", "cc-zero", "cc0 1.0", "cc0-1.0", "cc0 1.0 universal"):
         return CC0
     if text in ("pdm", "pdm-1.0", "public domain", "public domain mark", "pd", "publicdomain"):
         return PDM
-    if text.startswith(("public domain", "pd-")) or text == "cc-pd":
+    if text.startswith(("public domain", "pd-")) or text in ("cc-pd", "cc pdm 1.0", "cc pdm"):
         return PDM
     code = text.removeprefix("cc").strip(" -_")
+    # several versions at once (Commons' ``CC BY-SA 3.0,2.5,2.0,1.0``): the first one names it
+    code = re.sub(r"(\d\.\d)(?:\s*[,/-]\s*\d\.\d)+", r"\1", code)
     found = _VERSION.search(code)
     number = found.group(1) if found else (version or "").strip()
     code = _VERSION.sub("", code).replace("_", "-").replace(" ", "-").strip("-")
@@ -61,7 +77,7 @@ def normalise(name: str | None, version: str | None = None, url: str | None = No
     if (
         found
         and code not in _CC_CODES
-        and (m := re.fullmatch(r"([a-z-]+)-([a-z]{2})", code))
+        and (m := re.fullmatch(r"([a-z-]+)-([a-z]{2,3})", code))
         and m.group(1) in _CC_CODES
     ):
         code, ported = m.group(1), "-" + m.group(2).upper()
@@ -74,7 +90,8 @@ def normalise(name: str | None, version: str | None = None, url: str | None = No
             return PDM
         match = _CC_URL.search(url)
         if match and match.group(1).lower() in _CC_CODES:
-            return _cc(match.group(1).lower(), match.group(2))
+            ported = f"-{match.group(3).upper()}" if match.group(3) else ""
+            return _cc(match.group(1).lower(), match.group(2)) + ported
     return UNKNOWN
 
 
@@ -94,7 +111,7 @@ def terms(licence: str) -> Terms | None:
     identifiers this module does not know (such as ``user-supplied``)."""
     if licence in (CC0, PDM):
         return Terms(False, False, False, False)
-    match = re.fullmatch(r"CC-(BY(?:-NC)?(?:-SA|-ND)?)(?:-\d\.\d(?:-[A-Z]{2})?)?", licence)
+    match = re.fullmatch(r"CC-(BY(?:-NC)?(?:-SA|-ND)?)(?:-\d\.\d(?:-[A-Z]{2,3})?)?", licence)
     if match is None:
         return None
     parts = match.group(1).split("-")
@@ -107,7 +124,8 @@ def licence_url(licence: str) -> str | None:
         return "https://creativecommons.org/publicdomain/zero/1.0/"
     if licence == PDM:
         return "https://creativecommons.org/publicdomain/mark/1.0/"
-    match = re.fullmatch(r"CC-([A-Z-]+?)-(\d\.\d)", licence)
+    match = re.fullmatch(r"CC-([A-Z-]+?)-(\d\.\d)(?:-([A-Z]{2,3}))?", licence)
     if match is None:
         return None
-    return f"https://creativecommons.org/licenses/{match.group(1).lower()}/{match.group(2)}/"
+    port = f"{match.group(3).lower()}/" if match.group(3) else ""
+    return f"https://creativecommons.org/licenses/{match.group(1).lower()}/{match.group(2)}/{port}"

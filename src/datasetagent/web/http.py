@@ -57,6 +57,7 @@ REASONS = (
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 _SNIFF_BYTES = 16
+_RATE_PREFIXES = (b"x-ratelimit-", b"ratelimit-re")
 _HOMEPAGE = "https://github.com/datasetagent/datasetagent"
 
 
@@ -372,14 +373,16 @@ class WebClient:
         """POST a form (``application/x-www-form-urlencoded``) and read a JSON answer."""
         return await self._json("POST", _parse(url), dict(data), headers, None)
 
-    async def fetch_image(self, url: str, *, headers: Mapping[str, str] | None = None) -> Fetched:
+    async def fetch_image(
+        self, url: str | httpx.URL, *, headers: Mapping[str, str] | None = None
+    ) -> Fetched:
         """Download one image; raises :class:`FetchError` with the rejection reason."""
-        target = _parse(url)
+        target = _parse(url) if isinstance(url, str) else _checked(url)
         sent = {"Accept": "image/*", "Accept-Encoding": "identity", **(headers or {})}
         reply, hops = await self._exchange("GET", target, None, sent, image=True)
         return Fetched(
-            url=redact(reply.url),
-            requested=redact(target),
+            url=str(reply.url),  # _exchange strips credentials from every hop
+            requested=redact(target) if target.userinfo else str(target),
             status=reply.status,
             content_type=reply.headers.get("content-type", ""),
             data=reply.data,
@@ -432,6 +435,11 @@ class WebClient:
             await self._sleep(seconds)
 
     async def _pace(self, state: _Host) -> None:
+        now = self._clock()
+        if now >= state.paused_until and now >= state.next_at and not state.lock.locked():
+            state.next_at = now + state.interval  # nothing to wait for: no lock, no await
+            state.sent.append(now)
+            return
         async with state.lock:
             wait = max(state.paused_until, state.next_at) - self._clock()
             await self._wait(wait)
@@ -456,7 +464,16 @@ class WebClient:
             sent.setdefault("Authorization", _basic_auth(url.username, url.password))
             url = url.copy_with(userinfo=b"")
         while True:
-            reply = await self._with_retries(method, url, form, sent, image, accept)
+            state = self._host(url.host)
+            for attempt in range(self.limits.retries + 1):
+                try:
+                    reply = await self._attempt(state, method, url, form, sent, image)
+                    _judge(reply, accept)
+                    break
+                except _Retry as retry:
+                    await self._before_retry(state, url, retry, attempt)
+            else:
+                raise AssertionError("unreachable: the last attempt returns or raises")
             if reply.status not in _REDIRECTS:
                 if not 200 <= reply.status < 300:
                     raise FetchError("http-error", f"HTTP {reply.status}", url)
@@ -484,54 +501,29 @@ class WebClient:
                 method, form = "GET", None
             url, hops = nxt, hops + 1
 
-    async def _with_retries(
-        self,
-        method: str,
-        url: httpx.URL,
-        form: dict[str, str] | None,
-        headers: dict[str, str],
-        image: bool,
-        accept: Callable[[_Reply], str | None] | None,
-    ) -> _Reply:
-        state = self._host(url.host)
-        for attempt in range(self.limits.retries + 1):
-            try:
-                reply = await self._attempt(state, method, url, form, headers, image)
-                if reply.status in _RETRY_STATUSES:
-                    reason = "rate-limited" if reply.status == 429 else "http-error"
-                    raise _Retry(
-                        FetchError(reason, f"HTTP {reply.status}", url),
-                        retry_after_seconds(reply.headers.get("retry-after")),
-                    )
-                if accept is not None and 200 <= reply.status < 300:
-                    why = accept(reply)
-                    if why is not None:
-                        raise _Retry(
-                            FetchError("http-error", why, url),
-                            retry_after_seconds(reply.headers.get("retry-after")),
-                        )
-                return reply
-            except _Retry as retry:
-                if attempt == self.limits.retries:
-                    raise retry.error from None
-                if retry.retry_after is not None:
-                    if retry.retry_after > self.limits.max_retry_after:
-                        error = retry.error
-                        raise FetchError(
-                            error.reason,
-                            f"{error.detail}; the server asks to wait {retry.retry_after:.0f} s, "
-                            f"more than max_retry_after={self.limits.max_retry_after:g} s",
-                            url,
-                        ) from None
-                    # the whole host waits: its other requests would be refused too
-                    until = self._clock() + retry.retry_after
-                    state.paused_until = max(state.paused_until, until)
-                else:
-                    cap = min(self.limits.backoff * 2**attempt, self.limits.max_retry_after)
-                    await self._wait(self._rng.uniform(0, cap))
-                self.stats.retries += 1
-                log.debug("retrying %s: %s", redact(url), retry.error.detail)
-        raise AssertionError("unreachable: the last attempt returns or raises")
+    async def _before_retry(
+        self, state: _Host, url: httpx.URL, retry: _Retry, attempt: int
+    ) -> None:
+        """Wait before another try, or raise the final error when none is left."""
+        if attempt == self.limits.retries:
+            raise retry.error from None
+        if retry.retry_after is not None:
+            if retry.retry_after > self.limits.max_retry_after:
+                error = retry.error
+                raise FetchError(
+                    error.reason,
+                    f"{error.detail}; the server asks to wait {retry.retry_after:.0f} s, "
+                    f"more than max_retry_after={self.limits.max_retry_after:g} s",
+                    url,
+                ) from None
+            # the whole host waits (in _pace): its other requests would be refused too
+            until = self._clock() + retry.retry_after
+            state.paused_until = max(state.paused_until, until)
+        else:
+            cap = min(self.limits.backoff * 2**attempt, self.limits.max_retry_after)
+            await self._wait(self._rng.uniform(0, cap))
+        self.stats.retries += 1
+        log.debug("retrying %s: %s", redact(url), retry.error.detail)
 
     async def _attempt(
         self,
@@ -542,49 +534,39 @@ class WebClient:
         headers: dict[str, str],
         image: bool,
     ) -> _Reply:
+        """One request on one hop; a failure worth retrying raises :class:`_Retry`."""
+        lim = self.limits
         async with state.slots:
             await self._pace(state)  # before taking a total slot: a paused host holds none
             async with self._total:
-                return await self._send(url, method, form, headers, image, state)
-
-    async def _send(
-        self,
-        url: httpx.URL,
-        method: str,
-        form: dict[str, str] | None,
-        headers: dict[str, str],
-        image: bool,
-        state: _Host,
-    ) -> _Reply:
-        lim = self.limits
-        self.stats.requests += 1
-        request = self._http.build_request(method, url, data=form, headers=headers)
-        try:
-            async with asyncio.timeout(lim.download_timeout):
-                response = await self._http.send(request, stream=True)
+                self.stats.requests += 1
+                request = self._http.build_request(method, url, data=form, headers=headers)
                 try:
-                    self._note_rate_limits(state, response.headers)
-                    reply = _Reply(url, response.status_code, response.headers)
-                    if 200 <= response.status_code < 300:
-                        await self._read(response, reply, image)
-                    return reply
-                finally:
-                    await response.aclose()
-        except BlockedAddress as exc:
-            self.stats.blocked += 1
-            raise FetchError("blocked-address", str(exc), url) from None
-        except TimeoutError:
-            raise FetchError(
-                "timeout", f"not finished within {lim.download_timeout:g} s", url
-            ) from None
-        except httpx.TimeoutException as exc:
-            raise _Retry(FetchError("timeout", _describe(exc), url)) from None
-        except (httpx.UnsupportedProtocol, httpx.InvalidURL) as exc:
-            raise FetchError("bad-url", _describe(exc), url) from None
-        except httpx.TransportError as exc:
-            raise _Retry(FetchError("connection", _describe(exc), url)) from None
-        except httpx.HTTPError as exc:
-            raise FetchError("connection", _describe(exc), url) from None
+                    async with asyncio.timeout(lim.download_timeout):
+                        response = await self._http.send(request, stream=True)
+                        try:
+                            self._note_rate_limits(state, response.headers)
+                            reply = _Reply(url, response.status_code, response.headers)
+                            if 200 <= response.status_code < 300:
+                                await self._read(response, reply, image)
+                            return reply
+                        finally:
+                            await response.aclose()
+                except BlockedAddress as exc:
+                    self.stats.blocked += 1
+                    raise FetchError("blocked-address", str(exc), url) from None
+                except TimeoutError:
+                    raise FetchError(
+                        "timeout", f"not finished within {lim.download_timeout:g} s", url
+                    ) from None
+                except httpx.TimeoutException as exc:
+                    raise _Retry(FetchError("timeout", _describe(exc), url)) from None
+                except (httpx.UnsupportedProtocol, httpx.InvalidURL) as exc:
+                    raise FetchError("bad-url", _describe(exc), url) from None
+                except httpx.TransportError as exc:
+                    raise _Retry(FetchError("connection", _describe(exc), url)) from None
+                except httpx.HTTPError as exc:
+                    raise FetchError("connection", _describe(exc), url) from None
 
     async def _read(self, response: httpx.Response, reply: _Reply, image: bool) -> None:
         limit = self.limits.max_bytes
@@ -608,10 +590,29 @@ class WebClient:
         reply.data = bytes(body)
 
     def _note_rate_limits(self, state: _Host, headers: httpx.Headers) -> None:
+        if not any(name[:12].lower() in _RATE_PREFIXES for name, _ in headers.raw):
+            return  # the common case, without decoding every header
         wait = rate_limit_wait(headers, state.sent, self._clock(), time.time())
         if wait is not None and wait > 0:
             capped = min(wait, self.limits.max_retry_after)
             state.paused_until = max(state.paused_until, self._clock() + capped)
+
+
+def _judge(reply: _Reply, accept: Callable[[_Reply], str | None] | None) -> None:
+    """Raise :class:`_Retry` for an answer worth another try (429, 5xx, or ``accept``'s say)."""
+    if reply.status in _RETRY_STATUSES:
+        reason = "rate-limited" if reply.status == 429 else "http-error"
+        raise _Retry(
+            FetchError(reason, f"HTTP {reply.status}", reply.url),
+            retry_after_seconds(reply.headers.get("retry-after")),
+        )
+    if accept is not None and 200 <= reply.status < 300:
+        why = accept(reply)
+        if why is not None:
+            raise _Retry(
+                FetchError("http-error", why, reply.url),
+                retry_after_seconds(reply.headers.get("retry-after")),
+            )
 
 
 def _sniffed(head: bytes, response: httpx.Response, url: httpx.URL) -> str:
@@ -647,6 +648,13 @@ def _parse(text: str) -> httpx.URL:
         raise FetchError("bad-url", f"not a valid URL: {exc}", text) from None
 
 
+def _try_parse(text: str) -> httpx.URL | FetchError:
+    try:
+        return _parse(text)
+    except FetchError as exc:
+        return exc
+
+
 async def fetch_all(
     client: WebClient, urls: Iterable[tuple[K, str]]
 ) -> AsyncIterator[tuple[K, Fetched | FetchError]]:
@@ -661,13 +669,16 @@ async def fetch_all(
     source = iter(urls)
     exhausted = False
     running: dict[asyncio.Task[Fetched], tuple[K, str]] = {}
+    finished: asyncio.Queue[asyncio.Task[Fetched]] = asyncio.Queue()  # O(1) a completion
     busy: dict[str, int] = {}
-    parked: dict[str, deque[tuple[K, str]]] = {}
+    parked: dict[str, deque[tuple[K, httpx.URL]]] = {}
     n_parked = 0
 
-    def start(key: K, url: str, host: str) -> None:
-        busy[host] = busy.get(host, 0) + 1
-        running[asyncio.ensure_future(client.fetch_image(url))] = (key, host)
+    def start(key: K, url: httpx.URL) -> None:
+        busy[url.host] = busy.get(url.host, 0) + 1
+        task = asyncio.ensure_future(client.fetch_image(url))
+        task.add_done_callback(finished.put_nowait)
+        running[task] = (key, url.host)
 
     def has_room(host: str) -> bool:
         return busy.get(host, 0) < client.host_cap(host)
@@ -676,47 +687,41 @@ async def fetch_all(
         while True:
             while len(running) < total and not exhausted and n_parked < park_limit:
                 try:
-                    key, url = next(source)
+                    key, text = next(source)
                 except StopIteration:
                     exhausted = True
                     break
-                host = _host_of(url)
-                if has_room(host):
-                    start(key, url, host)
+                url = _try_parse(text)
+                if isinstance(url, FetchError):
+                    yield key, url
+                    continue
+                if has_room(url.host):
+                    start(key, url)
                 else:
-                    parked.setdefault(host, deque()).append((key, url))
+                    parked.setdefault(url.host, deque()).append((key, url))
                     n_parked += 1
             if not running:
                 return
-            done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
-            for task in done:
-                key, host = running.pop(task)
-                busy[host] -= 1
-                if not busy[host]:
-                    del busy[host]
-                error = task.exception()
-                if error is None:
-                    yield key, task.result()
-                elif isinstance(error, FetchError):
-                    yield key, error
-                else:
-                    raise error
-                queue = parked.get(host)
-                while queue and has_room(host) and len(running) < total:
-                    k, u = queue.popleft()
-                    n_parked -= 1
-                    start(k, u, host)
-                if queue is not None and not queue:
-                    del parked[host]
+            task = await finished.get()
+            key, host = running.pop(task)
+            busy[host] -= 1
+            if not busy[host]:
+                del busy[host]
+            queue = parked.get(host)
+            while queue and has_room(host) and len(running) < total:
+                n_parked -= 1
+                start(*queue.popleft())
+            if queue is not None and not queue:
+                del parked[host]
+            error = task.exception()
+            if error is None:
+                yield key, task.result()
+            elif isinstance(error, FetchError):
+                yield key, error
+            else:
+                raise error
     finally:
         for task in running:
             task.cancel()
         if running:
             await asyncio.gather(*running, return_exceptions=True)
-
-
-def _host_of(url: str) -> str:
-    try:
-        return httpx.URL(url).host
-    except httpx.InvalidURL:
-        return ""
