@@ -343,7 +343,9 @@ def test_every_export_has_card_attribution_and_records_dropped_boxes(
         assert all(b["x"] + b["w"] <= 64 and b["w"] >= 1 for b in exported)
         attribution = (out / "ATTRIBUTION.md").read_text()
         for line in lines:
-            assert f"| {line['file']} | {line['provenance']['location']} |" in attribution
+            location = line["provenance"]["location"]
+            assert f"| {line['file']} | " in attribution
+            assert f"| [{location}]({location}) |" in attribution
         assert "Photographer 1 \\| studio" in attribution
         licences = (out / "LICENSES.md").read_text()
         assert "| CC-BY-4.0 | 3 | https://creativecommons.org/licenses/by/4.0/ |" in licences

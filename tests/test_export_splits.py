@@ -234,4 +234,7 @@ def test_build_expands_an_existing_coco_dataset_keeping_its_boxes_splits_and_att
     sources = {m["provenance"]["location"] for m in manifest}
     assert {s.provenance.location for s in seed_samples} <= sources
     attribution = (result.exports["yolo"] / "ATTRIBUTION.md").read_text()
-    assert "https://commons.example/s000.png | author 0 | CC-BY-SA-4.0" in attribution
+    assert (
+        "| author 0 | [CC-BY-SA-4.0](https://creativecommons.org/licenses/by-sa/4.0/) | "
+        "[https://commons.example/s000.png](https://commons.example/s000.png) |"
+    ) in attribution

@@ -5,7 +5,10 @@ exactly its pixels, and as RLE where they cannot (holes).
 
 Entries are streamed to part files while samples are written and joined into each split's JSON
 at the end, so memory does not grow with the number of annotations. Each image names its real
-licence (one ``licenses`` entry per distinct licence) and its source.
+licence (one ``licenses`` entry, ``{id, name, url}``, per distinct licence and URL of its text:
+the one the image's source gave, else the licence's canonical deed) and, as keys COCO readers
+ignore, where it came from: ``source`` (the file, or the URL fetched), ``page`` (the page it is
+shown on), ``title`` and ``creator`` (null where unknown).
 """
 
 from __future__ import annotations
@@ -16,9 +19,9 @@ from collections import Counter
 from pathlib import Path
 from typing import IO, Any
 
+from datasetagent import licences
 from datasetagent.errors import ExportError
 from datasetagent.export import copy_image
-from datasetagent.export.attribution import LICENCE_URLS
 from datasetagent.records import Box, Mask, Sample
 from datasetagent.spec import DatasetSpec
 
@@ -67,7 +70,8 @@ class CocoExporter:
         self.out = out
         self.spec = spec
         self.category = {name: i + 1 for i, name in enumerate(spec.class_names)}
-        self.licences: dict[str, int] = {}
+        #: The id of each (licence, URL of its text) in the ``licenses`` list.
+        self.licences: dict[tuple[str, str], int] = {}
         self.parts = out / ".coco-parts"
         self._files: dict[tuple[str, str], IO[str]] = {}
         self._image_id = 0
@@ -90,7 +94,8 @@ class CocoExporter:
         rel = copy_image(self.out, Path("images") / sample.split, sample, image)
         self._image_id += 1
         prov = sample.provenance
-        licence = self.licences.setdefault(prov.licence, len(self.licences) + 1)
+        url = prov.licence_url or licences.licence_url(prov.licence) or ""
+        licence = self.licences.setdefault((prov.licence, url), len(self.licences) + 1)
         entry = {
             "id": self._image_id,
             "file_name": rel.name,
@@ -98,6 +103,8 @@ class CocoExporter:
             "height": sample.height,
             "license": licence,
             "source": prov.location,
+            "page": prov.page,
+            "title": prov.title,
             "creator": prov.creator,
             "sample_id": sample.id,
         }
@@ -144,8 +151,7 @@ class CocoExporter:
                 "contributor": "datasetagent",
             },
             "licenses": [
-                {"id": i, "name": name, "url": LICENCE_URLS.get(name, "")}
-                for name, i in self.licences.items()
+                {"id": i, "name": name, "url": url} for (name, url), i in self.licences.items()
             ],
             "categories": [
                 {"id": i, "name": name, "supercategory": "object"}

@@ -1,8 +1,10 @@
 """CSV manifest (classification): ``images/SPLIT/IMAGE`` and one ``labels.csv``.
 
 ``labels.csv`` has a header and one row per image: ``file`` (relative to the export folder),
-``label``, ``split``, ``width``, ``height``, then the image's ``source``, ``creator`` and
-``licence``. pandas, Keras' ``flow_from_dataframe`` and spreadsheets read it as it is.
+``label``, ``split``, ``width``, ``height``, then the image's ``source`` (the file, or the URL
+fetched), ``creator``, ``licence``, ``licence_url``, ``page`` (the page it is shown on) and
+``title``, empty where unknown. pandas, Keras' ``flow_from_dataframe`` and spreadsheets read
+it as it is.
 
 A text cell that starts like a spreadsheet formula (``= + - @``, tab or carriage return: a
 creator named ``=HYPERLINK(...)`` from a photo site) is written with a leading ``'``, which
@@ -22,7 +24,10 @@ from datasetagent.records import Sample
 from datasetagent.spec import DatasetSpec
 
 #: The columns of ``labels.csv``, in order.
-COLUMNS = ("file", "label", "split", "width", "height", "source", "creator", "licence")
+COLUMNS = (
+    "file", "label", "split", "width", "height",
+    "source", "creator", "licence", "licence_url", "page", "title",
+)  # fmt: skip
 LABELS_FILE = "labels.csv"
 #: What a cell that a spreadsheet would read as a formula starts with.
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
@@ -74,6 +79,9 @@ class CsvExporter:
                 prov.location,
                 prov.creator or "",
                 prov.licence,
+                prov.licence_url or "",
+                prov.page or "",
+                prov.title or "",
             )
         )
         return rel

@@ -6,6 +6,7 @@ from collections import Counter
 from collections.abc import Sequence
 
 from datasetagent import __version__
+from datasetagent.export.attribution import licence_link, licence_terms, md_text
 from datasetagent.export.prepare import ExportStats
 from datasetagent.metrics import compared
 from datasetagent.records import Box, Mask, QualityReport, Sample
@@ -42,6 +43,55 @@ def _objects(spec: DatasetSpec, stats: ExportStats) -> list[str]:
         lines.append(f"* Boxes clipped to their image: {stats.clipped}")
     for note, n in sorted(stats.notes.items()):
         lines.append(f"* {note}: {n}")
+    return lines
+
+
+def _share(n: int, total: int) -> str:
+    return f"{100 * n / total:.1f}%" if total else "-"
+
+
+def _by_count(counts: Counter[str]) -> list[tuple[str, int]]:
+    return sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+
+
+def _licence_mix(spec: DatasetSpec, samples: Sequence[Sample]) -> list[str]:
+    """The licence policy, and the images per licence, per source kind and per both."""
+    total = len(samples)
+    by_licence = Counter(s.provenance.licence for s in samples)
+    by_source = Counter(s.provenance.source_kind for s in samples)
+    both = Counter((s.provenance.source_kind, s.provenance.licence) for s in samples)
+    lines = [
+        "",
+        "## Sources and licences",
+        "",
+        f"Licence policy: `{spec.licences.describe()}` (`licences` in the spec below: the "
+        "licences a collected image may have; the user's own files, and URL-list rows that "
+        "name no licence, are `user-supplied`: the user vouches for them).",
+        "",
+    ]
+    lines += _table(
+        ["licence", "images", "share", "conditions"],
+        [
+            [licence_link(name), n, _share(n, total), md_text(licence_terms(name))]
+            for name, n in _by_count(by_licence)
+        ],
+    )
+    lines.append("")
+    lines += _table(
+        ["source", "images", "share"],
+        [[md_text(kind), n, _share(n, total)] for kind, n in _by_count(by_source)],
+    )
+    lines.append("")
+    lines += _table(
+        ["source", "licence", "images"],
+        [[md_text(kind), md_text(name), n] for (kind, name), n in sorted(both.items())],
+    )
+    lines += [
+        "",
+        "Every image's original location (the file, or the URL fetched), the page it is shown "
+        "on, its title, creator, licence and processing steps are in `manifest.jsonl` and "
+        "`ATTRIBUTION.md`; `LICENSES.md` says what each licence asks.",
+    ]
     return lines
 
 
@@ -155,15 +205,8 @@ def render_datacard(
     lines += ["", "## How labels were made", ""]
     lines += _table(["labeler", "images"], sorted(labelers.items()))
     lines += ["", *_confidence_rule(spec, samples)]
-    sources = Counter((s.provenance.source_kind, s.provenance.licence) for s in samples)
-    lines += ["", "## Sources and licences", ""]
-    lines += _table(
-        ["source", "licence", "images"], [[k, lic, n] for (k, lic), n in sorted(sources.items())]
-    )
+    lines += _licence_mix(spec, samples)
     lines += [
-        "",
-        "Every image's original location, licence, creator and processing steps are in "
-        "`manifest.jsonl` and `ATTRIBUTION.md`; `LICENSES.md` says what each licence asks.",
         "",
         "## The spec it was built from",
         "",

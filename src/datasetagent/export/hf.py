@@ -7,8 +7,9 @@ Columns: ``image`` (``Image``), ``id``, then by task ``label`` (``ClassLabel``) 
 ``height`` and ``objects``: a dict of lists, one entry per object, with ``bbox`` (COCO
 ``[x, y, w, h]`` in pixels), ``category`` (``ClassLabel``), ``area`` and for segmentation
 ``rle`` (the COCO compressed RLE string of the mask, of the image's size). Then the image's
-``source``, ``creator`` and ``licence``. The features are stored in the Parquet schema's
-``huggingface`` metadata, the way ``datasets`` writes them itself.
+``source`` (the file, or the URL fetched), ``creator``, ``licence``, ``licence_url``, ``page``
+(the page it is shown on) and ``title``, null where unknown. The features are stored in the
+Parquet schema's ``huggingface`` metadata, the way ``datasets`` writes them itself.
 
 Rows are written a row group at a time (:data:`ROWS_PER_GROUP` images, or fewer when their
 bytes pass :data:`BYTES_PER_GROUP`), so memory stays bounded.
@@ -31,7 +32,7 @@ from datasetagent.spec import SPLIT_NAMES, DatasetSpec, SplitName, TaskKind
 ROWS_PER_GROUP = 100  # as `datasets` writes image datasets
 BYTES_PER_GROUP = 32 << 20
 #: Columns worth dictionary encoding (repeated strings); never the image bytes.
-DICTIONARY_COLUMNS = ["creator", "licence"]
+DICTIONARY_COLUMNS = ["creator", "licence", "licence_url"]
 #: Our split names and the ones Hugging Face uses.
 HF_SPLITS: dict[SplitName, str] = {"train": "train", "val": "validation", "test": "test"}
 TASK_CATEGORIES: dict[TaskKind, str] = {
@@ -39,7 +40,7 @@ TASK_CATEGORIES: dict[TaskKind, str] = {
     "detection": "object-detection",
     "segmentation": "image-segmentation",
 }
-PROVENANCE_COLUMNS = ("source", "creator", "licence")
+PROVENANCE_COLUMNS = ("source", "creator", "licence", "licence_url", "page", "title")
 
 
 def _arrow() -> tuple[Any, Any]:
@@ -150,7 +151,14 @@ class HfExporter:
                     objects["rle"].append(ann.rle.counts if isinstance(ann, Mask) else None)
             row |= {"width": sample.width, "height": sample.height, "objects": objects}
         prov = sample.provenance
-        return row | {"source": prov.location, "creator": prov.creator, "licence": prov.licence}
+        return row | {
+            "source": prov.location,
+            "creator": prov.creator,
+            "licence": prov.licence,
+            "licence_url": prov.licence_url,
+            "page": prov.page,
+            "title": prov.title,
+        }
 
     def write(self, sample: Sample, image: Path) -> str:
         if sample.split is None:

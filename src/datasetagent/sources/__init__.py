@@ -45,4 +45,4 @@ def open_source(source: SourceSpec, spec: DatasetSpec) -> Source:
 
 
 def _load_builtins() -> None:
-    from datasetagent.sources import local  # noqa: F401  (registers itself)
+    from datasetagent.sources import local, urls  # noqa: F401  (register themselves)

@@ -109,7 +109,13 @@ class ExistingDataset:
         if img.source is not None:  # the dataset names the image's original source
             # ... which is only its word: the step records the file the pixels were read from
             read = ProcessingStep(name="imported", params={"from": prov.location})
-            origin = {"location": img.source, "steps": (*img.steps, read, *prov.steps)}
+            origin: dict[str, object] = {
+                "location": img.source,
+                "steps": (*img.steps, read, *prov.steps),
+                "page": img.page,
+                "licence_url": img.licence_url,
+                "title": img.title,
+            }
             if img.source_kind is not None:
                 origin["source_kind"] = img.source_kind
             prov = prov.model_copy(update=origin)

@@ -16,7 +16,8 @@ the caller allows it). Folder listings skip such files instead, as ``--source`` 
 Annotations come back in our records (``ClassLabel``, ``Box`` in pixels, ``Mask`` as COCO RLE)
 with the labeler ``existing``, in the frame of the image as the dataset describes it
 (``ImportedImage.width``/``height``). Where the folder holds our ``manifest.jsonl``, each
-image's provenance (original source, creator, licence, processing steps) comes from it.
+image's provenance (original source, creator, licence and its URL, page, title, processing
+steps) comes from it.
 """
 
 from __future__ import annotations
@@ -76,6 +77,11 @@ class ImportedImage:
     source: str | None = None
     steps: tuple[ProcessingStep, ...] = ()
     source_kind: str | None = None
+    #: The page the image is shown on, its licence's URL and its title, where our manifest
+    #: gives them (images collected from the web).
+    page: str | None = None
+    licence_url: str | None = None
+    title: str | None = None
 
     @property
     def label(self) -> str | None:
@@ -269,6 +275,9 @@ def with_manifest(
                 source=prov.location,
                 steps=prov.steps,
                 source_kind=prov.source_kind,
+                page=prov.page,
+                licence_url=prov.licence_url,
+                title=prov.title,
             )
         )
     return out
