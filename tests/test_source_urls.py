@@ -12,7 +12,8 @@ import pytest
 
 from datasetagent.errors import SourceError, UsageError
 from datasetagent.sources import open_source
-from datasetagent.sources.urls import UrlList, download_name
+from datasetagent.sources.downloads import download_name
+from datasetagent.sources.urls import UrlList
 from datasetagent.spec import ClassSpec, DatasetSpec, SourceSpec
 from datasetagent.store import Candidate
 

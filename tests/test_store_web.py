@@ -37,7 +37,10 @@ def test_a_run_of_schema_1_is_migrated_and_keeps_its_candidates(tmp_path: Path) 
         got = {c.location: c for c in _all(store)}
     assert got["/a.png"].web is None
     assert got["http://x/1.jpg"].web == WebInfo(
-        page="http://x/1.jpg/page", licence_url="https://l", title="A fox", query="openverse:red fox"
+        page="http://x/1.jpg/page",
+        licence_url="https://l",
+        title="A fox",
+        query="openverse:red fox",
     )
 
 

@@ -25,13 +25,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from datasetagent.agents.collect_web import (
-    DOWNLOADS,
-    WEB_KINDS,
-    DownloadedFiles,
-    WebCollector,
-    address_policy,
-)
+from datasetagent.agents.collect_web import DOWNLOADS, WEB_KINDS, WebCollector, address_policy
 from datasetagent.agents.labeling import DataLabelAgent
 from datasetagent.agents.processing import ImageProcessingAgent
 from datasetagent.agents.supervision import SupervisionAgent, select_for_export
@@ -54,6 +48,7 @@ from datasetagent.models import ImageClassifier, LabelVerifier
 from datasetagent.models.seed import SeedClassifier
 from datasetagent.records import QualityReport, Sample
 from datasetagent.sources import Source, open_source, skip_messages
+from datasetagent.sources.downloads import DownloadedFiles
 from datasetagent.sources.existing import ExistingDataset, open_existing
 from datasetagent.sources.websearch import open_search
 from datasetagent.spec import WEB_SEARCH_SOURCES, DatasetSpec

@@ -16,14 +16,13 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import os
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from datasetagent.records import Rejection
-from datasetagent.sources.files import read_regular
+from datasetagent.sources.downloads import download_name
 from datasetagent.sources.websearch import WebSearch
 from datasetagent.spec import DatasetSpec
 from datasetagent.store import Candidate, RunStore, SearchQuery
@@ -40,26 +39,6 @@ MAX_REQUESTS_PER_CLASS = 12
 #: ``POOR_SHARE`` ended rejected or disputed.
 POOR_AFTER = 12
 POOR_SHARE = 0.7
-
-
-def download_name(url: str) -> str:
-    """The file name a URL's download has in ``RUN/downloads``."""
-    return hashlib.sha256(url.encode("utf-8")).hexdigest()
-
-
-class DownloadedFiles:
-    """The reader of a web kind's candidates: the bytes the download step stored for them.
-    Lists nothing itself (the searches and URL lists do) and pickles for worker processes."""
-
-    def __init__(self, kind: str, folder: Path) -> None:
-        self.kind = kind
-        self.folder = folder
-
-    def candidates(self) -> Iterator[Candidate]:
-        return iter(())
-
-    def read(self, location: str) -> bytes:
-        return read_regular(str(self.folder / download_name(location)))
 
 
 def class_queries(spec: DatasetSpec, name: str) -> list[str]:

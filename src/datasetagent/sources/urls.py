@@ -29,7 +29,6 @@ returns that file's bytes (OSError where it is missing, as for a missing file).
 from __future__ import annotations
 
 import csv
-import hashlib
 import importlib
 import json
 import re
@@ -42,11 +41,12 @@ from urllib.parse import urlsplit, urlunsplit
 from datasetagent.errors import SourceError, UsageError
 from datasetagent.licences import USER_SUPPLIED, normalise
 from datasetagent.sources import SOURCES
-from datasetagent.sources.files import open_regular, read_regular
+from datasetagent.sources.downloads import read_download
+from datasetagent.sources.files import open_regular
 from datasetagent.spec import DatasetSpec, SourceSpec
 from datasetagent.store import Candidate, WebInfo
 
-__all__ = ["COLUMNS", "UrlList", "download_name", "url_problem"]
+__all__ = ["COLUMNS", "UrlList", "url_problem"]
 
 #: The columns (keys) a URL list may have; ``url`` is required.
 COLUMNS = ("url", "label", "licence", "licence_url", "creator", "page", "title")
@@ -54,11 +54,6 @@ COLUMNS = ("url", "label", "licence", "licence_url", "creator", "page", "title")
 ALIASES = {"license": "licence", "license_url": "licence_url"}
 #: The longest a URL is shown in an error.
 SHOWN_LENGTH = 100
-
-
-def download_name(url: str) -> str:
-    """The file name the download of ``url`` is stored under in the downloads folder."""
-    return hashlib.sha256(url.encode("utf-8")).hexdigest()
 
 
 def shown(url: str) -> str:
@@ -195,7 +190,7 @@ class UrlList:
                 f"the images of URL list {self.name} are read from their downloads, and no "
                 "downloads folder was set; the pipeline downloads them first"
             )
-        return read_regular(self.downloads / download_name(location))
+        return read_download(self.downloads, location)
 
     # -- parsing -------------------------------------------------------------------------------
     def _fail(self, where: str, problem: str) -> UsageError:

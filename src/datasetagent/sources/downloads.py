@@ -1,0 +1,43 @@
+"""Web candidates' bytes as the pipeline downloaded them into ``RUN/downloads``.
+
+Web sources (searches and URL lists) name URLs; the pipeline's fetch step downloads each one,
+through the guarded client, as ``download_name(url)`` in the run's downloads folder, and
+processing reads it from there (``DownloadedFiles``) — never from the network.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from datasetagent.sources.files import read_regular
+
+if TYPE_CHECKING:
+    from datasetagent.store import Candidate
+
+
+def download_name(url: str) -> str:
+    """The file name the download of ``url`` is stored under in the downloads folder."""
+    return hashlib.sha256(url.encode("utf-8")).hexdigest()
+
+
+def read_download(folder: Path, url: str) -> bytes:
+    """The downloaded bytes of ``url`` (a regular file only); OSError where there are none."""
+    return read_regular(folder / download_name(url))
+
+
+class DownloadedFiles:
+    """The reader of a web kind's candidates: the bytes the fetch step stored for them. Lists
+    nothing itself (the searches and URL lists do) and pickles for worker processes."""
+
+    def __init__(self, kind: str, folder: Path) -> None:
+        self.kind = kind
+        self.folder = folder
+
+    def candidates(self) -> Iterator[Candidate]:
+        return iter(())
+
+    def read(self, location: str) -> bytes:
+        return read_download(self.folder, location)
