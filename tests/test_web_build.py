@@ -277,3 +277,24 @@ def test_credentials_are_used_and_never_stored(tmp_path: Path) -> None:
             assert b"sim-secret" not in data, path
             assert all(t.encode() not in data for t in tokens), path
     assert "sim-secret" not in out.stderr + out.stdout
+
+
+def test_a_url_list_build_downloads_labels_and_credits(tmp_path: Path) -> None:
+    with WebSim(classes={c: 6 for c in CLASSES}) as sim:
+        items = [sim.item("openverse", c, i) for c in CLASSES for i in range(6)]
+        rows = ["url,label,licence,creator,page"]
+        rows += [f"{it.url},{it.cls},CC BY 4.0,Ann {it.index},{it.url}.html" for it in items[:-1]]
+        rows.append(sim.url("/bad/404.jpg") + ",red fox")  # no licence: the user vouches for it
+        listing = tmp_path / "urls.csv"
+        listing.write_text("\n".join(rows) + "\n")
+        spec = DatasetSpec(
+            classes=tuple(ClassSpec(name=c) for c in CLASSES),
+            target_per_class=5,
+            sources=(SourceSpec.parse(str(listing)),),
+        )
+        result = build_run(spec, tmp_path / "run", options(sim))
+    assert Counter(s.label for s in result.exported) == dict.fromkeys(CLASSES, 5)
+    assert {a.labeler for s in result.exported for a in s.annotations} == {"url-list"}
+    assert {s.provenance.licence for s in result.exported} == {"CC-BY-4.0"}
+    assert all(s.provenance.creator.startswith("Ann ") for s in result.exported)  # type: ignore[union-attr]
+    assert result.report.rejected_by_reason.get("http-error") == 1
