@@ -135,7 +135,7 @@ def test_every_export_shows_the_web_provenance(tmp_path: Path, fmt: str, task: T
         if r.startswith("| ") and not r.startswith("| licence ")
     }
     assert licences["CC-BY-SA-4.0"][:2] == ["2", BY_SA]
-    assert licences["CC-BY-SA-3.0-DE"][:2] == ["1", DE_URL]  # no canonical deed: the image's
+    assert licences["CC-BY-SA-3.0-DE"][:2] == ["1", DE_URL]  # the ported deed
     assert licences["unknown"][:2] == ["1", TERMS_URL]
     assert licences["unknown"][2].startswith("not recognised")
     assert licences["user-supplied"][:2] == ["2", ""]
@@ -171,7 +171,7 @@ def test_the_data_card_gives_the_licence_mix_and_policy(tmp_path: Path) -> None:
         "licence": ["images", "share"],
         f"[CC-BY-SA-4.0]({BY_SA})": ["2", "33.3%"],
         "user-supplied": ["2", "33.3%"],
-        "CC-BY-SA-3.0-DE": ["1", "16.7%"],
+        f"[CC-BY-SA-3.0-DE]({DE_URL})": ["1", "16.7%"],
         "unknown": ["1", "16.7%"],
     }
     source_rows = {r[0]: r[1:] for r in rows if len(r) == 3 and r[2].endswith("%")}

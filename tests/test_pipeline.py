@@ -298,6 +298,8 @@ def test_near_copies_inside_the_existing_dataset_are_flagged_not_dropped(tmp_pat
         assert flagged == {"b.png"}
         copy = folder / "c.png"
         photo.resize((48, 48), Image.Resampling.BICUBIC).save(copy)
-        store.add_candidates([Candidate(source_kind="local", location=str(copy), licence="user")])
+        store.add_candidates(
+            [Candidate(source_kind="local", location=str(copy), licence="user-supplied")]
+        )
         store.take_candidates(1, 10, origin="collected", wanted=None)
         assert agent.run_round(1) == {"near_duplicate": 1}
