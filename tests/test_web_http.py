@@ -721,3 +721,19 @@ def test_a_host_waiting_out_a_retry_after_holds_no_total_slot(server: Server) ->
     other, paused = asyncio.run(go())
     assert fake.sleeps == [30.0]
     assert other.data == paused.data == PNG
+
+
+def test_the_state_of_idle_hosts_is_forgotten() -> None:
+    fake = FakeTime()
+    client = WebClient(AddressPolicy(), user_agent=user_agent(), clock=fake.clock, sleep=fake.sleep)
+    client._host("busy.test").users = 1
+    client._host("paused.test").paused_until = fake.now + 1000
+    for i in range(500):
+        client._host(f"h{i}.test").sent.append(fake.now)
+    fake.now += 61
+    for i in range(20):
+        client._host(f"late{i}.test").sent.append(fake.now)
+    kept = set(client._hosts)
+    assert {"busy.test", "paused.test"} <= kept
+    assert not any(h.startswith("h") for h in kept)
+    assert len(kept) < 30
