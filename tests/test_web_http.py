@@ -393,14 +393,33 @@ def test_retry_after_seconds_parses_both_forms() -> None:
     assert retry_after_seconds(None) is None
 
 
-def test_a_retry_after_longer_than_the_cap_fails_at_once(server: Server) -> None:
+def test_a_retry_after_longer_than_the_cap_fails_at_once_and_spares_the_host(
+    server: Server,
+) -> None:
     fake = FakeTime()
-    error = fails(client_for(server, fake=fake), server.url("/busy?n=9&after=3600"))
-    assert error.reason == "rate-limited"
-    assert "3600 s" in error.detail
-    assert "max_retry_after=120" in error.detail
+    client = client_for(server, fake=fake)
+
+    async def go() -> list[FetchError]:
+        out = []
+        async with client:
+            for path in ("/busy?n=9&after=3600", "/img.png"):
+                with pytest.raises(FetchError) as raised:
+                    await client.fetch_image(server.url(path))
+                out.append(raised.value)
+            fake.now += 3601
+            await client.fetch_image(server.url("/img.png"))
+        return out
+
+    first, second = asyncio.run(go())
+    assert first.reason == "rate-limited"
+    assert "3600 s" in first.detail
+    assert "max_retry_after=120" in first.detail
     assert server.hits["/busy"] == 1
     assert fake.sleeps == []
+    # the host is not asked again until the hour is over
+    assert second.reason == "rate-limited"
+    assert "3600 s more" in second.detail
+    assert server.hits["/img.png"] == 1
 
 
 def test_rate_limited_past_the_retries(server: Server) -> None:

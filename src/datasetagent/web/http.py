@@ -189,6 +189,7 @@ class _Host:
     paused_until: float = 0.0  # Retry-After / rate-limit headers
     sent: deque[float] = field(default_factory=lambda: deque(maxlen=1024))
     users: int = 0  # requests holding or waiting for a slot
+    refused_until: float = 0.0  # a Retry-After too long to wait: fail at once until then
 
 
 @dataclass
@@ -443,7 +444,7 @@ class WebClient:
             host
             for host, state in self._hosts.items()
             if not state.users
-            and now >= max(state.paused_until, state.next_at)
+            and now >= max(state.paused_until, state.next_at, state.refused_until)
             and (not state.sent or state.sent[-1] < now - _HOST_MEMORY)
         ]
         for host in idle:
@@ -530,6 +531,8 @@ class WebClient:
             raise retry.error from None
         if retry.retry_after is not None:
             if retry.retry_after > self.limits.max_retry_after:
+                # ask the host nothing more until then: each request would be refused too
+                state.refused_until = self._clock() + retry.retry_after
                 error = retry.error
                 raise FetchError(
                     error.reason,
@@ -557,6 +560,11 @@ class WebClient:
     ) -> _Reply:
         """One request on one hop; a failure worth retrying raises :class:`_Retry`."""
         lim = self.limits
+        left = state.refused_until - self._clock()
+        if left > 0:
+            raise FetchError(
+                "rate-limited", f"the server asked for a pause of {left:.0f} s more", url
+            )
         state.users += 1
         try:
             async with state.slots:
