@@ -375,7 +375,10 @@ class WebClient:
     async def post_form(
         self, url: str, data: Mapping[str, str], *, headers: Mapping[str, str] | None = None
     ) -> object:
-        """POST a form (``application/x-www-form-urlencoded``) and read a JSON answer."""
+        """POST a form (``application/x-www-form-urlencoded``) and read a JSON answer.
+
+        Retried like a GET (429, 5xx, dropped connections): use it for endpoints where a
+        repeat is harmless, such as Openverse's token endpoint."""
         return await self._json("POST", _parse(url), dict(data), headers, None)
 
     async def fetch_image(
