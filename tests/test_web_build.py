@@ -277,6 +277,32 @@ def test_credentials_are_used_and_never_stored(tmp_path: Path) -> None:
             assert b"sim-secret" not in data, path
             assert all(t.encode() not in data for t in tokens), path
     assert "sim-secret" not in out.stderr + out.stdout
+    # progress on stderr: the source, its searches and each round's downloads
+    assert "openverse at " in out.stderr
+    assert "web search: " in out.stderr
+    assert "downloads: downloaded " in out.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--source", "openverse@ftp://x"], "must be an http(s) URL"),
+        (["--source", "openverse", "--allow-host", "[::1"], "unclosed '['"),
+        (["--source", "openverse", "--allow-host", "h:99999"], "port must be a number"),
+    ],
+)
+def test_bad_web_arguments_are_one_line_errors(
+    tmp_path: Path, args: list[str], message: str
+) -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "datasetagent", "build", "cats and dogs", "-o", str(tmp_path / "r"),
+         *args],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert out.returncode == 2
+    assert message in out.stderr
+    assert "Traceback" not in out.stderr
+    assert not (tmp_path / "r").exists()
 
 
 def test_a_url_list_build_downloads_labels_and_credits(tmp_path: Path) -> None:

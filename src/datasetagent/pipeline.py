@@ -368,7 +368,8 @@ class Pipeline:
                 )
                 counts = self._web.download(round_)
                 self._finish(round_, "fetch", _describe(counts))
-                self.reporter.note(f"round {round_} downloads: {_describe(counts)}")
+                per_class = _describe(self._web.per_class)
+                self.reporter.note(f"round {round_} downloads: {_describe(counts)} ({per_class})")
             if self._stage(round_, "process"):
                 todo = len(self.store.candidates_to_process(round_))
                 self.reporter.stage("processing", round_, todo)

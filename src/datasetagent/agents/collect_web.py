@@ -78,6 +78,8 @@ class WebCollector:
         self.note = note
         self.progress = progress
         self.limits = limits or Limits(host_limits=_host_limits(self.searches))
+        #: Images the last ``download`` fetched, per class.
+        self.per_class: Counter[str] = Counter()
         #: Sources whose API failed this process, with why: not asked again until a resume.
         self.failed: dict[str, str] = {}
         self._described = False
@@ -132,6 +134,7 @@ class WebCollector:
                     ]
                     new = self.store.add_candidates(cands)
                     found[name] += new
+                    found["results"] += len(page.results)
                     dropped.update(page.dropped)
                     self.store.save_query(
                         q.model_copy(
@@ -145,11 +148,11 @@ class WebCollector:
                         )
                     )
         if found or dropped:
-            per_class = ", ".join(f"{k} {v}" for k, v in found.items() if k != "requests")
+            per_class = ", ".join(f"{c} {found[c]}" for c in wanted if wanted[c] > 0)
             left = ", ".join(f"{k} {v}" for k, v in sorted(dropped.items()))
             self.note(
-                f"web search: {found['requests']} requests, new candidates: {per_class or 'none'}"
-                + (f"; left out before download: {left}" if left else "")
+                f"web search: {found['requests']} requests, {found['results']} results, new "
+                f"candidates: {per_class}" + (f"; left out before download: {left}" if left else "")
             )
         return found
 
@@ -206,6 +209,7 @@ class WebCollector:
                 outcomes["already downloaded"] += 1
                 continue
             fetch.append(cand)
+        self.per_class = Counter()
         if fetch:
             self.folder.mkdir(parents=True, exist_ok=True)
             outcomes.update(asyncio.run(self._download(fetch, round_)))
@@ -220,6 +224,7 @@ class WebCollector:
                 if isinstance(result, Fetched):
                     self._save(cand, result)
                     outcomes["downloaded"] += 1
+                    self.per_class[cand.class_hint or "no class"] += 1
                 else:
                     self._reject(cand, round_, result.reason, str(result))
                     outcomes[result.reason] += 1
