@@ -22,10 +22,10 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from PIL import Image
 
-from datasetagent.agents.collect_web import DOWNLOADS, WEB_KINDS, WebCollector, address_policy
 from datasetagent.agents.labeling import DataLabelAgent
 from datasetagent.agents.processing import ImageProcessingAgent
 from datasetagent.agents.supervision import SupervisionAgent, select_for_export
@@ -48,11 +48,12 @@ from datasetagent.models import ImageClassifier, LabelVerifier
 from datasetagent.models.seed import SeedClassifier
 from datasetagent.records import QualityReport, Sample
 from datasetagent.sources import Source, open_source, skip_messages
-from datasetagent.sources.downloads import DownloadedFiles
 from datasetagent.sources.existing import ExistingDataset, open_existing
-from datasetagent.sources.websearch import open_search
 from datasetagent.spec import WEB_SEARCH_SOURCES, DatasetSpec
 from datasetagent.store import BlobStore, RunStore
+
+if TYPE_CHECKING:  # the web's modules (httpx) load only for a run with web sources
+    from datasetagent.agents.collect_web import WebCollector
 
 log = logging.getLogger(__name__)
 
@@ -166,6 +167,8 @@ class Pipeline:
         self._opened: list[Source] = []
         self._sources: dict[str, Source] = {}
         self._web: WebCollector | None = None
+        #: The source kinds whose candidates are downloaded before processing.
+        self._web_kinds: set[str] = set()
         self._existing = existing  # opened when first needed where not given
 
     # -- the state machine ---------------------------------------------------------------------
@@ -221,12 +224,27 @@ class Pipeline:
         for source in self._opened:
             # Sources of one kind read locations the same way, so one reader per kind serves.
             self._sources.setdefault(source.kind, source)
+        if any(src.kind in (*WEB_SEARCH_SOURCES, "urls") for src in self.spec.sources):
+            self._open_web()
+
+    def _open_web(self) -> None:
+        """The web's collector: its searches, and the downloads' reader for every web kind."""
+        from datasetagent.agents.collect_web import (
+            DOWNLOADS,
+            WEB_KINDS,
+            WebCollector,
+            address_policy,
+        )
+        from datasetagent.sources.downloads import DownloadedFiles
+        from datasetagent.sources.websearch import open_search
+
         searches = [
             open_search(src, self.spec)
             for src in self.spec.sources
             if src.kind in WEB_SEARCH_SOURCES
         ]
         kinds = {s.kind for s in searches} | {s.kind for s in self._opened if s.kind in WEB_KINDS}
+        self._web_kinds = kinds
         if kinds:
             folder = self.run_dir / DOWNLOADS
             for kind in kinds:  # web candidates are read from their downloads
@@ -364,7 +382,7 @@ class Pipeline:
             if self._web is not None and self._stage(round_, "fetch"):
                 taken = self.store.candidates_to_process(round_)
                 self.reporter.stage(
-                    "downloading", round_, sum(c.source_kind in WEB_KINDS for c in taken)
+                    "downloading", round_, sum(c.source_kind in self._web_kinds for c in taken)
                 )
                 counts = self._web.download(round_)
                 self._finish(round_, "fetch", _describe(counts))
@@ -475,6 +493,8 @@ def check_spec(
         existing = open_existing(spec.existing)
     for src in spec.sources:
         if src.kind in WEB_SEARCH_SOURCES:
+            from datasetagent.sources.websearch import open_search
+
             open_search(src, spec)
         else:
             open_source(src, spec)
