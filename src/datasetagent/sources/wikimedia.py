@@ -17,7 +17,7 @@ attribution points to the file's page.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import httpx
 
@@ -37,9 +37,7 @@ from datasetagent.sources.websearch import (
 from datasetagent.spec import DatasetSpec, SourceSpec
 from datasetagent.store import Candidate, WebInfo
 from datasetagent.web.html import to_text
-
-if TYPE_CHECKING:
-    from datasetagent.web.http import WebClient
+from datasetagent.web.http import FetchError, WebClient
 
 DEFAULT_BASE_URL = "https://commons.wikimedia.org"
 #: Results a page: MediaWiki scales at most 50 thumbnails a request.
@@ -111,8 +109,6 @@ class WikimediaSearch:
         )
 
     async def search(self, client: WebClient, query: str, cursor: str | None) -> SearchPage:
-        from datasetagent.web.http import FetchError
-
         position = load_cursor(self.kind, cursor)
         bad = [k for k, v in position.items() if k in _FIXED or not isinstance(v, str | int)]
         if bad:
