@@ -393,14 +393,33 @@ def test_retry_after_seconds_parses_both_forms() -> None:
     assert retry_after_seconds(None) is None
 
 
-def test_a_retry_after_longer_than_the_cap_fails_at_once(server: Server) -> None:
+def test_a_retry_after_longer_than_the_cap_fails_at_once_and_spares_the_host(
+    server: Server,
+) -> None:
     fake = FakeTime()
-    error = fails(client_for(server, fake=fake), server.url("/busy?n=9&after=3600"))
-    assert error.reason == "rate-limited"
-    assert "3600 s" in error.detail
-    assert "max_retry_after=120" in error.detail
+    client = client_for(server, fake=fake)
+
+    async def go() -> list[FetchError]:
+        out = []
+        async with client:
+            for path in ("/busy?n=9&after=3600", "/img.png"):
+                with pytest.raises(FetchError) as raised:
+                    await client.fetch_image(server.url(path))
+                out.append(raised.value)
+            fake.now += 3601
+            await client.fetch_image(server.url("/img.png"))
+        return out
+
+    first, second = asyncio.run(go())
+    assert first.reason == "rate-limited"
+    assert "3600 s" in first.detail
+    assert "max_retry_after=120" in first.detail
     assert server.hits["/busy"] == 1
     assert fake.sleeps == []
+    # the host is not asked again until the hour is over
+    assert second.reason == "rate-limited"
+    assert "3600 s more" in second.detail
+    assert server.hits["/img.png"] == 1
 
 
 def test_rate_limited_past_the_retries(server: Server) -> None:
@@ -721,3 +740,19 @@ def test_a_host_waiting_out_a_retry_after_holds_no_total_slot(server: Server) ->
     other, paused = asyncio.run(go())
     assert fake.sleeps == [30.0]
     assert other.data == paused.data == PNG
+
+
+def test_the_state_of_idle_hosts_is_forgotten() -> None:
+    fake = FakeTime()
+    client = WebClient(AddressPolicy(), user_agent=user_agent(), clock=fake.clock, sleep=fake.sleep)
+    client._host("busy.test").users = 1
+    client._host("paused.test").paused_until = fake.now + 1000
+    for i in range(500):
+        client._host(f"h{i}.test").sent.append(fake.now)
+    fake.now += 61
+    for i in range(20):
+        client._host(f"late{i}.test").sent.append(fake.now)
+    kept = set(client._hosts)
+    assert {"busy.test", "paused.test"} <= kept
+    assert not any(h.startswith("h") for h in kept)
+    assert len(kept) < 30

@@ -57,6 +57,8 @@ REASONS = (
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 _SNIFF_BYTES = 16
+_SWEEP_AT = 512  # per-host states kept before idle ones are forgotten
+_HOST_MEMORY = 60.0  # seconds a host's request times are kept after its last request
 _RATE_PREFIXES = (b"x-ratelimit-", b"ratelimit-re")
 _HOMEPAGE = "https://github.com/datasetagent/datasetagent"
 
@@ -186,6 +188,8 @@ class _Host:
     next_at: float = 0.0  # the earliest next request under the min interval
     paused_until: float = 0.0  # Retry-After / rate-limit headers
     sent: deque[float] = field(default_factory=lambda: deque(maxlen=1024))
+    users: int = 0  # requests holding or waiting for a slot
+    refused_until: float = 0.0  # a Retry-After too long to wait: fail at once until then
 
 
 @dataclass
@@ -319,6 +323,7 @@ class WebClient:
         self._clock = clock
         self._rng = rng if rng is not None else random.Random()
         self._hosts: dict[str, _Host] = {}
+        self._sweep_at = _SWEEP_AT
         self._total = asyncio.Semaphore(self.limits.total)
         lim = self.limits
         pool = httpx.Limits(max_connections=lim.total, max_keepalive_connections=lim.total)
@@ -370,7 +375,10 @@ class WebClient:
     async def post_form(
         self, url: str, data: Mapping[str, str], *, headers: Mapping[str, str] | None = None
     ) -> object:
-        """POST a form (``application/x-www-form-urlencoded``) and read a JSON answer."""
+        """POST a form (``application/x-www-form-urlencoded``) and read a JSON answer.
+
+        Retried like a GET (429, 5xx, dropped connections): use it for endpoints where a
+        repeat is harmless, such as Openverse's token endpoint."""
         return await self._json("POST", _parse(url), dict(data), headers, None)
 
     async def fetch_image(
@@ -423,11 +431,28 @@ class WebClient:
     def _host(self, host: str) -> _Host:
         state = self._hosts.get(host)
         if state is None:
+            if len(self._hosts) >= self._sweep_at:
+                self._forget_idle_hosts()
             state = _Host(
                 asyncio.Semaphore(self.limits.host_cap(host)), self.limits.host_interval(host)
             )
             self._hosts[host] = state
         return state
+
+    def _forget_idle_hosts(self) -> None:
+        """Drop the state of hosts with nothing running, nothing to wait for and no request
+        in the last minute, so a list of URLs on 100,000 hosts does not keep 100,000 states."""
+        now = self._clock()
+        idle = [
+            host
+            for host, state in self._hosts.items()
+            if not state.users
+            and now >= max(state.paused_until, state.next_at, state.refused_until)
+            and (not state.sent or state.sent[-1] < now - _HOST_MEMORY)
+        ]
+        for host in idle:
+            del self._hosts[host]
+        self._sweep_at = max(_SWEEP_AT, 2 * len(self._hosts))
 
     async def _wait(self, seconds: float) -> None:
         if seconds > 0:
@@ -464,8 +489,8 @@ class WebClient:
             sent.setdefault("Authorization", _basic_auth(url.username, url.password))
             url = url.copy_with(userinfo=b"")
         while True:
-            state = self._host(url.host)
             for attempt in range(self.limits.retries + 1):
+                state = self._host(url.host)  # again after a wait: an idle state may be gone
                 try:
                     reply = await self._attempt(state, method, url, form, sent, image)
                     _judge(reply, accept)
@@ -509,6 +534,8 @@ class WebClient:
             raise retry.error from None
         if retry.retry_after is not None:
             if retry.retry_after > self.limits.max_retry_after:
+                # ask the host nothing more until then: each request would be refused too
+                state.refused_until = self._clock() + retry.retry_after
                 error = retry.error
                 raise FetchError(
                     error.reason,
@@ -536,37 +563,46 @@ class WebClient:
     ) -> _Reply:
         """One request on one hop; a failure worth retrying raises :class:`_Retry`."""
         lim = self.limits
-        async with state.slots:
-            await self._pace(state)  # before taking a total slot: a paused host holds none
-            async with self._total:
-                self.stats.requests += 1
-                request = self._http.build_request(method, url, data=form, headers=headers)
-                try:
-                    async with asyncio.timeout(lim.download_timeout):
-                        response = await self._http.send(request, stream=True)
-                        try:
-                            self._note_rate_limits(state, response.headers)
-                            reply = _Reply(url, response.status_code, response.headers)
-                            if 200 <= response.status_code < 300:
-                                await self._read(response, reply, image)
-                            return reply
-                        finally:
-                            await response.aclose()
-                except BlockedAddress as exc:
-                    self.stats.blocked += 1
-                    raise FetchError("blocked-address", str(exc), url) from None
-                except TimeoutError:
-                    raise FetchError(
-                        "timeout", f"not finished within {lim.download_timeout:g} s", url
-                    ) from None
-                except httpx.TimeoutException as exc:
-                    raise _Retry(FetchError("timeout", _describe(exc), url)) from None
-                except (httpx.UnsupportedProtocol, httpx.InvalidURL) as exc:
-                    raise FetchError("bad-url", _describe(exc), url) from None
-                except httpx.TransportError as exc:
-                    raise _Retry(FetchError("connection", _describe(exc), url)) from None
-                except httpx.HTTPError as exc:
-                    raise FetchError("connection", _describe(exc), url) from None
+        left = state.refused_until - self._clock()
+        if left > 0:
+            raise FetchError(
+                "rate-limited", f"the server asked for a pause of {left:.0f} s more", url
+            )
+        state.users += 1
+        try:
+            async with state.slots:
+                await self._pace(state)  # before taking a total slot: a paused host holds none
+                async with self._total:
+                    self.stats.requests += 1
+                    request = self._http.build_request(method, url, data=form, headers=headers)
+                    try:
+                        async with asyncio.timeout(lim.download_timeout):
+                            response = await self._http.send(request, stream=True)
+                            try:
+                                self._note_rate_limits(state, response.headers)
+                                reply = _Reply(url, response.status_code, response.headers)
+                                if 200 <= response.status_code < 300:
+                                    await self._read(response, reply, image)
+                                return reply
+                            finally:
+                                await response.aclose()
+                    except BlockedAddress as exc:
+                        self.stats.blocked += 1
+                        raise FetchError("blocked-address", str(exc), url) from None
+                    except TimeoutError:
+                        raise FetchError(
+                            "timeout", f"not finished within {lim.download_timeout:g} s", url
+                        ) from None
+                    except httpx.TimeoutException as exc:
+                        raise _Retry(FetchError("timeout", _describe(exc), url)) from None
+                    except (httpx.UnsupportedProtocol, httpx.InvalidURL) as exc:
+                        raise FetchError("bad-url", _describe(exc), url) from None
+                    except httpx.TransportError as exc:
+                        raise _Retry(FetchError("connection", _describe(exc), url)) from None
+                    except httpx.HTTPError as exc:
+                        raise FetchError("connection", _describe(exc), url) from None
+        finally:
+            state.users -= 1
 
     async def _read(self, response: httpx.Response, reply: _Reply, image: bool) -> None:
         limit = self.limits.max_bytes
