@@ -8,7 +8,7 @@ import io
 import logging
 import pickle
 from collections.abc import Awaitable, Callable, Iterator
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import httpx
 import pytest
@@ -567,6 +567,99 @@ def test_damaged_cursor_is_a_source_error(sim: WebSim) -> None:
             with pytest.raises(SourceError, match="saved search position"):
                 run(sim, lambda c, s=search, b=bad: s.search(c, "red fox", b))
     assert sim.requests == []
+
+
+class ScriptedClient:
+    """Answers ``get_json`` with set documents: shapes the simulator does not produce."""
+
+    def __init__(self, *documents: object) -> None:
+        self.documents = list(documents)
+        self.params: list[dict[str, object]] = []
+
+    async def get_json(self, url: str, **kwargs: Any) -> object:
+        self.params.append(dict(kwargs.get("params") or {}))
+        return self.documents.pop(0)
+
+
+def _co_page(title: str, index: int, info: dict[str, Any] | None) -> dict[str, Any]:
+    page: dict[str, Any] = {"pageid": 100 + index, "ns": 6, "title": title, "index": index}
+    if info is not None:
+        page["imageinfo"] = [info]
+    return page
+
+
+def _co_info(name: str) -> dict[str, Any]:
+    meta = {"LicenseShortName": {"value": "CC BY 4.0"}, "Artist": {"value": "<b>Ann</b>"}}
+    return {
+        "url": f"https://upload.example/{name}.jpg",
+        "descriptionurl": f"https://commons.example/wiki/File:{name}.jpg",
+        "width": 800,
+        "height": 600,
+        "mime": "image/jpeg",
+        "extmetadata": meta,
+    }
+
+
+def test_wikimedia_file_details_continued_in_the_next_batch_are_not_dropped() -> None:
+    # MediaWiki may stop a batch before every page got its imageinfo: the pages come again in
+    # the next answer (same generator position, an ``iicontinue``), the missing details with them
+    first = {
+        "continue": {"iicontinue": "B.jpg|2024", "gsroffset": 0, "continue": "gsroffset||"},
+        "query": {
+            "pages": [_co_page("File:A.jpg", 1, _co_info("A")), _co_page("File:B.jpg", 2, None)]
+        },
+    }
+    second = {
+        "batchcomplete": True,
+        "query": {
+            "pages": [
+                _co_page("File:A.jpg", 1, None),
+                _co_page("File:B.jpg", 2, _co_info("B")),
+                {"ns": 6, "title": "File:Gone.jpg", "missing": True, "index": 3},
+                {"ns": 6, "title": "File:No.jpg", "imagerepository": "", "index": 4},
+            ]
+        },
+    }
+    client = ScriptedClient(first, second)
+    search = WikimediaSearch(SourceSpec(kind="wikimedia"), make_spec())
+
+    async def work() -> list[SearchPage]:
+        one = await search.search(client, "q", None)  # type: ignore[arg-type]
+        return [one, await search.search(client, "q", one.cursor)]  # type: ignore[arg-type]
+
+    one, two = asyncio.run(work())
+    assert [c.web.title for c in one.results if c.web] == ["A"]
+    assert one.dropped == {}
+    assert client.params[1]["iicontinue"] == "B.jpg|2024"
+    assert [c.location for c in two.results] == ["https://upload.example/B.jpg"]
+    assert two.dropped == {"no-url": 2}  # the missing page, the page without a file
+    assert two.results[0].creator == "Ann"
+    assert two.cursor is None
+
+
+def test_openverse_odd_results_are_counted_not_fatal() -> None:
+    good = {"url": "https://img.example/a.jpg", "license": "by", "license_version": "4.0"}
+    document = {
+        "page_count": 1,
+        "results": [
+            "not an object",
+            {**good, "url": None},
+            {**good, "url": "ftp://img.example/a.jpg"},
+            {**good, "filetype": "svg"},
+            {**good, "creator": "A &amp; B", "title": "<i>Fox</i>", "width": "640"},
+        ],
+    }
+    search = OpenverseSearch(SourceSpec(kind="openverse"), make_spec(), env={})
+    page = asyncio.run(search.search(ScriptedClient(document), "q", None))  # type: ignore[arg-type]
+    assert page.dropped == {"malformed": 1, "no-url": 2, "not-an-image-type": 1}
+    (cand,) = page.results
+    assert (cand.creator, cand.licence) == ("A & B", "CC-BY-4.0")
+    assert cand.web == WebInfo(
+        licence_url="https://creativecommons.org/licenses/by/4.0/", title="Fox", width=640
+    )
+    assert page.cursor is None
+    with pytest.raises(SourceError, match="results list"):
+        asyncio.run(search.search(ScriptedClient({"detail": "x"}), "q", None))  # type: ignore[arg-type]
 
 
 # -- the registry --------------------------------------------------------------------------------

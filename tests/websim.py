@@ -790,6 +790,7 @@ class _Handler(BaseHTTPRequestHandler):
             "ns": 6,
             "title": it.title,
             "index": rank,
+            "imagerepository": "local",
             "imageinfo": [info],
         }
 

@@ -18,7 +18,7 @@ import asyncio
 import os
 import time
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from datasetagent.errors import ConfigError, SourceError
 from datasetagent.licences import licence_url, normalise
@@ -36,9 +36,7 @@ from datasetagent.sources.websearch import (
 from datasetagent.spec import DatasetSpec, LicencePolicy, SourceSpec
 from datasetagent.store import Candidate, WebInfo
 from datasetagent.web.html import to_text
-
-if TYPE_CHECKING:
-    from datasetagent.web.http import WebClient
+from datasetagent.web.http import FetchError, WebClient
 
 DEFAULT_BASE_URL = "https://api.openverse.org"
 CLIENT_ID_VAR = "OPENVERSE_CLIENT_ID"
@@ -114,7 +112,6 @@ class OpenverseSearch:
         self._token: str | None = None
         self._token_expires = 0.0
         self._token_lock: tuple[asyncio.AbstractEventLoop, asyncio.Lock] | None = None
-        self.tokens_requested = 0
         limit = MAX_AUTHED_PAGE_SIZE if self.authenticated else MAX_ANONYMOUS_PAGE_SIZE
         default = DEFAULT_AUTHED_PAGE_SIZE if self.authenticated else MAX_ANONYMOUS_PAGE_SIZE
         wanted = _page_size_option(source.options.get("page_size"), default)
@@ -180,8 +177,6 @@ class OpenverseSearch:
         return SearchPage(tuple(found), next_cursor, dict(screen.dropped))
 
     async def _get(self, client: WebClient, params: dict[str, str | int | float]) -> dict[str, Any]:
-        from datasetagent.web.http import FetchError
-
         url = f"{self.base_url}/v1/images/"
         for renewed in (False, True):
             headers = await self._authorization(client, renew=renewed)
@@ -256,8 +251,6 @@ class OpenverseSearch:
         return self._token_lock[1]
 
     async def _fetch_token(self, client: WebClient) -> None:
-        from datasetagent.web.http import FetchError
-
         assert self._credentials is not None
         url = f"{self.base_url}/v1/auth_tokens/token/"
         form = {
@@ -266,7 +259,6 @@ class OpenverseSearch:
             "client_secret": self._credentials.client_secret,
         }
         started = self._clock()
-        self.tokens_requested += 1
         try:
             data = await client.post_form(url, form)
         except FetchError as exc:

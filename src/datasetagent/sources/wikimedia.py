@@ -17,7 +17,7 @@ attribution points to the file's page.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import httpx
 
@@ -37,9 +37,7 @@ from datasetagent.sources.websearch import (
 from datasetagent.spec import DatasetSpec, SourceSpec
 from datasetagent.store import Candidate, WebInfo
 from datasetagent.web.html import to_text
-
-if TYPE_CHECKING:
-    from datasetagent.web.http import WebClient
+from datasetagent.web.http import FetchError, WebClient
 
 DEFAULT_BASE_URL = "https://commons.wikimedia.org"
 #: Results a page: MediaWiki scales at most 50 thumbnails a request.
@@ -111,8 +109,6 @@ class WikimediaSearch:
         )
 
     async def search(self, client: WebClient, query: str, cursor: str | None) -> SearchPage:
-        from datasetagent.web.http import FetchError
-
         position = load_cursor(self.kind, cursor)
         bad = [k for k, v in position.items() if k in _FIXED or not isinstance(v, str | int)]
         if bad:
@@ -159,24 +155,24 @@ class WikimediaSearch:
         pages = query_part.get("pages") if isinstance(query_part, dict) else None
         if not isinstance(pages, list):
             pages = []
-        complete = data.get("batchcomplete") is True or "continue" not in data
         ranked = sorted(
             (p for p in pages if isinstance(p, dict)), key=lambda p: int_field(p.get("index")) or 0
         )
         screen = Screen(self.policy)
-        found = [c for p in ranked if (c := self._candidate(p, screen, complete)) is not None]
+        found = [c for p in ranked if (c := self._candidate(p, screen)) is not None]
         screen.dropped["malformed"] += len(pages) - len(ranked)
         more = data.get("continue")
         next_cursor = dump_cursor(more) if isinstance(more, dict) and more else None
         dropped = {k: v for k, v in screen.dropped.items() if v}
         return SearchPage(tuple(found), next_cursor, dropped)
 
-    def _candidate(self, page: dict[str, Any], screen: Screen, complete: bool) -> Candidate | None:
+    def _candidate(self, page: dict[str, Any], screen: Screen) -> Candidate | None:
         infos = page.get("imageinfo")
         info = infos[0] if isinstance(infos, list) and infos else None
         if not isinstance(info, dict):
-            # the file's details come in a later batch of the same page, or it has none
-            if complete or page.get("missing") or page.get("invalid"):
+            # a page with no file, or one whose details came in an earlier batch of the same
+            # results (MediaWiki repeats the pages while it continues their imageinfo)
+            if page.get("missing") or page.get("invalid") or page.get("imagerepository") == "":
                 screen.drop("no-url")
             return None
         mime = (text_field(info.get("mime")) or "").lower()
