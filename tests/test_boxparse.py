@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from datasetagent.models.boxparse import (
@@ -220,6 +220,7 @@ def test_never_raises_and_boxes_stay_inside(text: str) -> None:
         max_size=6,
     )
 )
+@example([("cat", [2.35e-38, 0.0, 0.00125, 0.0025])])  # a 1-pixel box from a denormal corner
 def test_generated_replies_give_valid_detections(entries: list[tuple[str, list[float]]]) -> None:
     import json
 

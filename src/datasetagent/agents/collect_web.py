@@ -21,9 +21,10 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from datasetagent.errors import SourceError
 from datasetagent.records import Rejection
 from datasetagent.sources.downloads import download_name
-from datasetagent.sources.websearch import WebSearch
+from datasetagent.sources.websearch import WebSearch, host_limits
 from datasetagent.spec import DatasetSpec
 from datasetagent.store import Candidate, RunStore, SearchQuery
 from datasetagent.web.guard import AddressPolicy
@@ -77,7 +78,7 @@ class WebCollector:
         self.folder = run_dir / DOWNLOADS
         self.note = note
         self.progress = progress
-        self.limits = limits or Limits(host_limits=_host_limits(self.searches))
+        self.limits = limits or Limits(host_limits=host_limits(self.searches))
         #: Images the last ``download`` fetched, per class.
         self.per_class: Counter[str] = Counter()
         #: Sources whose API failed this process, with why: not asked again until a resume.
@@ -120,7 +121,15 @@ class WebCollector:
                         page = await search.search(client, q.text, q.cursor)
                     except FetchError as exc:
                         self.failed[q.source] = f"{exc.reason}: {exc.detail}"
-                        self.note(f"{q.source}: search failed ({exc}); it is not asked again")
+                        self.note(
+                            f"{q.source}: search failed ({exc}); not asked again by this "
+                            "process (build --resume asks again)"
+                        )
+                        continue
+                    except SourceError as exc:  # this query's own state (a damaged cursor)
+                        why = str(exc)
+                        self.store.save_query(q.model_copy(update={"done": True, "why": why}))
+                        self.note(f"{q.source} query {q.text!r} for {name} stopped: {why}")
                         continue
                     tag = f"{q.source}:{q.text}"
                     cands = [
@@ -256,10 +265,3 @@ class WebCollector:
 def address_policy(hosts: Sequence[str]) -> AddressPolicy:
     """The guard's policy with the ``--allow-host HOST[:PORT]`` exceptions given."""
     return AddressPolicy.from_allow_hosts(hosts)
-
-
-def _host_limits(searches: Sequence[WebSearch]) -> dict[str, int]:
-    limits: dict[str, int] = {}
-    for search in searches:
-        limits.update(getattr(search, "host_limits", {}))
-    return limits

@@ -297,8 +297,10 @@ def to_detections(boxes: Sequence[RawBox], frame: ReplyFrame) -> ParsedBoxes:
     for box in boxes:
         label = frame.aliases.get(normalise_label(box.label))
         x0, y0, x1, y1 = box.xyxy
-        x0, x1 = sorted((min(max(x0 * sx, 0.0), w), min(max(x1 * sx, 0.0), w)))
-        y0, y1 = sorted((min(max(y0 * sy, 0.0), h), min(max(y1 * sy, 0.0), h)))
+        # to a thousandth of a pixel: a value such as 2e-38 would make the 1-pixel check and
+        # the box disagree (x1 - x0 rounds to 1.0 while x0 > x1 - 1)
+        x0, x1 = sorted(round(min(max(v * sx, 0.0), w), 3) for v in (x0, x1))
+        y0, y1 = sorted(round(min(max(v * sy, 0.0), h), 3) for v in (y0, y1))
         if label is None or x1 - x0 < 1.0 or y1 - y0 < 1.0:
             continue
         score = frame.default_score if box.score is None else min(max(box.score, 0.0), 1.0)
