@@ -201,6 +201,7 @@ def test_poor_queries_are_stopped(tmp_path: Path) -> None:
 def test_killed_and_resumed_refetches_nothing(tmp_path: Path) -> None:
     with WebSim(classes={c: 10 for c in CLASSES}) as sim:
         sim.faults.media = {9: "trickle"}  # the last of each class takes seconds to arrive
+        sim.faults.trickle_seconds = 8
         spec = tmp_path / "spec.yaml"
         spec.write_text(web_spec(sim, 9, "openverse").to_yaml())
         run = tmp_path / "run"
@@ -210,20 +211,21 @@ def test_killed_and_resumed_refetches_nothing(tmp_path: Path) -> None:
             "--allow-host", f"{host}:{port}", "--workers", "1",
         ]  # fmt: skip
         env = {**os.environ, "NO_COLOR": "1"}
-        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        log = (tmp_path / "build.log").open("wb")  # a file: a pipe nobody reads could fill
+        proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and _downloads(run) < 2 * 9:
             time.sleep(0.05)
-        assert _downloads(run) >= 2 * 9, proc.stderr.read().decode() if proc.poll() else ""
+        downloaded = _downloads(run)
         proc.send_signal(signal.SIGKILL)
         proc.wait()
+        log.close()
+        assert downloaded >= 2 * 9, (tmp_path / "build.log").read_text()
         before = media_requests(sim)
+        resume = [sys.executable, "-m", "datasetagent", "build", "--resume", "-o", str(run)]
         done = subprocess.run(
-            [*cmd[:6], "--resume", "-o", str(run)] if False else [
-                sys.executable, "-m", "datasetagent", "build", "--resume", "-o", str(run),
-            ],
-            env=env, capture_output=True, text=True, timeout=180, check=False,
-        )  # fmt: skip
+            resume, env=env, capture_output=True, text=True, timeout=180, check=False
+        )
         assert done.returncode == 0, done.stderr
         after = media_requests(sim)
     fetched_again = {p for p, n in after.items() if n > before.get(p, 0)}

@@ -70,7 +70,7 @@ Faults (``sim.faults``), settable at any time:
   bytes at two URLs).
 * ``media``: result index → one of ``html``, ``404``, ``trickle``, ``huge``, ``huge-chunked``,
   ``loop``, ``redirect-out``, ``redirect``: that result's download URL (both APIs) goes to the
-  matching ``bad`` endpoint instead.
+  matching ``bad`` endpoint instead (``trickle_seconds``: how long a trickle takes, 30).
 * ``throttle(route, at=1, count=1, retry_after=1)``: requests ``at``..``at+count-1`` to the
   route (1-based, counted per route from the call: ``at=1`` is the route's next request) get
   a 429 with ``Retry-After`` (and, on ``openverse``,
@@ -196,6 +196,8 @@ class Faults:
     ignore_filters: bool = False
     shared: int = 0
     media: dict[int, str] = field(default_factory=dict)
+    #: How long a ``trickle`` result's body takes to arrive.
+    trickle_seconds: float = 30
     rules: list[Rule] = field(default_factory=list)
     #: A MediaWiki error code every ``commons`` request is answered with (HTTP 200).
     api_error: str | None = None
@@ -379,7 +381,7 @@ class WebSim:
         if fault in ("huge", "huge-chunked"):
             return self.url(f"/bad/{fault}.jpg?mb=64&{tag}")
         if fault == "trickle":
-            return self.url(f"/bad/trickle.jpg?seconds=30&{tag}")
+            return self.url(f"/bad/trickle.jpg?seconds={self.faults.trickle_seconds:g}&{tag}")
         return self.url(f"/bad/{fault}.jpg?{tag}")
 
     def image_bytes(self, api: str, cls: str, index: int, width: int | None = None) -> bytes:
