@@ -187,6 +187,7 @@ def test_poor_queries_are_stopped(tmp_path: Path) -> None:
 
         class Search:
             kind = "openverse"
+            host_limits: dict[str, int] = {}  # noqa: RUF012
 
         web = WebCollector(store, spec, tmp_path, [Search()], address_policy(()))  # type: ignore[list-item]
         lines = web.review_queries()
