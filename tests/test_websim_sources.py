@@ -7,6 +7,7 @@ import hashlib
 import io
 import logging
 import pickle
+import time
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, TypeVar
 
@@ -757,3 +758,29 @@ def test_html_to_text(html: str | None, text: str) -> None:
 def test_html_to_text_limit() -> None:
     assert to_text("<b>" + "a" * 50 + "</b>", limit=10) == "a" * 9 + "…"
     assert to_text("short", limit=10) == "short"
+
+
+@pytest.mark.parametrize(
+    "html",
+    [
+        "<b>x" * 300_000,  # 300,000 unclosed elements, text in each
+        "<b>" * 200_000 + "</i>" * 200_000 + "y",  # end tags that close nothing
+        "<a" * 300_000,  # "<" that opens no tag: HTMLParser rescans the rest at each one
+        "</" * 300_000,
+        "<?" * 300_000,
+    ],
+)
+def test_html_to_text_hostile_markup_takes_linear_time(html: str) -> None:
+    # A web API's title or creator is attacker-chosen: none of these may take quadratic time
+    # (each took minutes before; now milliseconds, so 10 s of CPU is a generous bound).
+    started = time.process_time()
+    text = to_text(html, limit=500)
+    assert time.process_time() - started < 10
+    assert 0 < len(text) <= 500
+
+
+def test_html_to_text_reads_a_bounded_prefix() -> None:
+    from datasetagent.web.html import MAX_HTML
+
+    assert to_text("a" * MAX_HTML + "<b>hidden?</b>") == "a" * MAX_HTML
+    assert to_text("<a>Ana</a> &amp; Bo < 3") == "Ana & Bo < 3"
