@@ -200,6 +200,9 @@ def _handler(server: Server) -> type[BaseHTTPRequestHandler]:
                     self.send(200, b'{"ok": true}', "application/json")
             elif path == "/page":
                 self.send(200, HTML, "text/html")
+            elif path == "/deep":  # valid JSON, nested deeper than Python's parser recurses
+                depth = int(query.get("depth", "100000"))
+                self.send(200, b"[" * depth + b"]" * depth, "application/json")
             else:
                 self.send(404, b"no route", "text/plain")
 
@@ -575,6 +578,15 @@ def test_get_json_refuses_a_page_that_is_not_json(server: Server) -> None:
         run_json(client_for(server), (server.url("/page"), {}))
     assert raised.value.reason == "not-json"
     assert "text/html" in raised.value.detail
+
+
+def test_get_json_refuses_json_nested_too_deep_as_not_json(server: Server) -> None:
+    # json.loads raises RecursionError (not ValueError) for it: that must not escape
+    with pytest.raises(FetchError) as raised:
+        run_json(client_for(server), (server.url("/deep"), {}))
+    assert raised.value.reason == "not-json"
+    assert "nested too deep" in raised.value.detail
+    assert server.hits["/deep"] == 1  # an answer, not a failure worth retrying
 
 
 def test_openverse_rate_limit_headers_pause_the_host_until_the_window_frees(

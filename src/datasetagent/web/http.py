@@ -418,6 +418,10 @@ class WebClient:
                 raise FetchError(
                     "not-json", f"the answer is not JSON ({kind})", reply.url
                 ) from None
+            except RecursionError:  # json's parser recurses per level of nesting
+                raise FetchError(
+                    "not-json", "the answer's JSON is nested too deep to read", reply.url
+                ) from None
             decoded[:] = [value]
             return retry_when(value) if retry_when is not None else None
 
