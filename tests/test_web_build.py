@@ -12,7 +12,9 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Mapping
 from pathlib import Path
+from types import MappingProxyType
 
 import pytest
 
@@ -20,6 +22,7 @@ from datasetagent.agents.collect_web import POOR_AFTER, WebCollector, address_po
 from datasetagent.config import BuildOptions
 from datasetagent.pipeline import build_run
 from datasetagent.records import Rejection
+from datasetagent.sources.websearch import SearchPage
 from datasetagent.spec import ClassSpec, DatasetSpec, SourceSpec
 from datasetagent.store import Candidate, RunStore, WebInfo
 from websim import WebSim
@@ -187,6 +190,7 @@ def test_poor_queries_are_stopped(tmp_path: Path) -> None:
 
         class Search:
             kind = "openverse"
+            host_limits: Mapping[str, int] = MappingProxyType({})
 
         web = WebCollector(store, spec, tmp_path, [Search()], address_policy(()))  # type: ignore[list-item]
         lines = web.review_queries()
@@ -195,6 +199,48 @@ def test_poor_queries_are_stopped(tmp_path: Path) -> None:
         assert store.query("openverse", "red fox", "red fox").done
         assert not store.query("openverse", "red fox", "vulpes").done  # too few to judge
         assert web.can_search(["red fox"])
+
+
+@pytest.mark.parametrize("cycle", [("A",), ("A", "B")])
+def test_a_search_whose_cursor_comes_back_is_stopped(
+    tmp_path: Path, cycle: tuple[str, ...]
+) -> None:
+    # A hostile or broken API that hands back a position it gave before (a MediaWiki
+    # ``continue`` that repeats) would be asked again and again, every round, for nothing new.
+    spec = DatasetSpec(classes=(ClassSpec(name="red fox"),))
+    calls: list[str | None] = []
+
+    class Search:
+        kind = "wikimedia"
+        host_limits: Mapping[str, int] = MappingProxyType({})
+
+        def describe(self) -> str:
+            return "looping search"
+
+        async def search(self, client: object, query: str, cursor: str | None) -> SearchPage:
+            calls.append(cursor)
+            n = len(calls)
+            cand = Candidate(
+                source_kind="wikimedia", location=f"https://x.example/{n % 2}.jpg", licence="PDM"
+            )
+            return SearchPage((cand,), cycle[n % len(cycle)])
+
+    with RunStore(tmp_path / "run.db") as store:
+        notes: list[str] = []
+        web = WebCollector(
+            store,
+            spec,
+            tmp_path,
+            [Search()],
+            address_policy(()),
+            note=notes.append,  # type: ignore[list-item]
+        )
+        web.search({"red fox": 50})
+        query = store.query("wikimedia", "red fox", "red fox")
+        assert query.done
+        assert "position it gave before" in (query.why or "")
+        assert len(calls) == len(cycle) + 1  # the first page, then each position once
+        assert not web.can_search(["red fox"])
 
 
 @pytest.mark.timeout(240)

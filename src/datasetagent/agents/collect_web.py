@@ -83,6 +83,8 @@ class WebCollector:
         self.per_class: Counter[str] = Counter()
         #: Sources whose API failed this process, with why: not asked again until a resume.
         self.failed: dict[str, str] = {}
+        #: The positions each query's pages handed out in this process (a loop is stopped).
+        self._positions: dict[tuple[str, str, str], set[str]] = {}
         self._described = False
 
     def _client(self) -> WebClient:
@@ -145,12 +147,13 @@ class WebCollector:
                     found[name] += new
                     found["results"] += len(page.results)
                     dropped.update(page.dropped)
+                    end = self._end_of(q, page.cursor)
                     self.store.save_query(
                         q.model_copy(
                             update={
                                 "cursor": page.cursor,
-                                "done": page.cursor is None,
-                                "why": "no more results" if page.cursor is None else None,
+                                "done": end is not None,
+                                "why": end,
                                 "sent": q.sent + 1,
                                 "seen": q.seen + len(page.results),
                             }
@@ -164,6 +167,19 @@ class WebCollector:
                 f"candidates: {per_class}" + (f"; left out before download: {left}" if left else "")
             )
         return found
+
+    def _end_of(self, q: SearchQuery, cursor: str | None) -> str | None:
+        """Why ``q`` has no next page at ``cursor`` (None: it has one). A position the API gave
+        before for this query ends it: asked again, it would answer the same pages forever."""
+        if cursor is None:
+            return "no more results"
+        seen = self._positions.setdefault((q.source, q.class_name, q.text), set())
+        if q.cursor is not None:
+            seen.add(q.cursor)
+        if cursor in seen:
+            return "the API led back to a position it gave before (its paging loops)"
+        seen.add(cursor)
+        return None
 
     def _open_queries(self, name: str) -> list[SearchQuery]:
         out = []
