@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import io
+import json
 import logging
 import pickle
 import time
@@ -636,6 +637,34 @@ def test_wikimedia_file_details_continued_in_the_next_batch_are_not_dropped() ->
     assert two.dropped == {"no-url": 2}  # the missing page, the page without a file
     assert two.results[0].creator == "Ann"
     assert two.cursor is None
+
+
+def test_wikimedia_continue_keeps_only_what_mediawiki_sends() -> None:
+    # A continue object is passed back whole, but only its text and number values: a nested
+    # value (deep enough, it broke writing the cursor) or a key we set ourselves ("action")
+    # would make the saved position unreadable and stop the query as "damaged".
+    deep: object = "x"
+    for _ in range(5000):
+        deep = {"a": deep}
+    first = {
+        "continue": {"gsroffset": 50, "continue": "gsroffset||", "action": "delete", "x": deep},
+        "query": {"pages": [_co_page("File:A.jpg", 1, _co_info("A"))]},
+    }
+    nothing_usable = {"continue": {"x": [1], "flag": True}, "query": {"pages": []}}
+    client = ScriptedClient(first, {"query": {"pages": []}}, nothing_usable)
+    search = WikimediaSearch(SourceSpec(kind="wikimedia"), make_spec())
+
+    async def work() -> list[SearchPage]:
+        one = await search.search(client, "q", None)  # type: ignore[arg-type]
+        two = await search.search(client, "q", one.cursor)  # type: ignore[arg-type]
+        return [one, two, await search.search(client, "q", None)]  # type: ignore[arg-type]
+
+    one, _, three = asyncio.run(work())
+    assert one.cursor is not None
+    assert json.loads(one.cursor) == {"gsroffset": 50, "continue": "gsroffset||"}
+    assert client.params[1]["gsroffset"] == 50
+    assert client.params[1]["action"] == "query"
+    assert three.cursor is None  # nothing to pass back: no next page
 
 
 def test_openverse_odd_results_are_counted_not_fatal() -> None:

@@ -161,8 +161,8 @@ class WikimediaSearch:
         screen = Screen(self.policy)
         found = [c for p in ranked if (c := self._candidate(p, screen)) is not None]
         screen.dropped["malformed"] += len(pages) - len(ranked)
-        more = data.get("continue")
-        next_cursor = dump_cursor(more) if isinstance(more, dict) and more else None
+        more = _continuation(data.get("continue"))
+        next_cursor = dump_cursor(more) if more else None
         dropped = {k: v for k, v in screen.dropped.items() if v}
         return SearchPage(tuple(found), next_cursor, dropped)
 
@@ -214,6 +214,21 @@ class WikimediaSearch:
                 height=height,
             ),
         )
+
+
+def _continuation(value: object) -> dict[str, str | int]:
+    """What of an answer's ``continue`` object goes back with the next request: its text and
+    number values (all MediaWiki sends), never a parameter this source sets itself."""
+    if not isinstance(value, dict):
+        return {}
+    return {
+        k: v
+        for k, v in value.items()
+        if isinstance(k, str)
+        and k not in _FIXED
+        and isinstance(v, str | int)
+        and not isinstance(v, bool)
+    }
 
 
 def _metadata(value: object) -> dict[str, str]:
