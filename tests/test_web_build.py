@@ -15,13 +15,15 @@ from collections import Counter
 from collections.abc import Mapping
 from pathlib import Path
 from types import MappingProxyType
+from urllib.parse import urlsplit
 
 import pytest
 
-from datasetagent.agents.collect_web import POOR_AFTER, WebCollector, address_policy
+from datasetagent.agents.collect_web import DOWNLOADS, POOR_AFTER, WebCollector, address_policy
 from datasetagent.config import BuildOptions
 from datasetagent.pipeline import build_run
 from datasetagent.records import Rejection
+from datasetagent.sources.downloads import download_name, read_download
 from datasetagent.sources.websearch import SearchPage
 from datasetagent.spec import ClassSpec, DatasetSpec, SourceSpec
 from datasetagent.store import Candidate, RunStore, WebInfo
@@ -241,6 +243,43 @@ def test_a_search_whose_cursor_comes_back_is_stopped(
         assert "position it gave before" in (query.why or "")
         assert len(calls) == len(cycle) + 1  # the first page, then each position once
         assert not web.can_search(["red fox"])
+
+
+def test_links_planted_in_the_downloads_folder_are_neither_read_nor_written_through(
+    tmp_path: Path,
+) -> None:
+    # RUN/downloads/<name> as a link to a file outside would have been taken as the download
+    # (never fetched) and read as the web image; a link at the ".part" name it is written
+    # through first would have had the download written into the file it points to.
+    spec = DatasetSpec(classes=(ClassSpec(name="red fox"),))
+    outside = tmp_path / "private.jpg"
+    outside.write_bytes(b"the user's own bytes")
+    with WebSim(classes={"red fox": 2}) as sim, RunStore(tmp_path / "run.db") as store:
+        urls = [sim.download_url(sim.item("openverse", "red fox", i)) for i in range(2)]
+        store.add_candidates(
+            Candidate(source_kind="urls", location=u, class_hint="red fox", licence="PDM")
+            for u in urls
+        )
+        store.take_candidates(1, 10, origin="collected", wanted=None)
+        folder = tmp_path / DOWNLOADS
+        folder.mkdir()
+        (folder / download_name(urls[0])).symlink_to(outside)
+        (folder / f".{download_name(urls[1])}.part").symlink_to(outside)
+        with pytest.raises(OSError, match="symbolic links"):  # a link is not a download
+            read_download(folder, urls[0])
+        web = WebCollector(
+            store, spec, tmp_path, [], address_policy([f"{h}:{p}" for h, p in [sim.address]])
+        )
+        counts = web.download(1)
+        assert counts == {"downloaded": 2}
+        assert media_requests(sim) == Counter(urlsplit(u).path for u in urls)
+    assert outside.read_bytes() == b"the user's own bytes"
+    for url in urls:
+        path = folder / download_name(url)
+        assert not path.is_symlink()
+        assert read_download(folder, url) == sim.image_bytes(
+            "openverse", "red fox", urls.index(url)
+        )
 
 
 @pytest.mark.timeout(240)

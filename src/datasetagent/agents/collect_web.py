@@ -23,7 +23,7 @@ from pathlib import Path
 
 from datasetagent.errors import SourceError
 from datasetagent.records import Rejection
-from datasetagent.sources.downloads import download_name
+from datasetagent.sources.downloads import download_name, stored_size
 from datasetagent.sources.websearch import WebSearch, host_limits
 from datasetagent.spec import DatasetSpec
 from datasetagent.store import Candidate, RunStore, SearchQuery
@@ -229,8 +229,9 @@ class WebCollector:
                 outcomes["licence"] += 1
                 continue
             path = self.folder / download_name(cand.location)
-            if path.is_file():  # stored before a kill, not yet recorded: not fetched again
-                self.store.record_download(cand.id, cand.location, path.name, path.stat().st_size)
+            size = stored_size(path)
+            if size is not None:  # stored before a kill, not yet recorded: not fetched again
+                self.store.record_download(cand.id, cand.location, path.name, size)
                 outcomes["already downloaded"] += 1
                 continue
             fetch.append(cand)
@@ -259,7 +260,9 @@ class WebCollector:
     def _save(self, cand: Candidate, got: Fetched) -> None:
         name = download_name(cand.location)
         tmp = self.folder / f".{name}.part"
-        with open(tmp, "wb") as f:
+        tmp.unlink(missing_ok=True)  # a kill's leftover, or a link planted to be written through
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+        with os.fdopen(os.open(tmp, flags, 0o644), "wb") as f:
             f.write(got.data)
             f.flush()
             os.fsync(f.fileno())
