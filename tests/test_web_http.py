@@ -477,6 +477,24 @@ def test_only_http_and_https_urls(server: Server) -> None:
     assert "file" in error.detail
 
 
+def test_a_host_that_is_not_valid_idna_is_a_bad_url_not_a_crash(server: Server) -> None:
+    # "xn--" punycode that decodes to no valid name: httpx raises idna's error (a ValueError,
+    # not httpx.InvalidURL) the moment the host is read, which ended the whole download stage
+    bad = "http://xn--localhost/a.png"
+    assert fails(client_for(server), bad).reason == "bad-url"
+    error = fails(client_for(server), server.url(f"/to?url={bad}"))
+    assert (error.reason, error.url) == ("bad-url", server.url(f"/to?url={bad}"))
+    # a Location httpx cannot parse is a bad URL too, answered once, not a dropped connection
+    broken = fails(client_for(server), server.url("/to?url=http://e.org:abc/"))
+    assert broken.reason == "bad-url"
+    assert server.hits["/to"] == 2
+    urls = [(1, bad), (2, server.url("/img.png"))]
+    found = dict(collect(client_for(server), urls))
+    assert isinstance(found[1], FetchError)
+    assert found[1].reason == "bad-url"
+    assert isinstance(found[2], Fetched)
+
+
 # -- redirects and the guard --------------------------------------------------------------
 
 

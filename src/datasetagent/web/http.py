@@ -601,6 +601,16 @@ class WebClient:
                         raise _Retry(FetchError("timeout", _describe(exc), url)) from None
                     except (httpx.UnsupportedProtocol, httpx.InvalidURL) as exc:
                         raise FetchError("bad-url", _describe(exc), url) from None
+                    except UnicodeError as exc:  # idna's, from httpx reading a Location's host
+                        raise FetchError(
+                            "bad-url",
+                            f"redirected to a host name that is not valid IDNA ({exc})",
+                            url,
+                        ) from None
+                    except httpx.RemoteProtocolError as exc:
+                        if "location header" in str(exc).lower():  # httpx reads every Location
+                            raise FetchError("bad-url", _describe(exc), url) from None
+                        raise _Retry(FetchError("connection", _describe(exc), url)) from None
                     except httpx.TransportError as exc:
                         raise _Retry(FetchError("connection", _describe(exc), url)) from None
                     except httpx.HTTPError as exc:
@@ -676,7 +686,11 @@ def _describe(exc: Exception) -> str:
 def _checked(url: httpx.URL) -> httpx.URL:
     if url.scheme not in ("http", "https"):
         raise FetchError("bad-url", f"only http and https URLs are fetched, not {url.scheme}:", url)
-    if not url.host:
+    try:
+        host = url.host
+    except ValueError as exc:  # idna's errors: "xn--" that decodes to no valid name
+        raise FetchError("bad-url", f"the host name is not valid IDNA ({exc})", url) from None
+    if not host:
         raise FetchError("bad-url", "the URL has no host", url)
     return url
 
