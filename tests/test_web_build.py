@@ -114,6 +114,32 @@ def test_refusals_are_rejections_with_their_reason_and_the_run_finishes(tmp_path
     assert Counter(s.label for s in result.exported) == dict.fromkeys(CLASSES, 14 - 9)
 
 
+def test_an_api_that_answers_with_an_error_all_run_ends_it_clearly_and_resumably(
+    tmp_path: Path,
+) -> None:
+    # An API that is down but answers HTTP 200 with an error document (MediaWiki's error
+    # object, a proxy's JSON of another shape): a failure of the source, like a 5xx, not of
+    # each query: asked once this process, not stopped for good (build --resume asks again).
+    notes: list[str] = []
+
+    class Notes:
+        def stage(self, *a: object) -> None: ...
+        def advance(self, n: int = 1) -> None: ...
+        def note(self, message: str) -> None:
+            notes.append(message)
+
+    with WebSim(classes={c: 4 for c in CLASSES}) as sim:
+        sim.faults.api_error = "internal_api_error_DBQueryError"
+        run = tmp_path / "run"
+        result = build_run(web_spec(sim, 4, "wikimedia"), run, options(sim), reporter=Notes())
+        asked = len(sim.requests_to("commons"))
+    assert result.report.reason.startswith("pool exhausted")
+    assert asked == 1
+    assert any("search failed" in n and "DBQueryError" in n for n in notes), notes
+    with RunStore(run / "run.db") as store:
+        assert not any(q.done for q in store.queries())
+
+
 def _candidates(store: RunStore) -> list[Candidate]:
     rows = store._db.execute("SELECT * FROM candidates")  # every state
     from datasetagent.store.db import _candidate

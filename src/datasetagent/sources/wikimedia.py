@@ -141,15 +141,18 @@ class WikimediaSearch:
                     exc.url,
                 ) from None
             raise
+        # the API's failures, not this query's: the source is asked again on --resume
         if not isinstance(data, dict):
-            raise SourceError(f"wikimedia at {self.base_url} answered with no JSON object")
+            raise FetchError("bad-answer", "the answer is no JSON object", self.api_url)
         error = data.get("error")
         if isinstance(error, dict):
             code = text_field(error.get("code")) or "error"
             info = text_field(error.get("info")) or ""
-            raise SourceError(
-                f"wikimedia at {self.base_url} refused the search {query!r}: {code}: {info}; "
-                "is the address a MediaWiki site (e.g. https://commons.wikimedia.org)?"
+            raise FetchError(
+                "bad-answer",
+                f"the API refused the search {query!r}: {code}: {info}; is the address a "
+                "MediaWiki site (e.g. https://commons.wikimedia.org)?",
+                self.api_url,
             )
         query_part = data.get("query")
         pages = query_part.get("pages") if isinstance(query_part, dict) else None

@@ -52,6 +52,7 @@ REASONS = (
     "too-large",  # over Limits.max_bytes, by Content-Length or while streaming
     "not-an-image",  # the body's first bytes are no image format
     "not-json",  # an API answered with something that is not JSON
+    "bad-answer",  # an API's JSON is an error document, or not of the shape the API documents
 )
 
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
