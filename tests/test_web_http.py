@@ -598,6 +598,17 @@ def test_get_json_refuses_a_page_that_is_not_json(server: Server) -> None:
     assert "text/html" in raised.value.detail
 
 
+def test_an_api_answer_has_its_own_smaller_size_limit(server: Server) -> None:
+    # parsed JSON takes many times its size in memory: an answer is capped below an image
+    limits = Limits(max_bytes=10**6, max_json_bytes=300, retries=0)
+    with pytest.raises(FetchError) as raised:
+        run_json(client_for(server, limits=limits), (server.url("/deep?depth=200"), {}))
+    assert raised.value.reason == "too-large"
+    assert "300 bytes" in raised.value.detail
+    (doc,) = run_json(client_for(server, limits=limits), (server.url("/deep?depth=100"), {}))
+    assert isinstance(doc, list)  # 200 bytes: read
+
+
 def test_get_json_refuses_json_nested_too_deep_as_not_json(server: Server) -> None:
     # json.loads raises RecursionError (not ValueError) for it: that must not escape
     with pytest.raises(FetchError) as raised:

@@ -49,7 +49,7 @@ REASONS = (
     "too-many-redirects",
     "http-error",  # a status that is not success (404, 403, 5xx after retries …)
     "rate-limited",  # 429 after the retries, or a Retry-After longer than we wait
-    "too-large",  # over Limits.max_bytes, by Content-Length or while streaming
+    "too-large",  # over Limits.max_bytes (max_json_bytes), by Content-Length or while streaming
     "not-an-image",  # the body's first bytes are no image format
     "not-json",  # an API answered with something that is not JSON
     "bad-answer",  # an API's JSON is an error document, or not of the shape the API documents
@@ -127,6 +127,9 @@ class Limits:
     read_timeout: float = 20.0  # between two reads
     download_timeout: float = 60.0  # the whole request, body included: a trickle is abandoned
     max_bytes: int = 25 * 2**20
+    #: An API answer's limit: a page of results is a few hundred KB, and parsed JSON takes
+    #: many times its size in memory.
+    max_json_bytes: int = 8 * 2**20
     max_redirects: int = 5
     retries: int = 4
     backoff: float = 0.5  # first retry waits up to this, then doubling (full jitter)
@@ -145,6 +148,7 @@ class Limits:
             "read_timeout": self.read_timeout,
             "download_timeout": self.download_timeout,
             "max_bytes": self.max_bytes,
+            "max_json_bytes": self.max_json_bytes,
         }
         for name, value in positive.items():
             if value <= 0:
@@ -620,7 +624,7 @@ class WebClient:
             state.users -= 1
 
     async def _read(self, response: httpx.Response, reply: _Reply, image: bool) -> None:
-        limit = self.limits.max_bytes
+        limit = self.limits.max_bytes if image else self.limits.max_json_bytes
         declared = response.headers.get("content-length", "")
         if declared.isdigit() and int(declared) > limit:
             raise FetchError(
