@@ -4,6 +4,7 @@ export records, and a killed run resumed without fetching anything twice."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import signal
@@ -18,8 +19,10 @@ from types import MappingProxyType
 from urllib.parse import urlsplit
 
 import pytest
+from rich.console import Console
 
 from datasetagent.agents.collect_web import DOWNLOADS, POOR_AFTER, WebCollector, address_policy
+from datasetagent.cli import RichReporter
 from datasetagent.config import BuildOptions
 from datasetagent.pipeline import build_run
 from datasetagent.records import Rejection
@@ -138,6 +141,18 @@ def test_an_api_that_answers_with_an_error_all_run_ends_it_clearly_and_resumably
     assert any("search failed" in n and "DBQueryError" in n for n in notes), notes
     with RunStore(run / "run.db") as store:
         assert not any(q.done for q in store.queries())
+
+
+def test_a_note_carrying_a_servers_text_cannot_crash_or_drive_the_terminal() -> None:
+    # "search failed (…)" quotes an API's error text: "[/x]" raised rich's MarkupError (the
+    # build died), "[link=…]" made a hyperlink, and ESC sequences reached the terminal as is.
+    out = io.StringIO()
+    console = Console(file=out, force_terminal=True, highlight=False, soft_wrap=True)
+    reporter = RichReporter(console, enabled=False)  # as the CLI's: stderr, no highlighting
+    reporter.note("wikimedia: search failed (info: [/x] [link=http://e.org]y \x1b[2J \x9b)")
+    assert out.getvalue() == (
+        "wikimedia: search failed (info: [/x] [link=http://e.org]y \\x1b[2J \\x9b)\n"
+    )
 
 
 def _candidates(store: RunStore) -> list[Candidate]:
