@@ -14,6 +14,8 @@ import logging
 import random
 import threading
 import time
+import tracemalloc
+import zlib
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -46,6 +48,17 @@ def _photo(fmt: str, side: int = 48) -> bytes:
 
 PNG = _photo("PNG")
 JPEG = _photo("JPEG")
+
+
+def _bomb(mib: int) -> bytes:
+    """A PNG header and ``mib`` MiB of zeros, gzipped (about 1 KB a MiB), made a MiB at a time."""
+    packer = zlib.compressobj(9, zlib.DEFLATED, 31)
+    zeros = bytes(2**20)
+    parts = [packer.compress(PNG[:16])] + [packer.compress(zeros) for _ in range(mib)]
+    return b"".join([*parts, packer.flush()])
+
+
+BOMB = _bomb(64)
 HTML = b"<!doctype html><html><body>Sorry, this image is gone</body></html>"
 
 
@@ -200,6 +213,16 @@ def _handler(server: Server) -> type[BaseHTTPRequestHandler]:
                     self.send(200, b'{"ok": true}', "application/json")
             elif path == "/page":
                 self.send(200, HTML, "text/html")
+            elif path == "/encoded":  # ?as=gzip|zlib|deflate: the PNG encoded so
+                wbits = {"gzip": 31, "zlib": 15, "deflate": -15}[query["as"]]
+                packer = zlib.compressobj(9, zlib.DEFLATED, wbits)
+                packed = packer.compress(PNG) + packer.flush()
+                encoding = "gzip" if query["as"] == "gzip" else "deflate"
+                self.send(200, packed, "image/png", Content_Encoding=encoding)
+            elif path == "/labelled":  # the PNG as it is, labelled with ?enc=
+                self.send(200, PNG, "image/png", Content_Encoding=query["enc"])
+            elif path == "/bomb":
+                self.send(200, BOMB, "image/png", Content_Encoding="gzip")
             elif path == "/deep":  # valid JSON, nested deeper than Python's parser recurses
                 depth = int(query.get("depth", "100000"))
                 self.send(200, b"[" * depth + b"]" * depth, "application/json")
@@ -589,6 +612,7 @@ def test_get_json_merges_params_into_the_url(server: Server) -> None:
     (doc,) = run_json(client_for(server), (server.url("/json?a=1"), {"params": {"b": 2}}))
     assert doc == {"hit": 1, "query": {"a": "1", "b": "2"}}
     assert server.requests[0]["headers"]["Accept"] == "application/json"
+    assert server.requests[0]["headers"]["Accept-Encoding"] == "gzip, deflate"
 
 
 def test_get_json_refuses_a_page_that_is_not_json(server: Server) -> None:
@@ -607,6 +631,39 @@ def test_an_api_answer_has_its_own_smaller_size_limit(server: Server) -> None:
     assert "300 bytes" in raised.value.detail
     (doc,) = run_json(client_for(server, limits=limits), (server.url("/deep?depth=100"), {}))
     assert isinstance(doc, list)  # 200 bytes: read
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "zlib", "deflate"])
+def test_a_compressed_body_is_decoded(server: Server, encoding: str) -> None:
+    got = fetch(client_for(server), server.url(f"/encoded?as={encoding}"))
+    assert (got.data, got.image_format) == (PNG, "png")
+
+
+@pytest.mark.parametrize(
+    ("encoding", "reason"),
+    [("br", "http-error"), ("gzip, gzip", "http-error"), ("gzip", "connection")],
+)
+def test_a_body_not_encoded_as_said_fails_with_its_reason(
+    server: Server, encoding: str, reason: str
+) -> None:
+    error = fails(client_for(server), server.url(f"/labelled?enc={encoding}"))
+    assert error.reason == reason
+
+
+def test_a_compression_bomb_is_too_large_without_being_inflated_in_memory(
+    server: Server,
+) -> None:
+    # 64 MiB of zeros are ~64 KB gzipped: httpx inflated each 64 KB read whole (a 64 MB
+    # string per download in flight, 32 at once) before the size limit was looked at
+    client = client_for(server, limits=Limits(max_bytes=100_000, retries=0))
+    tracemalloc.start()
+    try:
+        error = fails(client, server.url("/bomb"))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert error.reason == "too-large"
+    assert peak < 8 * 2**20
 
 
 def test_get_json_refuses_json_nested_too_deep_as_not_json(server: Server) -> None:

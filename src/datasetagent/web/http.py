@@ -22,6 +22,7 @@ import logging
 import random
 import re
 import time
+import zlib
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -62,6 +63,9 @@ _SWEEP_AT = 512  # per-host states kept before idle ones are forgotten
 _HOST_MEMORY = 60.0  # seconds a host's request times are kept after its last request
 _RATE_PREFIXES = (b"x-ratelimit-", b"ratelimit-re")
 _HOMEPAGE = "https://github.com/datasetagent/datasetagent"
+#: The codings an API answer may come in: the ones ``_Inflater`` decodes (httpx would also
+#: offer br and zstd where their packages are installed).
+_ENCODINGS = "gzip, deflate"
 
 
 def user_agent(contact: str | None = None) -> str:
@@ -430,7 +434,7 @@ class WebClient:
             decoded[:] = [value]
             return retry_when(value) if retry_when is not None else None
 
-        sent = {"Accept": "application/json", **(headers or {})}
+        sent = {"Accept": "application/json", "Accept-Encoding": _ENCODINGS, **(headers or {})}
         await self._exchange(method, target, form, sent, image=False, accept=accept)
         return decoded[0]
 
@@ -633,9 +637,11 @@ class WebClient:
                 reply.url,
             )
         body = bytearray()
-        async for chunk in response.aiter_bytes():
+        inflate = _Inflater.for_encoding(response.headers.get("content-encoding", ""), reply.url)
+        async for raw in response.aiter_raw():  # decoded here: httpx inflates a read whole
+            self.stats.bytes += len(raw)
+            chunk = inflate.feed(raw, limit - len(body) + 1) if inflate is not None else raw
             body += chunk
-            self.stats.bytes += len(chunk)
             if len(body) > limit:
                 raise FetchError("too-large", f"the body passed {limit} bytes", reply.url)
             if image and not reply.image_format and len(body) >= _SNIFF_BYTES:
@@ -651,6 +657,45 @@ class WebClient:
         if wait is not None and wait > 0:
             capped = min(wait, self.limits.max_retry_after)
             state.paused_until = max(state.paused_until, self._clock() + capped)
+
+
+class _Inflater:
+    """Decodes a gzip or deflate body piece by piece, never more than asked for at a time: a
+    few KB of gzip can hold gigabytes of zeros (a compression bomb)."""
+
+    def __init__(self, wbits: int, url: httpx.URL) -> None:
+        self.url = url
+        self.wbits = wbits
+        self.started = False
+        self.z = zlib.decompressobj(wbits)
+
+    @classmethod
+    def for_encoding(cls, header: str, url: httpx.URL) -> _Inflater | None:
+        """The decoder of a ``Content-Encoding`` (None for identity); a coding we do not
+        decode is an ``http-error``."""
+        codings = [c.strip().lower() for c in header.split(",") if c.strip()]
+        codings = [c for c in codings if c != "identity"]
+        if not codings:
+            return None
+        if codings in (["gzip"], ["x-gzip"]):
+            return cls(16 + zlib.MAX_WBITS, url)
+        if codings == ["deflate"]:
+            return cls(zlib.MAX_WBITS, url)  # zlib-wrapped, as the standard says; raw if not
+        raise FetchError("http-error", f"the body is encoded as {header!r}", url)
+
+    def feed(self, data: bytes, most: int) -> bytes:
+        """What ``data`` decodes to, cut at ``most`` bytes (more is too large anyway)."""
+        try:
+            out = self.z.decompress(data, most)
+        except zlib.error:
+            if self.started or self.wbits != zlib.MAX_WBITS:
+                raise FetchError(
+                    "connection", "the body's compression is damaged", self.url
+                ) from None
+            self.wbits, self.z = -zlib.MAX_WBITS, zlib.decompressobj(-zlib.MAX_WBITS)
+            return self.feed(data, most)  # "deflate" sent raw, as some servers do
+        self.started = True
+        return out
 
 
 def _judge(reply: _Reply, accept: Callable[[_Reply], str | None] | None) -> None:
