@@ -415,6 +415,9 @@ def test_credentials_are_used_and_never_stored(tmp_path: Path) -> None:
     ("args", "message"),
     [
         (["--source", "openverse@ftp://x"], "must be an http(s) URL"),
+        (["--source", "wikimedia@http://xn--localhost"], "not a valid URL"),  # bad punycode
+        (["--source", "wikimedia@http://e.org:abc"], "not a valid URL"),
+        (["--source", "openverse@http://xn--localhost/v"], "not a valid URL"),
         (["--source", "openverse", "--allow-host", "[::1"], "unclosed '['"),
         (["--source", "openverse", "--allow-host", "h:99999"], "port must be a number"),
     ],

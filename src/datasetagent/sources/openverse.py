@@ -27,6 +27,7 @@ from datasetagent.sources.websearch import (
     WEB_SEARCHES,
     Screen,
     SearchPage,
+    api_address,
     dump_cursor,
     int_field,
     is_http_url,
@@ -104,7 +105,7 @@ class OpenverseSearch:
         env: Mapping[str, str] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.base_url = (source.base_url or DEFAULT_BASE_URL).rstrip("/")
+        self.base_url = api_address(source, DEFAULT_BASE_URL)
         self.policy = spec.licences
         self.codes = licence_codes(self.policy)
         self._credentials = _read_credentials(os.environ if env is None else env)

@@ -28,6 +28,7 @@ from datasetagent.sources.websearch import (
     WEB_SEARCHES,
     Screen,
     SearchPage,
+    api_address,
     dump_cursor,
     int_field,
     is_http_url,
@@ -86,7 +87,7 @@ class WikimediaSearch:
     kind = "wikimedia"
 
     def __init__(self, source: SourceSpec, spec: DatasetSpec) -> None:
-        self.base_url = (source.base_url or DEFAULT_BASE_URL).rstrip("/")
+        self.base_url = api_address(source, DEFAULT_BASE_URL)
         self.api_url = f"{self.base_url}/w/api.php"
         self.policy = spec.licences
         size = spec.image.size
