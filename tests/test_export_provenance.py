@@ -149,6 +149,12 @@ def test_markdown_cells_cannot_break_the_table_or_link() -> None:
         r"\<script\>x\</script\> \[t\](u) \`c\` \*e\* \~\~s\~\~"
     )
     assert md_text("file_name_1.png") == "file_name_1.png"  # readable as it is
+    # bidi controls would show a creator's or title's text reordered ("gpj.exe" as "exe.jpg"),
+    # written as they are or as a character reference a Markdown viewer decodes
+    assert md_text("Ann\u202egpj.exe\u202c \u2066x\u2069\u200f") == "Anngpj.exe x"
+    assert md_text("a&#x202E;b &#8238;c &rlo; d &amp; e & f") == (
+        r"a\&#x202E;b \&#8238;c \&rlo; d \&amp; e & f"
+    )
     assert md_link("page", "javascript:alert(1)") == "page"  # only http(s) is linked
     assert md_link(None, "data:text/html,x") == "data:text/html,x"
     assert (

@@ -32,6 +32,11 @@ from datasetagent.spec import LicencePolicy
         ("by", None, "CC-BY"),  # Openverse without a version: the licence, no version invented
         ("sampling+", "1.0", UNKNOWN),  # retired CC licences the policy cannot judge
         ("nc-sampling+", "1.0", UNKNOWN),
+        # a version that is no version number names no licence ("CC-BY-nc.0" was recorded)
+        ("by", "nc", UNKNOWN),
+        ("by", "4.0 NC", UNKNOWN),
+        ("by", "../../x", UNKNOWN),
+        ("by", "4", "CC-BY-4.0"),
     ],
 )
 def test_openverse_codes(code: str, version: str | None, expected: str) -> None:

@@ -204,6 +204,7 @@ def test_a_bad_text_line_is_named(tmp_path: Path) -> None:
         ('{"link": "https://e.org/a", "label": "cat"}', "line 2: no 'url' column (it has: 'link'"),
         ('{"url": "https://e.org/a", "title": {"en": "x"}}', "line 2: title must be text"),
         ('{"url": true}', "line 2: url must be text, not bool"),
+        ('{"url": "https://e.org/a", "x": ' + "[" * 100_000 + "]" * 100_000 + "}", "too deep"),
     ],
 )
 def test_bad_jsonl_lines_are_named(tmp_path: Path, line: str, expected: str) -> None:

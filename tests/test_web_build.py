@@ -4,6 +4,7 @@ export records, and a killed run resumed without fetching anything twice."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import signal
@@ -12,14 +13,21 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Mapping
 from pathlib import Path
+from types import MappingProxyType
+from urllib.parse import urlsplit
 
 import pytest
+from rich.console import Console
 
-from datasetagent.agents.collect_web import POOR_AFTER, WebCollector, address_policy
+from datasetagent.agents.collect_web import DOWNLOADS, POOR_AFTER, WebCollector, address_policy
+from datasetagent.cli import RichReporter
 from datasetagent.config import BuildOptions
 from datasetagent.pipeline import build_run
 from datasetagent.records import Rejection
+from datasetagent.sources.downloads import download_name, read_download
+from datasetagent.sources.websearch import SearchPage
 from datasetagent.spec import ClassSpec, DatasetSpec, SourceSpec
 from datasetagent.store import Candidate, RunStore, WebInfo
 from websim import WebSim
@@ -109,6 +117,44 @@ def test_refusals_are_rejections_with_their_reason_and_the_run_finishes(tmp_path
     assert Counter(s.label for s in result.exported) == dict.fromkeys(CLASSES, 14 - 9)
 
 
+def test_an_api_that_answers_with_an_error_all_run_ends_it_clearly_and_resumably(
+    tmp_path: Path,
+) -> None:
+    # An API that is down but answers HTTP 200 with an error document (MediaWiki's error
+    # object, a proxy's JSON of another shape): a failure of the source, like a 5xx, not of
+    # each query: asked once this process, not stopped for good (build --resume asks again).
+    notes: list[str] = []
+
+    class Notes:
+        def stage(self, *a: object) -> None: ...
+        def advance(self, n: int = 1) -> None: ...
+        def note(self, message: str) -> None:
+            notes.append(message)
+
+    with WebSim(classes={c: 4 for c in CLASSES}) as sim:
+        sim.faults.api_error = "internal_api_error_DBQueryError"
+        run = tmp_path / "run"
+        result = build_run(web_spec(sim, 4, "wikimedia"), run, options(sim), reporter=Notes())
+        asked = len(sim.requests_to("commons"))
+    assert result.report.reason.startswith("pool exhausted")
+    assert asked == 1
+    assert any("search failed" in n and "DBQueryError" in n for n in notes), notes
+    with RunStore(run / "run.db") as store:
+        assert not any(q.done for q in store.queries())
+
+
+def test_a_note_carrying_a_servers_text_cannot_crash_or_drive_the_terminal() -> None:
+    # "search failed (…)" quotes an API's error text: "[/x]" raised rich's MarkupError (the
+    # build died), "[link=…]" made a hyperlink, and ESC sequences reached the terminal as is.
+    out = io.StringIO()
+    console = Console(file=out, force_terminal=True, highlight=False, soft_wrap=True)
+    reporter = RichReporter(console, enabled=False)  # as the CLI's: stderr, no highlighting
+    reporter.note("wikimedia: search failed (info: [/x] [link=http://e.org]y \x1b[2J \x9b)")
+    assert out.getvalue() == (
+        "wikimedia: search failed (info: [/x] [link=http://e.org]y \\x1b[2J \\x9b)\n"
+    )
+
+
 def _candidates(store: RunStore) -> list[Candidate]:
     rows = store._db.execute("SELECT * FROM candidates")  # every state
     from datasetagent.store.db import _candidate
@@ -187,7 +233,7 @@ def test_poor_queries_are_stopped(tmp_path: Path) -> None:
 
         class Search:
             kind = "openverse"
-            host_limits: dict[str, int] = {}  # noqa: RUF012
+            host_limits: Mapping[str, int] = MappingProxyType({})
 
         web = WebCollector(store, spec, tmp_path, [Search()], address_policy(()))  # type: ignore[list-item]
         lines = web.review_queries()
@@ -196,6 +242,85 @@ def test_poor_queries_are_stopped(tmp_path: Path) -> None:
         assert store.query("openverse", "red fox", "red fox").done
         assert not store.query("openverse", "red fox", "vulpes").done  # too few to judge
         assert web.can_search(["red fox"])
+
+
+@pytest.mark.parametrize("cycle", [("A",), ("A", "B")])
+def test_a_search_whose_cursor_comes_back_is_stopped(
+    tmp_path: Path, cycle: tuple[str, ...]
+) -> None:
+    # A hostile or broken API that hands back a position it gave before (a MediaWiki
+    # ``continue`` that repeats) would be asked again and again, every round, for nothing new.
+    spec = DatasetSpec(classes=(ClassSpec(name="red fox"),))
+    calls: list[str | None] = []
+
+    class Search:
+        kind = "wikimedia"
+        host_limits: Mapping[str, int] = MappingProxyType({})
+
+        def describe(self) -> str:
+            return "looping search"
+
+        async def search(self, client: object, query: str, cursor: str | None) -> SearchPage:
+            calls.append(cursor)
+            n = len(calls)
+            cand = Candidate(
+                source_kind="wikimedia", location=f"https://x.example/{n % 2}.jpg", licence="PDM"
+            )
+            return SearchPage((cand,), cycle[n % len(cycle)])
+
+    with RunStore(tmp_path / "run.db") as store:
+        notes: list[str] = []
+        web = WebCollector(
+            store,
+            spec,
+            tmp_path,
+            [Search()],
+            address_policy(()),
+            note=notes.append,  # type: ignore[list-item]
+        )
+        web.search({"red fox": 50})
+        query = store.query("wikimedia", "red fox", "red fox")
+        assert query.done
+        assert "position it gave before" in (query.why or "")
+        assert len(calls) == len(cycle) + 1  # the first page, then each position once
+        assert not web.can_search(["red fox"])
+
+
+def test_links_planted_in_the_downloads_folder_are_neither_read_nor_written_through(
+    tmp_path: Path,
+) -> None:
+    # RUN/downloads/<name> as a link to a file outside would have been taken as the download
+    # (never fetched) and read as the web image; a link at the ".part" name it is written
+    # through first would have had the download written into the file it points to.
+    spec = DatasetSpec(classes=(ClassSpec(name="red fox"),))
+    outside = tmp_path / "private.jpg"
+    outside.write_bytes(b"the user's own bytes")
+    with WebSim(classes={"red fox": 2}) as sim, RunStore(tmp_path / "run.db") as store:
+        urls = [sim.download_url(sim.item("openverse", "red fox", i)) for i in range(2)]
+        store.add_candidates(
+            Candidate(source_kind="urls", location=u, class_hint="red fox", licence="PDM")
+            for u in urls
+        )
+        store.take_candidates(1, 10, origin="collected", wanted=None)
+        folder = tmp_path / DOWNLOADS
+        folder.mkdir()
+        (folder / download_name(urls[0])).symlink_to(outside)
+        (folder / f".{download_name(urls[1])}.part").symlink_to(outside)
+        with pytest.raises(OSError, match="symbolic links"):  # a link is not a download
+            read_download(folder, urls[0])
+        web = WebCollector(
+            store, spec, tmp_path, [], address_policy([f"{h}:{p}" for h, p in [sim.address]])
+        )
+        counts = web.download(1)
+        assert counts == {"downloaded": 2}
+        assert media_requests(sim) == Counter(urlsplit(u).path for u in urls)
+    assert outside.read_bytes() == b"the user's own bytes"
+    for url in urls:
+        path = folder / download_name(url)
+        assert not path.is_symlink()
+        assert read_download(folder, url) == sim.image_bytes(
+            "openverse", "red fox", urls.index(url)
+        )
 
 
 @pytest.mark.timeout(240)
@@ -290,6 +415,9 @@ def test_credentials_are_used_and_never_stored(tmp_path: Path) -> None:
     ("args", "message"),
     [
         (["--source", "openverse@ftp://x"], "must be an http(s) URL"),
+        (["--source", "wikimedia@http://xn--localhost"], "not a valid URL"),  # bad punycode
+        (["--source", "wikimedia@http://e.org:abc"], "not a valid URL"),
+        (["--source", "openverse@http://xn--localhost/v"], "not a valid URL"),
         (["--source", "openverse", "--allow-host", "[::1"], "unclosed '['"),
         (["--source", "openverse", "--allow-host", "h:99999"], "port must be a number"),
     ],

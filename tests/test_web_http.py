@@ -14,6 +14,8 @@ import logging
 import random
 import threading
 import time
+import tracemalloc
+import zlib
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -46,6 +48,17 @@ def _photo(fmt: str, side: int = 48) -> bytes:
 
 PNG = _photo("PNG")
 JPEG = _photo("JPEG")
+
+
+def _bomb(mib: int) -> bytes:
+    """A PNG header and ``mib`` MiB of zeros, gzipped (about 1 KB a MiB), made a MiB at a time."""
+    packer = zlib.compressobj(9, zlib.DEFLATED, 31)
+    zeros = bytes(2**20)
+    parts = [packer.compress(PNG[:16])] + [packer.compress(zeros) for _ in range(mib)]
+    return b"".join([*parts, packer.flush()])
+
+
+BOMB = _bomb(64)
 HTML = b"<!doctype html><html><body>Sorry, this image is gone</body></html>"
 
 
@@ -200,6 +213,19 @@ def _handler(server: Server) -> type[BaseHTTPRequestHandler]:
                     self.send(200, b'{"ok": true}', "application/json")
             elif path == "/page":
                 self.send(200, HTML, "text/html")
+            elif path == "/encoded":  # ?as=gzip|zlib|deflate: the PNG encoded so
+                wbits = {"gzip": 31, "zlib": 15, "deflate": -15}[query["as"]]
+                packer = zlib.compressobj(9, zlib.DEFLATED, wbits)
+                packed = packer.compress(PNG) + packer.flush()
+                encoding = "gzip" if query["as"] == "gzip" else "deflate"
+                self.send(200, packed, "image/png", Content_Encoding=encoding)
+            elif path == "/labelled":  # the PNG as it is, labelled with ?enc=
+                self.send(200, PNG, "image/png", Content_Encoding=query["enc"])
+            elif path == "/bomb":
+                self.send(200, BOMB, "image/png", Content_Encoding="gzip")
+            elif path == "/deep":  # valid JSON, nested deeper than Python's parser recurses
+                depth = int(query.get("depth", "100000"))
+                self.send(200, b"[" * depth + b"]" * depth, "application/json")
             else:
                 self.send(404, b"no route", "text/plain")
 
@@ -474,6 +500,24 @@ def test_only_http_and_https_urls(server: Server) -> None:
     assert "file" in error.detail
 
 
+def test_a_host_that_is_not_valid_idna_is_a_bad_url_not_a_crash(server: Server) -> None:
+    # "xn--" punycode that decodes to no valid name: httpx raises idna's error (a ValueError,
+    # not httpx.InvalidURL) the moment the host is read, which ended the whole download stage
+    bad = "http://xn--localhost/a.png"
+    assert fails(client_for(server), bad).reason == "bad-url"
+    error = fails(client_for(server), server.url(f"/to?url={bad}"))
+    assert (error.reason, error.url) == ("bad-url", server.url(f"/to?url={bad}"))
+    # a Location httpx cannot parse is a bad URL too, answered once, not a dropped connection
+    broken = fails(client_for(server), server.url("/to?url=http://e.org:abc/"))
+    assert broken.reason == "bad-url"
+    assert server.hits["/to"] == 2
+    urls = [(1, bad), (2, server.url("/img.png"))]
+    found = dict(collect(client_for(server), urls))
+    assert isinstance(found[1], FetchError)
+    assert found[1].reason == "bad-url"
+    assert isinstance(found[2], Fetched)
+
+
 # -- redirects and the guard --------------------------------------------------------------
 
 
@@ -568,6 +612,7 @@ def test_get_json_merges_params_into_the_url(server: Server) -> None:
     (doc,) = run_json(client_for(server), (server.url("/json?a=1"), {"params": {"b": 2}}))
     assert doc == {"hit": 1, "query": {"a": "1", "b": "2"}}
     assert server.requests[0]["headers"]["Accept"] == "application/json"
+    assert server.requests[0]["headers"]["Accept-Encoding"] == "gzip, deflate"
 
 
 def test_get_json_refuses_a_page_that_is_not_json(server: Server) -> None:
@@ -575,6 +620,59 @@ def test_get_json_refuses_a_page_that_is_not_json(server: Server) -> None:
         run_json(client_for(server), (server.url("/page"), {}))
     assert raised.value.reason == "not-json"
     assert "text/html" in raised.value.detail
+
+
+def test_an_api_answer_has_its_own_smaller_size_limit(server: Server) -> None:
+    # parsed JSON takes many times its size in memory: an answer is capped below an image
+    limits = Limits(max_bytes=10**6, max_json_bytes=300, retries=0)
+    with pytest.raises(FetchError) as raised:
+        run_json(client_for(server, limits=limits), (server.url("/deep?depth=200"), {}))
+    assert raised.value.reason == "too-large"
+    assert "300 bytes" in raised.value.detail
+    (doc,) = run_json(client_for(server, limits=limits), (server.url("/deep?depth=100"), {}))
+    assert isinstance(doc, list)  # 200 bytes: read
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "zlib", "deflate"])
+def test_a_compressed_body_is_decoded(server: Server, encoding: str) -> None:
+    got = fetch(client_for(server), server.url(f"/encoded?as={encoding}"))
+    assert (got.data, got.image_format) == (PNG, "png")
+
+
+@pytest.mark.parametrize(
+    ("encoding", "reason"),
+    [("br", "http-error"), ("gzip, gzip", "http-error"), ("gzip", "connection")],
+)
+def test_a_body_not_encoded_as_said_fails_with_its_reason(
+    server: Server, encoding: str, reason: str
+) -> None:
+    error = fails(client_for(server), server.url(f"/labelled?enc={encoding}"))
+    assert error.reason == reason
+
+
+def test_a_compression_bomb_is_too_large_without_being_inflated_in_memory(
+    server: Server,
+) -> None:
+    # 64 MiB of zeros are ~64 KB gzipped: httpx inflated each 64 KB read whole (a 64 MB
+    # string per download in flight, 32 at once) before the size limit was looked at
+    client = client_for(server, limits=Limits(max_bytes=100_000, retries=0))
+    tracemalloc.start()
+    try:
+        error = fails(client, server.url("/bomb"))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert error.reason == "too-large"
+    assert peak < 8 * 2**20
+
+
+def test_get_json_refuses_json_nested_too_deep_as_not_json(server: Server) -> None:
+    # json.loads raises RecursionError (not ValueError) for it: that must not escape
+    with pytest.raises(FetchError) as raised:
+        run_json(client_for(server), (server.url("/deep"), {}))
+    assert raised.value.reason == "not-json"
+    assert "nested too deep" in raised.value.detail
+    assert server.hits["/deep"] == 1  # an answer, not a failure worth retrying
 
 
 def test_openverse_rate_limit_headers_pause_the_host_until_the_window_frees(

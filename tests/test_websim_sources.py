@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import io
+import json
 import logging
 import pickle
+import time
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, TypeVar
 
@@ -637,6 +639,34 @@ def test_wikimedia_file_details_continued_in_the_next_batch_are_not_dropped() ->
     assert two.cursor is None
 
 
+def test_wikimedia_continue_keeps_only_what_mediawiki_sends() -> None:
+    # A continue object is passed back whole, but only its text and number values: a nested
+    # value (deep enough, it broke writing the cursor) or a key we set ourselves ("action")
+    # would make the saved position unreadable and stop the query as "damaged".
+    deep: object = "x"
+    for _ in range(5000):
+        deep = {"a": deep}
+    first = {
+        "continue": {"gsroffset": 50, "continue": "gsroffset||", "action": "delete", "x": deep},
+        "query": {"pages": [_co_page("File:A.jpg", 1, _co_info("A"))]},
+    }
+    nothing_usable = {"continue": {"x": [1], "flag": True}, "query": {"pages": []}}
+    client = ScriptedClient(first, {"query": {"pages": []}}, nothing_usable)
+    search = WikimediaSearch(SourceSpec(kind="wikimedia"), make_spec())
+
+    async def work() -> list[SearchPage]:
+        one = await search.search(client, "q", None)  # type: ignore[arg-type]
+        two = await search.search(client, "q", one.cursor)  # type: ignore[arg-type]
+        return [one, two, await search.search(client, "q", None)]  # type: ignore[arg-type]
+
+    one, _, three = asyncio.run(work())
+    assert one.cursor is not None
+    assert json.loads(one.cursor) == {"gsroffset": 50, "continue": "gsroffset||"}
+    assert client.params[1]["gsroffset"] == 50
+    assert client.params[1]["action"] == "query"
+    assert three.cursor is None  # nothing to pass back: no next page
+
+
 def test_openverse_odd_results_are_counted_not_fatal() -> None:
     good = {"url": "https://img.example/a.jpg", "license": "by", "license_version": "4.0"}
     document = {
@@ -757,3 +787,29 @@ def test_html_to_text(html: str | None, text: str) -> None:
 def test_html_to_text_limit() -> None:
     assert to_text("<b>" + "a" * 50 + "</b>", limit=10) == "a" * 9 + "…"
     assert to_text("short", limit=10) == "short"
+
+
+@pytest.mark.parametrize(
+    "html",
+    [
+        "<b>x" * 300_000,  # 300,000 unclosed elements, text in each
+        "<b>" * 200_000 + "</i>" * 200_000 + "y",  # end tags that close nothing
+        "<a" * 300_000,  # "<" that opens no tag: HTMLParser rescans the rest at each one
+        "</" * 300_000,
+        "<?" * 300_000,
+    ],
+)
+def test_html_to_text_hostile_markup_takes_linear_time(html: str) -> None:
+    # A web API's title or creator is attacker-chosen: none of these may take quadratic time
+    # (each took minutes before; now milliseconds, so 10 s of CPU is a generous bound).
+    started = time.process_time()
+    text = to_text(html, limit=500)
+    assert time.process_time() - started < 10
+    assert 0 < len(text) <= 500
+
+
+def test_html_to_text_reads_a_bounded_prefix() -> None:
+    from datasetagent.web.html import MAX_HTML
+
+    assert to_text("a" * MAX_HTML + "<b>hidden?</b>") == "a" * MAX_HTML
+    assert to_text("<a>Ana</a> &amp; Bo < 3") == "Ana & Bo < 3"

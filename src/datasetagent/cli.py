@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import json
 import logging
+import re
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -32,6 +33,15 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+#: Control characters (C0 but tab and newline, DEL, C1): a terminal obeys the escape sequences
+#: they start, and a note can carry a web server's text (an API's error, a redirect target).
+_UNPRINTABLE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def printable(text: str) -> str:
+    """``text`` with control characters shown as ``\\xNN`` instead of sent to the terminal."""
+    return _UNPRINTABLE.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
 
 
 class RichReporter:
@@ -87,7 +97,7 @@ class RichReporter:
     def note(self, message: str) -> None:
         if self._total is not None and self._done >= self._total:  # the stage is over
             self._line(final=True)
-        self.console.print(message)
+        self.console.print(printable(message), markup=False)
 
     def _line(self, final: bool = False) -> None:
         """The plain progress line of the current stage (at its end: once, if it did work)."""
@@ -111,7 +121,7 @@ def _fail(message: str, code: int) -> NoReturn:
     """Print the one-line error and exit (``--debug``: raise it with its traceback)."""
     if click.get_current_context().find_root().params.get("debug"):
         raise
-    err.print(f"[red]error:[/red] {escape(message)}", soft_wrap=True)
+    err.print(f"[red]error:[/red] {escape(printable(message))}", soft_wrap=True)
     sys.exit(code)
 
 

@@ -71,6 +71,8 @@ def normalise(name: str | None, version: str | None = None, url: str | None = No
     code = re.sub(r"(\d\.\d)(?:\s*[,/-]\s*\d\.\d)+", r"\1", code)
     found = _VERSION.search(code)
     number = found.group(1) if found else (version or "").strip()
+    if not found and number and not re.fullmatch(r"\d(?:\.\d)?", number):
+        return UNKNOWN  # a version field that is no version ("nc", "4.0 NC"): not guessed
     code = _VERSION.sub("", code).replace("_", "-").replace(" ", "-").strip("-")
     code = re.sub(r"-+", "-", code)
     ported = ""  # a licence ported to one jurisdiction: ``CC BY-SA 3.0 DE``

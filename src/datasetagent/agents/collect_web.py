@@ -23,7 +23,7 @@ from pathlib import Path
 
 from datasetagent.errors import SourceError
 from datasetagent.records import Rejection
-from datasetagent.sources.downloads import download_name
+from datasetagent.sources.downloads import download_name, stored_size
 from datasetagent.sources.websearch import WebSearch, host_limits
 from datasetagent.spec import DatasetSpec
 from datasetagent.store import Candidate, RunStore, SearchQuery
@@ -83,6 +83,8 @@ class WebCollector:
         self.per_class: Counter[str] = Counter()
         #: Sources whose API failed this process, with why: not asked again until a resume.
         self.failed: dict[str, str] = {}
+        #: The positions each query's pages handed out in this process (a loop is stopped).
+        self._positions: dict[tuple[str, str, str], set[str]] = {}
         self._described = False
 
     def _client(self) -> WebClient:
@@ -145,12 +147,13 @@ class WebCollector:
                     found[name] += new
                     found["results"] += len(page.results)
                     dropped.update(page.dropped)
+                    end = self._end_of(q, page.cursor)
                     self.store.save_query(
                         q.model_copy(
                             update={
                                 "cursor": page.cursor,
-                                "done": page.cursor is None,
-                                "why": "no more results" if page.cursor is None else None,
+                                "done": end is not None,
+                                "why": end,
                                 "sent": q.sent + 1,
                                 "seen": q.seen + len(page.results),
                             }
@@ -164,6 +167,19 @@ class WebCollector:
                 f"candidates: {per_class}" + (f"; left out before download: {left}" if left else "")
             )
         return found
+
+    def _end_of(self, q: SearchQuery, cursor: str | None) -> str | None:
+        """Why ``q`` has no next page at ``cursor`` (None: it has one). A position the API gave
+        before for this query ends it: asked again, it would answer the same pages forever."""
+        if cursor is None:
+            return "no more results"
+        seen = self._positions.setdefault((q.source, q.class_name, q.text), set())
+        if q.cursor is not None:
+            seen.add(q.cursor)
+        if cursor in seen:
+            return "the API led back to a position it gave before (its paging loops)"
+        seen.add(cursor)
+        return None
 
     def _open_queries(self, name: str) -> list[SearchQuery]:
         out = []
@@ -213,8 +229,9 @@ class WebCollector:
                 outcomes["licence"] += 1
                 continue
             path = self.folder / download_name(cand.location)
-            if path.is_file():  # stored before a kill, not yet recorded: not fetched again
-                self.store.record_download(cand.id, cand.location, path.name, path.stat().st_size)
+            size = stored_size(path)
+            if size is not None:  # stored before a kill, not yet recorded: not fetched again
+                self.store.record_download(cand.id, cand.location, path.name, size)
                 outcomes["already downloaded"] += 1
                 continue
             fetch.append(cand)
@@ -243,7 +260,9 @@ class WebCollector:
     def _save(self, cand: Candidate, got: Fetched) -> None:
         name = download_name(cand.location)
         tmp = self.folder / f".{name}.part"
-        with open(tmp, "wb") as f:
+        tmp.unlink(missing_ok=True)  # a kill's leftover, or a link planted to be written through
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+        with os.fdopen(os.open(tmp, flags, 0o644), "wb") as f:
             f.write(got.data)
             f.flush()
             os.fsync(f.fileno())

@@ -28,12 +28,18 @@ from datasetagent.records import Sample
 _MARKUP = re.compile(r"([\\`*\[\]<>|~])")
 #: Line breaks and other control characters, which would end a row or hide text.
 _CONTROL = re.compile(r"[\x00-\x1f\x7f\u0085\u2028\u2029]+")
+#: Bidirectional formatting characters, which show the text around them reordered.
+_BIDI = re.compile(r"[\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+#: A character reference (``&#x202E;``, ``&amp;``), which a Markdown viewer decodes.
+_REFERENCE = re.compile(r"&(?=#?[0-9A-Za-z]+;)")
 
 
 def md_text(text: str | None) -> str:
-    """``text`` as plain text in a Markdown table cell: markup characters escaped, line breaks
-    and control characters made spaces."""
-    return _MARKUP.sub(r"\\\1", _CONTROL.sub(" ", text or "")).strip()
+    """``text`` as plain text in a Markdown table cell: markup characters and character
+    references escaped, line breaks and control characters made spaces, bidirectional
+    formatting characters removed."""
+    plain = _BIDI.sub("", _CONTROL.sub(" ", text or ""))
+    return _REFERENCE.sub(r"\\&", _MARKUP.sub(r"\\\1", plain)).strip()
 
 
 def md_link(text: str | None, url: str | None) -> str:

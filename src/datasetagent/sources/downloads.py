@@ -8,6 +8,7 @@ processing reads it from there (``DownloadedFiles``) — never from the network.
 from __future__ import annotations
 
 import hashlib
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -24,8 +25,20 @@ def download_name(url: str) -> str:
 
 
 def read_download(folder: Path, url: str) -> bytes:
-    """The downloaded bytes of ``url`` (a regular file only); OSError where there are none."""
-    return read_regular(folder / download_name(url))
+    """The downloaded bytes of ``url``; OSError where there are none. Only a regular file is
+    read, never through a symbolic link: a link planted in the folder would pass a file from
+    elsewhere off as the web image."""
+    return read_regular(folder / download_name(url), follow_links=False)
+
+
+def stored_size(path: Path) -> int | None:
+    """The size of the download stored at ``path``, or None where there is none: a missing
+    file, or something that is not a regular file (a symbolic link is not followed)."""
+    try:
+        info = path.lstat()
+    except FileNotFoundError:
+        return None
+    return info.st_size if stat.S_ISREG(info.st_mode) else None
 
 
 class DownloadedFiles:

@@ -25,13 +25,16 @@ NOT_REGULAR = "not a regular file (a FIFO, device or socket)"
 BROKEN_LINK = "broken symbolic link (or a loop of links)"
 
 
-def open_regular(path: str | Path) -> BinaryIO:
-    """``path`` opened for reading where it is a regular file; OSError for anything else.
+def open_regular(path: str | Path, *, follow_links: bool = True) -> BinaryIO:
+    """``path`` opened for reading where it is a regular file; OSError for anything else
+    (a symbolic link too, with ``follow_links=False``).
 
     The file is opened without blocking and checked before it is read, so a FIFO or device in
     a file's place is refused instead of hanging the reader.
     """
     flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
+    if not follow_links:
+        flags |= getattr(os, "O_NOFOLLOW", 0)
     fh = os.fdopen(os.open(path, flags), "rb")
     if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
         fh.close()
@@ -39,9 +42,9 @@ def open_regular(path: str | Path) -> BinaryIO:
     return fh
 
 
-def read_regular(path: str | Path, limit: int = -1) -> bytes:
+def read_regular(path: str | Path, limit: int = -1, *, follow_links: bool = True) -> bytes:
     """The bytes (the first ``limit`` where given) of the regular file ``path``."""
-    with open_regular(path) as fh:
+    with open_regular(path, follow_links=follow_links) as fh:
         return fh.read(limit)
 
 

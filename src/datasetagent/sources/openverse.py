@@ -27,6 +27,7 @@ from datasetagent.sources.websearch import (
     WEB_SEARCHES,
     Screen,
     SearchPage,
+    api_address,
     dump_cursor,
     int_field,
     is_http_url,
@@ -104,7 +105,7 @@ class OpenverseSearch:
         env: Mapping[str, str] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.base_url = (source.base_url or DEFAULT_BASE_URL).rstrip("/")
+        self.base_url = api_address(source, DEFAULT_BASE_URL)
         self.policy = spec.licences
         self.codes = licence_codes(self.policy)
         self._credentials = _read_credentials(os.environ if env is None else env)
@@ -161,10 +162,12 @@ class OpenverseSearch:
         }
         data = await self._get(client, params)
         results = data.get("results")
-        if not isinstance(results, list):
-            raise SourceError(
-                f"openverse at {self.base_url} answered without a results list; is the "
-                "address an Openverse API (e.g. https://api.openverse.org)?"
+        if not isinstance(results, list):  # the API's failure: asked again on --resume
+            raise FetchError(
+                "bad-answer",
+                "the answer has no results list; is the address an Openverse API (e.g. "
+                "https://api.openverse.org)?",
+                f"{self.base_url}/v1/images/",
             )
         screen = Screen(self.policy)
         found = [c for r in results[skip:] if (c := self._candidate(r, screen)) is not None]
@@ -194,7 +197,7 @@ class OpenverseSearch:
                     ) from None
                 raise
             if not isinstance(data, dict):
-                raise SourceError(f"openverse at {self.base_url} answered with no JSON object")
+                raise FetchError("bad-answer", "the answer is no JSON object", url)
             return data
         raise AssertionError("unreachable: the second try returns or raises")
 
@@ -272,9 +275,8 @@ class OpenverseSearch:
         token = data.get("access_token") if isinstance(data, dict) else None
         lifetime = data.get("expires_in") if isinstance(data, dict) else None
         if not isinstance(token, str) or not token.strip():
-            raise SourceError(
-                f"openverse at {self.base_url} answered the token request without an access "
-                "token; try again later"
+            raise FetchError(
+                "bad-answer", "the answer to the token request has no access token", url
             )
         if isinstance(lifetime, bool) or not isinstance(lifetime, int | float) or lifetime <= 0:
             lifetime = TOKEN_MARGIN * 2  # unsaid: use it briefly, then ask again

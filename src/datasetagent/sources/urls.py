@@ -318,6 +318,8 @@ class UrlList:
                 value = json.loads(line)
             except json.JSONDecodeError as exc:
                 raise self._fail(where, f"not valid JSON ({exc.msg}, column {exc.colno})") from exc
+            except RecursionError:  # json's parser recurses per level of nesting
+                raise self._fail(where, "not valid JSON (nested too deep to read)") from None
             if not isinstance(value, dict):
                 raise self._fail(
                     where,

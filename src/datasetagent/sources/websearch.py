@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol, TypeGuard
 
-from datasetagent.errors import SourceError
+from datasetagent.errors import ConfigError, SourceError
 from datasetagent.registry import Registry
 from datasetagent.spec import DatasetSpec, LicencePolicy, SourceSpec
 from datasetagent.store import Candidate
@@ -88,6 +88,23 @@ def host_limits(searches: Iterable[WebSearch]) -> dict[str, int]:
         for host, cap in search.host_limits.items():
             caps[host] = min(cap, caps.get(host, cap))
     return caps
+
+
+def api_address(source: SourceSpec, default: str) -> str:
+    """The address a search's API is asked at: the source's ``base_url`` (checked to be an
+    http(s) URL httpx can send to) or the public ``default``; without a trailing ``/``."""
+    import httpx
+
+    text = (source.base_url or default).rstrip("/")
+    fix = f"give e.g. {source.kind}@http://127.0.0.1:8080"
+    try:
+        url = httpx.URL(text)
+        host = url.host  # idna's error (a ValueError) shows only when the host is read
+    except (httpx.InvalidURL, ValueError) as exc:
+        raise ConfigError(f"{source.kind}: {text!r} is not a valid URL ({exc}); {fix}") from None
+    if url.scheme not in ("http", "https") or not host:
+        raise ConfigError(f"{source.kind}: {text!r} is not a valid URL (not http(s)); {fix}")
+    return text
 
 
 def _load_builtins() -> None:

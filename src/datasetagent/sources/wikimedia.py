@@ -28,6 +28,7 @@ from datasetagent.sources.websearch import (
     WEB_SEARCHES,
     Screen,
     SearchPage,
+    api_address,
     dump_cursor,
     int_field,
     is_http_url,
@@ -86,7 +87,7 @@ class WikimediaSearch:
     kind = "wikimedia"
 
     def __init__(self, source: SourceSpec, spec: DatasetSpec) -> None:
-        self.base_url = (source.base_url or DEFAULT_BASE_URL).rstrip("/")
+        self.base_url = api_address(source, DEFAULT_BASE_URL)
         self.api_url = f"{self.base_url}/w/api.php"
         self.policy = spec.licences
         size = spec.image.size
@@ -141,15 +142,18 @@ class WikimediaSearch:
                     exc.url,
                 ) from None
             raise
+        # the API's failures, not this query's: the source is asked again on --resume
         if not isinstance(data, dict):
-            raise SourceError(f"wikimedia at {self.base_url} answered with no JSON object")
+            raise FetchError("bad-answer", "the answer is no JSON object", self.api_url)
         error = data.get("error")
         if isinstance(error, dict):
             code = text_field(error.get("code")) or "error"
             info = text_field(error.get("info")) or ""
-            raise SourceError(
-                f"wikimedia at {self.base_url} refused the search {query!r}: {code}: {info}; "
-                "is the address a MediaWiki site (e.g. https://commons.wikimedia.org)?"
+            raise FetchError(
+                "bad-answer",
+                f"the API refused the search {query!r}: {code}: {info}; is the address a "
+                "MediaWiki site (e.g. https://commons.wikimedia.org)?",
+                self.api_url,
             )
         query_part = data.get("query")
         pages = query_part.get("pages") if isinstance(query_part, dict) else None
@@ -161,8 +165,8 @@ class WikimediaSearch:
         screen = Screen(self.policy)
         found = [c for p in ranked if (c := self._candidate(p, screen)) is not None]
         screen.dropped["malformed"] += len(pages) - len(ranked)
-        more = data.get("continue")
-        next_cursor = dump_cursor(more) if isinstance(more, dict) and more else None
+        more = _continuation(data.get("continue"))
+        next_cursor = dump_cursor(more) if more else None
         dropped = {k: v for k, v in screen.dropped.items() if v}
         return SearchPage(tuple(found), next_cursor, dropped)
 
@@ -214,6 +218,21 @@ class WikimediaSearch:
                 height=height,
             ),
         )
+
+
+def _continuation(value: object) -> dict[str, str | int]:
+    """What of an answer's ``continue`` object goes back with the next request: its text and
+    number values (all MediaWiki sends), never a parameter this source sets itself."""
+    if not isinstance(value, dict):
+        return {}
+    return {
+        k: v
+        for k, v in value.items()
+        if isinstance(k, str)
+        and k not in _FIXED
+        and isinstance(v, str | int)
+        and not isinstance(v, bool)
+    }
 
 
 def _metadata(value: object) -> dict[str, str]:

@@ -25,17 +25,27 @@ _VOID = frozenset(
     {"br", "hr", "img", "meta", "link", "input", "area", "base", "col", "embed", "source", "wbr"}
 )
 _HIDDEN_STYLE = re.compile(r"display\s*:\s*none", re.IGNORECASE)
+#: Characters of a fragment read at most: metadata is a few lines, and Python's HTMLParser
+#: takes quadratic time on some malformed input, so a web API's 20 MB "title" is cut first.
+MAX_HTML = 20_000
 
 
 class _Text(HTMLParser):
+    """Collects the visible text. Linear in the input however deep or unbalanced its tags:
+    what is open is counted per tag, so an end tag that closes nothing costs nothing, and one
+    that closes costs the elements it pops (a web API's "title" of 100,000 unclosed ``<b>``
+    must not take hours)."""
+
     def __init__(self) -> None:
         super().__init__(convert_charrefs=True)
         self.parts: list[str] = []
         self.stack: list[tuple[str, bool]] = []  # (tag, hides its content)
+        self.open: dict[str, int] = {}  # elements on the stack, per tag
+        self.hiding = 0  # elements on the stack that hide their content
 
     @property
     def hidden(self) -> bool:
-        return any(hides for _, hides in self.stack)
+        return self.hiding > 0
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         if tag in _BREAKS:
@@ -45,6 +55,8 @@ class _Text(HTMLParser):
         style = next((v for k, v in attrs if k == "style" and v), "")
         hides = tag in _INVISIBLE or bool(_HIDDEN_STYLE.search(style))
         self.stack.append((tag, hides))
+        self.open[tag] = self.open.get(tag, 0) + 1
+        self.hiding += hides
 
     def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         if tag in _BREAKS:
@@ -53,9 +65,13 @@ class _Text(HTMLParser):
     def handle_endtag(self, tag: str) -> None:
         if tag in _BREAKS:
             self.parts.append(" ")
-        for depth in range(len(self.stack) - 1, -1, -1):
-            if self.stack[depth][0] == tag:  # close it and whatever was left open inside
-                del self.stack[depth:]
+        if not self.open.get(tag):
+            return
+        while self.stack:  # close it and whatever was left open inside
+            name, hides = self.stack.pop()
+            self.open[name] -= 1
+            self.hiding -= hides
+            if name == tag:
                 break
 
     def handle_data(self, data: str) -> None:
@@ -66,11 +82,17 @@ class _Text(HTMLParser):
 def to_text(html: str | None, *, limit: int | None = None) -> str:
     """The text a reader of ``html`` sees, on one line; ``""`` for None or no text.
 
-    ``limit`` cuts the result to that many characters (ending with ``…``)."""
+    ``limit`` cuts the result to that many characters (ending with ``…``). Only the first
+    ``MAX_HTML`` characters are read."""
     if not html:
         return ""
+    source = html[:MAX_HTML]
+    # A "<" after the last ">" opens no tag; HTMLParser would rescan the rest at each of them
+    # (quadratic time), so they are given as the text they are.
+    end = source.rfind(">") + 1
+    source = source[:end] + source[end:].replace("<", "&lt;")
     parser = _Text()
-    parser.feed(html)
+    parser.feed(source)
     parser.close()
     text = " ".join("".join(parser.parts).split())
     if limit is not None and len(text) > limit:

@@ -22,6 +22,7 @@ import logging
 import random
 import re
 import time
+import zlib
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -49,9 +50,10 @@ REASONS = (
     "too-many-redirects",
     "http-error",  # a status that is not success (404, 403, 5xx after retries …)
     "rate-limited",  # 429 after the retries, or a Retry-After longer than we wait
-    "too-large",  # over Limits.max_bytes, by Content-Length or while streaming
+    "too-large",  # over Limits.max_bytes (max_json_bytes), by Content-Length or while streaming
     "not-an-image",  # the body's first bytes are no image format
     "not-json",  # an API answered with something that is not JSON
+    "bad-answer",  # an API's JSON is an error document, or not of the shape the API documents
 )
 
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
@@ -61,6 +63,9 @@ _SWEEP_AT = 512  # per-host states kept before idle ones are forgotten
 _HOST_MEMORY = 60.0  # seconds a host's request times are kept after its last request
 _RATE_PREFIXES = (b"x-ratelimit-", b"ratelimit-re")
 _HOMEPAGE = "https://github.com/datasetagent/datasetagent"
+#: The codings an API answer may come in: the ones ``_Inflater`` decodes (httpx would also
+#: offer br and zstd where their packages are installed).
+_ENCODINGS = "gzip, deflate"
 
 
 def user_agent(contact: str | None = None) -> str:
@@ -126,6 +131,9 @@ class Limits:
     read_timeout: float = 20.0  # between two reads
     download_timeout: float = 60.0  # the whole request, body included: a trickle is abandoned
     max_bytes: int = 25 * 2**20
+    #: An API answer's limit: a page of results is a few hundred KB, and parsed JSON takes
+    #: many times its size in memory.
+    max_json_bytes: int = 8 * 2**20
     max_redirects: int = 5
     retries: int = 4
     backoff: float = 0.5  # first retry waits up to this, then doubling (full jitter)
@@ -144,6 +152,7 @@ class Limits:
             "read_timeout": self.read_timeout,
             "download_timeout": self.download_timeout,
             "max_bytes": self.max_bytes,
+            "max_json_bytes": self.max_json_bytes,
         }
         for name, value in positive.items():
             if value <= 0:
@@ -418,10 +427,14 @@ class WebClient:
                 raise FetchError(
                     "not-json", f"the answer is not JSON ({kind})", reply.url
                 ) from None
+            except RecursionError:  # json's parser recurses per level of nesting
+                raise FetchError(
+                    "not-json", "the answer's JSON is nested too deep to read", reply.url
+                ) from None
             decoded[:] = [value]
             return retry_when(value) if retry_when is not None else None
 
-        sent = {"Accept": "application/json", **(headers or {})}
+        sent = {"Accept": "application/json", "Accept-Encoding": _ENCODINGS, **(headers or {})}
         await self._exchange(method, target, form, sent, image=False, accept=accept)
         return decoded[0]
 
@@ -597,6 +610,16 @@ class WebClient:
                         raise _Retry(FetchError("timeout", _describe(exc), url)) from None
                     except (httpx.UnsupportedProtocol, httpx.InvalidURL) as exc:
                         raise FetchError("bad-url", _describe(exc), url) from None
+                    except UnicodeError as exc:  # idna's, from httpx reading a Location's host
+                        raise FetchError(
+                            "bad-url",
+                            f"redirected to a host name that is not valid IDNA ({exc})",
+                            url,
+                        ) from None
+                    except httpx.RemoteProtocolError as exc:
+                        if "location header" in str(exc).lower():  # httpx reads every Location
+                            raise FetchError("bad-url", _describe(exc), url) from None
+                        raise _Retry(FetchError("connection", _describe(exc), url)) from None
                     except httpx.TransportError as exc:
                         raise _Retry(FetchError("connection", _describe(exc), url)) from None
                     except httpx.HTTPError as exc:
@@ -605,7 +628,7 @@ class WebClient:
             state.users -= 1
 
     async def _read(self, response: httpx.Response, reply: _Reply, image: bool) -> None:
-        limit = self.limits.max_bytes
+        limit = self.limits.max_bytes if image else self.limits.max_json_bytes
         declared = response.headers.get("content-length", "")
         if declared.isdigit() and int(declared) > limit:
             raise FetchError(
@@ -614,9 +637,11 @@ class WebClient:
                 reply.url,
             )
         body = bytearray()
-        async for chunk in response.aiter_bytes():
+        inflate = _Inflater.for_encoding(response.headers.get("content-encoding", ""), reply.url)
+        async for raw in response.aiter_raw():  # decoded here: httpx inflates a read whole
+            self.stats.bytes += len(raw)
+            chunk = inflate.feed(raw, limit - len(body) + 1) if inflate is not None else raw
             body += chunk
-            self.stats.bytes += len(chunk)
             if len(body) > limit:
                 raise FetchError("too-large", f"the body passed {limit} bytes", reply.url)
             if image and not reply.image_format and len(body) >= _SNIFF_BYTES:
@@ -632,6 +657,45 @@ class WebClient:
         if wait is not None and wait > 0:
             capped = min(wait, self.limits.max_retry_after)
             state.paused_until = max(state.paused_until, self._clock() + capped)
+
+
+class _Inflater:
+    """Decodes a gzip or deflate body piece by piece, never more than asked for at a time: a
+    few KB of gzip can hold gigabytes of zeros (a compression bomb)."""
+
+    def __init__(self, wbits: int, url: httpx.URL) -> None:
+        self.url = url
+        self.wbits = wbits
+        self.started = False
+        self.z = zlib.decompressobj(wbits)
+
+    @classmethod
+    def for_encoding(cls, header: str, url: httpx.URL) -> _Inflater | None:
+        """The decoder of a ``Content-Encoding`` (None for identity); a coding we do not
+        decode is an ``http-error``."""
+        codings = [c.strip().lower() for c in header.split(",") if c.strip()]
+        codings = [c for c in codings if c != "identity"]
+        if not codings:
+            return None
+        if codings in (["gzip"], ["x-gzip"]):
+            return cls(16 + zlib.MAX_WBITS, url)
+        if codings == ["deflate"]:
+            return cls(zlib.MAX_WBITS, url)  # zlib-wrapped, as the standard says; raw if not
+        raise FetchError("http-error", f"the body is encoded as {header!r}", url)
+
+    def feed(self, data: bytes, most: int) -> bytes:
+        """What ``data`` decodes to, cut at ``most`` bytes (more is too large anyway)."""
+        try:
+            out = self.z.decompress(data, most)
+        except zlib.error:
+            if self.started or self.wbits != zlib.MAX_WBITS:
+                raise FetchError(
+                    "connection", "the body's compression is damaged", self.url
+                ) from None
+            self.wbits, self.z = -zlib.MAX_WBITS, zlib.decompressobj(-zlib.MAX_WBITS)
+            return self.feed(data, most)  # "deflate" sent raw, as some servers do
+        self.started = True
+        return out
 
 
 def _judge(reply: _Reply, accept: Callable[[_Reply], str | None] | None) -> None:
@@ -672,7 +736,11 @@ def _describe(exc: Exception) -> str:
 def _checked(url: httpx.URL) -> httpx.URL:
     if url.scheme not in ("http", "https"):
         raise FetchError("bad-url", f"only http and https URLs are fetched, not {url.scheme}:", url)
-    if not url.host:
+    try:
+        host = url.host
+    except ValueError as exc:  # idna's errors: "xn--" that decodes to no valid name
+        raise FetchError("bad-url", f"the host name is not valid IDNA ({exc})", url) from None
+    if not host:
         raise FetchError("bad-url", "the URL has no host", url)
     return url
 
