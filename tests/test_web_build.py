@@ -323,6 +323,28 @@ def test_links_planted_in_the_downloads_folder_are_neither_read_nor_written_thro
         )
 
 
+def test_a_folder_planted_in_the_downloads_folder_is_a_rejection_not_a_crash(
+    tmp_path: Path,
+) -> None:
+    spec = DatasetSpec(classes=(ClassSpec(name="red fox"),))
+    with WebSim(classes={"red fox": 2}) as sim, RunStore(tmp_path / "run.db") as store:
+        urls = [sim.download_url(sim.item("openverse", "red fox", i)) for i in range(2)]
+        store.add_candidates(
+            Candidate(source_kind="urls", location=u, class_hint="red fox", licence="PDM")
+            for u in urls
+        )
+        store.take_candidates(1, 10, origin="collected", wanted=None)
+        folder = tmp_path / DOWNLOADS
+        (folder / download_name(urls[0]) / "inside").mkdir(parents=True)
+        web = WebCollector(
+            store, spec, tmp_path, [], address_policy([f"{h}:{p}" for h, p in [sim.address]])
+        )
+        assert web.download(1) == {"downloaded": 1, "download-path": 1}
+        (rejection,) = store.rejections()
+    assert rejection.reasons == ("download-path",)
+    assert (folder / download_name(urls[0]) / "inside").is_dir()  # left as it was
+
+
 @pytest.mark.timeout(240)
 def test_killed_and_resumed_refetches_nothing(tmp_path: Path) -> None:
     with WebSim(classes={c: 10 for c in CLASSES}) as sim:

@@ -234,6 +234,11 @@ class WebCollector:
                 self.store.record_download(cand.id, cand.location, path.name, size)
                 outcomes["already downloaded"] += 1
                 continue
+            if path.is_dir() and not path.is_symlink():  # not ours, and nothing replaces it
+                detail = f"{path} is a folder this tool did not make; remove it and resume"
+                self._reject(cand, round_, "download-path", detail)
+                outcomes["download-path"] += 1
+                continue
             fetch.append(cand)
         self.per_class = Counter()
         if fetch:
