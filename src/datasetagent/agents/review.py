@@ -258,6 +258,8 @@ class Applied:
 #: Why a decision on a detection or segmentation sample could not be applied.
 NO_OBJECTS = "no objects to accept or relabel (a detection class needs boxes)"
 MIXED_OBJECTS = "objects of several classes (one label cannot relabel them all)"
+#: Why accepting a classification sample without naming a class could not be applied.
+NO_CLASS = "no class to accept (relabel it to one of the spec's classes)"
 
 
 def _decided_objects(sample: Sample, decision: str, label: str) -> tuple[Box | Mask, ...] | str:
@@ -301,8 +303,9 @@ def decide(
     audited: bool,
 ) -> Decided | str:
     """What ``decision`` (accept, relabel, reject) with ``label`` (a class name of the spec or
-    None) makes of ``sample``, or why it cannot be applied (a detection sample without objects,
-    or objects of several classes to relabel). ``audit_item``: the sample was shown to audit its
+    None: accept the class shown) makes of ``sample``, or why it cannot be applied (a sample
+    with no class to accept, a detection sample without objects, or objects of several classes
+    to relabel). ``audit_item``: the sample was shown to audit its
     label; ``audited``: a person has audited it already (it is audited once: a queue applied
     again, its relabels already made, must not audit the corrected label against itself).
     Both ``review --apply`` and the review app decide through this one function."""
@@ -312,8 +315,11 @@ def decide(
         update = {"status": "rejected", "review_reasons": ("rejected by a person",)}
     else:
         if spec.task == "classification":
+            name = given or (sample.label if decision == "accept" else None)
+            if not name:
+                return NO_CLASS
             annotations: tuple[ClassLabel | Box | Mask, ...] = (
-                ClassLabel(label=given or "", confidence=1.0, labeler=HUMAN),
+                ClassLabel(label=name, confidence=1.0, labeler=HUMAN),
             )
         else:
             objects = _decided_objects(sample, decision, given or "")
