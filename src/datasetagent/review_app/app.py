@@ -145,6 +145,9 @@ def create_app(
         )
         return Response(body, media_type="text/html; charset=utf-8")
 
+    async def no_icon(request: Request) -> Response:
+        return Response(status_code=204)
+
     async def script(request: Request) -> Response:
         return Response(APP_JS, media_type="text/javascript; charset=utf-8")
 
@@ -223,6 +226,7 @@ def create_app(
             Route("/", page),
             Route("/app.js", script),
             Route("/app.css", style),
+            Route("/favicon.ico", no_icon),
             Route("/api/queue", queue),
             Route("/api/progress", progress),
             Route("/image/{sample_id}", image),

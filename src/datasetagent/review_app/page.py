@@ -186,10 +186,10 @@ function decide(decision, label) {
     const body = {id: item.id, decision};
     if (label) body.label = label;
     await api('POST', '/api/decisions', body);
-    say(`${decision}${label ? ' ' + label : ''}: ${item.id.slice(0, 12)}`);
     state.box = -1;
     const next = state.items[state.pos + 1];
     await load(next ? next.id : null);
+    say(`${decision}${label ? ' ' + label : ''}: ${item.id.slice(0, 12)}`);
   });
 }
 
@@ -212,16 +212,16 @@ function bulk() {
   if (Number.isNaN(min)) { say('set the bulk-accept confidence first'); return; }
   act(async () => {
     const res = await api('POST', '/api/bulk', {min_confidence: min, filter: filter()});
-    say(`bulk accepted ${res.accepted} sample(s) at confidence >= ${min}`);
     await load(null);
+    say(`bulk accepted ${res.accepted} sample(s) at confidence >= ${min}`);
   });
 }
 
 function undo() {
   act(async () => {
     const res = await api('POST', '/api/undo', {});
-    say(`undone: ${res.undone.length} sample(s)`);
     await load(res.undone[0]);
+    say(`undone: ${res.undone.length} sample(s)`);
   });
 }
 
@@ -257,7 +257,9 @@ document.addEventListener('keydown', (e) => {
   if (run) { e.preventDefault(); run(); }
 });
 
-$('filters').addEventListener('change', () => act(() => load(null)));
+$('filters').addEventListener('change', (e) => {
+  if (e.target.id !== 'bulk-min') act(() => load(null));
+});
 $('filters').addEventListener('submit', (e) => e.preventDefault());
 $('bulk').addEventListener('click', bulk);
 window.addEventListener('resize', () => render());
@@ -269,7 +271,7 @@ header { display: flex; gap: 2em; align-items: flex-start; padding: .5em 1em; ba
   border-bottom: 1px solid #ddd; }
 h1 { font-size: 1.1em; margin: .3em 0; } #run { color: #666; font-weight: normal; }
 #progress { display: flex; flex-wrap: wrap; gap: .4em; }
-.bar { position: relative; width: 11em; height: 1.4em; background: #eee; border-radius: 3px; }
+.bar { position: relative; width: 13em; height: 1.4em; background: #eee; border-radius: 3px; }
 .bar span { position: absolute; inset: 0 auto 0 0; background: #f0b34a; border-radius: 3px; }
 .bar.met span { background: #5cb85c; }
 .bar em { position: relative; font-style: normal; padding: 0 .4em; line-height: 1.4em; }
