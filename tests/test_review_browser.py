@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -21,16 +22,16 @@ from test_review_app import HELD, built_run, run  # noqa: F401 (fixtures)
 CLASSES = ("0", "1", "2", "3")
 
 
-@pytest.fixture
-def served(run: Path) -> Iterator[str]:  # noqa: F811
-    """The review app of ``run`` served by uvicorn on a free loopback port; its URL."""
+@contextmanager
+def serving(session: ReviewSession) -> Iterator[str]:
+    """``session``'s review app served by uvicorn on a free loopback port; its URL."""
     import uvicorn
 
     from datasetagent.review_app.app import create_app
 
     sock = bind("127.0.0.1", 0)
     port = sock.getsockname()[1]
-    app = create_app(ReviewSession(run, audit_size=5), "127.0.0.1", port)
+    app = create_app(session, "127.0.0.1", port)
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
@@ -40,6 +41,12 @@ def served(run: Path) -> Iterator[str]:  # noqa: F811
         server.should_exit = True
         thread.join(timeout=10)
         sock.close()
+
+
+@pytest.fixture
+def served(run: Path) -> Iterator[str]:  # noqa: F811
+    with serving(ReviewSession(run, audit_size=5)) as url:
+        yield url
 
 
 def _current(bp: BrowserPage) -> tuple[str, str]:
@@ -116,3 +123,49 @@ def test_keyboard_decisions_and_a_bulk_accept_reach_the_next_export(
     for sid, label in bulk:
         assert exported[sid][0]["label"] == label
         assert exported[sid][0]["labeler"] == "human"
+
+
+def test_boxes_are_drawn_and_edited_by_keyboard(
+    browser_page: BrowserPage,  # noqa: F811
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from datasetagent.models import BACKENDS
+    from datasetagent.pipeline import build
+    from datasetagent.store import RunStore
+    from test_backends_pipeline import ColourDetector, _squares, _squares_spec
+
+    _squares(tmp_path / "pool", 8)
+    monkeypatch.setitem(BACKENDS._items, "colour-squares", ColourDetector)
+    spec = _squares_spec(tmp_path / "pool", "detection")
+    run_dir = tmp_path / "run"
+    build(spec, run_dir, labelers=["colour-squares"], workers=1)
+    with RunStore(run_dir / "run.db") as store:
+        two = next(s for s in store.samples(status=["labelled"]) if len(s.annotations) >= 2)
+        store.update_samples([two.model_copy(update={"status": "review"})])
+    with serving(ReviewSession(run_dir, audit_size=0)) as url:
+        bp = browser_page
+        bp.page.goto(url)
+        bp.page.wait_for_selector("body[data-ready='1']")
+        boxes = bp.page.locator("#boxes .box")
+        boxes.first.wait_for()
+        assert boxes.count() == len(two.annotations)
+        bp.screenshot("1-boxes")
+        other = next(n for n in spec.class_names if n != two.annotations[0].label)
+        boxes.first.click()
+        _press(bp, f"Shift+Digit{spec.class_names.index(other) + 1}", f"box relabelled {other}")
+        assert boxes.first.inner_text() == other
+        _press(bp, "n", "box relabelled")  # selects the next box; the status stays
+        _press(bp, "d", "box deleted")
+        assert boxes.count() == len(two.annotations) - 1
+        _press(bp, "a", "accept")
+        bp.screenshot("2-edited")
+        bp.assert_clean()
+    with RunStore(run_dir / "run.db") as store:
+        after = store.find_sample(two.id)
+    assert after is not None
+    assert after.status == "labelled"
+    assert [a.label for a in after.annotations] == [
+        other,
+        *(a.label for a in two.annotations[2:]),
+    ]
