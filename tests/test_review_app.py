@@ -447,3 +447,35 @@ def test_cli_serves_on_a_free_port_and_holds_the_run_lock(run: Path) -> None:
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def test_a_wildcard_host_answers_to_this_machines_names_only() -> None:
+    import socket
+
+    from datasetagent.review_app.app import allowed_hosts
+
+    hosts = allowed_hosts("0.0.0.0", 8000)
+    assert f"{socket.gethostname().lower()}:8000" in hosts
+    assert {"127.0.0.1:8000", "localhost:8000", "[::1]:8000"} <= hosts
+    assert "evil.example:8000" not in hosts
+    assert allowed_hosts("127.0.0.1", 80) == {"127.0.0.1:80", "localhost:80", "[::1]:80"}
+    assert allowed_hosts("192.168.1.5", 80) == {"192.168.1.5:80"}
+
+
+def test_accepting_a_sample_with_no_class_is_refused_until_relabelled(
+    client: TestClient, run: Path
+) -> None:
+    from datasetagent.agents.review import NO_CLASS
+
+    item = client.get("/api/queue").json()["items"][0]
+    with RunStore(run / "run.db") as store:
+        s = store.find_sample(item["id"])
+        assert s is not None
+        store.update_samples([s.model_copy(update={"annotations": ()})])
+    r = client.post("/api/decisions", json={"id": item["id"], "decision": "accept"})
+    assert r.status_code == 400
+    assert NO_CLASS in r.json()["error"]
+    assert _samples(run)[item["id"]].status == "review"
+    r = client.post("/api/decisions", json={"id": item["id"], "decision": "relabel", "label": "3"})
+    assert r.status_code == 200
+    assert _samples(run)[item["id"]].label == "3"

@@ -64,11 +64,20 @@ MAX_BODY = 64 * 1024
 
 
 def allowed_hosts(host: str, port: int) -> frozenset[str]:
-    """The Host header values of the served address: the --host and, for a loopback server,
-    127.0.0.1 and localhost (and [::1]), each with the port."""
+    """The Host header values of the served address, each with the port: the --host; for a
+    loopback server also 127.0.0.1, localhost and [::1]; for a wildcard (0.0.0.0, ::) also
+    this machine's own names and addresses, the ones other machines reach it by."""
     names = {host.lower()}
-    if host in ("127.0.0.1", "localhost", "::1"):
-        names |= {"127.0.0.1", "localhost", "[::1]"}
+    if host in ("127.0.0.1", "localhost", "::1", "0.0.0.0", "::"):
+        names |= {"127.0.0.1", "localhost", "::1"}
+    if host in ("0.0.0.0", "::"):
+        import socket
+        from contextlib import suppress
+
+        own = socket.gethostname()
+        names.add(own.lower())
+        with suppress(OSError):  # a name that does not resolve: the name alone
+            names |= {str(info[4][0]).lower() for info in socket.getaddrinfo(own, None)}
     names = {f"[{n}]" if ":" in n and not n.startswith("[") else n for n in names}
     return frozenset(f"{n}:{port}" for n in names)
 
