@@ -136,7 +136,8 @@ function render() {
   img.dataset.id = item.id;
   const conf = item.confidence === null ? '-' : item.confidence.toFixed(3);
   $('info').textContent = `${state.pos + 1}/${state.items.length} · ${item.kind} · ` +
-    `${item.label ?? 'no class'} (${conf}) · ${item.reason} · ${item.source}: ${item.location}`;
+    `${item.label ?? 'no class'} (${conf}) · ${item.reason || 'held back'} · ` +
+    `${item.source}: ${item.location}`;
   const classes = $('classes');
   classes.replaceChildren();
   state.classes.forEach((c, k) => {
