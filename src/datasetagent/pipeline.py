@@ -466,7 +466,21 @@ class Pipeline:
             usage=self._save_usage(),
         )
         (self.run_dir / "summary.json").write_text(json.dumps(result.summary(), indent=2))
+        self._write_report(chosen)
         return result
+
+    def _write_report(self, chosen: list[Sample]) -> None:
+        """``RUN/report.html``. The dataset is made by now: a report that cannot be written
+        is a note (and ``datasetagent report RUN`` writes it later), never a failed build."""
+        from datasetagent.report import write_report
+
+        try:
+            write_report(self.run_dir, self.store, self.spec, exported=chosen)
+        except Exception as exc:
+            log.warning("report.html not written", exc_info=True)
+            self.reporter.note(
+                f"report.html not written: {exc}; write it with datasetagent report {self.run_dir}"
+            )
 
 
 def final_samples(store: RunStore, spec: DatasetSpec) -> list[Sample]:
