@@ -110,8 +110,8 @@ def bars(
 
 @dataclass(frozen=True)
 class Bins:
-    """Counts of values in equal bins from ``lo`` to ``hi``; the last bin also holds values
-    above ``hi`` (``over`` of them) and the first those below ``lo``."""
+    """Counts of values in equal bins from ``lo`` to ``hi``; the last bin also holds the
+    values above ``hi`` (``over`` of them)."""
 
     lo: float
     hi: float
@@ -127,7 +127,7 @@ class Bins:
         finite = sorted(v for v in values if math.isfinite(v))
         if not finite:
             lo = min(marks, default=0.0)
-            return cls(lo, max(marks, default=lo + 1.0), (0,) * n)
+            return cls(lo, max(max(marks, default=lo), lo + (abs(lo) or 1.0)), (0,) * n)
         lo = min(finite[0], *marks) if marks else finite[0]
         hi = max(finite[-1], *marks) if marks else finite[-1]
         if clip and len(finite) >= 100:
