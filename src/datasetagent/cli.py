@@ -774,6 +774,30 @@ def _open_run(run_dir: Path, lock: str | None = None) -> Iterator[tuple[RunStore
     help="Write only this many held-back samples, those that fill short classes first "
     "[default: all].",
 )
+@click.option(
+    "--serve",
+    is_flag=True,
+    help="Serve the review as a local web app (keys: a accept, r reject, 1-9 relabel, u undo).",
+)
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=8765,
+    show_default=True,
+    help="Port of --serve; 0 picks a free one.",
+)
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address --serve binds; another than loopback needs --allow-remote.",
+)
+@click.option(
+    "--allow-remote",
+    is_flag=True,
+    help="Let --host be an address other machines reach (anyone who reaches it can decide).",
+)
+@click.option("--no-browser", is_flag=True, help="Do not open a browser on the --serve URL.")
 @handle_errors
 def review(
     run_dir: Path,
@@ -781,19 +805,28 @@ def review(
     apply_from: Path | None,
     audit_size: int,
     review_size: int | None,
+    serve: bool,
+    port: int,
+    host: str,
+    allow_remote: bool,
+    no_browser: bool,
 ) -> None:
     """Human review of a run: held-back samples and a random audit of the new labels.
 
     Fill in the written file's "decision" fields, apply it, then export again; the audit
-    measures ALR directly."""
+    measures ALR directly. Or review in the browser with --serve: each decision is stored at
+    once (the server holds the run lock until stopped: export after Ctrl-C)."""
     from datasetagent.agents.review import apply_decisions, write_queue
     from datasetagent.agents.supervision import SupervisionAgent
     from datasetagent.agents.verification import Verification
     from datasetagent.pipeline import FINAL, final_samples
     from datasetagent.store import BlobStore
 
-    if (write_to is None) == (apply_from is None):
-        raise UsageError("give one of --write FILE or --apply FILE")
+    if sum((write_to is not None, apply_from is not None, serve)) != 1:
+        raise UsageError("give one of --write FILE, --apply FILE or --serve")
+    if serve:
+        _serve_review(run_dir, host, port, allow_remote, no_browser, audit_size)
+        return
     with _open_run(run_dir, lock=None if apply_from is None else "review --apply") as (
         store,
         spec,
@@ -828,6 +861,36 @@ def review(
     err.print(f"applied: {decided}; export again with datasetagent export {run_dir} -o DIR")
     for reason, n in done.not_applied.items():
         err.print(f"not applied: {n} decision(s): {reason}")
+
+
+def _serve_review(
+    run_dir: Path, host: str, port: int, allow_remote: bool, no_browser: bool, audit_size: int
+) -> None:
+    """Serve the review app until Ctrl-C, holding the run lock meanwhile (a build --resume,
+    review --apply or export waits for it: two writers must not race on one run)."""
+    from datasetagent.review_app import bind, is_loopback, serve
+    from datasetagent.review_app.session import ReviewSession
+
+    if not is_loopback(host) and not allow_remote:
+        raise UsageError(
+            f"--host {host} would let other machines decide on this run; serve on 127.0.0.1, "
+            "or add --allow-remote if that is meant"
+        )
+    with _open_run(run_dir, lock="review --serve"):
+        session = ReviewSession(run_dir, audit_size=audit_size)
+        sock = bind(host, port)
+        shown = f"[{host}]" if ":" in host else host
+        url = f"http://{shown}:{sock.getsockname()[1]}/"
+        click.echo(f"serving the review of {run_dir} at {url} (Ctrl-C to stop)", nl=True)
+        sys.stdout.flush()
+        if not no_browser:
+            import webbrowser
+
+            webbrowser.open(url)
+        try:
+            serve(session, sock, host)
+        finally:
+            sock.close()
 
 
 @main.command()

@@ -56,17 +56,7 @@ def write_queue(
     """
     held = store.samples(status=["review"])
     review = review_order(held, spec, store.label_counts(["labelled"]))[:review_size]
-    audited = {a.sample_id for a in store.audits("audit") if a.checker == HUMAN}
-    population = (
-        store.samples(status=["labelled"], origin="collected") if exported is None else exported
-    )
-    accepted = [
-        s
-        for s in population
-        if s.status == "labelled" and s.origin == "collected" and s.id not in audited
-    ]
-    rng = random.Random(f"{spec.splits.seed}:review:{len(audited)}")
-    audit = rng.sample(accepted, min(audit_size, len(accepted)))
+    audit = audit_sample(store, spec, audit_size, exported)
     target = check_queue_file(out, store.path.parent)
     tmp = target.with_name(f".{target.name}.partial")
     with tmp.open("w", encoding="utf-8") as f:
@@ -168,6 +158,30 @@ def _object(ann: Box | Mask) -> dict[str, Any]:
     return {"label": ann.label, "box": list(rle_bbox(ann.rle))}
 
 
+def human_audited(store: RunStore) -> set[str]:
+    """The samples whose label a person has audited (each is audited once)."""
+    return {a.sample_id for a in store.audits("audit") if a.checker == HUMAN}
+
+
+def audit_sample(
+    store: RunStore, spec: DatasetSpec, size: int, exported: Sequence[Sample] | None = None
+) -> list[Sample]:
+    """A random sample of ``size`` accepted new labels a person has not audited yet: drawn from
+    the new samples of ``exported`` where the run has finished (the dataset whose reliability
+    the audit measures), else from every accepted new sample."""
+    audited = human_audited(store)
+    population = (
+        store.samples(status=["labelled"], origin="collected") if exported is None else exported
+    )
+    accepted = [
+        s
+        for s in population
+        if s.status == "labelled" and s.origin == "collected" and s.id not in audited
+    ]
+    rng = random.Random(f"{spec.splits.seed}:review:{len(audited)}")
+    return rng.sample(accepted, min(size, len(accepted)))
+
+
 def review_order(
     held: Sequence[Sample], spec: DatasetSpec, have: Mapping[str, int]
 ) -> list[Sample]:
@@ -244,6 +258,8 @@ class Applied:
 #: Why a decision on a detection or segmentation sample could not be applied.
 NO_OBJECTS = "no objects to accept or relabel (a detection class needs boxes)"
 MIXED_OBJECTS = "objects of several classes (one label cannot relabel them all)"
+#: Why accepting a classification sample without naming a class could not be applied.
+NO_CLASS = "no class to accept (relabel it to one of the spec's classes)"
 
 
 def _decided_objects(sample: Sample, decision: str, label: str) -> tuple[Box | Mask, ...] | str:
@@ -268,6 +284,65 @@ def _decided_objects(sample: Sample, decision: str, label: str) -> tuple[Box | M
     )
 
 
+@dataclass(frozen=True)
+class Decided:
+    """One decision made on one sample: the sample as it is now, and the audit it adds (a
+    decision on an audit item, the first on that sample)."""
+
+    sample: Sample
+    audit: Audit | None
+
+
+def decide(
+    sample: Sample,
+    spec: DatasetSpec,
+    decision: str,
+    label: str | None,
+    *,
+    audit_item: bool,
+    audited: bool,
+) -> Decided | str:
+    """What ``decision`` (accept, relabel, reject) with ``label`` (a class name of the spec or
+    None: accept the class shown) makes of ``sample``, or why it cannot be applied (a sample
+    with no class to accept, a detection sample without objects, or objects of several classes
+    to relabel). ``audit_item``: the sample was shown to audit its
+    label; ``audited``: a person has audited it already (it is audited once: a queue applied
+    again, its relabels already made, must not audit the corrected label against itself).
+    Both ``review --apply`` and the review app decide through this one function."""
+    given = spec.resolve_class(label or "")  # None: no label given
+    update: dict[str, Any]
+    if decision == "reject":
+        update = {"status": "rejected", "review_reasons": ("rejected by a person",)}
+    else:
+        if spec.task == "classification":
+            name = given or (sample.label if decision == "accept" else None)
+            if not name:
+                return NO_CLASS
+            annotations: tuple[ClassLabel | Box | Mask, ...] = (
+                ClassLabel(label=name, confidence=1.0, labeler=HUMAN),
+            )
+        else:
+            objects = _decided_objects(sample, decision, given or "")
+            if isinstance(objects, str):
+                return objects
+            annotations = objects
+        update = {"status": "labelled", "annotations": annotations, "review_reasons": ()}
+    shown = sample.label
+    audit = None
+    if audit_item and shown is not None and not audited:
+        audit = Audit(
+            sample_id=sample.id,
+            checker=HUMAN,
+            kind="audit",
+            label=shown,
+            agree=decision == "accept" and given in (None, shown),
+            suggested=label if decision == "relabel" else None,
+            confidence=1.0,
+            round=sample.round,
+        )
+    return Decided(sample.model_copy(update=update), audit)
+
+
 def apply_decisions(store: RunStore, spec: DatasetSpec, path: Path) -> Applied:
     """Apply a filled-in queue file; returns what was applied and what not, and why. A
     malformed file changes nothing and names the line."""
@@ -275,47 +350,26 @@ def apply_decisions(store: RunStore, spec: DatasetSpec, path: Path) -> Applied:
     done = Applied()
     changed: list[Sample] = []
     audits: list[Audit] = []
-    # a sample is audited once: a queue applied again (its relabels already made) must not
-    # audit the corrected label against itself
-    audited = {a.sample_id for a in store.audits("audit") if a.checker == HUMAN}
+    audited = human_audited(store)
     for where, line in decided:
         sample = store.find_sample(line["id"])
         if sample is None:
             raise UsageError(f"{where}: sample {line['id'][:12]!r} is not in this run")
-        decision = line["decision"]
-        given = spec.resolve_class(line.get("label") or "")  # None: no label given
-        update: dict[str, Any]
-        if decision == "reject":
-            update = {"status": "rejected", "review_reasons": ("rejected by a person",)}
-        else:
-            label = given or ""
-            if spec.task == "classification":
-                annotations: tuple[ClassLabel | Box | Mask, ...] = (
-                    ClassLabel(label=label, confidence=1.0, labeler=HUMAN),
-                )
-            else:
-                objects = _decided_objects(sample, decision, label)
-                if isinstance(objects, str):
-                    done.not_applied[objects] = done.not_applied.get(objects, 0) + 1
-                    continue
-                annotations = objects
-            update = {"status": "labelled", "annotations": annotations, "review_reasons": ()}
-        done.applied[decision] += 1
-        shown = sample.label
-        if line.get("kind") == "audit" and shown is not None and sample.id not in audited:
-            audits.append(
-                Audit(
-                    sample_id=sample.id,
-                    checker=HUMAN,
-                    kind="audit",
-                    label=shown,
-                    agree=decision == "accept" and given in (None, shown),
-                    suggested=line.get("label") if decision == "relabel" else None,
-                    confidence=1.0,
-                    round=sample.round,
-                )
-            )
-        changed.append(sample.model_copy(update=update))
+        result = decide(
+            sample,
+            spec,
+            line["decision"],
+            line.get("label"),
+            audit_item=line.get("kind") == "audit",
+            audited=sample.id in audited,
+        )
+        if isinstance(result, str):
+            done.not_applied[result] = done.not_applied.get(result, 0) + 1
+            continue
+        done.applied[line["decision"]] += 1
+        if result.audit is not None:
+            audits.append(result.audit)
+        changed.append(result.sample)
     store.add_audits(audits)
     store.update_samples(changed)
     return done

@@ -578,6 +578,15 @@ class RunStore:
                 ),
             )
 
+    def remove_audits(self, audits: Iterable[Audit]) -> None:
+        """Forget checks (a person's decision undone): those of the same sample, checker, kind
+        and label."""
+        with self.transaction() as db:
+            db.executemany(
+                "DELETE FROM audits WHERE sample_id = ? AND checker = ? AND kind = ? AND label = ?",
+                ((a.sample_id, a.checker, a.kind, a.label) for a in audits),
+            )
+
     def audits(self, kind: str | None = None) -> list[Audit]:
         where, params = _where({"kind": [kind] if kind else None})
         rows = self._db.execute(f"SELECT record FROM audits{where} ORDER BY rowid", params)
