@@ -45,7 +45,6 @@ from datasetagent.errors import StoreError, UsageError
 from datasetagent.export import export_samples, known_formats
 from datasetagent.export.splits import assign_splits
 from datasetagent.models import ImageClassifier, LabelVerifier
-from datasetagent.models.seed import SeedClassifier
 from datasetagent.records import QualityReport, Sample
 from datasetagent.sources import Source, open_source, skip_messages
 from datasetagent.sources.existing import ExistingDataset, open_existing
@@ -435,6 +434,10 @@ class Pipeline:
             round_ += 1
 
     def _finalise(self, report: QualityReport) -> BuildResult:
+        # here, not at the top: scikit-learn takes seconds to load, and the commands that read
+        # a run (report, export, review) import this module for final_samples
+        from datasetagent.models.seed import SeedClassifier
+
         chosen = final_samples(self.store, self.spec)
         if self._stage(FINAL, "split"):
             self.store.update_samples(chosen)

@@ -118,6 +118,11 @@ class Page:
         self.thumbs = thumbs
         self.classes = [c.name for c in self.spec.classes]
         self.detection = self.spec.task != "classification"
+        #: The dataset's samples by class (a sample's label is worked out on each read).
+        self.by_class: dict[str | None, list[Sample]] = {}
+        for sample in facts.exported:
+            self.by_class.setdefault(sample.label, []).append(sample)
+        self.counts = Counter({c: len(items) for c, items in self.by_class.items()})
 
     # -- the page ------------------------------------------------------------------------------
     def render(self) -> str:
@@ -260,7 +265,7 @@ class Page:
             [(esc(a), esc(b), esc(c), d) for a, b, c, d in rows],
             raw=True,
         )
-        exported = Counter(s.label for s in self.f.exported)
+        exported = self.counts
         fill = [
             (
                 esc(c.name),
@@ -282,7 +287,7 @@ class Page:
         )
 
     def balance(self) -> str:
-        counts = Counter(s.label for s in self.f.exported)
+        counts = self.counts
         targets = self.spec.targets()
         same = len(set(targets.values())) == 1
         what = "exported" if self.f.finished else "selected so far"
@@ -292,7 +297,7 @@ class Page:
             target=next(iter(targets.values())) if same and targets else None,
             header=("class", "images"),
         )
-        per = Counter((s.split, s.label) for s in self.f.exported)
+        per = Counter((s.split, c) for c, items in self.by_class.items() for s in items)
         splits = table(
             ("class", *SPLIT_NAMES, "total", "target"),
             [
@@ -370,9 +375,11 @@ class Page:
     def confidence(self) -> str:
         keys = [f"{a:.2f}-{b:.2f}" for a, b in itertools.pairwise(CONFIDENCE_BINS)]
         rows = []
-        given = Counter(s.label for s in self.f.exported if s.origin == "existing")
+        given = Counter(
+            c for c, items in self.by_class.items() for s in items if s.origin == "existing"
+        )
         for c in self.classes:
-            hist = confidence_histogram([s for s in self.f.exported if s.label == c])
+            hist = confidence_histogram(self.by_class.get(c, []))
             rows.append((c, [hist.get(k, 0) for k in keys]))
         overall = self.f.last.confidence
         rows_shown = [r for r in rows if sum(r[1])]
@@ -667,10 +674,7 @@ class Page:
         return "".join(out)
 
     def gallery(self) -> str:
-        by_class: dict[str, list[Sample]] = {c: [] for c in self.classes}
-        for s in self.f.exported:
-            if s.label in by_class:
-                by_class[s.label].append(s)
+        by_class = {c: self.by_class.get(c, []) for c in self.classes}
         k = max(1, len(self.classes))
         per = max(1, min(PER_CLASS, GALLERY_TOTAL // k))
         shown_classes = self.classes[:GALLERY_TOTAL]
