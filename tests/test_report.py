@@ -288,7 +288,7 @@ def test_thumbnails_stay_capped_and_sampled_the_same_each_time(tmp_path: Path) -
     # rejected web candidates are not stored: their cards say so, at most PER_REASON of them
     rejections = section(first, "rejections")
     assert f"<h3>corrupt: 30 ({PER_REASON} of 30)</h3>" in rejections
-    assert rejections.count('class="missing"') == PER_REASON
+    assert rejections.count('<div class="missing">no image to show</div>') == PER_REASON
     assert len(imgs(section(first, "review"))) == 12
     for uri in imgs(first):
         with Image.open(io.BytesIO(base64.b64decode(uri.split(",", 1)[1]))) as im:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import html
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from datasetagent.export.attribution import one_line
@@ -77,8 +77,10 @@ def bars(
     target: float | None = None,
     unit: str = "",
     header: tuple[str, str] = ("", "value"),
+    shown: Callable[[float], str] = number,
 ) -> Chart:
-    """Horizontal bars, one per row, with an optional target line across them."""
+    """Horizontal bars, one per row, with an optional target line across them; ``shown``
+    writes each value."""
     label_w, value_w, row_h = 170, 70, 18
     plot = WIDTH - label_w - value_w
     top = max([*(v for _, v in rows), target or 0.0, 1e-12])
@@ -91,19 +93,19 @@ def bars(
             f"<title>{esc(label)}</title>{esc(_short(label))}</text>"
             f'<rect x="{label_w}" y="{y + 2}" width="{w:.1f}" height="{row_h - 5}" fill="{BAR}"/>'
             f'<text x="{label_w + w + 4:.1f}" y="{y + 12}" font-size="11">'
-            f"{esc(number(value))}{esc(unit)}</text>"
+            f"{esc(shown(value))}{esc(unit)}</text>"
         )
     height = len(rows) * row_h + 8
     if target is not None:
         x = label_w + plot * target / top
         parts.append(
             f'<line x1="{x:.1f}" y1="0" x2="{x:.1f}" y2="{height}" stroke="{MARK}" '
-            f'stroke-width="2" stroke-dasharray="4 3"><title>target {esc(number(target))}'
+            f'stroke-width="2" stroke-dasharray="4 3"><title>target {esc(shown(target))}'
             "</title></line>"
         )
     numbers = table(
         header if target is None else (*header, "target"),
-        [(label, number(v), *(() if target is None else (number(target),))) for label, v in rows],
+        [(label, shown(v), *(() if target is None else (shown(target),))) for label, v in rows],
     )
     return Chart(title, _svg(title, height, "".join(parts)), numbers)
 

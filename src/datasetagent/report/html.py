@@ -321,6 +321,7 @@ class Page:
                     [(f"round {r.round}", r.cbi) for r in f.reports],
                     target=self.spec.quality.cbi_max,
                     header=("round", "CBI"),
+                    shown=lambda v: f"{v:.4f}",
                 ).html()
             )
         rows = []
@@ -483,7 +484,7 @@ class Page:
                 caption = f"<div>{_link(None, rej.location)}</div><div>{esc(detail)}</div>" + (
                     f"<div><i>shown: {esc(what)}</i></div>" if what else ""
                 )
-                cards.append(_card(uri, f"{reason}: {rej.location}", caption))
+                cards.append(_card(uri, f"{reason}: {rej.location}", caption, "no image to show"))
             room = PER_REASON - len(cards)
             for s in pick(held.get(reason, []), room, reason, lambda s: s.id):
                 caption = (
