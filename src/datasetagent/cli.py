@@ -939,6 +939,31 @@ def export(run_dir: Path, fmt: str, output: Path, force: bool) -> None:
 
 
 @main.command()
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(path_type=Path),
+    help="Write the report to this file instead of RUN/report.html (never over a file that "
+    "is not a report).",
+)
+@handle_errors
+def report(run_dir: Path, output: Path | None) -> None:
+    """Write the run's self-contained report.html (targets, rounds, charts, galleries) and
+    print its path; a run still under way gets a report of what it holds so far."""
+    from datasetagent.report import write_report
+
+    start = time.perf_counter()
+    with _open_run(run_dir) as (store, spec):
+        path = write_report(run_dir, store, spec, output)
+    size = path.stat().st_size
+    err.print(
+        f"report of {run_dir} written: {size / 1e6:.2f} MB in {time.perf_counter() - start:.1f} s"
+    )
+    click.echo(str(path))
+
+
+@main.command()
 @click.option(
     "-o",
     "--output",

@@ -45,7 +45,6 @@ from datasetagent.errors import StoreError, UsageError
 from datasetagent.export import export_samples, known_formats
 from datasetagent.export.splits import assign_splits
 from datasetagent.models import ImageClassifier, LabelVerifier
-from datasetagent.models.seed import SeedClassifier
 from datasetagent.records import QualityReport, Sample
 from datasetagent.sources import Source, open_source, skip_messages
 from datasetagent.sources.existing import ExistingDataset, open_existing
@@ -435,6 +434,10 @@ class Pipeline:
             round_ += 1
 
     def _finalise(self, report: QualityReport) -> BuildResult:
+        # here, not at the top: scikit-learn takes seconds to load, and the commands that read
+        # a run (report, export, review) import this module for final_samples
+        from datasetagent.models.seed import SeedClassifier
+
         chosen = final_samples(self.store, self.spec)
         if self._stage(FINAL, "split"):
             self.store.update_samples(chosen)
@@ -466,7 +469,21 @@ class Pipeline:
             usage=self._save_usage(),
         )
         (self.run_dir / "summary.json").write_text(json.dumps(result.summary(), indent=2))
+        self._write_report(chosen)
         return result
+
+    def _write_report(self, chosen: list[Sample]) -> None:
+        """``RUN/report.html``. The dataset is made by now: a report that cannot be written
+        is a note (and ``datasetagent report RUN`` writes it later), never a failed build."""
+        from datasetagent.report import write_report
+
+        try:
+            write_report(self.run_dir, self.store, self.spec, exported=chosen)
+        except Exception as exc:
+            log.warning("report.html not written", exc_info=True)
+            self.reporter.note(
+                f"report.html not written: {exc}; write it with datasetagent report {self.run_dir}"
+            )
 
 
 def final_samples(store: RunStore, spec: DatasetSpec) -> list[Sample]:

@@ -75,12 +75,17 @@ def confidence_histogram(samples: Sequence[Sample]) -> dict[str, int]:
     return dict(sorted(out.items()))
 
 
+def object_area(obj: Box | Mask) -> float:
+    """An object's area in pixels: a box's width times height, a mask's pixel count."""
+    from datasetagent.tools.masks import rle_area
+
+    return obj.w * obj.h if isinstance(obj, Box) else float(rle_area(obj.rle))
+
+
 def object_stats(
     samples: Sequence[Sample], classes: Sequence[str]
 ) -> tuple[dict[str, int], float | None, dict[str, int]]:
     """Objects per class, mean objects per image and COCO size bins, over boxes and masks."""
-    from datasetagent.tools.masks import rle_area
-
     instances = dict.fromkeys(classes, 0)
     sizes = {"small": 0, "medium": 0, "large": 0}
     n_objects = 0
@@ -90,9 +95,16 @@ def object_stats(
                 continue
             n_objects += 1
             instances[a.label] = instances.get(a.label, 0) + 1
-            area = a.w * a.h if isinstance(a, Box) else float(rle_area(a.rle))
+            area = object_area(a)
             sizes["small" if area < 32**2 else "medium" if area < 96**2 else "large"] += 1
     return instances, (n_objects / len(samples) if samples else None), sizes
+
+
+def rejected_reason(sample: Sample) -> str:
+    """The reason a rejected sample (one labelling or a person rejected) is counted under in
+    ``rejected_by_reason``: the kind of its first review reason, ``uncertain`` by default."""
+    key = (sample.review_reasons[0].split(":")[0] if sample.review_reasons else "") or "uncertain"
+    return key if key.replace("_", "").isalpha() else "uncertain"
 
 
 def _said(sample: Sample, prefix: str) -> bool:
@@ -152,8 +164,7 @@ class SupervisionAgent:
             reason += f"; ALR {shown} is under the target {target}"
         rejected = dict(self.store.rejection_counts())
         for s in by_status.get("rejected", []):
-            key = (s.review_reasons[0].split(":")[0] if s.review_reasons else "") or "uncertain"
-            key = key if key.replace("_", "").isalpha() else "uncertain"
+            key = rejected_reason(s)
             rejected[key] = rejected.get(key, 0) + 1
         held = [*by_status.get("review", []), *by_status.get("rejected", [])]
         disputed = sum(_said(s, DISPUTED) for s in held)

@@ -34,22 +34,33 @@ _BIDI = re.compile(r"[\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 _REFERENCE = re.compile(r"&(?=#?[0-9A-Za-z]+;)")
 
 
+def one_line(text: str | None) -> str:
+    """``text`` as one line that shows as it reads: line breaks and control characters made
+    spaces, bidirectional formatting characters removed (escape it for where it goes)."""
+    return _BIDI.sub("", _CONTROL.sub(" ", text or ""))
+
+
 def md_text(text: str | None) -> str:
     """``text`` as plain text in a Markdown table cell: markup characters and character
     references escaped, line breaks and control characters made spaces, bidirectional
     formatting characters removed."""
-    plain = _BIDI.sub("", _CONTROL.sub(" ", text or ""))
-    return _REFERENCE.sub(r"\\&", _MARKUP.sub(r"\\\1", plain)).strip()
+    return _REFERENCE.sub(r"\\&", _MARKUP.sub(r"\\\1", one_line(text))).strip()
 
 
 def md_link(text: str | None, url: str | None) -> str:
     """``text`` (or the URL itself) linked to ``url`` where that is an http(s) URL; plain text
     otherwise. The URL is percent-encoded where Markdown would read a character as markup."""
     shown = md_text(text or url)
+    href = http_url(url)
+    return shown if href is None else f"[{shown or href}]({href})"
+
+
+def http_url(url: str | None) -> str | None:
+    """``url`` fit to link to where it is an http(s) URL with a host (control characters
+    dropped, characters Markdown or HTML would read as markup percent-encoded); else None."""
     if not url or not re.match(r"https?://[^\s/?#]", url, re.IGNORECASE):
-        return shown
-    href = quote(_CONTROL.sub("", url), safe="/:?#@!$&*+,;=%-._~")
-    return f"[{shown or href}]({href})"
+        return None
+    return quote(_CONTROL.sub("", url), safe="/:?#@!$&*+,;=%-._~")
 
 
 def licence_link(licence: str, url: str | None = None) -> str:
