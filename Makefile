@@ -4,6 +4,8 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-core
 TEST_STAMP := $(VENV)/.installed-test
+# apt-get needs root: sudo where make does not run as root
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: demo test quick test-gpu lint typecheck unit bench clean
 
@@ -14,12 +16,13 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 # The tests also build tiny vision models and talk to a loopback LLM stub: they need the model
-# extras; the review app's tests need the web extra. torch is pinned to its CPU build here (an unpinned torch pulls a multi-GB CUDA build).
+# extras, and the review app's tests the web extra. torch is pinned to its CPU build here (an
+# unpinned torch pulls a multi-GB CUDA build).
 # The browser tests drive Debian's chromium through Playwright (never `playwright install`,
 # which downloads its own browser and fails offline): installed with apt-get where missing.
 $(TEST_STAMP): $(STAMP)
 	$(BIN)/python -m pip install --quiet 'torch==2.13.0' -e '.[dev,models,web]'
-	command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium)
+	command -v chromium >/dev/null || ($(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium)
 	touch $(TEST_STAMP)
 
 demo: $(STAMP)
