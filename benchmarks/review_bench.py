@@ -8,7 +8,7 @@ the truth (accept, relabel to the true class, or reject an image of none of the 
 decisions at a time through ``agents.review.apply_decisions`` (a queue file, as ``review
 --apply`` reads it):
 
-* **baseline**: today's queue, ``review_order`` as ``review --write`` writes it at the start
+* **baseline**: the fixed queue ``review --write`` wrote before (``fixed_order``), at the start
   (short classes first, most confident first), worked through in that order, no refit;
 * **ours**: after every ten decisions ``learn_from_decisions`` refits the seed labeler on the
   decisions, promotes the held samples it is now confident about and re-orders the rest
@@ -38,11 +38,12 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from datasetagent.agents.demand import parse_request
-from datasetagent.agents.review import apply_decisions, review_order
+from datasetagent.agents.review import apply_decisions
 from datasetagent.agents.review_learning import learn_from_decisions
 from datasetagent.agents.supervision import select_for_export
 from datasetagent.pipeline import build
@@ -70,6 +71,13 @@ class Curve:
     reached: int | None = None
     learn_seconds: list[float] = field(default_factory=list)
     held_at_learn: list[int] = field(default_factory=list)
+
+
+def fixed_order(held: Sequence[Sample], spec: DatasetSpec, have: Mapping[str, int]) -> list[Sample]:
+    """The baseline: the queue before decisions taught the labeler — samples proposed for a
+    short class first, then the rest; within each, the most confident proposal first."""
+    short = set(spec.short_classes(have))
+    return sorted(held, key=lambda s: (s.label not in short, -(s.confidence or 0.0)))
 
 
 def answer(data: BenchData, sample: Sample) -> dict[str, object]:
@@ -114,7 +122,7 @@ def simulate(
         assert spec is not None
         blobs = BlobStore(run)
         held = store.samples(status=["review"])
-        order = review_order(held, spec, store.label_counts(["labelled"]))
+        order = fixed_order(held, spec, store.label_counts(["labelled"]))
         made = promoted = 0
         curve.points.append(measure(store, spec, data, made, promoted))
         pos = 0

@@ -14,7 +14,7 @@ from datasetagent.agents.review import (
     MIXED_OBJECTS,
     NO_OBJECTS,
     apply_decisions,
-    review_order,
+    review_priority,
     write_queue,
 )
 from datasetagent.pipeline import build, final_samples
@@ -49,11 +49,11 @@ def test_held_back_samples_that_fill_short_classes_come_first() -> None:
         held("d", "shirt", 0.80),
         held("e", "bag", 0.50),
     ]
-    order = review_order(queue, spec, {"shirt": 3, "coat": 7, "bag": 10})
-    assert [s.id for s in order] == ["c", "d", "b", "a", "e"]
-    # once every class is full, the most confident proposals lead
-    order = review_order(queue, spec, dict.fromkeys(("shirt", "coat", "bag"), 10))
-    assert [s.id for s in order] == ["a", "c", "d", "b", "e"]
+    order = review_priority(queue, spec, {"shirt": 3, "coat": 7, "bag": 10})
+    assert [s.id for s in order] == ["b", "d", "c", "e", "a"]
+    # once every class is full, the least certain proposals lead: an answer teaches most there
+    order = review_priority(queue, spec, dict.fromkeys(("shirt", "coat", "bag"), 10))
+    assert [s.id for s in order] == ["e", "b", "d", "c", "a"]
 
 
 @pytest.mark.parametrize("task", ["detection", "segmentation"])

@@ -107,8 +107,8 @@ def test_queue_lists_held_back_samples_short_classes_first_then_the_audit(
         assert i["label"] == s.label
         assert i["confidence"] == s.confidence
         assert i["image"] == f"/image/{s.id}"
-    # every class is short of its target of 20: most confident proposal first
-    assert [i["confidence"] for i in review] == sorted((c for c, _ in HELD), reverse=True)
+    # every class is short of its target of 20: the least certain proposal first
+    assert [i["confidence"] for i in review] == sorted(c for c, _ in HELD)
     assert all(stored[i["id"]].status == "labelled" for i in audit)
 
 

@@ -268,3 +268,47 @@ def test_priority_puts_short_classes_and_uncertain_samples_first() -> None:
     assert [s.id for s in order] == ["c", "a", "b", "f", "e", "d"]
     # without scores (no decision yet): the stored confidence stands for the margin
     assert [s.id for s in review_priority(queue, spec, have)] == ["b", "c", "f", "a", "d", "e"]
+
+
+def test_the_review_app_learns_every_k_decisions_and_orders_by_what_it_learned(
+    run: Run,
+) -> None:
+    from datasetagent.agents.review import review_priority
+    from datasetagent.review_app.session import ReviewSession
+
+    session = ReviewSession(run.dir, audit_size=0, refit_every=4)
+    session.on_decisions = session.learn  # as `review --serve` wires it
+    held = run.held()
+    for s in held[:4]:
+        right = run.true(s)
+        if right is None:
+            session.decide(s.id, "reject")
+        else:
+            session.decide(s.id, "relabel", right)
+    assert session.scores  # the fourth decision taught the labeler and re-scored the rest
+    left = run.store.samples(status=["review"])
+    want = review_priority(left, run.spec, run.store.label_counts(["labelled"]), session.scores)
+    assert [i["id"] for i in session.queue()] == [s.id for s in want]
+
+
+def test_review_apply_teaches_the_labeler(run: Run) -> None:
+    import subprocess
+    import sys
+
+    held = run.held()[:6]
+    lines = [
+        json.dumps({"id": s.id, "kind": "review", "decision": "relabel", "label": run.true(s)})
+        for s in held
+        if run.true(s) is not None
+    ]
+    queue = run.dir.parent / "apply.jsonl"
+    queue.write_text("\n".join(lines) + "\n")
+    run.store.close()
+    out = subprocess.run(
+        [sys.executable, "-m", "datasetagent", "review", str(run.dir), "--apply", str(queue)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr
+    assert f"the labeler learned from {len(lines)} decision(s): " in out.stderr

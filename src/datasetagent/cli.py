@@ -844,6 +844,7 @@ def review(
             return
         assert apply_from is not None
         done = apply_decisions(store, spec, apply_from)
+        learned = _learn(store, blobs, spec)
         reports = store.reports()
         if reports:  # the last round's report, measured again with the decisions
             last = reports[-1]
@@ -861,6 +862,23 @@ def review(
     err.print(f"applied: {decided}; export again with datasetagent export {run_dir} -o DIR")
     for reason, n in done.not_applied.items():
         err.print(f"not applied: {n} decision(s): {reason}")
+    if learned.skipped is None:
+        err.print(
+            f"the labeler learned from {learned.decisions} decision(s): "
+            f"{len(learned.promoted)} held-back sample(s) now labelled (seed+review, audited "
+            "like every new label)"
+        )
+
+
+def _learn(store: Any, blobs: Any, spec: Any) -> Any:
+    """``review_learning.learn_from_decisions`` with one BLAS thread (the refit and re-scoring
+    are small; more threads only contend with other work)."""
+    from threadpoolctl import threadpool_limits
+
+    from datasetagent.agents.review_learning import learn_from_decisions
+
+    with threadpool_limits(1):
+        return learn_from_decisions(store, blobs, spec)
 
 
 def _serve_review(
@@ -878,6 +896,7 @@ def _serve_review(
         )
     with _open_run(run_dir, lock="review --serve"):
         session = ReviewSession(run_dir, audit_size=audit_size)
+        session.on_decisions = session.learn  # every 10 decisions, the labeler learns them
         sock = bind(host, port)
         shown = f"[{host}]" if ":" in host else host
         url = f"http://{shown}:{sock.getsockname()[1]}/"

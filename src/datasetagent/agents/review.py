@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from datasetagent.errors import UsageError
+from datasetagent.models import NONE_LABEL
 from datasetagent.records import Audit, Box, ClassLabel, Mask, Sample
 from datasetagent.spec import DatasetSpec
 from datasetagent.store import LOCK_NAME, BlobStore, RunStore
@@ -49,13 +50,13 @@ def write_queue(
 ) -> dict[str, int]:
     """Write the review queue and an audit sample to ``out``; returns counts by kind.
 
-    Held-back samples come most useful first (``review_order``), the first ``review_size`` of
+    Held-back samples come most useful first (``review_priority``), the first ``review_size`` of
     them (all by default). The audit is drawn from the new samples of ``exported`` where the
     run has finished (the dataset whose reliability the audit measures), else from every
     accepted new sample.
     """
     held = store.samples(status=["review"])
-    review = review_order(held, spec, store.label_counts(["labelled"]))[:review_size]
+    review = review_priority(held, spec, store.label_counts(["labelled"]))[:review_size]
     audit = audit_sample(store, spec, audit_size, exported)
     target = check_queue_file(out, store.path.parent)
     tmp = target.with_name(f".{target.name}.partial")
@@ -182,15 +183,36 @@ def audit_sample(
     return rng.sample(accepted, min(size, len(accepted)))
 
 
-def review_order(
-    held: Sequence[Sample], spec: DatasetSpec, have: Mapping[str, int]
+#: Class probabilities per sample id: each class the labeler knows, and ``NONE_LABEL``.
+Scores = Mapping[str, Mapping[str, float]]
+
+
+def review_priority(
+    held: Sequence[Sample],
+    spec: DatasetSpec,
+    have: Mapping[str, int],
+    scores: Scores | None = None,
 ) -> list[Sample]:
-    """Held-back samples in the order a person's time fills the dataset fastest: those
-    proposed for a class still short of its target (``have``: accepted samples per class)
-    first, then the rest; within each, the most confident proposal first (the likeliest to be
-    accepted with one click)."""
+    """Held-back samples, the most useful question first: those proposed for a class still
+    short of its target (``have``: labelled samples per class) first; within each group the
+    least certain first (smallest margin between the two likeliest classes in ``scores``; a
+    sample without scores takes its stored confidence ``c`` as the margin ``2c - 1``, what it
+    is when the rest goes to one other class); ties by id."""
     short = set(spec.short_classes(have))
-    return sorted(held, key=lambda s: (s.label not in short, -(s.confidence or 0.0)))
+    scores = scores or {}
+
+    def key(s: Sample) -> tuple[bool, float, str]:
+        probs = scores.get(s.id)
+        if probs:
+            ranked = sorted(probs.items(), key=lambda kv: (-kv[1], kv[0]))
+            top = ranked[0][0]
+            margin = ranked[0][1] - (ranked[1][1] if len(ranked) > 1 else 0.0)
+        else:
+            top = s.label or NONE_LABEL
+            margin = 2.0 * (s.confidence or 0.0) - 1.0
+        return (not ({top, s.label} & short), margin, s.id)
+
+    return sorted(held, key=key)
 
 
 def _read(path: Path, spec: DatasetSpec) -> list[tuple[str, dict[str, Any]]]:

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 
 from PIL import Image
 
-from datasetagent.agents.review import HUMAN
+from datasetagent.agents.review import HUMAN, Scores, review_priority
 from datasetagent.agents.verification import DISPUTED, RELABELLED, UNVERIFIED
 from datasetagent.errors import NoLabelerError
 from datasetagent.models import NONE_LABEL
@@ -48,9 +48,6 @@ REVIEW_SUFFIX = "+review"
 CHECKED_REASONS = (DISPUTED, RELABELLED, UNVERIFIED)
 #: Images decoded and described at a time.
 BATCH = 256
-
-#: Class probabilities per sample id: each class the labeler knows, and ``NONE_LABEL``.
-Scores = Mapping[str, Mapping[str, float]]
 
 
 @dataclass(frozen=True)
@@ -89,34 +86,6 @@ def is_promoted(sample: Sample) -> bool:
 
 def _checked(sample: Sample) -> bool:
     return any(r.startswith(CHECKED_REASONS) for r in sample.review_reasons)
-
-
-def review_priority(
-    held: Sequence[Sample],
-    spec: DatasetSpec,
-    have: Mapping[str, int],
-    scores: Scores | None = None,
-) -> list[Sample]:
-    """Held-back samples, the most useful question first: those proposed for a class still
-    short of its target (``have``: labelled samples per class) first; within each group the
-    least certain first (smallest margin between the two likeliest classes in ``scores``; a
-    sample without scores takes its stored confidence ``c`` as the margin ``2c - 1``, what it
-    is when the rest goes to one other class); ties by id."""
-    short = set(spec.short_classes(have))
-    scores = scores or {}
-
-    def key(s: Sample) -> tuple[bool, float, str]:
-        probs = scores.get(s.id)
-        if probs:
-            ranked = sorted(probs.items(), key=lambda kv: (-kv[1], kv[0]))
-            top = ranked[0][0]
-            margin = ranked[0][1] - (ranked[1][1] if len(ranked) > 1 else 0.0)
-        else:
-            top = s.label or NONE_LABEL
-            margin = 2.0 * (s.confidence or 0.0) - 1.0
-        return (not ({top, s.label} & short), margin, s.id)
-
-    return sorted(held, key=key)
 
 
 def _images(blobs: BlobStore, samples: Sequence[Sample]) -> list[Image.Image]:

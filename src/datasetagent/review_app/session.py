@@ -18,11 +18,12 @@ from typing import Any
 from datasetagent.agents.review import (
     HUMAN,
     Decided,
+    Scores,
     _object,
     audit_sample,
     decide,
     human_audited,
-    review_order,
+    review_priority,
 )
 from datasetagent.errors import UsageError
 from datasetagent.records import Audit, Box, ClassLabel, Mask, Sample
@@ -87,6 +88,8 @@ class ReviewSession:
         self.on_decisions = on_decisions
         self._lock = threading.Lock()
         self._history: list[_Step] = []
+        #: The labeler's class probabilities of the held samples, as of the last ``learn``.
+        self.scores: Scores = {}
         self._since_refit = 0
         self.decisions = 0
         with self._store() as store:
@@ -108,7 +111,8 @@ class ReviewSession:
         audited yet."""
         with self._store() as store:
             held = store.samples(status=["review"])
-            review = review_order(held, self.spec, store.label_counts(["labelled"]))
+            have = store.label_counts(["labelled"])
+            review = review_priority(held, self.spec, have, self.scores)
             audited = human_audited(store)
             audit = [
                 s
@@ -269,6 +273,19 @@ class ReviewSession:
                 self._since_refit = 0
         if due and self.on_decisions is not None:
             self.on_decisions()
+
+    def learn(self) -> None:
+        """Teach the labeler the decisions so far (``review_learning.learn_from_decisions``):
+        it promotes the held samples it is now sure of and re-scores the rest, which orders
+        the queue. Holds the session's lock, so no decision is written meanwhile (a promotion
+        never overwrites a person's answer); one BLAS thread, as the server shares the cores."""
+        from threadpoolctl import threadpool_limits
+
+        from datasetagent.agents.review_learning import learn_from_decisions
+
+        with self._lock, threadpool_limits(1), self._store() as store:
+            learned = learn_from_decisions(store, self.blobs, self.spec)
+        self.scores = learned.scores
 
     def _sample(self, store: RunStore, sample_id: str) -> Sample:
         sample = store.find_sample(sample_id)
