@@ -41,13 +41,8 @@ def bind(host: str, port: int) -> socket.socket:
 
 def serve(session: ReviewSession, sock: socket.socket, host: str) -> None:
     """Serve ``session`` on the bound ``sock`` until interrupted (Ctrl-C)."""
-    try:
-        import starlette  # noqa: F401
-        import uvicorn
-    except ImportError as exc:  # pragma: no cover - the extra is installed in tests
-        raise UsageError(
-            "the review app needs the web extra: pip install 'datasetagent[web]'"
-        ) from exc
+    import uvicorn
+
     from datasetagent.review_app.app import create_app
 
     port = int(sock.getsockname()[1])
