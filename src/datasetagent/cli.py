@@ -1021,7 +1021,9 @@ def demo(output: Path, workers: int | None, as_json: bool) -> None:
         f"{result.labelled_by_model} labelled by the seed model)"
     )
     err.print(f"defects planted: {summary['defects_planted']}, exported: {result.defects_exported}")
-    err.print(f"run folder: {result.build.run_dir} (spec.yaml, run.db, summary.json)")
+    run = result.build.run_dir
+    err.print(f"run folder: {run} (spec.yaml, run.db, summary.json, report.html)")
+    err.print(f"review what was held back: datasetagent review {run} --serve")
     if as_json:
         click.echo(json.dumps(summary))
 
