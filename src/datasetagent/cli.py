@@ -983,6 +983,41 @@ def report(run_dir: Path, output: Path | None) -> None:
 
 
 @main.command()
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option(
+    "--test",
+    "test_dir",
+    required=True,
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="A labelled, held-out test folder in any layout the importers read (ImageFolder, CSV, "
+    "COCO, YOLO, VOC, HF Parquet).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
+@handle_errors
+def evaluate(run_dir: Path, test_dir: Path, as_json: bool) -> None:
+    """Train a small classifier on the export (and on the existing dataset alone, where the
+    run expanded one) and report its accuracy on a held-out test folder."""
+    from datasetagent.evaluate import evaluate_run
+
+    result = evaluate_run(run_dir, test_dir)
+    if as_json:
+        click.echo(json.dumps(result))
+        return
+    test = result["test"]
+    err.print(
+        f"test: {test['n']} images of {test['path']} ({test['skipped']} without a class of the "
+        f"run, {test['overlap']} also in the export left out)"
+    )
+    for name, key in (("export", "trained_on_export"), ("existing only", "trained_on_seed")):
+        got = result[key]
+        if got is not None:
+            err.print(
+                f"trained on {name} ({got['n_train']} images): accuracy {got['accuracy']:.4f}; "
+                + ", ".join(f"{c} {a:.3f}" for c, a in got["per_class"].items())
+            )
+
+
+@main.command()
 @click.option(
     "-o",
     "--output",
