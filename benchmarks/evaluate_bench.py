@@ -26,11 +26,15 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from datasetagent.agents.demand import parse_request
 from datasetagent.pipeline import build
-from datasetagent.sources.existing import open_existing
-from datasetagent.spec import SourceSpec
-from expansion_bench import CLASSES, REQUEST, find_fashion_mnist, make_data, read_idx
+from expansion_bench import (
+    CLASSES,
+    REQUEST,
+    expansion_spec,
+    find_fashion_mnist,
+    make_data,
+    read_idx,
+)
 
 
 def test_folder(out: Path, per_class: int, seed: int) -> int:
@@ -64,10 +68,7 @@ def main() -> None:
         data = make_data(
             root / "data", seeds=args.seeds, per_class=args.pool_per_class, seed=args.seed
         )
-        profile = open_existing(data.seed_dir, "imagefolder").profile()
-        spec = parse_request(
-            REQUEST, existing=profile, sources=[SourceSpec(location=str(data.pool_dir))]
-        )
+        spec = expansion_spec(data)
         start = time.perf_counter()
         build(spec, root / "run", workers=None)
         print(f"build '{REQUEST}': {time.perf_counter() - start:.1f} s")

@@ -63,7 +63,7 @@ from datasetagent.models.seed import SeedClassifier
 from datasetagent.pipeline import BuildResult, build, final_samples
 from datasetagent.records import QualityReport, Sample
 from datasetagent.sources.existing import open_existing
-from datasetagent.spec import SourceSpec
+from datasetagent.spec import DatasetSpec, SourceSpec
 from datasetagent.store import RunStore
 
 PACKAGE = "dataset-fashion-mnist"
@@ -402,6 +402,17 @@ def score(data: BenchData, exported: list[Sample]) -> Scored:
     )
 
 
+def expansion_spec(data: BenchData) -> DatasetSpec:
+    """The spec ``REQUEST`` makes for the seed set and the pool, as ``datasetagent build``
+    plans it (classes, size and colour inherited from the seeds)."""
+    from datasetagent.agents.demand import parse_request
+
+    profile = open_existing(data.seed_dir, "imagefolder").profile()
+    return parse_request(
+        REQUEST, existing=profile, sources=[SourceSpec(location=str(data.pool_dir))]
+    )
+
+
 def human_review(run_dir: Path, data: BenchData, audit: int, review: int) -> QualityReport:
     """A person works through ``datasetagent review``: the queue is written with ``review``
     held-back samples (those that fill short classes first) and an audit of ``audit`` exported
@@ -511,8 +522,6 @@ def main() -> None:
     )
     args = parser.parse_args()
 
-    from datasetagent.agents.demand import parse_request
-
     root = args.keep or Path(tempfile.mkdtemp(prefix="expansion-bench-"))
     if args.keep and root.exists():
         shutil.rmtree(root)
@@ -528,10 +537,7 @@ def main() -> None:
         )
         if not args.build_only:
             baselines(data, TARGET - args.seeds)
-        profile = open_existing(data.seed_dir, "imagefolder").profile()
-        spec = parse_request(
-            REQUEST, existing=profile, sources=[SourceSpec(location=str(data.pool_dir))]
-        )
+        spec = expansion_spec(data)
         t0 = time.perf_counter()
         result = build(spec, root / "run", workers=args.workers)
         build_s = time.perf_counter() - t0

@@ -42,16 +42,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from datasetagent.agents.demand import parse_request
 from datasetagent.agents.review import apply_decisions
 from datasetagent.agents.review_learning import learn_from_decisions
 from datasetagent.agents.supervision import select_for_export
 from datasetagent.pipeline import build
 from datasetagent.records import Sample
-from datasetagent.sources.existing import open_existing
-from datasetagent.spec import DatasetSpec, SourceSpec
+from datasetagent.spec import DatasetSpec
 from datasetagent.store import BlobStore, RunStore
-from expansion_bench import CLASSES, REQUEST, BenchData, make_data, score
+from expansion_bench import CLASSES, REQUEST, BenchData, expansion_spec, make_data, score
 
 
 @dataclass(frozen=True)
@@ -193,10 +191,7 @@ def main() -> None:
         data = make_data(
             root / "data", seeds=args.seeds, per_class=args.pool_per_class, seed=args.seed
         )
-        profile = open_existing(data.seed_dir, "imagefolder").profile()
-        spec = parse_request(
-            REQUEST, existing=profile, sources=[SourceSpec(location=str(data.pool_dir))]
-        )
+        spec = expansion_spec(data)
         start = time.perf_counter()
         result = build(spec, root / "built")
         print(

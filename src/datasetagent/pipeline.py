@@ -392,8 +392,8 @@ class Pipeline:
                 self.reporter.stage("processing", round_, todo)
                 counts = processing.run_round(round_, self.reporter.advance, self._save_usage)
                 self._finish(round_, "process", _describe(counts))
-                if self._web is not None:
-                    self._web.clean(round_)
+            if self._web is not None:  # also on a resume killed between the two
+                self._web.clean(round_)
             cut: str | None = None  # why a stage of this round stopped early (budget)
             if self._stage(round_, "label"):
                 todo = len(self.store.samples(status=["processed"], round_=round_))
