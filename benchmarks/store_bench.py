@@ -23,6 +23,8 @@ import time
 from itertools import islice
 from pathlib import Path
 
+import numpy as np
+
 from datasetagent.agents.demand import parse_request
 from datasetagent.demo import make_demo_data
 from datasetagent.pipeline import build
@@ -31,6 +33,8 @@ from datasetagent.sources.existing import open_existing
 from datasetagent.spec import SourceSpec
 from datasetagent.store import RunStore
 from datasetagent.store.db import Candidate
+from datasetagent.tools.dedupe import Deduplicator, decode_thumb
+from datasetagent.tools.dupindex import DEFAULT_THRESHOLD
 
 
 def templates(root: Path) -> list[Sample]:
@@ -44,6 +48,11 @@ def templates(root: Path) -> list[Sample]:
     build(spec, root / "run", workers=1)
     with RunStore(root / "run" / "run.db") as store:
         return store.samples(status=["labelled"], origin="collected")
+
+
+def rss() -> int:
+    """This process's resident memory now, in bytes."""
+    return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
 def timed(label: str, n: int, fn: object) -> float:
@@ -112,7 +121,24 @@ def main() -> None:
 
             timed(f"write labels ({args.batch} a txn)", n, label)
             timed("label_counts", n, lambda: store.label_counts(["labelled"]))
-            timed("load labelled samples", n, lambda: store.samples(status=["labelled"]))
+            loaded: list[Sample] = []
+            timed(
+                "load labelled samples",
+                n,
+                lambda: loaded.extend(store.samples(status=["labelled"])),
+            )
+            before = rss()
+            index = Deduplicator(DEFAULT_THRESHOLD)
+
+            def rebuild() -> None:  # as ImageProcessingAgent does when a run starts or resumes
+                index.add(
+                    [s.id for s in loaded],
+                    [np.array(s.hashes, dtype=np.uint64) for s in loaded],
+                    [decode_thumb(s.thumb) if s.thumb else None for s in loaded],
+                )
+
+            timed("near-duplicate index of them all", n, rebuild)
+            print(f"  its memory: {(rss() - before) / 2**20:,.0f} MiB ({len(index):,} images)")
         size = sum(p.stat().st_size for p in db.parent.iterdir())
         print(f"database: {size / 2**20:,.1f} MiB, {size / n:,.0f} bytes a sample")
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
