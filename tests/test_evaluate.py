@@ -16,6 +16,7 @@ from PIL import Image
 
 from datasetagent.errors import UsageError
 from datasetagent.evaluate import evaluate_run
+from datasetagent.evaluate_detect import DetectorCommand
 from datasetagent.export.datacard import EVALUATION_BEGIN, EVALUATION_END
 from datasetagent.pipeline import build
 from helpers import digit_images, write_class_folders
@@ -224,3 +225,16 @@ def test_the_report_and_the_data_card_show_the_evaluation(built: Path) -> None:
     for c in names:
         assert f"| {c} | {export.per_class[c]:.4f} | {seed.per_class[c]:.4f} |" in part
         assert "| " + " | ".join(matrix[names.index(c)]) + " |" in part
+
+
+def test_a_test_folder_without_the_runs_classes_is_refused(built: Path, tmp_path: Path) -> None:
+    write_class_folders(tmp_path / "other", digit_images(3, classes=(7, 8)))
+    with pytest.raises(UsageError, match=r"other holds no image labelled with a class of the run"):
+        evaluate_run(built / "run", tmp_path / "other", record=False)
+    with pytest.raises(UsageError, match="--detector-command serves detection"):
+        evaluate_run(
+            built / "run",
+            built / "test",
+            detector=DetectorCommand.parse("true"),
+            record=False,
+        )

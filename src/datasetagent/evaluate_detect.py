@@ -51,7 +51,7 @@ if TYPE_CHECKING:
     from datasetagent.evaluate import Features
 
 #: Typical boxes per class of the baseline.
-PROTOTYPES = 3
+PROTOTYPES = 5
 #: Environment variables the detector command gets, by placeholder.
 ENV = {
     "train": "DATASETAGENT_TRAIN",
