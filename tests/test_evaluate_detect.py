@@ -247,3 +247,22 @@ def test_the_cli_prints_the_map_and_a_failing_detector_in_one_line(
     assert out.returncode == 1
     assert out.stderr.strip().count("\n") == 0
     assert "detector command failed (exit status 2)" in out.stderr
+
+
+def test_without_detector_shell_no_shell_reads_the_command(run: Path, tmp_path: Path) -> None:
+    """Shell syntax in the command stays literal text: each word is one argument."""
+    seen = tmp_path / "argv.json"
+    body = (
+        "import json, sys; open(sys.argv[1], 'w').write('[]'); "
+        f"json.dump(sys.argv[2:], open({str(seen)!r}, 'w'))"
+    )
+    words = [f"a; touch {tmp_path / 'one'}", f"$(touch {tmp_path / 'two'})", "`id`", "{x}"]
+    command = _script(tmp_path, "argv.py", body) + " {predictions} " + shlex.join(words)
+    result = evaluate_run(
+        run / "run", run / "test", detector=DetectorCommand.parse(command), record=False
+    )
+    assert json.loads(seen.read_text()) == words
+    assert not (tmp_path / "one").exists()
+    assert not (tmp_path / "two").exists()
+    assert result.trained_on_export.map == 0.0  # it found nothing
+    assert result.trained_on_export.per_class == {"red": 0.0, "blue": 0.0}
