@@ -266,3 +266,14 @@ def test_without_detector_shell_no_shell_reads_the_command(run: Path, tmp_path: 
     assert not (tmp_path / "two").exists()
     assert result.trained_on_export.map == 0.0  # it found nothing
     assert result.trained_on_export.per_class == {"red": 0.0, "blue": 0.0}
+
+
+def test_an_embedder_and_a_detector_command_are_not_given_together(run: Path) -> None:
+    with pytest.raises(UsageError, match="give one of them"):
+        evaluate_run(
+            run / "run",
+            run / "test",
+            embedder="clip",
+            detector=DetectorCommand.parse("true"),
+            record=False,
+        )

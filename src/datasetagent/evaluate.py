@@ -102,18 +102,22 @@ def evaluate_run(
         exported = final_samples(store, spec)
         seeds = store.samples(status=["labelled"], origin="existing")
         train = [s for s in exported if s.split in ("train", "val")]
+        if detector is not None and spec.task == "classification":
+            raise UsageError(
+                f"the run in {run_dir} is a classification run; --detector-command "
+                "serves detection and segmentation runs only"
+            )
+        if detector is not None and embedder is not None:
+            raise UsageError(
+                "--embedder chooses the features of the built-in models; a --detector-command "
+                "trains its own: give one of them"
+            )
+        features = Features(open_embedder(spec, store, embedder))
         if spec.task == "classification":
-            if detector is not None:
-                raise UsageError(
-                    f"the run in {run_dir} is a classification run; --detector-command "
-                    "serves detection and segmentation runs only"
-                )
-            features = Features(open_embedder(spec, store, embedder))
             result = _classification(spec, BlobStore(run_dir), train, seeds, test_dir, features)
         else:
             from datasetagent.evaluate_detect import evaluate_detection
 
-            features = Features(open_embedder(spec, store, embedder, required=False))
             result = evaluate_detection(
                 spec, BlobStore(run_dir), train, seeds, test_dir, features, detector
             )
@@ -126,19 +130,19 @@ def now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
-def open_embedder(
-    spec: DatasetSpec, store: RunStore, given: str | None, *, required: bool = True
-) -> ImageEmbedder | None:
+def open_embedder(spec: DatasetSpec, store: RunStore, given: str | None) -> ImageEmbedder | None:
     """The embedder ``given`` (``NAME[:MODEL]``; ``none``: none), else the first of the run's
     labelers whose factory embeds images (``embeds``), built with the run's settings for it;
-    None where there is none (or, unless ``required``, where a detection run has none)."""
+    None where there is none."""
     from datasetagent.config import check_labelers, stored_options
     from datasetagent.models import (
+        BACKENDS,
         BackendConfig,
         ImageEmbedder,
         build_backend,
         class_queries,
         factory_flag,
+        load_builtin_backends,
         parse_labeler,
     )
 
@@ -146,11 +150,11 @@ def open_embedder(
         return None
     options = stored_options(store)
     if given is None:
-        if not required:
-            return None
-        named = [
-            t for t in (options.labelers or ()) if factory_flag(parse_labeler(t)[0], "embeds")
-        ] if options is not None else []  # fmt: skip
+        labelers = options.labelers if options is not None else None
+        load_builtin_backends()
+        names = [(t, parse_labeler(t)[0]) for t in labelers or ()]
+        # a labeler whose plugin is gone since the build embeds nothing here
+        named = [t for t, n in names if n in BACKENDS and factory_flag(n, "embeds")]
         if not named:
             return None
         given = named[0]
