@@ -277,3 +277,22 @@ def test_an_embedder_and_a_detector_command_are_not_given_together(run: Path) ->
             detector=DetectorCommand.parse("true"),
             record=False,
         )
+
+
+def test_test_images_that_are_training_images_are_left_out(run: Path, tmp_path: Path) -> None:
+    leaky = tmp_path / "leaky"
+    shutil.copytree(run / "test", leaky)
+    instances = leaky / "annotations" / "instances_test.json"
+    data = json.loads(instances.read_text())
+    trained = sorted((run / "run" / "export" / "coco" / "images" / "train").iterdir())[:2]
+    for k, path in enumerate(trained):
+        shutil.copy(path, leaky / "images" / "test" / path.name)
+        image_id = 100 + k
+        data["images"].append({"id": image_id, "file_name": path.name, "width": 96, "height": 96})
+        data["annotations"].append(
+            {"id": 1000 + k, "image_id": image_id, "category_id": 1, "bbox": [0, 0, 9, 9],
+             "area": 81, "iscrowd": 0}
+        )  # fmt: skip
+    instances.write_text(json.dumps(data))
+    result = evaluate_run(run / "run", leaky, record=False)
+    assert (result.test.n, result.test.overlap) == (12, 2)
