@@ -88,7 +88,7 @@ class Evaluation(BaseModel):
 
     def trained(self) -> list[tuple[str, Scores]]:
         """(what it was trained on, its scores) of each model trained."""
-        out = [("the export (train + val)", self.trained_on_export)]
+        out = [("the export's train and val splits", self.trained_on_export)]
         if self.trained_on_seed is not None:
             out.append(("the existing dataset alone", self.trained_on_seed))
         return out
