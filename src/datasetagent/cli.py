@@ -992,29 +992,76 @@ def report(run_dir: Path, output: Path | None) -> None:
     help="A labelled, held-out test folder in any layout the importers read (ImageFolder, CSV, "
     "COCO, YOLO, VOC, HF Parquet).",
 )
+@click.option(
+    "--embedder",
+    metavar="NAME[:MODEL]",
+    help="Classification: fit a linear probe on this backend's image embeddings (clip, siglip); "
+    "default: the run's first labeler that embeds images; 'none': the seed labeler's image "
+    "features. Detection: the baseline's image features.",
+)
+@click.option(
+    "--detector-command",
+    metavar="COMMAND",
+    help="Detection: your own detector, run once per training set with {train} (a COCO "
+    "dataset), {images} (the test images and images.json) and {predictions} (the COCO results "
+    "JSON it writes) in its arguments or as DATASETAGENT_TRAIN, DATASETAGENT_IMAGES, "
+    "DATASETAGENT_PREDICTIONS; split like a shell line but run without a shell.",
+)
+@click.option(
+    "--detector-shell",
+    is_flag=True,
+    help="Run --detector-command through /bin/sh (pipes, redirections); its placeholders are "
+    "filled in quoted.",
+)
+@click.option(
+    "--detector-timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    metavar="SECONDS",
+    help="Stop the detector command after this long (default: no limit).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
 @handle_errors
-def evaluate(run_dir: Path, test_dir: Path, as_json: bool) -> None:
-    """Train a small classifier on the export (and on the existing dataset alone, where the
-    run expanded one) and report its accuracy on a held-out test folder."""
+def evaluate(
+    run_dir: Path,
+    test_dir: Path,
+    embedder: str | None,
+    detector_command: str | None,
+    detector_shell: bool,
+    detector_timeout: float | None,
+    as_json: bool,
+) -> None:
+    """Train a model on the export (and on the existing dataset alone, where the run expanded
+    one) and report its held-out score on a test folder: accuracy (classification) or COCO mAP
+    (detection). The result also goes into the run's report.html and its exports' data cards."""
     from datasetagent.evaluate import evaluate_run
+    from datasetagent.evaluate_detect import DetectorCommand
 
-    result = evaluate_run(run_dir, test_dir)
+    detector = None
+    if detector_command is not None:
+        detector = DetectorCommand.parse(
+            detector_command, shell=detector_shell, timeout=detector_timeout
+        )
+    elif detector_shell or detector_timeout is not None:
+        raise UsageError("--detector-shell and --detector-timeout go with --detector-command")
+    result = evaluate_run(run_dir, test_dir, embedder=embedder, detector=detector)
     if as_json:
-        click.echo(json.dumps(result))
+        click.echo(json.dumps(result.as_json()))
         return
-    test = result["test"]
+    test = result.test
+    objects = f", {test.objects} objects" if test.objects is not None else ""
+    left = "images without a class" if result.task == "classification" else "objects of no class"
     err.print(
-        f"test: {test['n']} images of {test['path']} ({test['skipped']} without a class of the "
-        f"run, {test['overlap']} also in the export left out)"
+        f"test: {test.n} images{objects} of {test.path} ({test.skipped} {left} of the run, "
+        f"{test.overlap} also training images left out); model: {result.model}"
     )
-    for name, key in (("export", "trained_on_export"), ("existing only", "trained_on_seed")):
-        got = result[key]
-        if got is not None:
-            err.print(
-                f"trained on {name} ({got['n_train']} images): accuracy {got['accuracy']:.4f}; "
-                + ", ".join(f"{c} {a:.3f}" for c, a in got["per_class"].items())
+    for what, got in result.trained():
+        err.print(
+            f"trained on {what} ({got.n_train} images): {got.headline()}; "
+            + ", ".join(
+                f"{c} {'-' if a is None else format(a, '.3f')}" for c, a in got.per_class.items()
             )
+        )
+    err.print(f"shown in {run_dir / 'report.html'} and the data cards of {run_dir / 'export'}")
 
 
 @main.command()

@@ -6,6 +6,7 @@ from collections import Counter
 from collections.abc import Sequence
 
 from datasetagent import __version__
+from datasetagent.evaluate_result import Evaluation
 from datasetagent.export.attribution import licence_link, licence_terms, md_text
 from datasetagent.export.prepare import ExportStats
 from datasetagent.metrics import compared
@@ -215,4 +216,73 @@ def render_datacard(
         "```",
         "",
     ]
+    return "\n".join(lines)
+
+
+#: The lines that bound the evaluation section of a data card (``with_evaluation``).
+EVALUATION_BEGIN = "<!-- datasetagent evaluate: begin -->"
+EVALUATION_END = "<!-- datasetagent evaluate: end -->"
+#: The heading the evaluation section goes before, where the card has it.
+_SPEC_HEADING = "## The spec it was built from"
+
+
+def evaluation_lines(evaluation: Evaluation) -> list[str]:
+    """The data card's section on ``datasetagent evaluate``: the model, the test set, the
+    headline score of each training, the per-class table and (classification) the confusion
+    matrix of the model trained on the export (rows: true class, columns: predicted)."""
+    ev = evaluation
+    t = ev.test
+    objects = f", {t.objects} objects" if t.objects is not None else ""
+    left = "objects of other classes" if ev.task != "classification" else "images without a class"
+    lines = [
+        EVALUATION_BEGIN,
+        "## Held-out evaluation",
+        "",
+        f"`datasetagent evaluate` ({md_text(ev.when)}): model `{md_text(ev.model)}`, scored on "
+        f"{t.n} held-out images{objects} of `{md_text(t.path)}` ({t.skipped} {left} of the "
+        f"run left out; {t.overlap} images that are training images left out).",
+        "",
+    ]
+    trained = ev.trained()
+    lines += [f"* Trained on {what} ({s.n_train} images): {s.headline()}" for what, s in trained]
+    metric = "accuracy" if ev.task == "classification" else "AP"
+    header = ["class", *(f"{metric}, trained on {what}" for what, _ in trained)]
+    rows = [[md_text(c), *(_number(s.per_class.get(c)) for _, s in trained)] for c in ev.classes]
+    lines += ["", *_table(header, rows)]
+    confusion = ev.trained_on_export.confusion
+    if confusion is not None:
+        names = list(confusion)
+        predicted = [*names, *sorted({g for row in confusion.values() for g in row} - {*names})]
+        lines += [
+            "",
+            "Confusion matrix of the model trained on the export (rows: true class, columns: "
+            "predicted class, images):",
+            "",
+            *_table(
+                ["true \\ predicted", *(md_text(p) for p in predicted)],
+                [
+                    [md_text(c), *(confusion[c].get(p, 0) for p in predicted)]
+                    for c in names
+                    if sum(confusion[c].values())
+                ],
+            ),
+        ]
+    return [*lines, EVALUATION_END]
+
+
+def _number(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"
+
+
+def with_evaluation(card: str, evaluation: Evaluation) -> str:
+    """The data card ``card`` with its evaluation section replaced by ``evaluation``'s (or
+    added, before the spec where the card shows one, else at the end)."""
+    lines = card.split("\n")
+    if EVALUATION_BEGIN in lines and EVALUATION_END in lines:
+        start, end = lines.index(EVALUATION_BEGIN), lines.index(EVALUATION_END)
+        if start < end:
+            del lines[start : end + 2 if end + 1 < len(lines) and not lines[end + 1] else end + 1]
+    section = [*evaluation_lines(evaluation), ""]
+    at = lines.index(_SPEC_HEADING) if _SPEC_HEADING in lines else len(lines)
+    lines[at:at] = section
     return "\n".join(lines)

@@ -279,6 +279,8 @@ BackendFactory = Callable[[BackendConfig], Backend]
 #: * ``takes_model`` [True]: ``NAME:MODEL`` is accepted;
 #: * ``uses_peers`` [False]: built after the run's other labelers, which it gets as
 #:   ``BackendConfig.peers``;
+#: * ``embeds`` [False]: the backend is an ``ImageEmbedder`` (``evaluate`` fits its linear
+#:   probe on the embeddings of the first such labeler of a run);
 #: * ``applies(spec) -> bool`` [always]: a labeler that serves some runs only (``seed`` needs
 #:   ``--existing`` and classification) is left out, silently, where it does not;
 #: * ``default_model`` and the first docstring line: what ``datasetagent models list`` shows.
@@ -328,7 +330,7 @@ def parse_labeler(text: str) -> tuple[str, str | None]:
 
 
 def factory_flag(name: str, flag: str) -> bool:
-    """A registered factory's flag (``offline``, ``takes_model``, ``uses_peers``; see
+    """A registered factory's flag (``offline``, ``takes_model``, ``uses_peers``, ``embeds``; see
     ``BACKENDS``), with its default where the factory does not set it."""
     load_builtin_backends()
     return bool(getattr(BACKENDS.get(name), flag, flag == "takes_model"))

@@ -352,6 +352,8 @@ class VisionFactory:
         self.module = module
         self.cls = cls
         self.__doc__ = doc
+        #: CLIP and SigLIP embed images (``ImageEmbedder``): ``evaluate`` probes on them.
+        self.embeds = module == "hf_zeroshot"
 
     @property
     def default_model(self) -> str:

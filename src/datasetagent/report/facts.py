@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from datasetagent.agents.supervision import SupervisionAgent, select_for_export
+from datasetagent.evaluate_result import EVALUATION_META, Evaluation, load_evaluation
 from datasetagent.records import QualityReport, Rejection, Sample
 from datasetagent.spec import DatasetSpec
 from datasetagent.store import RunStore
@@ -36,6 +37,8 @@ class RunFacts:
     #: Supervision's measure of the run as it stands (``measured_now``): the same numbers.
     last: QualityReport
     measured_now: bool = False
+    #: The last ``datasetagent evaluate`` of the run; None where it was never evaluated.
+    evaluation: Evaluation | None = None
     by_location: dict[str, Sample] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -71,4 +74,5 @@ def gather(
         rejections=store.rejections(),
         exported=list(exported),
         finished=finished,
+        evaluation=load_evaluation(store.get_meta(EVALUATION_META)),
     )

@@ -140,6 +140,8 @@ class Page:
         ]
         if self.detection:
             sections.append(("objects", "Objects", self.objects))
+        if self.f.evaluation is not None:
+            sections.append(("evaluation", "Held-out evaluation", self.evaluation))
         sections += [
             ("gallery", "Gallery per class", self.gallery),
             ("review", "Held back for review", self.review),
@@ -672,6 +674,58 @@ class Page:
             "<p>The gallery per class below draws every object: boxes outlined, masks tinted, "
             "in the class's colour.</p>",
         ]
+        return "".join(out)
+
+    def evaluation(self) -> str:
+        """The last ``datasetagent evaluate``: model, test set, each training's score, the
+        per-class table and (classification) the confusion matrix of the export-trained model
+        in counts (rows: true class, columns: predicted)."""
+        ev = self.f.evaluation
+        if ev is None:
+            return ""
+        t = ev.test
+        objects = f", {t.objects} objects" if t.objects is not None else ""
+        left = "objects of other classes" if self.detection else "images without a class"
+        trained = ev.trained()
+        out = [
+            f"<p>datasetagent evaluate ({esc(ev.when)}): model <code>{esc(ev.model)}</code>, "
+            f"scored on {t.n} held-out images{objects} of <code>{esc(t.path)}</code> "
+            f"({t.skipped} {left} of the run left out; {t.overlap} images that are training "
+            "images left out).</p><ul>"
+            + "".join(
+                f"<li>Trained on {esc(what)} ({s.n_train} images): {esc(s.headline())}</li>"
+                for what, s in trained
+            )
+            + "</ul>"
+        ]
+        metric = "AP" if self.detection else "accuracy"
+        out.append(
+            table(
+                ["class", *(f"{metric}, trained on {what}" for what, _ in trained)],
+                [
+                    [c, *("-" if s.per_class.get(c) is None else f"{s.per_class[c]:.4f}"
+                          for _, s in trained)]
+                    for c in ev.classes
+                ],
+            )
+        )  # fmt: skip
+        confusion = ev.trained_on_export.confusion
+        if confusion is not None:
+            names = list(confusion)
+            extra = sorted({g for row in confusion.values() for g in row} - set(names))
+            predicted = [*names, *extra]
+            out.append(
+                "<h3>Confusion matrix, trained on the export</h3><p>Test images by true class "
+                "(rows) and predicted class (columns).</p>"
+                + table(
+                    ["true \\ predicted", *predicted],
+                    [
+                        [c, *(confusion[c].get(p, 0) for p in predicted)]
+                        for c in names
+                        if sum(confusion[c].values())
+                    ],
+                )
+            )
         return "".join(out)
 
     def gallery(self) -> str:
