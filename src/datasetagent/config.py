@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal, Protocol
 
 from PIL import Image
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from datasetagent.agents.labeling import DataLabelAgent, LabelerSet, no_labeler_message
 from datasetagent.agents.verification import Verification
@@ -46,7 +46,7 @@ from datasetagent.models import (
 )
 from datasetagent.models.llm_call import CallGate
 from datasetagent.models.llm_endpoint import redact_url
-from datasetagent.runtime.local import LocalExecutor
+from datasetagent.runtime.local import Executor, LocalExecutor
 from datasetagent.spec import DatasetSpec, describe_validation_error
 
 if TYPE_CHECKING:
@@ -60,10 +60,6 @@ Setting = str | int | float | bool
 BackendOptions = dict[str, dict[str, Setting]]
 #: The run store's meta key of the options record.
 OPTIONS_META = "options"
-RAY_LATER = (
-    "--executor ray is not available yet: the Ray Data executor comes with a later release; "
-    "use --executor local (the default, all cores of this machine)"
-)
 
 
 class Reporter(Protocol):
@@ -90,8 +86,8 @@ class NullReporter:
 class BuildOptions(BaseModel):
     """How a run is built, beyond its spec. ``None`` means "not given": a new run then takes
     the default (the offline labelers that apply, no verifier), a resumed one what it stored.
-    ``workers``, ``device`` and ``executor`` belong to the process and are never taken from
-    the store."""
+    ``workers``, ``device``, ``executor`` and ``ray_address`` belong to the process and are
+    never taken from the store: a run may resume under either executor."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -102,18 +98,19 @@ class BuildOptions(BaseModel):
     backend_options: BackendOptions | None = None
     #: The MLLM that chooses each image's enhancement tools and judges usability.
     tool_llm: str | None = None
-    executor: Literal["local"] = "local"
+    executor: Literal["local", "ray"] = "local"
     #: ``HOST[:PORT]`` each: the non-public addresses web sources may fetch from (``--allow-host``).
     allow_hosts: tuple[str, ...] | None = None
     device: str | None = None
     workers: int | None = Field(default=None, ge=1)
+    #: The Ray cluster to join (``--ray-address``; default ``RAY_ADDRESS``, else a local one).
+    ray_address: str | None = None
 
-    @field_validator("executor", mode="before")
-    @classmethod
-    def _executor(cls, value: object) -> object:
-        if value == "ray":  # raised as itself: a one-line error that names the way out
-            raise UsageError(RAY_LATER)
-        return value
+    @model_validator(mode="after")
+    def _ray_address(self) -> BuildOptions:
+        if self.ray_address is not None and self.executor != "ray":
+            raise ValueError("--ray-address needs --executor ray")
+        return self
 
     @classmethod
     def parse(cls, **fields: object) -> BuildOptions:
@@ -195,8 +192,22 @@ def check_labelers(names: Sequence[str]) -> None:
             raise UsageError(f"labeler {name!r} takes no model (got {text!r})")
 
 
-def open_executor(options: BuildOptions) -> LocalExecutor:
-    """The executor of the per-image stages (only ``local`` so far)."""
+def check_executor(options: BuildOptions) -> None:
+    """Before a run does any work: the executor it names can run here (Ray Data installed,
+    the cluster to join answering)."""
+    if options.executor == "ray":
+        from datasetagent.runtime.ray import preflight
+
+        preflight(options.ray_address)
+
+
+def open_executor(options: BuildOptions) -> Executor:
+    """The executor of the per-image stages: local worker processes, or Ray Data (imported
+    here, only for a run that uses it)."""
+    if options.executor == "ray":
+        from datasetagent.runtime.ray import RayExecutor
+
+        return RayExecutor(options.workers, options.ray_address)
     return LocalExecutor(options.workers)
 
 
