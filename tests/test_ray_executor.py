@@ -17,6 +17,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +40,13 @@ RAY_ENV = {
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def session(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The module's Ray runtime's session folder (its logs)."""
+    return tmp_path_factory.mktemp("ray")
+
+
+@pytest.fixture(scope="module")
+def cluster(session: Path) -> Iterator[str]:
     """A Ray runtime for the module (2 CPUs, loopback only); yields its address."""
     with pytest.MonkeyPatch.context() as mp:
         for key, value in RAY_ENV.items():
@@ -54,7 +61,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             num_cpus=2,
             include_dashboard=False,
             log_to_driver=False,
-            _temp_dir=str(tmp_path_factory.mktemp("ray")),
+            _temp_dir=str(session),
         )
         try:
             yield str(info.address_info["gcs_address"])
@@ -111,6 +118,42 @@ def test_a_failing_item_and_a_dying_worker_are_one_line_errors(cluster: str) -> 
         assert "Ray task failed" in str(died.value)
         # the runtime still works after both
         assert list(executor.map(abs, [-1, -2])) == [1, 2]
+
+
+@pytest.fixture(scope="module")
+def tiny_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from tiny_models import build_clip
+
+    return build_clip(tmp_path_factory.mktemp("clip"))
+
+
+@dataclass
+class _Stored:
+    blob: str
+
+
+def test_the_model_pool_gives_the_drivers_predictions_and_counts_usage(
+    cluster: str, tiny_clip: Path, tmp_path: Path
+) -> None:
+    from datasetagent.models import BackendConfig, ClassQuery, build_backend
+    from datasetagent.store import BlobStore
+    from helpers import digit_images, encode
+
+    blobs = BlobStore(tmp_path)
+    images = [img.convert("RGB") for img, _ in digit_images(3, classes=(0, 1))]
+    stored = [_Stored(blobs.put(f"{k:064x}", "png", encode(img))) for k, img in enumerate(images)]
+    classes = tuple(ClassQuery(name=c, phrases=(c,)) for c in ("zero", "one"))
+    config = BackendConfig(classes=classes, model=str(tiny_clip), options={"threads": 1})
+    here = build_backend("clip", config)
+    parts = [stored[:4], stored[4:]]
+    expected = [here.predict(here.prepare([blobs.open_image(s.blob) for s in p])) for p in parts]
+    with open_executor(BuildOptions(executor="ray", workers=2)) as executor:
+        recipes = [("classify", "clip", config)]
+        pool = executor.model_runner(recipes, tmp_path, [here])  # type: ignore[attr-defined]
+        before = here.usage.images
+        got = list(pool.outputs([*parts, []]))
+    assert got == [[expected[0]], [expected[1]], [[]]]
+    assert here.usage.images - before == len(stored)  # what the actors did, counted here
 
 
 def test_ray_missing_is_one_line_naming_the_extra(
@@ -345,3 +388,29 @@ def test_an_unreachable_cluster_is_a_one_line_usage_error(pool: Path, tmp_path: 
     )
     assert flag.returncode == 2
     assert "--ray-address needs --executor ray" in flag.stderr
+
+
+def test_model_labels_from_the_actor_pool_are_the_local_ones(
+    cluster: str, session: Path, pool: Path, tiny_clip: Path, tmp_path: Path
+) -> None:
+    """A CLIP-labelled build: its model runs on the cluster's actor pool (one model load per
+    actor), and the run decides and exports exactly what the local build does."""
+    clip = ["--labeler", f"clip:{tiny_clip}", "--labeler-option", "clip.threads=1"]
+    outcomes = []
+    for name, flags in (("local", []), ("ray", ["--executor", "ray", "--ray-address", cluster])):
+        out = subprocess.run(
+            [*EXE, *_build_args(pool, tmp_path / name, *clip, *flags)],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            env=_env(),
+        )
+        assert out.returncode == 0, out.stderr
+        outcomes.append(_outcome(tmp_path / name))
+    local, ray_run = outcomes
+    assert ray_run == local
+    assert any(
+        s["annotations"] and "clip" in s["annotations"][0]["labeler"] for s in local["samples"]
+    ) or any("clip" in r for s in local["samples"] for r in s["review_reasons"])
+    logs = "".join(p.read_text(errors="replace") for p in session.rglob("ray-data*.log"))
+    assert "MapBatches(_Models)" in logs  # the labels came from the actor pool

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal, Protocol
 
 from PIL import Image
@@ -27,6 +27,7 @@ from datasetagent.agents.verification import Verification
 from datasetagent.errors import NoLabelerError, UsageError
 from datasetagent.models import (
     BACKENDS,
+    Adapting,
     Backend,
     BackendConfig,
     BoxSegmenter,
@@ -229,6 +230,10 @@ class Assembly:
     gate: CallGate
     #: The backends whose usage the run reports, by the text they were named with.
     metered: dict[str, Backend]
+    #: How to build each backend again elsewhere (an actor of a model pool), by ``id``: the
+    #: ones that load a model and need nothing of this process (not an LLM, whose requests
+    #: the run's budget gates here, nor a labeler that learns or uses its peers).
+    recipes: dict[int, tuple[str, BackendConfig]] = field(default_factory=dict)
 
     @property
     def embedder(self) -> ImageEmbedder | None:
@@ -278,13 +283,27 @@ class Assembly:
         return learner
 
     def labeling(
-        self, store: RunStore, blobs: BlobStore, learner: ImageClassifier | None
+        self,
+        store: RunStore,
+        blobs: BlobStore,
+        learner: ImageClassifier | None,
+        executor: Executor | None = None,
     ) -> DataLabelAgent:
-        """The Data Label agent; the fitted learner, if any, is the first classifier."""
+        """The Data Label agent; the fitted learner, if any, is the first classifier. With an
+        executor that runs model pools (Ray), its models run there when every one of them can
+        be built again there (``recipes``) and no box segmenter needs the images here."""
         roles = self.roles
         if learner is not None:
             roles = LabelerSet((learner, *roles.classifiers), roles.detectors, roles.segmenter)
-        return DataLabelAgent(store, blobs, self.spec, roles)
+        runner = None
+        pools = getattr(executor, "model_runner", None)
+        if callable(pools) and roles.models and roles.segmenter is None:
+            models: list[tuple[object, str]] = [(m, "classify") for m in roles.classifiers]
+            models += [(m, "detect") for m in roles.detectors]
+            if all(id(m) in self.recipes for m, _ in models):
+                recipes = [(kind, *self.recipes[id(m)]) for m, kind in models]
+                runner = pools(recipes, blobs.root, [m for m, _ in models])
+        return DataLabelAgent(store, blobs, self.spec, roles, runner=runner)
 
     def verification(self, store: RunStore, load: Callable[[Sample], Image.Image]) -> Verification:
         return Verification(store, self.spec, load, list(self.checkers), self.auditors)
@@ -304,6 +323,7 @@ def assemble(
     reporter = reporter or NullReporter()
     gate = CallGate()
     built: dict[str, Backend] = {}
+    recipes: dict[int, tuple[str, BackendConfig]] = {}
 
     def make(text: str, peers: tuple[Backend, ...] = ()) -> Backend:
         if text in built:  # named both as labeler and as verifier: the same object
@@ -324,6 +344,13 @@ def assemble(
         if not factory_flag(name, "offline"):
             reporter.note(f"{backend.name} ready")
         built[text] = backend
+        if not (
+            callable(limit)
+            or peers
+            or factory_flag(name, "offline")
+            or isinstance(backend, (Learner, Adapting))
+        ):
+            recipes[id(backend)] = (name, config)
         return backend
 
     names = [  # a labeler named twice is one labeler: each image goes to it once
@@ -357,6 +384,7 @@ def assemble(
         metered={
             t: b for t, b in built.items() if not factory_flag(parse_labeler(t)[0], "offline")
         },
+        recipes=recipes,
     )
 
 

@@ -199,7 +199,7 @@ class Pipeline:
             assembly.check_collected(self.store)
             self._ingest_existing(processing)
             self.classifier = assembly.fit_learner(self.store, self.blobs, self.reporter)
-            labeling = assembly.labeling(self.store, self.blobs, self.classifier)
+            labeling = assembly.labeling(self.store, self.blobs, self.classifier, executor)
             verification = assembly.verification(self.store, self._load)
             verification.budget = lambda: self._budget_spent(start)
             verification.progress = self.reporter.advance

@@ -29,10 +29,12 @@ import socket
 import tempfile
 import warnings
 from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from datasetagent.errors import DatasetAgentError, UsageError
+from datasetagent.models import BackendConfig, Preparing, Usage
 from datasetagent.runtime.local import single_threaded
 
 log = logging.getLogger(__name__)
@@ -45,6 +47,9 @@ BATCH = 16
 #: More tries of a task whose worker died (killed for memory, crashed); Ray Data's default
 #: retries such a task forever, and a crash that repeats would hang the run.
 TASK_RETRIES = 2
+#: CPUs a model actor asks for: a fraction, so that an actor per core still leaves the
+#: cluster's scheduler room (whole-CPU actors on a 2-core machine starve Ray Data's other work).
+MODEL_CPUS = 0.5
 #: Seconds to reach a cluster's address before joining it: ``ray.init`` itself retries an
 #: address that does not answer for minutes.
 CONNECT_TIMEOUT = 5.0
@@ -173,6 +178,135 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
 
 
+def _stream(ray: Any, ds: Any, n: int, batch_size: int) -> Iterator[Any]:
+    """The unpickled results of ``ds`` (columns ``i`` and ``result``), checked to come in the
+    order of their index; a failed Ray task is a one-line error."""
+    expected = 0
+    try:
+        for batch in ds.iter_batches(batch_size=batch_size, batch_format="pyarrow"):
+            for i, blob in zip(
+                batch.column("i").to_pylist(), batch.column("result").to_pylist(), strict=True
+            ):
+                if i != expected:
+                    raise DatasetAgentError(
+                        f"Ray returned item {i} where item {expected} was due; nothing of it "
+                        "was stored: resume the run (build --resume -o RUN)"
+                    )
+                expected += 1
+                yield pickle.loads(blob)
+    except ray.exceptions.RayError as exc:
+        raise DatasetAgentError(
+            f"a Ray task failed after {expected} of {n} items ({_describe(exc)}); what came "
+            "back before is stored: fix the cause and resume (build --resume -o RUN, with "
+            "either executor)"
+        ) from exc
+    if expected != n:
+        raise DatasetAgentError(
+            f"Ray returned {expected} of {n} items; what came back is stored: resume the run "
+            "(build --resume -o RUN)"
+        )
+
+
+class _Models:
+    """An actor of the model pool: builds each model once, then runs them on batches of
+    stored images (read from the run folder, as the driver would read them)."""
+
+    def __init__(self, recipes: bytes, root: str) -> None:
+        from datasetagent.models import build_backend
+        from datasetagent.store import BlobStore
+
+        single_threaded()
+        self.models: list[tuple[str, Any]] = [
+            (kind, build_backend(name, config)) for kind, name, config in pickle.loads(recipes)
+        ]
+        self.blobs = BlobStore(Path(root))
+
+    def __call__(self, batch: Any) -> Any:
+        import pyarrow as pa
+
+        out = []
+        for blobs in batch.column("blobs").to_pylist():
+            images = [self.blobs.open_image(b) for b in pickle.loads(blobs)]
+            outputs: list[list[Any]] = []
+            usage: list[dict[str, int]] = []
+            for kind, model in self.models:
+                before = model.usage.as_dict() if hasattr(model, "usage") else {}
+                # what the Data Label agent hands a local model: its prepared batch, if it
+                # prepares one (one forward pass for the batch), else the images
+                inputs = (
+                    model.prepare(images) if images and isinstance(model, Preparing) else images
+                )
+                if not images:
+                    outputs.append([])
+                elif kind == "classify":
+                    outputs.append(list(model.predict(inputs)))
+                else:
+                    outputs.append(list(model.detect(inputs)))
+                after = model.usage.as_dict() if hasattr(model, "usage") else {}
+                usage.append({k: v - before.get(k, 0) for k, v in after.items()})
+            out.append(pickle.dumps((outputs, usage), protocol=5))
+        return pa.table({"i": batch.column("i"), "result": pa.array(out, type=pa.binary())})
+
+
+class ModelPool:
+    """The Data Label agent's models on a Ray Data actor pool, for one round at a time: each
+    actor builds every model once (on a GPU each where the cluster has them), the round's
+    batches of samples go through the pool, and each batch's outputs come back in order."""
+
+    def __init__(
+        self,
+        executor: RayExecutor,
+        recipes: list[tuple[str, str, BackendConfig]],
+        root: Path,
+        models: list[Any],
+    ) -> None:
+        self.executor = executor
+        self.recipes = pickle.dumps(recipes, protocol=5)
+        self.root = str(root)
+        self.models = models
+        devices = {str(config.device or "") for _, _, config in recipes}
+        self.gpu = any(d.startswith("cuda") for d in devices) or (not any(devices) and _cuda_here())
+
+    def outputs(self, batches: Sequence[Sequence[Any]]) -> Iterator[list[list[Any]]]:
+        if not batches:
+            return
+        ray = self.executor._ray
+        rows = [
+            {"i": i, "blobs": pickle.dumps([s.blob for s in chunk], protocol=5)}
+            for i, chunk in enumerate(batches)
+        ]
+        gpus = int(ray.cluster_resources().get("GPU", 0)) if self.gpu else 0
+        size = max(1, min(len(rows), gpus or self.executor.workers or 1))
+        resources = {"num_gpus": 1} if gpus else {"num_cpus": MODEL_CPUS}
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # max_restarts: as max_retries in RayExecutor.map
+            ds = ray.data.from_items(rows, override_num_blocks=len(rows)).map_batches(
+                _Models,
+                fn_constructor_kwargs={"recipes": self.recipes, "root": self.root},
+                compute=ray.data.ActorPoolStrategy(size=size),
+                batch_size=1,  # one row is one of the agent's batches of images
+                batch_format="pyarrow",
+                # an actor that dies fails the round in one line (resumable); restarted, it
+                # would rebuild its models from arguments Ray may have dropped by then
+                max_restarts=0,
+                **resources,
+            )
+        for outputs, usage in _stream(ray, ds, len(rows), 1):
+            for model, used in zip(self.models, usage, strict=True):
+                if used and hasattr(model, "usage"):
+                    model.usage.add(Usage(**used))
+            yield outputs
+
+
+def _cuda_here() -> bool:
+    """Whether torch (when installed) sees a CUDA GPU in this process."""
+    try:
+        import torch
+    except ImportError:
+        return False
+    return bool(torch.cuda.is_available())
+
+
 class RayExecutor:
     """Runs ``fn`` over items as Ray Data tasks; results come back in input order.
 
@@ -261,30 +395,15 @@ class RayExecutor:
                 num_cpus=1,
                 max_retries=TASK_RETRIES,
             )
-        expected = 0
-        try:
-            for batch in ds.iter_batches(batch_size=self.batch_size, batch_format="pyarrow"):
-                for i, blob in zip(
-                    batch.column("i").to_pylist(), batch.column("result").to_pylist(), strict=True
-                ):
-                    if i != expected:
-                        raise DatasetAgentError(
-                            f"Ray returned item {i} where item {expected} was due; nothing of it "
-                            "was stored: resume the run (build --resume -o RUN)"
-                        )
-                    expected += 1
-                    yield pickle.loads(blob)
-        except ray.exceptions.RayError as exc:
-            raise DatasetAgentError(
-                f"a Ray task failed after {expected} of {len(items)} items ({_describe(exc)}); "
-                "what came back before is stored: fix the cause and resume "
-                "(build --resume -o RUN, with either executor)"
-            ) from exc
-        if expected != len(items):
-            raise DatasetAgentError(
-                f"Ray returned {expected} of {len(items)} items; what came back is stored: "
-                "resume the run (build --resume -o RUN)"
-            )
+        yield from _stream(ray, ds, len(items), self.batch_size)
+
+    def model_runner(
+        self, recipes: Sequence[tuple[str, str, BackendConfig]], root: Path, models: Sequence[Any]
+    ) -> ModelPool:
+        """Runs the Data Label agent's models on an actor pool (``agents.labeling.ModelRunner``):
+        ``recipes`` are (``classify`` or ``detect``, backend name, config), one per model of
+        ``models`` (whose usage counts what the actors did); ``root`` is the run folder."""
+        return ModelPool(self, list(recipes), root, list(models))
 
     def close(self) -> None:
         if self._owned:
