@@ -3,7 +3,8 @@
 A pool of Fashion-MNIST photos (Debian's ``dataset-fashion-mnist``), one folder per class,
 scaled up to ``--side`` pixels and saved as JPEGs, is built from the command line as a whole
 process each time: the local executor (all cores, and one worker), then Ray Data with a local
-runtime of 1 and of 2 CPUs. Prints each wall time and its ratio against the local executor
+runtime of 1 and of 2 CPUs. Prints each wall time, and that of its processing stage (the
+stage Ray runs; from the run's stage records), with their ratios against the local executor
 on all cores, and Ray's start-up (starting and stopping a local runtime) measured apart. Every
 build must export the same files (checked).
 
@@ -17,6 +18,7 @@ import hashlib
 import io
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -46,6 +48,14 @@ def make_pool(root: Path, images: int, side: int) -> int:
             img.save(buf, format="JPEG", quality=90)
             (folder / f"{name}_{i:05d}.jpg").write_bytes(buf.getvalue())
     return per_class
+
+
+def stage_seconds(run: Path, stage: str) -> float:
+    """Seconds the run spent in ``stage``, every round's: from the end of the stage before it
+    (the stages table records when each ended) to its own end."""
+    with sqlite3.connect(run / "run.db") as con:
+        ends = con.execute("SELECT stage, finished FROM stages ORDER BY finished").fetchall()
+    return sum(t - ends[k - 1][1] for k, (name, t) in enumerate(ends) if name == stage and k)
 
 
 def build(pool: Path, run: Path, per_class: int, *flags: str) -> tuple[float, str]:
@@ -95,16 +105,23 @@ def main() -> None:
             "ray, 2 CPUs": ["--executor", "ray", "--workers", "2"],
         }
         times: dict[str, float] = {}
+        processing: dict[str, float] = {}
         outputs: set[str] = set()
         for k, (name, flags) in enumerate(runs.items()):
             times[name], output = build(root / "pool", root / f"run{k}", per_class, *flags)
+            processing[name] = stage_seconds(root / f"run{k}", "process")
             outputs.add(output)
             print(f"{name:18s} {times[name]:7.2f} s   {output}", flush=True)
         startup, shutdown = ray_startup()
-    base = times["local, all cores"]
+    base, base_proc = times["local, all cores"], processing["local, all cores"]
     print()
+    print(f"{'':18s} {'whole build':>24s}   {'processing stage':>26s}")
     for name, wall in times.items():
-        print(f"{name:18s} {wall:7.2f} s  {wall / base:5.2f}x local  ({n / wall:6.1f} images/s)")
+        proc = processing[name]
+        print(
+            f"{name:18s} {wall:7.2f} s {wall / base:5.2f}x local   "
+            f"{proc:7.2f} s {proc / base_proc:5.2f}x ({n / proc:6.1f} images/s)"
+        )
     print(f"ray start-up (a local 2-CPU runtime): {startup:.2f} s, shut-down {shutdown:.2f} s")
     print(f"load average after: {os.getloadavg()[0]:.2f}")
     if len(outputs) != 1:
