@@ -12,9 +12,14 @@ either a local runtime starts (``workers`` CPUs, no dashboard, its session files
 folder, not the run folder) and is shut down with the executor. Ray is imported when the
 executor opens: a run on the local executor never loads it.
 
-Workers read each candidate from where its source says it is: on a cluster of several machines
-the source folders (and the run folder's downloads) must be on storage every node mounts at the
-same path.
+A task asks for a whole CPU: a local runtime of N CPUs runs N at a time, as the local executor
+runs N processes. The Data Label agent's models run on an actor pool instead (``ModelPool``):
+each actor builds the models once and asks for a GPU where the cluster has them, else for a
+fraction of a CPU.
+
+Workers read each candidate (and actors each stored image) from where the run says it is: on a
+cluster of several machines the source folders and the run folder must be on storage every
+node mounts at the same path.
 """
 
 from __future__ import annotations
