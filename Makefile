@@ -16,12 +16,12 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 # The tests also build tiny vision models and talk to a loopback LLM stub: they need the model
-# extras, and the review app's tests the web extra. torch is pinned to its CPU build here (an
-# unpinned torch pulls a multi-GB CUDA build).
+# extras, the review app's tests the web extra and the Ray executor's the ray extra. torch is
+# pinned to its CPU build here (an unpinned torch pulls a multi-GB CUDA build).
 # The browser tests drive Debian's chromium through Playwright (never `playwright install`,
 # which downloads its own browser and fails offline): installed with apt-get where missing.
 $(TEST_STAMP): $(STAMP)
-	$(BIN)/python -m pip install --quiet 'torch==2.13.0' -e '.[dev,models,web]'
+	$(BIN)/python -m pip install --quiet 'torch==2.13.0' -e '.[dev,models,web,ray]'
 	command -v chromium >/dev/null || ($(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium)
 	touch $(TEST_STAMP)
 

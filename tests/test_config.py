@@ -19,7 +19,6 @@ from rich.console import Console
 from datasetagent import cli
 from datasetagent.config import (
     OPTIONS_META,
-    RAY_LATER,
     BuildOptions,
     assemble,
     run_options,
@@ -231,23 +230,6 @@ def test_a_run_stored_before_the_options_record_resumes_with_its_labelers(tmp_pa
         )
         assert stored_options(store) == used  # now one record
         assert json.loads(store.get_meta(OPTIONS_META) or "{}")["labelers"] == ["cls:a"]
-
-
-# -- the executor --------------------------------------------------------------------------------
-
-
-def test_the_ray_executor_is_refused_in_one_line_naming_its_later_release(
-    tmp_path: Path,
-) -> None:
-    with pytest.raises(UsageError, match="Ray Data executor comes with a later release"):
-        BuildOptions(executor="ray")  # type: ignore[arg-type]
-    with pytest.raises(UsageError, match="later release"):
-        build(_spec(), tmp_path / "lib", executor="ray")
-    assert not (tmp_path / "lib").exists()
-    out = _cli("build", "red and blue, 5 each", "-o", str(tmp_path / "run"), "--executor", "ray")
-    assert out.returncode == 2
-    assert out.stderr.strip().splitlines() == [f"error: {RAY_LATER}"]
-    assert not (tmp_path / "run").exists()
 
 
 # -- the registry --------------------------------------------------------------------------------

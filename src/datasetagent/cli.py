@@ -455,7 +455,14 @@ def _print_summary(summary: dict[str, Any]) -> None:
     type=click.Choice(["local", "ray"]),
     default="local",
     show_default=True,
-    help="Where the per-image stages run: local worker processes (ray: a later release).",
+    help="Where the per-image stages run: local worker processes, or Ray Data (extra ray: "
+    "a local Ray runtime, or the cluster of --ray-address / RAY_ADDRESS).",
+)
+@click.option(
+    "--ray-address",
+    metavar="ADDR",
+    help="Ray cluster to join with --executor ray (HOST:PORT of its head node, ray://HOST:PORT "
+    "or auto; default: RAY_ADDRESS, else a local runtime started and stopped with the run).",
 )
 @click.option(
     "--allow-host",
@@ -485,6 +492,7 @@ def build(
     device: str | None,
     workers: int | None,
     executor: str,
+    ray_address: str | None,
     allow_hosts: tuple[str, ...],
     resume: bool,
     as_json: bool,
@@ -502,6 +510,7 @@ def build(
         backend_options=backend_settings,
         tool_llm=llm if llm_tools else None,
         executor=executor,
+        ray_address=ray_address,
         device=device,
         workers=workers,
         allow_hosts=_allow_hosts(allow_hosts),

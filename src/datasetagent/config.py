@@ -16,17 +16,18 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal, Protocol
 
 from PIL import Image
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from datasetagent.agents.labeling import DataLabelAgent, LabelerSet, no_labeler_message
 from datasetagent.agents.verification import Verification
 from datasetagent.errors import NoLabelerError, UsageError
 from datasetagent.models import (
     BACKENDS,
+    Adapting,
     Backend,
     BackendConfig,
     BoxSegmenter,
@@ -46,7 +47,7 @@ from datasetagent.models import (
 )
 from datasetagent.models.llm_call import CallGate
 from datasetagent.models.llm_endpoint import redact_url
-from datasetagent.runtime.local import LocalExecutor
+from datasetagent.runtime.local import Executor, LocalExecutor
 from datasetagent.spec import DatasetSpec, describe_validation_error
 
 if TYPE_CHECKING:
@@ -60,10 +61,6 @@ Setting = str | int | float | bool
 BackendOptions = dict[str, dict[str, Setting]]
 #: The run store's meta key of the options record.
 OPTIONS_META = "options"
-RAY_LATER = (
-    "--executor ray is not available yet: the Ray Data executor comes with a later release; "
-    "use --executor local (the default, all cores of this machine)"
-)
 
 
 class Reporter(Protocol):
@@ -90,8 +87,8 @@ class NullReporter:
 class BuildOptions(BaseModel):
     """How a run is built, beyond its spec. ``None`` means "not given": a new run then takes
     the default (the offline labelers that apply, no verifier), a resumed one what it stored.
-    ``workers``, ``device`` and ``executor`` belong to the process and are never taken from
-    the store."""
+    ``workers``, ``device``, ``executor`` and ``ray_address`` belong to the process and are
+    never taken from the store: a run may resume under either executor."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -102,18 +99,19 @@ class BuildOptions(BaseModel):
     backend_options: BackendOptions | None = None
     #: The MLLM that chooses each image's enhancement tools and judges usability.
     tool_llm: str | None = None
-    executor: Literal["local"] = "local"
+    executor: Literal["local", "ray"] = "local"
     #: ``HOST[:PORT]`` each: the non-public addresses web sources may fetch from (``--allow-host``).
     allow_hosts: tuple[str, ...] | None = None
     device: str | None = None
     workers: int | None = Field(default=None, ge=1)
+    #: The Ray cluster to join (``--ray-address``; default ``RAY_ADDRESS``, else a local one).
+    ray_address: str | None = None
 
-    @field_validator("executor", mode="before")
-    @classmethod
-    def _executor(cls, value: object) -> object:
-        if value == "ray":  # raised as itself: a one-line error that names the way out
-            raise UsageError(RAY_LATER)
-        return value
+    @model_validator(mode="after")
+    def _ray_address(self) -> BuildOptions:
+        if self.ray_address is not None and self.executor != "ray":
+            raise ValueError("--ray-address needs --executor ray")
+        return self
 
     @classmethod
     def parse(cls, **fields: object) -> BuildOptions:
@@ -195,8 +193,22 @@ def check_labelers(names: Sequence[str]) -> None:
             raise UsageError(f"labeler {name!r} takes no model (got {text!r})")
 
 
-def open_executor(options: BuildOptions) -> LocalExecutor:
-    """The executor of the per-image stages (only ``local`` so far)."""
+def check_executor(options: BuildOptions) -> None:
+    """Before a run does any work: the executor it names can run here (Ray Data installed,
+    the cluster to join answering)."""
+    if options.executor == "ray":
+        from datasetagent.runtime.ray import preflight
+
+        preflight(options.ray_address)
+
+
+def open_executor(options: BuildOptions) -> Executor:
+    """The executor of the per-image stages: local worker processes, or Ray Data (imported
+    here, only for a run that uses it)."""
+    if options.executor == "ray":
+        from datasetagent.runtime.ray import RayExecutor
+
+        return RayExecutor(options.workers, options.ray_address)
     return LocalExecutor(options.workers)
 
 
@@ -218,6 +230,10 @@ class Assembly:
     gate: CallGate
     #: The backends whose usage the run reports, by the text they were named with.
     metered: dict[str, Backend]
+    #: How to build each backend again elsewhere (an actor of a model pool), by ``id``: the
+    #: ones that load a model and need nothing of this process (not an LLM, whose requests
+    #: the run's budget gates here, nor a labeler that learns or uses its peers).
+    recipes: dict[int, tuple[str, BackendConfig]] = field(default_factory=dict)
 
     @property
     def embedder(self) -> ImageEmbedder | None:
@@ -267,13 +283,27 @@ class Assembly:
         return learner
 
     def labeling(
-        self, store: RunStore, blobs: BlobStore, learner: ImageClassifier | None
+        self,
+        store: RunStore,
+        blobs: BlobStore,
+        learner: ImageClassifier | None,
+        executor: Executor | None = None,
     ) -> DataLabelAgent:
-        """The Data Label agent; the fitted learner, if any, is the first classifier."""
+        """The Data Label agent; the fitted learner, if any, is the first classifier. With an
+        executor that runs model pools (Ray), its models run there when every one of them can
+        be built again there (``recipes``) and no box segmenter needs the images here."""
         roles = self.roles
         if learner is not None:
             roles = LabelerSet((learner, *roles.classifiers), roles.detectors, roles.segmenter)
-        return DataLabelAgent(store, blobs, self.spec, roles)
+        runner = None
+        pools = getattr(executor, "model_runner", None)
+        if callable(pools) and roles.models and roles.segmenter is None:
+            models: list[tuple[object, str]] = [(m, "classify") for m in roles.classifiers]
+            models += [(m, "detect") for m in roles.detectors]
+            if all(id(m) in self.recipes for m, _ in models):
+                recipes = [(kind, *self.recipes[id(m)]) for m, kind in models]
+                runner = pools(recipes, blobs.root, [m for m, _ in models])
+        return DataLabelAgent(store, blobs, self.spec, roles, runner=runner)
 
     def verification(self, store: RunStore, load: Callable[[Sample], Image.Image]) -> Verification:
         return Verification(store, self.spec, load, list(self.checkers), self.auditors)
@@ -293,6 +323,7 @@ def assemble(
     reporter = reporter or NullReporter()
     gate = CallGate()
     built: dict[str, Backend] = {}
+    recipes: dict[int, tuple[str, BackendConfig]] = {}
 
     def make(text: str, peers: tuple[Backend, ...] = ()) -> Backend:
         if text in built:  # named both as labeler and as verifier: the same object
@@ -313,6 +344,13 @@ def assemble(
         if not factory_flag(name, "offline"):
             reporter.note(f"{backend.name} ready")
         built[text] = backend
+        if not (
+            callable(limit)
+            or peers
+            or factory_flag(name, "offline")
+            or isinstance(backend, (Learner, Adapting))
+        ):
+            recipes[id(backend)] = (name, config)
         return backend
 
     names = [  # a labeler named twice is one labeler: each image goes to it once
@@ -346,6 +384,7 @@ def assemble(
         metered={
             t: b for t, b in built.items() if not factory_flag(parse_labeler(t)[0], "offline")
         },
+        recipes=recipes,
     )
 
 

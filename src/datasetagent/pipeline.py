@@ -37,6 +37,7 @@ from datasetagent.config import (
     NullReporter,
     Reporter,
     assemble,
+    check_executor,
     check_labelers,
     open_executor,
     run_options,
@@ -198,7 +199,7 @@ class Pipeline:
             assembly.check_collected(self.store)
             self._ingest_existing(processing)
             self.classifier = assembly.fit_learner(self.store, self.blobs, self.reporter)
-            labeling = assembly.labeling(self.store, self.blobs, self.classifier)
+            labeling = assembly.labeling(self.store, self.blobs, self.classifier, executor)
             verification = assembly.verification(self.store, self._load)
             verification.budget = lambda: self._budget_spent(start)
             verification.progress = self.reporter.advance
@@ -537,6 +538,7 @@ def build(
     tool_llm: str | None = None,
     existing: ExistingDataset | None = None,
     executor: str = "local",
+    ray_address: str | None = None,
 ) -> BuildResult:
     """Run (or, with ``resume``, continue) a build in ``run_dir``: the keywords make the
     run's ``BuildOptions`` (see ``build_run``). ``auditors`` answer with the truth (a person's
@@ -549,6 +551,7 @@ def build(
         backend_options=backend_options,
         tool_llm=tool_llm,
         executor=executor,
+        ray_address=ray_address,
         device=device,
         workers=workers,
     )
@@ -597,6 +600,7 @@ def build_run(
     if spec is not None:
         named = [*(options.labelers or ()), *(options.verifiers or ())]
         existing = check_spec(spec, named, existing)
+    check_executor(options)
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:  # a link to nowhere, a file on the way, /proc: not a folder to make

@@ -34,7 +34,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 from PIL import Image
@@ -108,11 +108,22 @@ class LabelerSet:
         return [str(getattr(m, "name", type(m).__name__)) for m in self.models]
 
 
+class ModelRunner(Protocol):
+    """Runs the agent's models somewhere else (``runtime.ray``: an actor pool that builds each
+    model once per actor), one call for the round: for each batch of samples, in order, each
+    model's outputs for them (classifiers' predictions, then detectors' detections, in the
+    ``LabelerSet``'s order). The agent decides and stores the labels, as with local models."""
+
+    def outputs(self, batches: Sequence[Sequence[Sample]]) -> Iterator[list[list[Any]]]: ...
+
+
 @dataclass
 class _Batch:
     samples: list[Sample]
     images: list[Image.Image]
     prepared: dict[int, Prepared] = field(default_factory=dict)
+    #: Each model's outputs for the samples that need models, computed by a ``ModelRunner``.
+    outputs: list[list[Any]] | None = None
 
     def inputs(self, model: object) -> Any:
         """What to hand ``model``: its prepared batch when it has one, else the images."""
@@ -196,6 +207,7 @@ class DataLabelAgent:
         *,
         batch_size: int = BATCH,
         imported: Callable[[Sample], Sample] | None = None,
+        runner: ModelRunner | None = None,
     ) -> None:
         self.store = store
         self.blobs = blobs
@@ -206,6 +218,8 @@ class DataLabelAgent:
         self.imported = imported
         #: Why the last ``run_round`` stopped before labelling everything (budget), or None.
         self.stopped: str | None = None
+        #: Runs the models elsewhere (every model of ``labelers``; none adapts to the round).
+        self.runner = runner if self.labelers.models else None
 
     def load(self, sample: Sample) -> Image.Image:
         return self.blobs.open_image(sample.blob)
@@ -238,7 +252,7 @@ class DataLabelAgent:
             if isinstance(model, Adapting) and any(pool):
                 model.adapt(prefetch(pool, lambda chunk: [self.load(s) for s in chunk]))
         left = len(todo)
-        for batch in prefetch(chunks, self._load_batch):
+        for batch in self._batches(chunks):
             try:
                 self.stopped = budget() if budget is not None else None
                 cut = self._affordable(batch, calls_left() if calls_left is not None else None)
@@ -261,6 +275,16 @@ class DataLabelAgent:
                 log.info("labelling stopped with %d samples left: %s", left, self.stopped)
                 break
         return counts
+
+    def _batches(self, chunks: list[list[Sample]]) -> Iterator[_Batch]:
+        """The round's batches: images loaded (on a background thread) for local models, or
+        the models' outputs from the runner."""
+        if self.runner is None:
+            yield from prefetch(chunks, self._load_batch)
+            return
+        work = [[s for s in chunk if self._needs_models(s)] for chunk in chunks]
+        for chunk, outputs in zip(chunks, self.runner.outputs(work), strict=True):
+            yield _Batch(list(chunk), [], outputs=outputs)
 
     def _affordable(self, batch: _Batch, calls: int | None) -> _Batch:
         """``batch``, or its first samples when its models make a request per image (those the
@@ -305,7 +329,9 @@ class DataLabelAgent:
     def _classify(self, batch: _Batch) -> list[Sample]:
         todo = [s for s in batch.samples if self._needs_models(s)]
         per_model: list[list[Prediction]] = []
-        if batch.images:
+        if batch.outputs is not None:
+            per_model = batch.outputs[: len(self.labelers.classifiers)]
+        elif batch.images:
             per_model = [list(c.predict(batch.inputs(c))) for c in self.labelers.classifiers]
         preds = {s.id: [p[i] for p in per_model] for i, s in enumerate(todo)}
         return [self._classify_one(s, preds.get(s.id, [])) for s in batch.samples]
@@ -358,7 +384,9 @@ class DataLabelAgent:
     def _locate(self, batch: _Batch) -> list[Sample]:
         todo = [s for s in batch.samples if self._needs_models(s)]
         per_detector: list[list[list[Detection]]] = []
-        if batch.images:
+        if batch.outputs is not None:
+            per_detector = batch.outputs[len(self.labelers.classifiers) :]
+        elif batch.images:
             per_detector = [list(d.detect(batch.inputs(d))) for d in self.labelers.detectors]
         merged = {
             s.id: merge_detections([dets[i] for dets in per_detector]) for i, s in enumerate(todo)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import itertools
 import os
 import select
@@ -19,9 +20,16 @@ R = TypeVar("R")
 
 
 class Executor(Protocol):
+    """Runs ``fn`` over items elsewhere (processes, a cluster); results in input order. The
+    caller stores them: an executor never writes the run store."""
+
     def map(self, fn: Callable[[T], R], items: Sequence[T]) -> Iterator[R]: ...
 
     def close(self) -> None: ...
+
+    def __enter__(self) -> Executor: ...
+
+    def __exit__(self, *exc: object) -> None: ...
 
 
 def _worker_init(parent: int) -> None:
@@ -36,12 +44,19 @@ def _worker_init(parent: int) -> None:
     each worker holds its task queue's write end too. So each worker watches ``parent``; the
     fork server exits on its own once the last worker is gone.
     """
+    single_threaded()
+    threading.Thread(target=_exit_with, args=(parent,), daemon=True, name="exit-with").start()
+
+
+@functools.cache
+def single_threaded() -> None:
+    """Limit this worker process to one thread for BLAS, OpenMP and OpenCV (once a process):
+    the executor already runs a worker a core."""
     import cv2
     from threadpoolctl import threadpool_limits
 
     threadpool_limits(1)
     cv2.setNumThreads(1)
-    threading.Thread(target=_exit_with, args=(parent,), daemon=True, name="exit-with").start()
 
 
 def _exit_with(pid: int) -> None:
