@@ -414,3 +414,45 @@ def test_model_labels_from_the_actor_pool_are_the_local_ones(
     ) or any("clip" in r for s in local["samples"] for r in s["review_reasons"])
     logs = "".join(p.read_text(errors="replace") for p in session.rglob("ray-data*.log"))
     assert "MapBatches(_Models)" in logs  # the labels came from the actor pool
+
+
+#: Runs ``build --executor ray --json`` with a build that writes to file descriptor 1 from
+#: outside Python's ``sys.stdout`` (as Ray's runtime does) before it fails.
+NOISY_BUILD = (
+    "import os, sys\n"
+    "import datasetagent.pipeline as pipeline\n"
+    "from datasetagent.cli import main\n"
+    "from datasetagent.errors import DatasetAgentError\n"
+    "def noisy(*args, **kwargs):\n"
+    "    os.write(1, b'(raylet) A worker died or was killed\\n')\n"
+    "    print('a print from Python', flush=True)\n"
+    "    raise DatasetAgentError('stopped here')\n"
+    "pipeline.build_run = noisy\n"
+    "main(sys.argv[1:], prog_name='datasetagent')\n"
+)
+
+
+def test_what_ray_writes_to_stdout_goes_to_stderr(tmp_path: Path) -> None:
+    """stdout holds only the summary (``--json``): Ray's own lines go to stderr."""
+    args = ["build", "cats and dogs, 5 each", "--source", str(tmp_path), "-o", str(tmp_path / "r")]
+    done = subprocess.run(
+        [sys.executable, "-c", NOISY_BUILD, *args, "--executor", "ray", "--json"],
+        capture_output=True,
+        text=True,
+        env=_env(),
+        check=False,
+    )
+    assert done.returncode == 1, done.stderr
+    assert done.stdout == ""
+    assert "(raylet) A worker died" in done.stderr
+    assert "a print from Python" in done.stderr
+    assert "stopped here" in done.stderr
+
+
+def test_stdout_to_stderr_restores_stdout(capfd: pytest.CaptureFixture[str]) -> None:
+    from datasetagent.cli import stdout_to_stderr
+
+    with stdout_to_stderr():
+        os.write(1, b"inside\n")
+    os.write(1, b"after\n")
+    assert capfd.readouterr() == ("after\n", "inside\n")

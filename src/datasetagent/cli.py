@@ -5,11 +5,12 @@ from __future__ import annotations
 import errno
 import json
 import logging
+import os
 import re
 import sys
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from functools import wraps
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, ParamSpec, TypeVar
@@ -535,7 +536,10 @@ def build(
             'give a request or a spec file, e.g. datasetagent build "cats and dogs, '
             '50 each" --source photos/ -o run/'
         )
-    with RichReporter(err) as reporter:
+    # Ray's runtime may write to this process's stdout (a line on a worker it restarted):
+    # stdout carries only the summary, so while Ray runs, whatever reaches it goes to stderr
+    guard = stdout_to_stderr() if options.executor == "ray" else nullcontext()
+    with guard, RichReporter(err) as reporter:
         result = build_run(
             spec, run_dir, options, resume=resume, reporter=reporter, existing=dataset
         )
@@ -543,6 +547,21 @@ def build(
     _print_summary(summary)
     if as_json:
         click.echo(json.dumps(summary))
+
+
+@contextmanager
+def stdout_to_stderr() -> Iterator[None]:
+    """Everything written to file descriptor 1 (by Python or by native code) goes to stderr
+    until the block ends; then stdout is this process's stdout again."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        os.dup2(2, 1)
+        yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
 
 
 def _allow_hosts(hosts: tuple[str, ...]) -> tuple[str, ...] | None:
