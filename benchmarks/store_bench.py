@@ -122,11 +122,13 @@ def main() -> None:
             timed(f"write labels ({args.batch} a txn)", n, label)
             timed("label_counts", n, lambda: store.label_counts(["labelled"]))
             loaded: list[Sample] = []
+            before = rss()
             timed(
                 "load labelled samples",
                 n,
                 lambda: loaded.extend(store.samples(status=["labelled"])),
             )
+            print(f"  their memory: {(rss() - before) / 2**20:,.0f} MiB")
             before = rss()
             index = Deduplicator(DEFAULT_THRESHOLD)
 

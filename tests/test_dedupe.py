@@ -211,3 +211,33 @@ def test_a_check_that_remembers_nothing_gives_the_verdicts_a_real_one_gives() ->
     checker.replace("a", "a-copy", feats[2][0], feats[2][1])
     again = checker.check(["a-again"], ["w"], [feats[0][0]], [feats[0][1]])
     assert _named(again) == [("near_duplicate", "a-copy")]
+
+
+def test_keeping_the_verdicts_of_a_dry_check_remembers_what_a_real_check_does() -> None:
+    """``keep`` with a dry check's verdicts leaves the state a real check leaves: every later
+    check gives the same verdicts (copies, exact keys, items without hashes included)."""
+    imgs = [p.crop((0, 0, 200, 200)) for p in photos()]
+    copy = imgs[0].resize((100, 100), Image.Resampling.LANCZOS)
+    feats = [features(im) for im in (*imgs, copy)]
+    keys = ["a", "b", "a-copy", "b-again", "broken", "c"]
+    exact = ["x", "y", "z", "y", "v", None]
+    hashes: list[np.ndarray | None] = [feats[0][0], feats[1][0], feats[2][0], feats[1][0]]
+    hashes += [None, feats[1][0]]
+    thumbs: list[Thumb | None] = [feats[0][1], feats[1][1], feats[2][1], feats[1][1], None]
+    thumbs += [feats[1][1]]
+    real, kept = Deduplicator(near_bits=8), Deduplicator(near_bits=8)
+    verdicts = real.check(keys, exact, hashes, thumbs)
+    dry = kept.check(keys, exact, hashes, thumbs, remember=False)
+    assert dry == verdicts
+    assert _named(dry)[2:4] == [("near_duplicate", "a"), ("exact_duplicate", "b")]
+    kept.keep(keys, exact, hashes, thumbs, dry)
+    assert len(kept) == len(real) == 2
+    later = (
+        ["n1", "n2", "n3", "n4", "n5"],
+        ["x", "z", "v", "y", "q"],
+        [feats[0][0], feats[2][0], None, feats[1][0], feats[2][0]],
+        [feats[0][1], feats[2][1], None, feats[1][1], feats[2][1]],
+    )
+    assert kept.check(*later) == real.check(*later)
+    assert kept._exact == real._exact
+    assert kept._thumbs.keys() == real._thumbs.keys()

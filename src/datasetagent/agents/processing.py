@@ -398,7 +398,7 @@ class ImageProcessingAgent:
         )
         end = len(results) if better is None else todo[better] + 1
         todo = todo if better is None else todo[:better]
-        self.dedupe.check(*self._dedupe_items(results, todo))  # the verdicts found above
+        self.dedupe.keep(*self._dedupe_items(results, todo), [verdict[i] for i in todo])
         if better is not None:
             best, replaced = results[end - 1], found[better]
             assert replaced is not None  # a better copy has a verdict to name what it replaces

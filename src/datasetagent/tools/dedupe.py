@@ -377,6 +377,33 @@ class Deduplicator:
             self._exact.update(exact_here)
         return out
 
+    def keep(
+        self,
+        keys: Sequence[str],
+        exact_keys: Sequence[str | None],
+        hashes: Sequence[np.ndarray | None],
+        thumbs: Sequence[Thumb | None],
+        verdicts: Sequence[Duplicate | None],
+    ) -> None:
+        """Remember what ``check`` would, given the ``verdicts`` that ``check(...,
+        remember=False)`` just gave for these items: the same state, without verifying every
+        hash match again (the costly part of a check)."""
+        exact_here: dict[str, str] = {}
+        kept: list[int] = []
+        for i, (exact, h, verdict) in enumerate(zip(exact_keys, hashes, verdicts, strict=True)):
+            if verdict is not None:
+                continue  # a duplicate is the first of nothing and is not kept
+            if exact is not None:
+                exact_here.setdefault(exact, keys[i])
+            if h is not None:
+                kept.append(i)
+        self._exact.update(exact_here)
+        self.add(
+            [keys[i] for i in kept],
+            [hashes[i] for i in kept],  # type: ignore[misc]
+            [thumbs[i] for i in kept],
+        )
+
     def add(
         self, keys: Sequence[str], hashes: Sequence[np.ndarray], thumbs: Sequence[Thumb | None]
     ) -> None:
