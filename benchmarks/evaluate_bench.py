@@ -6,12 +6,14 @@ built offline with its request, then ``datasetagent evaluate RUN --test DIR --js
 whole CLI process against ``--test-per-class`` images per class of Fashion-MNIST's own test
 split (t10k), which the build never sees. Printed: the held-out accuracy of the classifier
 trained on the export and of the same classifier trained on the seeds alone (the baseline,
-computed in the same process), per class, and the time ``evaluate`` took; then again after a
+computed in the same process), per class, and the time ``evaluate`` took; the ceiling (the
+same classifier on the seeds and ``--ceiling`` pool images with their true labels); then again
+after a
 simulated person's ``--review`` decisions on held-back samples (``expansion_bench.human_review``,
 answering from the truth).
 
 Usage: python benchmarks/evaluate_bench.py [--pool-per-class 900] [--seeds 20]
-       [--test-per-class 100] [--review 300] [--seed 0] [--keep DIR]
+       [--test-per-class 100] [--ceiling 2100] [--review 300] [--seed 0] [--keep DIR]
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from datasetagent.pipeline import build
 from expansion_bench import (
     CLASSES,
     REQUEST,
+    BenchData,
     expansion_spec,
     find_fashion_mnist,
     human_review,
@@ -84,12 +87,40 @@ def table(when: str, result: dict[str, Any]) -> None:
     )
 
 
+def ceiling(data: BenchData, test: Path, n: int, seed: int) -> str:
+    """What the same classifier reaches trained on the seeds and ``n`` pool images with
+    their true labels: what a perfectly labelled expansion of that size would give."""
+    from datasetagent.models.seed import SeedClassifier
+
+    images, labels = [], []
+    for name in CLASSES:
+        for path in sorted((test / name).glob("*.png")):
+            with Image.open(path) as img:
+                images.append(img.convert("L"))
+            labels.append(name)
+    pick = np.random.default_rng(seed).permutation(len(data.pool_images))[:n]
+    model = SeedClassifier(transductive=False)
+    model.fit(
+        [*data.seed_images, *(data.pool_images[i] for i in pick)],
+        [*data.seed_labels, *(data.pool_labels[i] for i in pick)],
+    )
+    probs = model.probabilities(images)[:, : len(model.classes)]
+    right = sum(model.classes[k] == t for k, t in zip(probs.argmax(axis=1), labels, strict=True))
+    return (
+        f"ceiling: the same classifier on the seeds and {n} pool images with their true labels: "
+        f"{right / len(labels):.3f}"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--pool-per-class", type=int, default=900)
     parser.add_argument("--seeds", type=int, default=20)
     parser.add_argument("--test-per-class", type=int, default=100)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--ceiling", type=int, default=2100, help="pool images with true labels (0: skip)"
+    )
     parser.add_argument(
         "--review", type=int, default=300, help="then review this many held-back samples"
     )
@@ -113,6 +144,8 @@ def main() -> None:
             f"held-out test: {n} images of Fashion-MNIST's t10k split; evaluate took {took:.1f} s"
         )
         table("straight after the build", result)
+        if args.ceiling:
+            print(f"\n{ceiling(data, test, args.ceiling, args.seed)}")
         if args.review:
             human_review(root / "run", data, audit=0, review=args.review)
             table(
