@@ -303,6 +303,8 @@ def test_review_apply_teaches_the_labeler(run: Run) -> None:
     ]
     queue = run.dir.parent / "apply.jsonl"
     queue.write_text("\n".join(lines) + "\n")
+    before = run.store.reports()[-1]
+    assert f"Held back for review: {before.review};" in (run.dir / "report.html").read_text()
     run.store.close()
     out = subprocess.run(
         [sys.executable, "-m", "datasetagent", "review", str(run.dir), "--apply", str(queue)],
@@ -312,3 +314,10 @@ def test_review_apply_teaches_the_labeler(run: Run) -> None:
     )
     assert out.returncode == 0, out.stderr
     assert f"the labeler learned from {len(lines)} decision(s): " in out.stderr
+    # the finished run's report is written again with the decisions
+    page = (run.dir / "report.html").read_text()
+    with RunStore(run.dir / "run.db") as store:
+        last = store.reports()[-1]
+    assert last.review != before.review
+    assert f"Held back for review: {last.review};" in page
+    assert "report written again" in out.stderr

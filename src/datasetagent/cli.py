@@ -871,6 +871,7 @@ def review(
             )
             return
         assert apply_from is not None
+        report: Path | None = None
         done = apply_decisions(store, spec, apply_from)
         learned = _learn(store, blobs, spec)
         reports = store.reports()
@@ -886,8 +887,12 @@ def review(
                 err.print(
                     f"ALR {fresh.alr:.3f} (95% interval {lo:.3f}-{hi:.3f}): {fresh.alr_method}"
                 )
+        if store.stage_done(FINAL, "split"):  # a finished run's report shows the decisions
+            report = _rewrite_report(run_dir, store, spec)
     decided = ", ".join(f"{k} {v}" for k, v in done.applied.items())
     err.print(f"applied: {decided}; export again with datasetagent export {run_dir} -o DIR")
+    if report is not None:
+        err.print(f"report written again: {report}")
     for reason, n in done.not_applied.items():
         err.print(f"not applied: {n} decision(s): {reason}")
     if learned.skipped is None:
@@ -896,6 +901,18 @@ def review(
             f"{len(learned.promoted)} held-back sample(s) now labelled (seed+review, audited "
             "like every new label)"
         )
+
+
+def _rewrite_report(run_dir: Path, store: Any, spec: Any) -> Path | None:
+    """``RUN/report.html`` written again; the decisions are applied by now, so a report that
+    cannot be written is a warning, not a failure."""
+    from datasetagent.report import write_report
+
+    try:
+        return write_report(run_dir, store, spec)
+    except (OSError, DatasetAgentError) as exc:
+        err.print(printable(f"report.html not written again: {exc}"), markup=False)
+        return None
 
 
 def _learn(store: Any, blobs: Any, spec: Any) -> Any:
