@@ -231,24 +231,47 @@ def _refined_crop_ncc(thumb: np.ndarray, full: np.ndarray, row: int, col: int) -
     ``col``: indices of ``_spans``): each side's start and stop moved by up to
     ``REFINE_REACH`` percent of the side, a percent at a time, rows then columns, twice."""
     spans = _spans()
-    table = _span_table()
     here = [[round(v * 100) for v in spans[row]], [round(v * 100) for v in spans[col]]]
-    moves = np.arange(-REFINE_REACH, REFINE_REACH + 1)
     best = -1.0
     for _ in range(2):
         for axis in (0, 1):
-            starts = np.clip(here[axis][0] + moves, 0, _MAX_START)
-            stops = np.clip(here[axis][1] + moves, 100 - _MAX_START, 100)
-            s_idx, e_idx = (g.ravel() for g in np.meshgrid(starts, stops, indexing="ij"))
-            tried = _pick(table, s_idx, e_idx - (100 - _MAX_START))
-            kept = here[1 - axis]
-            other = _pick(table, np.array(kept[:1]), np.array([kept[1] - (100 - _MAX_START)]))
+            s_idx, e_idx, tried = _moved_spans(*here[axis])
+            other = _span_at(*here[1 - axis])
             found = _crop_scores(thumb, full, *((tried, other) if axis == 0 else (other, tried)))
             i = int(found.argmax())
             if found.flat[i] > best:
                 best = float(found.flat[i])
                 here[axis] = [int(s_idx[i]), int(e_idx[i])]
     return best
+
+
+#: Spans the refinement's caches hold (~0.6 MB a moved set, ~8 KB a single span); the
+#: refinement starts from the grid's few spans and mostly stays near them.
+_SPAN_CACHE = 256
+
+
+@functools.lru_cache(maxsize=_SPAN_CACHE)
+def _moved_spans(start: int, stop: int) -> tuple[np.ndarray, np.ndarray, _Spans]:
+    """The (start, stop) percent indices of each span with its start and stop moved by up to
+    ``REFINE_REACH`` percent (clipped to the table), and those spans: read-only, shared."""
+    moves = np.arange(-REFINE_REACH, REFINE_REACH + 1)
+    starts = np.clip(start + moves, 0, _MAX_START)
+    stops = np.clip(stop + moves, 100 - _MAX_START, 100)
+    s_idx, e_idx = (g.ravel() for g in np.meshgrid(starts, stops, indexing="ij"))
+    picked = _pick(_span_table(), s_idx, e_idx - (100 - _MAX_START))
+    return _frozen(s_idx), _frozen(e_idx), (*map(_frozen, picked),)  # type: ignore[return-value]
+
+
+@functools.lru_cache(maxsize=_SPAN_CACHE)
+def _span_at(start: int, stop: int) -> _Spans:
+    """The one span from ``start`` to ``stop`` percent: read-only, shared."""
+    picked = _pick(_span_table(), np.array([start]), np.array([stop - (100 - _MAX_START)]))
+    return (*map(_frozen, picked),)  # type: ignore[return-value]
+
+
+def _frozen(a: np.ndarray) -> np.ndarray:
+    a.setflags(write=False)
+    return a
 
 
 #: Crops the refinement may reach start at most this percent into a side (and stop as far
