@@ -108,7 +108,7 @@ def test_blob_store_is_content_addressed_and_idempotent(tmp_path: Path) -> None:
     assert rel == f"images/cd/{'cd' * 32}.png"
     assert blobs.put("cd" * 32, "png", b"two") == rel
     assert blobs.path(rel).read_bytes() == b"one"
-    assert not list(tmp_path.rglob(".tmp-*"))
+    assert [p for p in tmp_path.rglob("*") if p.is_file()] == [blobs.path(rel)]  # no temp file
 
 
 @pytest.mark.timeout(30)

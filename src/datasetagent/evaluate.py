@@ -19,8 +19,6 @@ card (``README.md``) of each of its exports under ``RUN/export/`` are written ag
 from __future__ import annotations
 
 import io
-import os
-import tempfile
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -37,6 +35,7 @@ from datasetagent.records import Sample
 from datasetagent.sources.existing import open_existing
 from datasetagent.spec import DatasetSpec
 from datasetagent.store import BlobStore, RunStore, run_lock
+from datasetagent.store.blobs import write_atomic
 from datasetagent.tools.hashing import pixel_hash
 
 if TYPE_CHECKING:
@@ -310,19 +309,6 @@ def record_evaluation(
         if card.is_symlink() or not card.is_file():
             continue
         text = with_evaluation(card.read_text(encoding="utf-8"), evaluation)
-        _replace(card, text)
+        write_atomic(card, text.encode("utf-8"), mode=0o644)
         written.append(card)
     return written
-
-
-def _replace(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` atomically (a temporary file renamed over it)."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".README-", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

@@ -8,8 +8,6 @@ that is not a report of this tool.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -17,6 +15,7 @@ from datasetagent.errors import UsageError
 from datasetagent.records import Sample
 from datasetagent.spec import DatasetSpec
 from datasetagent.store import BlobStore, RunStore
+from datasetagent.store.blobs import write_atomic
 
 REPORT_NAME = "report.html"
 #: Bytes at the start of a file searched for the page's generator mark.
@@ -89,13 +88,5 @@ def write_report(
     atomically; returns the path written."""
     target = check_report_file(out if out is not None else run_dir / REPORT_NAME)
     page = render_report(run_dir, store, spec, exported)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".report-", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(page)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomic(target, page.encode("utf-8"), mode=0o644)
     return target

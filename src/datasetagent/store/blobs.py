@@ -9,6 +9,22 @@ from pathlib import Path
 from PIL import Image
 
 
+def write_atomic(path: Path, data: bytes, *, mode: int | None = None) -> None:
+    """Write ``data`` to ``path`` atomically: a temporary file in the same folder, renamed over
+    it, so a reader never sees half a file and a failed write leaves the old one. ``mode``:
+    the file's permissions (a temporary file is private, 0600, otherwise)."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        if mode is not None:
+            os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
 class BlobStore:
     def __init__(self, root: Path) -> None:
         self.root = root
@@ -26,14 +42,7 @@ class BlobStore:
         if path.exists():
             return rel
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_atomic(path, data)
         return rel
 
     def path(self, rel: str) -> Path:
