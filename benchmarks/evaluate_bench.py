@@ -20,10 +20,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -41,6 +39,7 @@ from expansion_bench import (
     human_review,
     make_data,
     read_idx,
+    work_folder,
 )
 
 
@@ -126,10 +125,7 @@ def main() -> None:
     )
     parser.add_argument("--keep", type=Path, default=None, help="write data and run here")
     args = parser.parse_args()
-    root = args.keep or Path(tempfile.mkdtemp(prefix="evaluate-bench-"))
-    if args.keep and root.exists():
-        shutil.rmtree(root)
-    try:
+    with work_folder(args.keep, "evaluate-bench-") as root:
         data = make_data(
             root / "data", seeds=args.seeds, per_class=args.pool_per_class, seed=args.seed
         )
@@ -151,9 +147,6 @@ def main() -> None:
             table(
                 f"after {args.review} simulated review decisions", evaluate(root / "run", test)[0]
             )
-    finally:
-        if args.keep is None:
-            shutil.rmtree(root, ignore_errors=True)
 
 
 if __name__ == "__main__":

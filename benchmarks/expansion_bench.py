@@ -47,7 +47,8 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -85,6 +86,26 @@ TARGET = 300
 
 
 # -- data ----------------------------------------------------------------------------------------
+
+
+@contextmanager
+def work_folder(keep: Path | None, prefix: str) -> Iterator[Path]:
+    """Where a benchmark writes its data and runs: ``keep`` (``--keep DIR``), which must be new
+    or empty and is left in place (a folder that holds files is refused, never emptied), or a
+    temporary folder removed afterwards."""
+    if keep is None:
+        root = Path(tempfile.mkdtemp(prefix=prefix))
+        try:
+            yield root
+        finally:
+            shutil.rmtree(root, ignore_errors=True)
+        return
+    if keep.exists() and (not keep.is_dir() or any(keep.iterdir())):
+        sys.exit(f"--keep {keep} is not a new or empty folder; give one (nothing is removed)")
+    keep.mkdir(parents=True, exist_ok=True)
+    yield keep
+
+
 def find_fashion_mnist() -> Path:
     """The folder holding the package's IDX files."""
     try:
@@ -522,10 +543,7 @@ def main() -> None:
     )
     args = parser.parse_args()
 
-    root = args.keep or Path(tempfile.mkdtemp(prefix="expansion-bench-"))
-    if args.keep and root.exists():
-        shutil.rmtree(root)
-    try:
+    with work_folder(args.keep, "expansion-bench-") as root:
         start = time.perf_counter()
         data = make_data(
             root / "data", seeds=args.seeds, per_class=args.pool_per_class, seed=args.seed
@@ -558,9 +576,6 @@ def main() -> None:
         print("\nconsistency of the build's own numbers:")
         for name, ok, detail in consistency(result, scored, audited):
             print(f"    [{'ok' if ok else 'NO'}] {name}{': ' + detail if detail else ''}")
-    finally:
-        if args.keep is None:
-            shutil.rmtree(root, ignore_errors=True)
 
 
 if __name__ == "__main__":

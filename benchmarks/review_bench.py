@@ -36,7 +36,6 @@ import json
 import shutil
 import statistics
 import sys
-import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -49,7 +48,15 @@ from datasetagent.pipeline import build
 from datasetagent.records import Sample
 from datasetagent.spec import DatasetSpec
 from datasetagent.store import BlobStore, RunStore
-from expansion_bench import CLASSES, REQUEST, BenchData, expansion_spec, make_data, score
+from expansion_bench import (
+    CLASSES,
+    REQUEST,
+    BenchData,
+    expansion_spec,
+    make_data,
+    score,
+    work_folder,
+)
 
 
 @dataclass(frozen=True)
@@ -184,10 +191,7 @@ def main() -> None:
     parser.add_argument("--keep", type=Path, default=None, help="write data and runs here")
     args = parser.parse_args()
 
-    root = args.keep or Path(tempfile.mkdtemp(prefix="review-bench-"))
-    if args.keep and root.exists():
-        shutil.rmtree(root)
-    try:
+    with work_folder(args.keep, "review-bench-") as root:
         data = make_data(
             root / "data", seeds=args.seeds, per_class=args.pool_per_class, seed=args.seed
         )
@@ -239,9 +243,6 @@ def main() -> None:
         )
         if base.reached and ours.reached:
             print(f"  ours / baseline decisions: {ours.reached / base.reached:.2f} (goal <= 0.5)")
-    finally:
-        if args.keep is None:
-            shutil.rmtree(root, ignore_errors=True)
 
 
 if __name__ == "__main__":
