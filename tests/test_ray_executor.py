@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import sqlite3
@@ -290,7 +291,15 @@ def test_ray_builds_the_same_dataset_as_local_and_stops_its_runtime(
         env=_env(TMPDIR=str(temp)),
     )
     assert out.returncode == 0, out.stderr
-    assert "Ray" not in out.stderr  # no Ray log lines or progress bars
+    ours = re.compile(r"round (\d+): (\d+) images processed by Ray tasks")
+    ran = {int(m[1]): int(m[2]) for m in ours.finditer(out.stderr)}
+    with sqlite3.connect(tmp_path / "run" / "run.db") as con:
+        rounds = dict(
+            con.execute("SELECT round, COUNT(*) FROM candidates WHERE round > 0 GROUP BY round")
+        )
+    assert ran == rounds  # every candidate of every round went through Ray, counted
+    # no Ray log lines or progress bars: the only lines naming Ray are the run's own
+    assert all(ours.search(line) for line in out.stderr.splitlines() if "Ray" in line)
     assert "INFO" not in out.stderr
     outcome = _outcome(tmp_path / "run")
     assert outcome["samples"] == reference["samples"]

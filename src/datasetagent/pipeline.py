@@ -391,8 +391,12 @@ class Pipeline:
             if self._stage(round_, "process"):
                 todo = len(self.store.candidates_to_process(round_))
                 self.reporter.stage("processing", round_, todo)
+                on_ray = getattr(processing.executor, "items_run", None)
                 counts = processing.run_round(round_, self.reporter.advance, self._save_usage)
                 self._finish(round_, "process", _describe(counts))
+                if on_ray is not None:  # where the work ran, as counted (not as asked)
+                    ran = processing.executor.items_run - on_ray  # type: ignore[attr-defined]
+                    self.reporter.note(f"round {round_}: {ran} images processed by Ray tasks")
             if self._web is not None:  # also on a resume killed between the two
                 self._web.clean(round_)
             cut: str | None = None  # why a stage of this round stopped early (budget)

@@ -326,6 +326,8 @@ class RayExecutor:
         self.batch_size = batch_size
         self.address = cluster_address(address)
         self._ray = prepare(self.address)
+        #: Results that came back from Ray tasks so far (the run reports them).
+        self.items_run = 0
         #: Whether this executor started the runtime (and so shuts it down).
         self._owned = False
         self._temp: str | None = None
@@ -400,7 +402,9 @@ class RayExecutor:
                 num_cpus=1,
                 max_retries=TASK_RETRIES,
             )
-        yield from _stream(ray, ds, len(items), self.batch_size)
+        for result in _stream(ray, ds, len(items), self.batch_size):
+            self.items_run += 1
+            yield result
 
     def model_runner(
         self, recipes: Sequence[tuple[str, str, BackendConfig]], root: Path, models: Sequence[Any]
